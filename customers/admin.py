@@ -1,0 +1,142 @@
+"""The steward's view of golden records, cross references and history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from customers.actions import request_resync
+from customers.choices import ContactPointKind
+from customers.models import ContactPoint, CrossReference, HistoryEntry, Individual
+
+
+class ContactPointInline(admin.TabularInline):
+    model = ContactPoint
+    extra = 0
+    fields = ["kind", "is_primary", "email_address", "telephone_number", "address_line1", "city_name",
+              "postal_code_text", "country_name", "source_system", "active_from_date"]
+    readonly_fields = ["source_system", "active_from_date"]
+    show_change_link = False
+
+
+class CrossReferenceInline(admin.TabularInline):
+    model = CrossReference
+    extra = 0
+    fields = ["system", "external_id", "status", "source_status", "writeback_state", "source_master_id",
+              "written_at", "writeback_error", "first_seen_at", "last_seen_at"]
+    readonly_fields = ["system", "external_id", "source_status", "writeback_state", "source_master_id",
+                       "written_at", "writeback_error", "first_seen_at", "last_seen_at"]
+    show_change_link = True
+    can_delete = False
+
+
+class HistoryInline(admin.TabularInline):
+    model = HistoryEntry
+    extra = 0
+    fields = ["created_at", "action", "object_type", "object_id", "actor", "before", "after"]
+    readonly_fields = fields
+    can_delete = False
+    ordering = ["-created_at", "-id"]
+    verbose_name_plural = "history (newest first)"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class SourceSystemFilter(admin.SimpleListFilter):
+    title = "source system"
+    parameter_name = "system"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        systems = CrossReference.objects.order_by().values_list("system", flat=True).distinct()[:50]
+        return [(s, s) for s in systems]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Individual]) -> QuerySet[Individual]:
+        if self.value():
+            return queryset.filter(cross_references__system=self.value()).distinct()
+        return queryset
+
+
+@admin.register(Individual)
+class IndividualAdmin(admin.ModelAdmin):
+    list_display = ["master_id", "first_name", "last_name", "primary_email", "sources", "consent", "updated_at"]
+    list_filter = [SourceSystemFilter, "created_at", "updated_at"]
+    search_fields = ["=master_id", "first_name", "last_name", "=contact_points__value_key",
+                     "=cross_references__external_id"]
+    readonly_fields = ["master_id", "party_type", "do_not_market_since", "consent_source", "created_at",
+                       "updated_at"]
+    fieldsets = [
+        (None, {"fields": ["master_id", "party_type"]}),
+        ("Name", {"fields": [("salutation", "first_name", "middle_name", "last_name", "name_suffix")]}),
+        ("Person", {"fields": [("birth_date", "gender")]}),
+        ("Consent", {"fields": [("do_not_market_since", "consent_source")]}),
+        ("Audit", {"fields": [("created_at", "updated_at")]}),
+    ]
+    inlines = [ContactPointInline, CrossReferenceInline, HistoryInline]
+    actions = ["resync"]
+    show_full_result_count = False
+    list_per_page = 50
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Individual]:
+        return super().get_queryset(request).prefetch_related("contact_points", "cross_references")
+
+    @admin.display(description="email")
+    def primary_email(self, obj: Individual) -> str:
+        emails = [cp for cp in obj.contact_points.all() if cp.kind == ContactPointKind.EMAIL]
+        emails.sort(key=lambda cp: not cp.is_primary)
+        return emails[0].email_address if emails else ""
+
+    @admin.display(description="sources")
+    def sources(self, obj: Individual) -> str:
+        return ", ".join(sorted({x.system for x in obj.cross_references.all()}))
+
+    @admin.display(description="do not market", boolean=True)
+    def consent(self, obj: Individual) -> bool:
+        return obj.do_not_market_since is not None
+
+    @admin.action(description="Re-sync selected records to Marketing Cloud and downstream systems")
+    def resync(self, request: HttpRequest, queryset: QuerySet[Individual]) -> None:
+        count = 0
+        for individual in queryset[:500]:
+            request_resync(individual, actor=f"user:{request.user.get_username()}", actor_user=request.user)
+            count += 1
+        self.message_user(request, f"Re-sync queued for {count} record(s); see Sync runs.", messages.SUCCESS)
+
+
+@admin.register(CrossReference)
+class CrossReferenceAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "golden_record", "status", "source_status", "writeback_state", "written_at",
+                    "last_seen_at"]
+    list_filter = ["system", "status", "writeback_state", "last_seen_at"]
+    search_fields = ["=external_id", "=individual__master_id"]
+    list_select_related = ["individual"]
+    raw_id_fields = ["individual"]
+    readonly_fields = ["first_seen_at", "last_seen_at", "source_modified_at", "source_payload", "source_master_id",
+                       "written_at", "writeback_error", "writeback_state", "created_at", "updated_at"]
+    show_full_result_count = False
+
+    @admin.display(description="golden record", ordering="individual__master_id")
+    def golden_record(self, obj: CrossReference) -> str:
+        return format_html('<a href="../individual/{}/change/">{}</a>', obj.individual_id, obj.individual.master_id)
+
+
+@admin.register(HistoryEntry)
+class HistoryEntryAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "master_id", "action", "object_type", "actor"]
+    list_filter = ["action", "object_type", "created_at"]
+    search_fields = ["=master_id", "actor"]
+    readonly_fields = [f.name for f in HistoryEntry._meta.fields]
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

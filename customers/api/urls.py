@@ -1,0 +1,8 @@
+from django.urls import path
+
+from customers.api.views import IndividualDetailView, IndividualListView
+
+urlpatterns = [
+    path("individuals", IndividualListView.as_view(), name="individual-list"),
+    path("individuals/<str:master_id>", IndividualDetailView.as_view(), name="individual-detail"),
+]

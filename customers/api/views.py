@@ -1,0 +1,87 @@
+"""Read API for golden records, rendered as CIM Individuals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, permissions, serializers
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from customers.choices import ContactPointKind
+from customers.cim import render_individual
+from customers.models import Individual
+from customers.normalize import normalize_email
+
+
+class ReadScope(permissions.BasePermission):
+    """The caller (whatever authenticated it) must hold the ``read`` scope."""
+
+    message = "This API key lacks the read scope."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        has_scope = getattr(request.user, "has_scope", None)
+        return bool(callable(has_scope) and has_scope("read"))
+
+
+class CimIndividualSerializer(serializers.BaseSerializer):
+    def to_representation(self, instance: Individual) -> dict[str, Any]:
+        return render_individual(instance)
+
+
+def _individuals() -> QuerySet[Individual]:
+    return Individual.objects.prefetch_related("contact_points", "cross_references")
+
+
+@extend_schema(tags=["individuals"], responses={200: OpenApiTypes.OBJECT})
+class IndividualDetailView(generics.RetrieveAPIView):
+    """``GET /api/v1/individuals/{masterId}``: the golden record as a CIM Individual."""
+
+    permission_classes = [ReadScope]
+    serializer_class = CimIndividualSerializer
+    lookup_field = "master_id"
+    lookup_url_kwarg = "master_id"
+
+    def get_queryset(self) -> QuerySet[Individual]:
+        return _individuals()
+
+
+@extend_schema(
+    tags=["individuals"],
+    parameters=[
+        OpenApiParameter("externalIdType", str, description="Source system, e.g. MARKETING_CLOUD"),
+        OpenApiParameter("externalId", str, description="The record's ID in that system"),
+        OpenApiParameter("email", str, description="Email address (matched normalised)"),
+    ],
+    responses={200: OpenApiTypes.OBJECT},
+)
+class IndividualListView(generics.ListAPIView):
+    """``GET /api/v1/individuals?externalIdType=&externalId=`` or ``?email=``"""
+
+    permission_classes = [ReadScope]
+    serializer_class = CimIndividualSerializer
+
+    def get_queryset(self) -> QuerySet[Individual]:
+        params = self.request.query_params
+        queryset = _individuals().order_by("id")
+        id_type, external_id, email = params.get("externalIdType"), params.get("externalId"), params.get("email")
+        if external_id or id_type:
+            if not (external_id and id_type):
+                raise ValidationError({"externalId": ["externalId and externalIdType go together."]})
+            return queryset.filter(cross_references__system=id_type.upper(),
+                                   cross_references__external_id=external_id)
+        if email:
+            try:
+                key = normalize_email(email)
+            except ValueError:
+                raise ValidationError({"email": ["is not a valid email address"]}) from None
+            return queryset.filter(contact_points__kind=ContactPointKind.EMAIL,
+                                   contact_points__value_key=key).distinct()
+        raise ValidationError({"externalId": ["Filter by externalIdType + externalId, or by email."]})
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().list(request, *args, **kwargs)

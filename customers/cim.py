@@ -1,0 +1,308 @@
+"""The CIM Individual: parsing incoming payloads and rendering golden records.
+
+Shape as the MuleSoft accelerators emit it (see shared reference §2.2): camelCase
+fields, ``contactPoints`` and ``externalIds`` whose type may be a string or a
+one-element list. In process-level messages ``id`` is the master ID.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.utils.dateparse import parse_date, parse_datetime
+
+from customers.choices import MASTER_ID_TYPES, ContactPointKind
+from customers.normalize import address_key, clean_text, normalize_email, normalize_phone
+
+
+class CimValidationError(ValueError):
+    """A CIM payload that cannot be accepted; ``field`` is the JSON path of the culprit."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class EmailPoint:
+    email_address: str
+    value_key: str
+
+
+@dataclass(frozen=True)
+class PhonePoint:
+    telephone_number: str
+    value_key: str
+
+
+@dataclass(frozen=True)
+class AddressPoint:
+    address_line1: str
+    city_name: str
+    postal_code_text: str
+    state_province_name: str
+    country_name: str
+    value_key: str
+
+
+@dataclass(frozen=True)
+class ExternalId:
+    external_id: str
+    external_id_type: str
+    status: str = "VALID"
+
+
+@dataclass
+class SourceIndividual:
+    """A parsed CIM Individual as one source system sent it."""
+
+    salutation: str = ""
+    first_name: str = ""
+    middle_name: str = ""
+    last_name: str = ""
+    name_suffix: str = ""
+    birth_date: dt.date | None = None
+    gender: str = ""
+    do_not_market_since: dt.datetime | None = None
+    emails: list[EmailPoint] = field(default_factory=list)
+    phones: list[PhonePoint] = field(default_factory=list)
+    addresses: list[AddressPoint] = field(default_factory=list)
+    external_ids: list[ExternalId] = field(default_factory=list)
+    system_id: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def master_ids(self) -> list[str]:
+        return [x.external_id for x in self.external_ids if x.external_id_type in MASTER_ID_TYPES]
+
+    def external_id_for(self, system: str) -> str:
+        for x in self.external_ids:
+            if x.external_id_type == system:
+                return x.external_id
+        return ""
+
+
+_MAX = {"salutation": 40, "firstName": 100, "middleName": 100, "lastName": 100, "nameSuffix": 40, "gender": 32}
+
+
+def _type_of(value: Any, path: str) -> str:
+    """contactPointType / externalIdType: a string or a one-element list of one."""
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if not isinstance(value, str) or not value.strip():
+        raise CimValidationError(path, "must be a non-empty string (or a one-element list of one)")
+    return value.strip()
+
+
+def _text(data: dict[str, Any], key: str, path: str, max_length: int = 200) -> str:
+    value = data.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise CimValidationError(f"{path}.{key}", "must be a string")
+    text = clean_text(value)
+    if len(text) > max_length:
+        raise CimValidationError(f"{path}.{key}", f"must be at most {max_length} characters")
+    return text
+
+
+def parse_cim_date(value: Any, path: str) -> dt.date | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise CimValidationError(path, "must be a date (YYYY-MM-DD)")
+    text = value.strip()
+    try:
+        parsed = parse_date(text[:10]) if len(text) >= 10 else None
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise CimValidationError(path, f"must be a date (YYYY-MM-DD), not {text[:40]!r}")
+    if parsed.year < 1850 or parsed > dt.date.today() + dt.timedelta(days=1):
+        raise CimValidationError(path, "is out of range")
+    return parsed
+
+
+def parse_cim_datetime(value: Any, path: str) -> dt.datetime | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise CimValidationError(path, "must be an ISO 8601 date-time")
+    try:
+        parsed = parse_datetime(value.strip())
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        date_only = None
+        try:
+            date_only = parse_date(value.strip())
+        except ValueError:
+            pass
+        if date_only is None:
+            raise CimValidationError(path, f"must be an ISO 8601 date-time, not {value[:40]!r}")
+        parsed = dt.datetime.combine(date_only, dt.time())
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed
+
+
+def parse_individual(data: Any, path: str = "individual") -> SourceIndividual:
+    """Validate and parse a CIM Individual; raises CimValidationError naming the field."""
+    if not isinstance(data, dict):
+        raise CimValidationError(path, "must be an object")
+    party_type = data.get("partyType", "Individual")
+    if party_type not in (None, "Individual"):
+        raise CimValidationError(f"{path}.partyType", "must be 'Individual'")
+    result = SourceIndividual(raw=data)
+    result.salutation = _text(data, "salutation", path, _MAX["salutation"])
+    result.first_name = _text(data, "firstName", path, _MAX["firstName"])
+    result.middle_name = _text(data, "middleName", path, _MAX["middleName"])
+    result.last_name = _text(data, "lastName", path, _MAX["lastName"])
+    result.name_suffix = _text(data, "nameSuffix", path, _MAX["nameSuffix"])
+    result.gender = _text(data, "gender", path, _MAX["gender"])
+    result.birth_date = parse_cim_date(data.get("birthDate"), f"{path}.birthDate")
+    result.do_not_market_since = parse_cim_datetime(
+        data.get("doNotMarketFromUpdateDate"), f"{path}.doNotMarketFromUpdateDate"
+    )
+    system_id = data.get("id")
+    if system_id is not None and not isinstance(system_id, str | int):
+        raise CimValidationError(f"{path}.id", "must be a string")
+    result.system_id = clean_text(system_id)
+
+    points = data.get("contactPoints") or []
+    if not isinstance(points, list):
+        raise CimValidationError(f"{path}.contactPoints", "must be a list")
+    seen: set[tuple[str, str]] = set()
+    for i, point in enumerate(points):
+        p = f"{path}.contactPoints[{i}]"
+        if not isinstance(point, dict):
+            raise CimValidationError(p, "must be an object")
+        kind = _type_of(point.get("contactPointType"), f"{p}.contactPointType")
+        if kind == ContactPointKind.EMAIL:
+            raw_email = _text(point, "emailAddress", p, 320)
+            if not raw_email:
+                raise CimValidationError(f"{p}.emailAddress", "is required for a ContactPointEmail")
+            try:
+                key = normalize_email(raw_email)
+            except ValueError as exc:
+                raise CimValidationError(f"{p}.emailAddress", str(exc)) from None
+            if (kind, key) not in seen:
+                result.emails.append(EmailPoint(raw_email, key))
+        elif kind == ContactPointKind.PHONE:
+            raw_phone = _text(point, "telephoneNumber", p, 40)
+            if not raw_phone:
+                raise CimValidationError(f"{p}.telephoneNumber", "is required for a ContactPointPhone")
+            try:
+                key = normalize_phone(raw_phone)
+            except ValueError as exc:
+                raise CimValidationError(f"{p}.telephoneNumber", str(exc)) from None
+            if (kind, key) not in seen:
+                result.phones.append(PhonePoint(raw_phone, key))
+        elif kind == ContactPointKind.ADDRESS:
+            fields = {
+                "address_line1": _text(point, "addressLine1", p),
+                "city_name": _text(point, "cityName", p, 100),
+                "postal_code_text": _text(point, "postalCodeText", p, 20),
+                "state_province_name": _text(point, "stateProvinceName", p, 100),
+                "country_name": _text(point, "countryName", p, 100),
+            }
+            if not any(fields.values()):
+                continue
+            key = address_key(fields["address_line1"], fields["city_name"], fields["postal_code_text"],
+                              fields["country_name"])
+            if (kind, key) not in seen:
+                result.addresses.append(AddressPoint(value_key=key, **fields))
+        else:
+            raise CimValidationError(
+                f"{p}.contactPointType", "must be ContactPointEmail, ContactPointPhone or ContactPointAddress"
+            )
+        seen.add((kind, key))
+
+    ids = data.get("externalIds") or []
+    if not isinstance(ids, list):
+        raise CimValidationError(f"{path}.externalIds", "must be a list")
+    for i, item in enumerate(ids):
+        p = f"{path}.externalIds[{i}]"
+        if not isinstance(item, dict):
+            raise CimValidationError(p, "must be an object")
+        value = _text(item, "externalId", p, 255)
+        if not value:
+            continue  # the accelerator emits empty placeholders; they identify nothing
+        id_type = _type_of(item.get("externalIdType"), f"{p}.externalIdType").upper()
+        status = _text(item, "status", p, 10).upper() or "VALID"
+        result.external_ids.append(ExternalId(value, id_type, status))
+    return result
+
+
+# ---------------------------------------------------------------------------
+# Rendering
+# ---------------------------------------------------------------------------
+def _iso(value: dt.datetime | dt.date | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def render_individual(individual: Any) -> dict[str, Any]:
+    """A golden record as a process-level CIM Individual (``id`` = master ID).
+
+    Expects ``contact_points`` and ``cross_references`` prefetched when rendering many.
+    """
+    contact_points: list[dict[str, Any]] = []
+    for cp in individual.contact_points.all():
+        item: dict[str, Any] = {
+            "contactPointType": cp.kind,
+            "id": str(cp.pk),
+            "primaryFlag": cp.is_primary,
+            "activeFromDate": _iso(cp.active_from_date),
+        }
+        if cp.kind == ContactPointKind.EMAIL:
+            item["emailAddress"] = cp.email_address
+        elif cp.kind == ContactPointKind.PHONE:
+            item["telephoneNumber"] = cp.telephone_number
+            item["formattedE164PhoneNumber"] = cp.value_key if cp.value_key.startswith("+") else None
+        else:
+            item.update(
+                addressLine1=cp.address_line1,
+                cityName=cp.city_name,
+                postalCodeText=cp.postal_code_text,
+                stateProvinceName=cp.state_province_name,
+                countryName=cp.country_name,
+            )
+        contact_points.append(item)
+    external_ids = [
+        {
+            "id": str(x.pk),
+            "externalId": x.external_id,
+            "externalIdType": x.system,
+            "status": x.status,
+            "statusLastChangedDate": _iso(x.last_seen_at),
+            "writeback": {
+                "state": x.writeback_state,
+                "writtenAt": _iso(x.written_at),
+                "error": x.writeback_error or None,
+            },
+        }
+        for x in individual.cross_references.all()
+    ]
+    return {
+        "id": individual.master_id,
+        "partyType": "Individual",
+        "salutation": individual.salutation or None,
+        "personName": individual.person_name or None,
+        "firstName": individual.first_name or None,
+        "middleName": individual.middle_name or None,
+        "lastName": individual.last_name or None,
+        "nameSuffix": individual.name_suffix or None,
+        "birthDate": _iso(individual.birth_date),
+        "gender": individual.gender or None,
+        "doNotMarketFromUpdateDate": _iso(individual.do_not_market_since),
+        "contactPoints": contact_points,
+        "externalIds": external_ids,
+        "auditInfo": {
+            "createdDate": _iso(individual.created_at),
+            "updatedDate": _iso(individual.updated_at),
+            "isDeleted": False,
+        },
+    }

@@ -1,0 +1,147 @@
+"""The golden record, its contact points, cross references and history."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models.functions import Lower
+
+from customers.choices import ContactPointKind, CrossReferenceStatus, HistoryAction, WritebackState
+
+
+def new_master_id() -> str:
+    """An opaque, never-reused master ID (a random UUID, as the accelerator's MDM issues)."""
+    return str(uuid.uuid4())
+
+
+class Individual(models.Model):
+    """One golden record per real person; ``master_id`` never changes once issued."""
+
+    master_id = models.CharField(max_length=36, unique=True, default=new_master_id, editable=False)
+    party_type = models.CharField(max_length=20, default="Individual", editable=False)
+    salutation = models.CharField(max_length=40, blank=True)
+    first_name = models.CharField(max_length=100, blank=True)
+    middle_name = models.CharField(max_length=100, blank=True)
+    last_name = models.CharField(max_length=100, blank=True)
+    name_suffix = models.CharField(max_length=40, blank=True)
+    birth_date = models.DateField(null=True, blank=True)
+    gender = models.CharField(max_length=32, blank=True)
+    # Consent lives on the Individual in CIM (doNotMarketFromUpdateDate).
+    do_not_market_since = models.DateTimeField(null=True, blank=True)
+    consent_source = models.CharField(max_length=40, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    class Meta:
+        verbose_name = "golden record"
+        ordering = ["-id"]
+        indexes = [
+            models.Index(Lower("last_name"), Lower("first_name"), name="individual_name_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.master_id
+
+    @property
+    def person_name(self) -> str:
+        return " ".join(part for part in (self.first_name, self.middle_name, self.last_name) if part)
+
+
+class ContactPoint(models.Model):
+    """An email, phone or postal address of a golden record (CIM ContactPoint*)."""
+
+    individual = models.ForeignKey(Individual, on_delete=models.CASCADE, related_name="contact_points")
+    kind = models.CharField(max_length=24, choices=ContactPointKind.choices)
+    # The normalised value, used to match and to keep one row per real contact point.
+    value_key = models.CharField(max_length=320)
+    is_primary = models.BooleanField(default=False)
+    active_from_date = models.DateField(null=True, blank=True)
+    email_address = models.CharField(max_length=320, blank=True)
+    telephone_number = models.CharField(max_length=40, blank=True)
+    address_line1 = models.CharField(max_length=200, blank=True)
+    city_name = models.CharField(max_length=100, blank=True)
+    postal_code_text = models.CharField(max_length=20, blank=True)
+    state_province_name = models.CharField(max_length=100, blank=True)
+    country_name = models.CharField(max_length=100, blank=True)
+    source_system = models.CharField(max_length=40, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["kind", "-is_primary", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["individual", "kind", "value_key"], name="contact_point_unique_value"),
+        ]
+        indexes = [models.Index(fields=["kind", "value_key"], name="contact_point_lookup_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk}"
+
+
+class CrossReference(models.Model):
+    """Links one record in one source system (system, external ID) to a golden record."""
+
+    individual = models.ForeignKey(Individual, on_delete=models.PROTECT, related_name="cross_references")
+    system = models.CharField(max_length=40)
+    external_id = models.CharField(max_length=255)
+    status = models.CharField(max_length=10, choices=CrossReferenceStatus.choices, default=CrossReferenceStatus.VALID)
+    # The source's own status of the record, e.g. Marketing Cloud's Active / Unsubscribed.
+    source_status = models.CharField(max_length=40, blank=True)
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    # When the source last changed the record; an event older than this is superseded.
+    source_modified_at = models.DateTimeField(null=True, blank=True)
+    source_payload = models.JSONField(default=dict, blank=True)
+    writeback_state = models.CharField(
+        max_length=12, choices=WritebackState.choices, default=WritebackState.NOT_NEEDED
+    )
+    # What the source system is known to hold as master ID (from its event or our last write).
+    source_master_id = models.CharField(max_length=64, blank=True)
+    written_at = models.DateTimeField(null=True, blank=True)
+    writeback_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "cross reference"
+        ordering = ["system", "external_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["system", "external_id"], name="cross_reference_unique_source_record"),
+        ]
+        indexes = [models.Index(fields=["writeback_state", "system"], name="xref_writeback_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.system}:{self.external_id}"
+
+
+class HistoryEntry(models.Model):
+    """One change to a golden record or its cross references, written in the same transaction."""
+
+    individual = models.ForeignKey(
+        Individual, on_delete=models.SET_NULL, null=True, blank=True, related_name="history"
+    )
+    master_id = models.CharField(max_length=36, db_index=True)
+    action = models.CharField(max_length=16, choices=HistoryAction.choices)
+    object_type = models.CharField(max_length=40)
+    object_id = models.BigIntegerField(null=True, blank=True)
+    # Who or what: "sync-run:123", "user:alice", "api-key:pos".
+    actor = models.CharField(max_length=120)
+    actor_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name = "history entry"
+        verbose_name_plural = "history"
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.object_type} {self.master_id}"
+
+
+__all__ = ["ContactPoint", "CrossReference", "HistoryEntry", "Individual", "new_master_id"]

@@ -1,0 +1,10 @@
+"""Signals through which the MDM domain asks the outside world for work.
+
+``customers`` never imports ``integrations``; integrations connects receivers here.
+"""
+
+from django.dispatch import Signal
+
+# Sent inside the steward's transaction; receivers enqueue with the same commit.
+# Arguments: individual, actor.
+resync_requested = Signal()

@@ -1,0 +1,158 @@
+"""Typed readers for the environment variables the hub is configured with.
+
+Every variable the hub understands is declared here, so that a typo in a name
+(``HUB_DEBGU``) or a malformed value (``HUB_DEBUG=maybe``) stops start-up with a
+message naming the variable, instead of silently falling back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from urllib.parse import unquote, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+# Names the hub reads. Anything else with one of the hub's prefixes is a typo.
+KNOWN_NAMES: frozenset[str] = frozenset(
+    {
+        "HUB_SECRET_KEY",
+        "HUB_DEBUG",
+        "HUB_ALLOWED_HOSTS",
+        "HUB_CSRF_TRUSTED_ORIGINS",
+        "HUB_LOG_LEVEL",
+        "HUB_DATA_DIR",
+        "HUB_Q_WORKERS",
+        "HUB_Q_TIMEOUT",
+        "HUB_Q_RETRY",
+        "HUB_Q_MAX_ATTEMPTS",
+        "HUB_WRITEBACK_MAX_ATTEMPTS",
+        "HUB_MAX_BODY_BYTES",
+        "HUB_SECURE",
+        "MC_AUTH_BASE_URL",
+        "MC_REST_BASE_URL",
+        "MC_CLIENT_ID",
+        "MC_CLIENT_SECRET",
+        "MC_ACCOUNT_ID",
+        "MC_JWT_SECRET",
+        "MC_DE_KEY",
+        "MC_DE_PRIMARY_KEY",
+        "MC_MASTER_ID_FIELD",
+        "MC_HTTP_TIMEOUT",
+        "MC_SANDBOX_PORT",
+    }
+)
+CHECKED_PREFIXES: tuple[str, ...] = ("HUB_", "MC_")
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def check_unknown_names(environ: Mapping[str, str] | None = None) -> None:
+    """Refuse variables that look like ours but are not known (typos)."""
+    environ = os.environ if environ is None else environ
+    unknown = sorted(
+        name for name in environ if name.startswith(CHECKED_PREFIXES) and name not in KNOWN_NAMES
+    )
+    if unknown:
+        raise ImproperlyConfigured(
+            f"Unknown setting(s) in the environment: {', '.join(unknown)}. "
+            f"Known names: {', '.join(sorted(KNOWN_NAMES))}."
+        )
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def env_required(name: str) -> str:
+    value = env_str(name)
+    if not value:
+        raise ImproperlyConfigured(f"{name} must be set.")
+    return value
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, not {raw!r}.")
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, not {raw!r}.") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {value}.")
+    if maximum is not None and value > maximum:
+        raise ImproperlyConfigured(f"{name} must be at most {maximum}, not {value}.")
+    return value
+
+
+def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {raw!r}.") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {value}.")
+    return value
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return list(default)
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_url(name: str, default: str = "") -> str:
+    """An http(s) base URL without a trailing slash, or '' when unset."""
+    value = env_str(name, default)
+    if not value:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise ImproperlyConfigured(f"{name} must be an http(s) URL, not {value!r}.")
+    if parts.query or parts.fragment:
+        raise ImproperlyConfigured(f"{name} must not carry a query or fragment: {value!r}.")
+    return value.rstrip("/")
+
+
+def database_from_url(url: str) -> dict[str, object]:
+    """Django DATABASES entry from a postgres:// URL (host may be a socket dir)."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"postgres", "postgresql"}:
+        raise ImproperlyConfigured(
+            f"DATABASE_URL must be a postgres:// or postgresql:// URL (the hub runs on PostgreSQL only), "
+            f"not {parts.scheme or url!r}."
+        )
+    query = dict(pair.split("=", 1) for pair in parts.query.split("&") if "=" in pair)
+    host = unquote(query.pop("host", "") or (parts.hostname or ""))
+    name = unquote(parts.path.lstrip("/")) or "postgres"
+    try:
+        port = parts.port
+    except ValueError:
+        raise ImproperlyConfigured(f"DATABASE_URL has an invalid port: {url!r}.") from None
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": name,
+        "USER": unquote(parts.username or "postgres"),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": host,
+        "PORT": str(port or ""),
+        "OPTIONS": {k: unquote(v) for k, v in query.items()},
+    }

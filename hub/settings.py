@@ -1,0 +1,227 @@
+"""Settings for the customer hub, read from the environment (see README, "Settings")."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from hub.env import (
+    check_unknown_names,
+    database_from_url,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    env_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+TESTING = "pytest" in sys.modules or os.environ.get("HUB_TESTING") == "1"
+
+check_unknown_names()
+
+# ---------------------------------------------------------------------------
+# Core
+# ---------------------------------------------------------------------------
+DEBUG = env_bool("HUB_DEBUG", False)
+SECRET_KEY = env_str("HUB_SECRET_KEY")
+if not SECRET_KEY:
+    if DEBUG or TESTING:
+        SECRET_KEY = "insecure-local-development-key-do-not-use-in-production"
+    else:
+        raise ImproperlyConfigured("HUB_SECRET_KEY must be set (or HUB_DEBUG=true for local development).")
+ALLOWED_HOSTS = env_list("HUB_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("HUB_CSRF_TRUSTED_ORIGINS", [])
+DATA_DIR = Path(env_str("HUB_DATA_DIR", str(BASE_DIR / "var")))
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "rest_framework",
+    "drf_spectacular",
+    "django_q",
+    "customers",
+    "integrations",
+    "integrations.marketing_cloud",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "hub.urls"
+WSGI_APPLICATION = "hub.wsgi.application"
+ASGI_APPLICATION = "hub.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# ---------------------------------------------------------------------------
+# Database: PostgreSQL only. DATABASE_URL, else the embedded server under var/.
+# ---------------------------------------------------------------------------
+_database_url = env_str("DATABASE_URL")
+if not _database_url:
+    from hub.embedded_pg import embedded_database_url
+
+    _database_url = embedded_database_url(DATA_DIR)
+DATABASES = {"default": database_from_url(_database_url)}
+DATABASES["default"]["CONN_MAX_AGE"] = 0 if TESTING else 60
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+if TESTING:
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "staticfiles"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+# Serve the admin's assets straight from the apps when collectstatic has not run.
+WHITENOISE_USE_FINDERS = True
+
+# Bodies above this are refused with 413 before anything is parsed or stored.
+MAX_BODY_BYTES = env_int("HUB_MAX_BODY_BYTES", 5 * 1024 * 1024, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_BODY_BYTES
+
+# ---------------------------------------------------------------------------
+# Security (production defaults; HUB_SECURE=false only behind no TLS at all)
+# ---------------------------------------------------------------------------
+SECURE = env_bool("HUB_SECURE", not (DEBUG or TESTING))
+SESSION_COOKIE_SECURE = SECURE
+CSRF_COOKIE_SECURE = SECURE
+SECURE_HSTS_SECONDS = 31536000 if SECURE else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE
+SECURE_SSL_REDIRECT = False  # TLS ends at the proxy; it redirects.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+# ---------------------------------------------------------------------------
+# Django REST framework and the OpenAPI schema
+# ---------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["integrations.auth.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "integrations.problems.problem_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Customer hub API",
+    "DESCRIPTION": "Golden customer records fed by Salesforce Marketing Cloud and other retail systems.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# ---------------------------------------------------------------------------
+# django-q2: ORM broker on the default database, so an enqueue commits (or
+# rolls back) with the event row that caused it. timeout stays well below
+# retry, or a slow task would be handed to a second worker while still running.
+# ---------------------------------------------------------------------------
+Q_TIMEOUT = env_int("HUB_Q_TIMEOUT", 60, minimum=5)
+Q_RETRY = env_int("HUB_Q_RETRY", 180, minimum=10)
+if Q_RETRY <= Q_TIMEOUT * 2:
+    raise ImproperlyConfigured(
+        f"HUB_Q_RETRY ({Q_RETRY}s) must be more than twice HUB_Q_TIMEOUT ({Q_TIMEOUT}s), "
+        "or a running task is handed to a second worker."
+    )
+Q_CLUSTER = {
+    "name": "hub",
+    "orm": "default",
+    "broker_class": "integrations.queue.HubOrmBroker",
+    "workers": env_int("HUB_Q_WORKERS", 2, minimum=1, maximum=64),
+    "timeout": Q_TIMEOUT,
+    "retry": Q_RETRY,
+    "max_attempts": env_int("HUB_Q_MAX_ATTEMPTS", 5, minimum=1),
+    "ack_failures": False,
+    "queue_limit": 8,
+    "bulk": 4,
+    "poll": 0.1,
+    "save_limit": 1000,
+    "catch_up": False,
+    "recycle": 500,
+    "label": "Task queue",
+}
+
+# ---------------------------------------------------------------------------
+# Salesforce Marketing Cloud
+# ---------------------------------------------------------------------------
+MC_AUTH_BASE_URL = env_url("MC_AUTH_BASE_URL")
+MC_REST_BASE_URL = env_url("MC_REST_BASE_URL")
+MC_CLIENT_ID = env_str("MC_CLIENT_ID")
+MC_CLIENT_SECRET = env_str("MC_CLIENT_SECRET")
+MC_ACCOUNT_ID = env_str("MC_ACCOUNT_ID")
+if MC_ACCOUNT_ID and not MC_ACCOUNT_ID.isdigit():
+    raise ImproperlyConfigured(f"MC_ACCOUNT_ID must be the numeric MID, not {MC_ACCOUNT_ID!r}.")
+MC_JWT_SECRET = env_str("MC_JWT_SECRET")
+MC_DE_KEY = env_str("MC_DE_KEY", "Individual")
+MC_DE_PRIMARY_KEY = env_str("MC_DE_PRIMARY_KEY", "SubscriberKey")
+MC_MASTER_ID_FIELD = env_str("MC_MASTER_ID_FIELD", "GlobalPartyId")
+MC_HTTP_TIMEOUT = env_float("MC_HTTP_TIMEOUT", 15.0, minimum=0.1)
+if MC_HTTP_TIMEOUT * 2 >= Q_TIMEOUT:
+    raise ImproperlyConfigured("MC_HTTP_TIMEOUT must be under half of HUB_Q_TIMEOUT.")
+MC_SANDBOX_PORT = env_int("MC_SANDBOX_PORT", 8765, minimum=1, maximum=65535)
+WRITEBACK_MAX_ATTEMPTS = env_int("HUB_WRITEBACK_MAX_ATTEMPTS", 8, minimum=1, maximum=50)
+
+# ---------------------------------------------------------------------------
+# Logging: IDs only, never personal data (see integrations.logging).
+# ---------------------------------------------------------------------------
+LOG_LEVEL = env_str("HUB_LOG_LEVEL", "INFO").upper()
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise ImproperlyConfigured(f"HUB_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {LOG_LEVEL!r}.")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django_q": {"level": "WARNING" if not DEBUG else "INFO"},
+        "pgserver": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,24 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
+
+from integrations.api.views import EventsView, HealthView, SyncRunDetailView
+from integrations.marketing_cloud.views import JourneyExecuteView
+
+api_v1 = [
+    path("marketing-cloud/journey/execute", JourneyExecuteView.as_view(), name="mc-journey-execute"),
+    path("events", EventsView.as_view(), name="events"),
+    path("sync-runs/<int:pk>", SyncRunDetailView.as_view(), name="sync-run-detail"),
+    path("", include("customers.api.urls")),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+    path("api/health", HealthView.as_view(), name="health"),
+    path("api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),
+]
+
+admin.site.site_header = "Customer hub"
+admin.site.site_title = "Customer hub"
+admin.site.index_title = "Golden records, sync runs and stewardship"

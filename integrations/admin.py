@@ -1,0 +1,141 @@
+"""Admin for events, sync runs with their step logs, dead letters and API keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from integrations.models import AccessToken, ApiClient, DeadLetter, InboundEvent, SyncRun, SyncStep
+from integrations.process import replay_dead_letter
+
+
+class ReadOnlyMixin:
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class SyncStepInline(ReadOnlyMixin, admin.TabularInline):
+    model = SyncStep
+    extra = 0
+    fields = ["seq", "name", "outcome", "started_at", "finished_at", "detail", "data"]
+    readonly_fields = fields
+    can_delete = False
+    ordering = ["seq"]
+
+
+class SyncRunInline(ReadOnlyMixin, admin.TabularInline):
+    model = SyncRun
+    extra = 0
+    fields = ["run_link", "trigger", "status", "master_id", "started_at", "finished_at", "last_error"]
+    readonly_fields = fields
+    can_delete = False
+
+    @admin.display(description="run")
+    def run_link(self, obj: SyncRun) -> str:
+        return format_html('<a href="../../../syncrun/{}/change/">{}</a>', obj.pk, obj)
+
+
+@admin.register(InboundEvent)
+class InboundEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ["id", "received_at", "channel", "system", "status", "master_id", "attempts", "short_reason"]
+    list_filter = ["status", "channel", "system", "received_at"]
+    search_fields = ["=id", "=external_id", "=master_id", "=idempotency_key"]
+    date_hierarchy = "received_at"
+    readonly_fields = ["channel", "system", "external_id", "idempotency_key", "status", "reason", "received_at",
+                       "occurred_at", "processed_at", "content_type", "headers", "raw_body_text", "payload",
+                       "individual_cim", "api_client", "master_id", "attempts"]
+    exclude = ["raw_body"]
+    inlines = [SyncRunInline]
+    show_full_result_count = False
+
+    @admin.display(description="reason")
+    def short_reason(self, obj: InboundEvent) -> str:
+        return (obj.reason or "")[:80]
+
+    @admin.display(description="raw body")
+    def raw_body_text(self, obj: InboundEvent) -> str:
+        return bytes(obj.raw_body or b"")[:20000].decode("utf-8", errors="replace")
+
+
+@admin.register(SyncRun)
+class SyncRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ["id", "started_at", "trigger", "system", "status", "master_id", "match_rule",
+                    "writeback_attempts", "duration", "event_link"]
+    list_filter = ["status", "trigger", "system", "started_at"]
+    search_fields = ["=id", "=master_id", "=external_id", "=event__id"]
+    date_hierarchy = "started_at"
+    readonly_fields = ["event", "trigger", "status", "system", "external_id", "master_id", "match_rule",
+                       "started_at", "finished_at", "writeback_attempts", "next_attempt_at", "last_error", "actor"]
+    inlines = [SyncStepInline]
+    list_select_related = ["event"]
+    show_full_result_count = False
+
+    @admin.display(description="duration")
+    def duration(self, obj: SyncRun) -> str:
+        return f"{obj.duration_ms} ms" if obj.duration_ms is not None else "-"
+
+    @admin.display(description="event")
+    def event_link(self, obj: SyncRun) -> str:
+        if not obj.event_id:
+            return "-"
+        return format_html('<a href="../inboundevent/{}/change/">{}</a>', obj.event_id, obj.event_id)
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ["id", "created_at", "stage", "http_status", "error_code", "short_reason", "run", "replayed_at"]
+    list_filter = ["stage", "http_status", ("replayed_at", admin.EmptyFieldListFilter), "created_at"]
+    search_fields = ["=id", "=run__master_id", "=run__external_id"]
+    readonly_fields = ["event", "run", "stage", "reason", "http_status", "error_code", "original_event",
+                       "created_at", "replayed_at", "replayed_by", "replay_run"]
+    actions = ["replay"]
+    list_select_related = ["run"]
+    show_full_result_count = False
+
+    @admin.display(description="reason")
+    def short_reason(self, obj: DeadLetter) -> str:
+        return obj.reason[:100]
+
+    @admin.action(description="Replay selected dead letters", permissions=["change"])
+    def replay(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
+        replayed = skipped = 0
+        for dead_letter in queryset.filter(replayed_at__isnull=True)[:500]:
+            replay_dead_letter(dead_letter, actor=f"user:{request.user.get_username()}")
+            replayed += 1
+        skipped = queryset.count() - replayed if queryset.count() <= 500 else 0
+        self.message_user(request, f"Replayed {replayed}; {skipped} already replayed.", messages.SUCCESS)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Replaying is a change; the action checks this permission.
+        return request.user.has_perm("integrations.change_deadletter")
+
+
+@admin.register(ApiClient)
+class ApiClientAdmin(admin.ModelAdmin):
+    list_display = ["name", "key_prefix", "scopes", "created_at", "last_used_at", "revoked_at"]
+    readonly_fields = ["key_prefix", "created_at", "last_used_at"]
+    fields = ["name", "scopes", "key_prefix", "created_at", "last_used_at", "revoked_at"]
+    actions = ["revoke"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # keys are issued with `manage.py create_api_key`, which prints the key once
+
+    @admin.action(description="Revoke selected API keys")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiClient]) -> None:
+        from django.utils import timezone
+
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"Revoked {count} key(s).", messages.SUCCESS)
+
+
+@admin.register(AccessToken)
+class AccessTokenAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ["system", "fetched_at", "expires_at", "rest_instance_url"]
+    exclude = ["access_token"]

@@ -1,0 +1,215 @@
+"""The generic CIM intake (B2C Commerce, Salesforce core, point of sale) and sync-run reads."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import generics, serializers, status
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from customers.cim import CimValidationError, parse_cim_datetime, parse_individual
+from integrations.auth import HasScope
+from integrations.bodies import BodyTooLarge, read_body
+from integrations.choices import EventChannel
+from integrations.intake import AcceptedEvent, request_headers, store_events, store_rejected
+from integrations.models import SyncRun
+from integrations.problems import problem
+from integrations.queue import queue_depth
+
+MAX_BATCH = 1000
+QUEUE_STALL_SECONDS = 120
+SYSTEM_CODE = re.compile(r"^[A-Z][A-Z0-9_]{1,39}$")
+
+
+class CimEventSerializer(serializers.Serializer):
+    id = serializers.CharField(max_length=150, help_text="The sender's own event ID (deduplication key).")
+    source = serializers.RegexField(SYSTEM_CODE, help_text="System code, e.g. B2C_COMMERCE, SALESFORCE, POS.")
+    occurredAt = serializers.DateTimeField(help_text="When the change happened in the source (ISO 8601).")
+    individual = serializers.JSONField(help_text="A CIM Individual; its id (or an externalId of the source's "
+                                       "type) is the source record's ID.")
+
+
+class CimBatchSerializer(serializers.Serializer):
+    events = CimEventSerializer(many=True)
+
+
+class EventsView(APIView):
+    """``POST /api/v1/events``: a batch of up to 1,000 CIM Individual events, all or nothing."""
+
+    permission_classes = [HasScope]
+    required_scope = "ingest"
+
+    @extend_schema(
+        summary="Ingest CIM Individual events",
+        request=CimBatchSerializer,
+        responses={
+            200: inline_serializer("BatchAccepted", {
+                "status": serializers.CharField(),
+                "accepted": serializers.IntegerField(),
+                "duplicates": serializers.IntegerField(),
+                "events": inline_serializer("BatchEventResult", {
+                    "id": serializers.CharField(), "eventId": serializers.IntegerField(),
+                    "duplicate": serializers.BooleanField()}, many=True),
+            }),
+            400: OpenApiResponse(description="Invalid batch; errors name the event index and field"),
+            401: OpenApiResponse(description="Missing or invalid API key"),
+            403: OpenApiResponse(description="The key lacks the ingest scope"),
+            413: OpenApiResponse(description="Body too large"),
+        },
+        tags=["events"],
+    )
+    def post(self, request: Request) -> Response:
+        try:
+            body = read_body(request._request, settings.MAX_BODY_BYTES)
+        except BodyTooLarge:
+            return problem(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "Body too large",
+                           f"Batches are limited to {settings.MAX_BODY_BYTES} bytes.")
+        headers = request_headers(request.META)
+        client = request.user.client
+        content_type = (request.content_type or "").split(";")[0].strip().lower()
+
+        def reject(errors: list[dict[str, Any]], payload: Any = None) -> Response:
+            event = store_rejected(channel=EventChannel.API, raw_body=body, headers=headers,
+                                   content_type=content_type, reason="; ".join(
+                                       f"{e['field']}: {e['message']}" for e in errors[:20]),
+                                   payload=payload if isinstance(payload, dict | list) else None, api_client=client)
+            return problem(status.HTTP_400_BAD_REQUEST, "Invalid batch", errors=errors, eventId=event.pk)
+
+        if content_type != "application/json":
+            return problem(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "Unsupported media type",
+                           "Send Content-Type: application/json.")
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return reject([{"field": "body", "message": f"is not valid JSON ({type(exc).__name__})"}])
+        if not isinstance(data, dict) or not isinstance(data.get("events"), list):
+            return reject([{"field": "events", "message": "must be a list of events"}], data)
+        if not data["events"]:
+            return reject([{"field": "events", "message": "must not be empty"}], data)
+        if len(data["events"]) > MAX_BATCH:
+            return reject([{"field": "events", "message": f"at most {MAX_BATCH} events per batch"}], data)
+
+        serializer = CimBatchSerializer(data=data)
+        if not serializer.is_valid():
+            errors: list[dict[str, Any]] = []
+            for index, item_errors in enumerate(serializer.errors.get("events", [])):
+                for field, messages in (item_errors or {}).items():
+                    for message in messages if isinstance(messages, list) else [messages]:
+                        errors.append({"field": f"events[{index}].{field}", "message": str(message)})
+            return reject(errors or [{"field": "events", "message": "invalid"}], data)
+
+        accepted: list[AcceptedEvent] = []
+        errors = []
+        for index, item in enumerate(serializer.validated_data["events"]):
+            path = f"events[{index}].individual"
+            try:
+                source = parse_individual(item["individual"], path)
+                external_id = source.system_id or source.external_id_for(item["source"])
+                if not external_id:
+                    raise CimValidationError(f"{path}.id", f"the {item['source']} record ID is required "
+                                             f"(id, or an externalId of type {item['source']})")
+            except CimValidationError as exc:
+                errors.append({"field": exc.field, "message": exc.message})
+                continue
+            accepted.append(AcceptedEvent(
+                channel=EventChannel.API, system=item["source"], external_id=external_id,
+                idempotency_key=f"api:{item['source']}:{item['id']}", raw_body=json.dumps(
+                    data["events"][index], separators=(",", ":")).encode(),
+                headers=headers, content_type=content_type, payload={"id": item["id"], "source": item["source"],
+                                                                     "batchSize": len(data["events"])},
+                individual_cim=item["individual"], occurred_at=item["occurredAt"], api_client=client,
+            ))
+        if errors:
+            return reject(errors, data)
+        results = store_events(accepted)
+        duplicates = sum(1 for _, dup in results if dup)
+        return Response({
+            "status": "accepted",
+            "accepted": len(results) - duplicates,
+            "duplicates": duplicates,
+            "events": [{"id": item["id"], "eventId": ev.pk, "duplicate": dup}
+                       for item, (ev, dup) in zip(serializer.validated_data["events"], results, strict=True)],
+        })
+
+
+class SyncStepSerializer(serializers.Serializer):
+    seq = serializers.IntegerField()
+    name = serializers.CharField()
+    startedAt = serializers.DateTimeField(source="started_at")
+    finishedAt = serializers.DateTimeField(source="finished_at")
+    outcome = serializers.CharField()
+    detail = serializers.CharField()
+    data = serializers.JSONField()
+
+
+class SyncRunSerializer(serializers.ModelSerializer):
+    eventId = serializers.IntegerField(source="event_id", allow_null=True)
+    masterId = serializers.CharField(source="master_id")
+    externalId = serializers.CharField(source="external_id")
+    matchRule = serializers.CharField(source="match_rule")
+    startedAt = serializers.DateTimeField(source="started_at")
+    finishedAt = serializers.DateTimeField(source="finished_at", allow_null=True)
+    nextAttemptAt = serializers.DateTimeField(source="next_attempt_at", allow_null=True)
+    writebackAttempts = serializers.IntegerField(source="writeback_attempts")
+    lastError = serializers.CharField(source="last_error")
+    steps = SyncStepSerializer(many=True)
+
+    class Meta:
+        model = SyncRun
+        fields = ["id", "eventId", "trigger", "status", "system", "externalId", "masterId", "matchRule",
+                  "startedAt", "finishedAt", "nextAttemptAt", "writebackAttempts", "lastError", "steps"]
+
+
+class SyncRunDetailView(generics.RetrieveAPIView):
+    """``GET /api/v1/sync-runs/{id}``"""
+
+    permission_classes = [HasScope]
+    required_scope = "read"
+    serializer_class = SyncRunSerializer
+    queryset = SyncRun.objects.prefetch_related("steps")
+
+    @extend_schema(summary="A sync run with its ordered step log", tags=["sync"])
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+class HealthView(APIView):
+    """``GET /api/health``: the database and the queue (no authentication)."""
+
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="Health of the database and the task queue",
+        responses={200: inline_serializer("Health", {"status": serializers.CharField(),
+                                                     "database": serializers.CharField(),
+                                                     "queue": serializers.JSONField()}),
+                   503: OpenApiResponse(description="A dependency is down")},
+        tags=["health"],
+    )
+    def get(self, request: Request) -> Response:
+        body: dict[str, Any] = {"status": "ok", "database": "ok", "queue": {}}
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            depth, oldest = queue_depth()
+        except DatabaseError:
+            body.update(status="unavailable", database="unreachable")
+            return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        stalled = oldest is not None and oldest > QUEUE_STALL_SECONDS
+        body["queue"] = {"status": "stalled" if stalled else "ok", "depth": depth, "oldestReadySeconds": oldest}
+        if stalled:
+            # Ready tasks nobody picked up: no qcluster is running, or it is wedged.
+            body["status"] = "degraded"
+            return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        return Response(body)
+
+

@@ -1,0 +1,54 @@
+"""Enumerations of the sync machinery."""
+
+from django.db import models
+
+
+class EventChannel(models.TextChoices):
+    JOURNEY = "mc_journey", "Marketing Cloud Journey Builder"
+    API = "api", "CIM events API"
+    RESYNC = "resync", "Steward re-sync"
+
+
+class EventStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RETRYING = "retrying", "Retrying"
+    WRITEBACK = "writeback", "Awaiting write-back"
+    SYNCED = "synced", "Synced"
+    SUPERSEDED = "superseded", "Superseded"
+    REJECTED = "rejected", "Rejected"
+    DEAD = "dead", "Dead-lettered"
+
+
+TERMINAL_EVENT_STATUSES = frozenset(
+    {EventStatus.SYNCED, EventStatus.SUPERSEDED, EventStatus.REJECTED, EventStatus.DEAD}
+)
+
+
+class RunTrigger(models.TextChoices):
+    EVENT = "event", "Event"
+    RESYNC = "resync", "Re-sync"
+    REPLAY = "replay", "Dead-letter replay"
+
+
+class RunStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    WAITING = "waiting", "Waiting to retry"
+    SUCCEEDED = "succeeded", "Succeeded"
+    SUPERSEDED = "superseded", "Superseded"
+    FAILED = "failed", "Failed"
+    DEAD = "dead", "Dead-lettered"
+
+
+class StepOutcome(models.TextChoices):
+    OK = "ok", "OK"
+    SKIPPED = "skipped", "Skipped"
+    RETRY = "retry", "Will retry"
+    FAILED = "failed", "Failed"
+
+
+class ApiScope(models.TextChoices):
+    INGEST = "ingest", "Ingest events"
+    READ = "read", "Read records"
+
+
+MARKETING_CLOUD = "MARKETING_CLOUD"

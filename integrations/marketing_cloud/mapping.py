@@ -1,0 +1,154 @@
+"""Marketing Cloud subscriber data (journey in-arguments) -> CIM Individual.
+
+Mapping after the accelerator's Salesforce Marketing System API (shared reference
+§1.4, §5.B): SubscriberKey is the cross reference's external ID, SubscriberId the
+system's own numeric ID, GlobalPartyId the master ID (externalIdType MDM), and a
+Status of Unsubscribed or Held means do-not-market from the change date.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from customers.cim import CimValidationError, parse_cim_date, parse_cim_datetime
+from customers.normalize import clean_text, normalize_email
+from integrations.choices import MARKETING_CLOUD
+
+IN_ARGUMENTS = (
+    "SubscriberKey",
+    "EmailAddress",
+    "SubscriberId",
+    "FirstName",
+    "LastName",
+    "MobileNumber",
+    "BirthDate",
+    "Gender",
+    "AddressLine1",
+    "City",
+    "PostalCode",
+    "StateProvince",
+    "Country",
+    "Status",
+    "GlobalPartyId",
+    "CreatedDate",
+    "ModifiedDate",
+)
+REQUIRED = ("SubscriberKey", "EmailAddress")
+SUBSCRIBER_STATUSES = {"active": "Active", "bounced": "Bounced", "held": "Held", "unsubscribed": "Unsubscribed",
+                       "deleted": "Deleted"}
+NOT_MARKETABLE = {"Held", "Unsubscribed"}
+# Subscriber IDs in the data extension come as numbers; everything else as strings.
+_MAX_LENGTH = {"SubscriberKey": 254, "EmailAddress": 254, "SubscriberId": 40, "FirstName": 100, "LastName": 100,
+               "MobileNumber": 40, "Gender": 32, "AddressLine1": 200, "City": 100, "PostalCode": 20,
+               "StateProvince": 100, "Country": 100, "GlobalPartyId": 64}
+
+
+def _mc_datetime(value: str, field: str) -> dt.datetime | None:
+    """ISO 8601, or Marketing Cloud's own ``M/D/YYYY h:mm:ss AM`` (its data extensions' format)."""
+    text = value.strip()
+    for fmt in ("%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y"):
+        try:
+            return dt.datetime.strptime(text, fmt).replace(tzinfo=dt.UTC)
+        except ValueError:
+            continue
+    return parse_cim_datetime(text, field)
+
+
+def merge_in_arguments(in_arguments: Any) -> dict[str, Any]:
+    """Journey Builder sends a list of one-key objects; merge them (later keys win)."""
+    if not isinstance(in_arguments, list):
+        raise CimValidationError("inArguments", "must be a list of objects")
+    merged: dict[str, Any] = {}
+    for i, item in enumerate(in_arguments):
+        if not isinstance(item, dict):
+            raise CimValidationError(f"inArguments[{i}]", "must be an object")
+        merged.update(item)
+    return merged
+
+
+def subscriber_to_cim(args: dict[str, Any], *, prefix: str = "inArguments") -> dict[str, Any]:
+    """Validate subscriber fields and build the CIM Individual; errors name the field."""
+    values: dict[str, str] = {}
+    for name in IN_ARGUMENTS:
+        raw = args.get(name)
+        if raw is None:
+            continue
+        if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+            raise CimValidationError(f"{prefix}.{name}", "must be a string")
+        text = clean_text(raw)
+        # An unresolved Journey Builder binding arrives as the literal template.
+        if text.startswith("{{") and text.endswith("}}"):
+            text = ""
+        if len(text) > _MAX_LENGTH.get(name, 64):
+            raise CimValidationError(f"{prefix}.{name}", f"must be at most {_MAX_LENGTH.get(name, 64)} characters")
+        if text:
+            values[name] = text
+    for name in REQUIRED:
+        if not values.get(name):
+            raise CimValidationError(f"{prefix}.{name}", "is required")
+    try:
+        normalize_email(values["EmailAddress"])
+    except ValueError as exc:
+        raise CimValidationError(f"{prefix}.EmailAddress", str(exc)) from None
+
+    status = ""
+    if "Status" in values:
+        status = SUBSCRIBER_STATUSES.get(values["Status"].lower(), "")
+        if not status:
+            raise CimValidationError(f"{prefix}.Status", "must be Active, Bounced, Held, Unsubscribed or Deleted")
+    birth_date = None
+    if "BirthDate" in values:
+        raw_birth = values["BirthDate"]
+        parsed = None
+        if "/" in raw_birth:
+            parsed_dt = _mc_datetime(raw_birth, f"{prefix}.BirthDate")
+            parsed = parsed_dt.date() if parsed_dt else None
+            parsed = parse_cim_date(parsed.isoformat(), f"{prefix}.BirthDate") if parsed else None
+        else:
+            parsed = parse_cim_date(raw_birth, f"{prefix}.BirthDate")
+        birth_date = parsed.isoformat() if parsed else None
+    created = _mc_datetime(values["CreatedDate"], f"{prefix}.CreatedDate") if "CreatedDate" in values else None
+    modified = _mc_datetime(values["ModifiedDate"], f"{prefix}.ModifiedDate") if "ModifiedDate" in values else None
+
+    contact_points: list[dict[str, Any]] = [
+        {"contactPointType": "ContactPointEmail", "emailAddress": values["EmailAddress"]}
+    ]
+    if values.get("MobileNumber"):
+        contact_points.append({"contactPointType": "ContactPointPhone", "telephoneNumber": values["MobileNumber"]})
+    if any(values.get(k) for k in ("AddressLine1", "City", "PostalCode", "Country")):
+        contact_points.append(
+            {
+                "contactPointType": "ContactPointAddress",
+                "addressLine1": values.get("AddressLine1"),
+                "cityName": values.get("City"),
+                "postalCodeText": values.get("PostalCode"),
+                "stateProvinceName": values.get("StateProvince"),
+                "countryName": values.get("Country"),
+            }
+        )
+    external_ids: list[dict[str, Any]] = [
+        {"externalId": values["SubscriberKey"], "externalIdType": MARKETING_CLOUD, "status": "VALID"}
+    ]
+    if values.get("GlobalPartyId"):
+        external_ids.append({"externalId": values["GlobalPartyId"], "externalIdType": "MDM", "status": "VALID"})
+    first, last = values.get("FirstName", ""), values.get("LastName", "")
+    cim: dict[str, Any] = {
+        "id": values.get("SubscriberId") or values["SubscriberKey"],
+        "partyType": "Individual",
+        "personName": " ".join(p for p in (first, last) if p) or None,
+        "firstName": first or None,
+        "lastName": last or None,
+        "birthDate": birth_date,
+        "gender": values.get("Gender"),
+        "contactPoints": contact_points,
+        "externalIds": external_ids,
+        "auditInfo": {
+            "createdDate": created.isoformat() if created else None,
+            "updatedDate": modified.isoformat() if modified else None,
+        },
+        "subscriberStatus": status or None,
+    }
+    if status in NOT_MARKETABLE:
+        cim["doNotMarketFromUpdateDate"] = (modified or created or dt.datetime.now(dt.UTC)).isoformat()
+    return cim

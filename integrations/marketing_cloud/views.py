@@ -1,0 +1,138 @@
+"""The Salesforce Marketing listener: Journey Builder's custom-activity execute call.
+
+Journey Builder POSTs ``Content-Type: application/jwt`` with the raw body a JWT
+signed HS256 with the installed package's JWT signing secret (``useJwt: true``).
+A 200 keeps the contact in the journey; any 3xx/4xx/5xx ejects it, so the answer
+comes only after the event and its queued task are committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import jwt
+from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from customers.cim import CimValidationError, parse_cim_datetime
+from integrations.bodies import BodyTooLarge, read_body
+from integrations.choices import MARKETING_CLOUD, EventChannel
+from integrations.intake import AcceptedEvent, request_headers, store_events, store_rejected
+from integrations.marketing_cloud.mapping import merge_in_arguments, subscriber_to_cim
+from integrations.problems import problem
+
+JOURNEY_MAX_BODY = 256 * 1024
+JWT_LEEWAY_SECONDS = 30
+
+AcceptedSerializer = inline_serializer(
+    "EventAccepted",
+    {"status": serializers.CharField(), "eventId": serializers.IntegerField(),
+     "duplicate": serializers.BooleanField()},
+)
+
+
+def verify_journey_jwt(token: bytes, secret: str) -> dict[str, Any]:
+    """Claims of a Journey Builder JWT; raises jwt.InvalidTokenError on anything wrong."""
+    if not secret:
+        raise jwt.InvalidTokenError("MC_JWT_SECRET is not configured")
+    header = jwt.get_unverified_header(token)
+    if header.get("alg") != "HS256":
+        raise jwt.InvalidAlgorithmError("only HS256 is accepted")
+    claims = jwt.decode(token, secret, algorithms=["HS256"], leeway=JWT_LEEWAY_SECONDS,
+                        options={"verify_aud": False})
+    if not isinstance(claims, dict):
+        raise jwt.InvalidTokenError("claims must be an object")
+    return claims
+
+
+def journey_idempotency_key(claims: dict[str, Any], subscriber_key: str) -> str:
+    """Journey Builder retries carry the same activity instance; without one, hash the data."""
+    definition = str(claims.get("definitionInstanceId") or "")
+    instance = str(claims.get("activityInstanceId") or "")
+    if definition and instance:
+        return f"mc-journey:{definition}:{instance}:{hashlib.sha256(subscriber_key.encode()).hexdigest()[:16]}"
+    stable = {k: claims.get(k) for k in ("inArguments", "keyValue", "journeyId", "activityId")}
+    digest = hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()
+    return f"mc-journey:sha256:{digest}"
+
+
+class JourneyExecuteView(APIView):
+    """``POST /api/v1/marketing-cloud/journey/execute``"""
+
+    authentication_classes: list[Any] = []  # the JWT signature is the authentication
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="Journey Builder custom activity: execute",
+        description="Raw body: a JWT (HS256, the installed package's JWT signing secret) whose claims hold "
+        "inArguments, keyValue, journeyId, activityId, definitionInstanceId, activityInstanceId.",
+        request={"application/jwt": OpenApiTypes.STR},
+        responses={
+            200: AcceptedSerializer,
+            400: OpenApiResponse(description="Invalid subscriber data (problem+json naming the field)"),
+            401: OpenApiResponse(description="Missing, unsigned, wrongly signed or expired JWT"),
+            413: OpenApiResponse(description="Body too large"),
+            415: OpenApiResponse(description="Content-Type is not application/jwt"),
+        },
+        tags=["marketing-cloud"],
+    )
+    def post(self, request: Request) -> Response:
+        try:
+            body = read_body(request._request, JOURNEY_MAX_BODY)
+        except BodyTooLarge:
+            return problem(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "Body too large",
+                           f"The execute call is limited to {JOURNEY_MAX_BODY} bytes.")
+        content_type = (request.content_type or "").split(";")[0].strip().lower()
+        if content_type != "application/jwt":
+            return problem(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "Unsupported media type",
+                           "Journey Builder sends Content-Type: application/jwt (useJwt: true).")
+        try:
+            claims = verify_journey_jwt(body.strip(), settings.MC_JWT_SECRET)
+        except jwt.ExpiredSignatureError:
+            return problem(status.HTTP_401_UNAUTHORIZED, "Expired token", "The JWT has expired.")
+        except jwt.InvalidTokenError:
+            return problem(status.HTTP_401_UNAUTHORIZED, "Invalid token",
+                           "The body is not a JWT signed HS256 with the installed package's secret.")
+
+        headers = request_headers(request.META)
+        try:
+            args = merge_in_arguments(claims.get("inArguments"))
+            cim = subscriber_to_cim(args)
+        except CimValidationError as exc:
+            subscriber_key = ""
+            if isinstance(claims.get("inArguments"), list):
+                for item in claims["inArguments"]:
+                    if isinstance(item, dict) and isinstance(item.get("SubscriberKey"), str):
+                        subscriber_key = item["SubscriberKey"]
+            event = store_rejected(
+                channel=EventChannel.JOURNEY, raw_body=body, headers=headers, content_type=content_type,
+                reason=f"{exc.field}: {exc.message}", system=MARKETING_CLOUD, external_id=subscriber_key,
+                payload=claims,
+            )
+            return problem(status.HTTP_400_BAD_REQUEST, "Invalid subscriber data", f"{exc.field} {exc.message}",
+                           errors=[{"field": exc.field, "message": exc.message}], eventId=event.pk)
+
+        subscriber_key = cim["externalIds"][0]["externalId"]
+        occurred = cim["auditInfo"].get("updatedDate") or cim["auditInfo"].get("createdDate")
+        accepted = AcceptedEvent(
+            channel=EventChannel.JOURNEY,
+            system=MARKETING_CLOUD,
+            external_id=subscriber_key,
+            idempotency_key=journey_idempotency_key(claims, subscriber_key),
+            raw_body=body,
+            headers=headers,
+            content_type=content_type,
+            payload=claims,
+            individual_cim=cim,
+            occurred_at=parse_cim_datetime(occurred, "ModifiedDate") if occurred else None,
+        )
+        [(event, duplicate)] = store_events([accepted])
+        return Response({"status": "accepted", "eventId": event.pk, "duplicate": duplicate})

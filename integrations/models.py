@@ -1,0 +1,174 @@
+"""Inbound events, sync runs and their step logs, dead letters, API keys, tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from django.utils import timezone
+
+from integrations.choices import ApiScope, EventChannel, EventStatus, RunStatus, RunTrigger, StepOutcome
+
+
+class ApiClient(models.Model):
+    """A system allowed to call the hub's API; the key itself is only stored hashed."""
+
+    name = models.CharField(max_length=80, unique=True)
+    key_prefix = models.CharField(max_length=12, unique=True, editable=False)
+    key_hash = models.CharField(max_length=64, editable=False)
+    scopes = ArrayField(models.CharField(max_length=10, choices=ApiScope.choices), default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @staticmethod
+    def hash_key(key: str) -> str:
+        # Keys are 256-bit random strings, so a fast hash is enough (no dictionary to guess from).
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, name: str, scopes: list[str]) -> tuple[ApiClient, str]:
+        prefix = secrets.token_hex(4)
+        key = f"hub_{prefix}_{secrets.token_urlsafe(32)}"
+        client = cls.objects.create(name=name, key_prefix=prefix, key_hash=cls.hash_key(key), scopes=scopes)
+        return client, key
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class InboundEvent(models.Model):
+    """An event as it arrived, stored before anything else happens to it."""
+
+    channel = models.CharField(max_length=16, choices=EventChannel.choices)
+    system = models.CharField(max_length=40, blank=True)
+    external_id = models.CharField(max_length=255, blank=True)
+    # Unique: a repeated delivery finds its first copy and changes nothing.
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    status = models.CharField(max_length=12, choices=EventStatus.choices, default=EventStatus.QUEUED)
+    reason = models.TextField(blank=True)
+    received_at = models.DateTimeField(default=timezone.now)
+    occurred_at = models.DateTimeField(null=True, blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    content_type = models.CharField(max_length=100, blank=True)
+    headers = models.JSONField(default=dict, blank=True)
+    raw_body = models.BinaryField(editable=False)
+    # The decoded envelope (JWT claims, API event) and the CIM Individual mapped from it.
+    payload = models.JSONField(null=True, blank=True)
+    individual_cim = models.JSONField(null=True, blank=True)
+    api_client = models.ForeignKey(ApiClient, on_delete=models.SET_NULL, null=True, blank=True)
+    master_id = models.CharField(max_length=36, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "inbound event"
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["status", "received_at"], name="event_status_idx"),
+            models.Index(fields=["system", "external_id"], name="event_source_record_idx"),
+            models.Index(fields=["received_at"], name="event_received_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"event {self.pk} ({self.system}:{self.external_id})"
+
+
+class SyncRun(models.Model):
+    """One pass of the Customers process (or a re-sync / replay), with its step log."""
+
+    event = models.ForeignKey(InboundEvent, on_delete=models.CASCADE, null=True, blank=True, related_name="runs")
+    trigger = models.CharField(max_length=8, choices=RunTrigger.choices, default=RunTrigger.EVENT)
+    status = models.CharField(max_length=12, choices=RunStatus.choices, default=RunStatus.RUNNING)
+    system = models.CharField(max_length=40, blank=True)
+    external_id = models.CharField(max_length=255, blank=True)
+    master_id = models.CharField(max_length=36, blank=True, db_index=True)
+    match_rule = models.CharField(max_length=20, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    writeback_attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    actor = models.CharField(max_length=120, blank=True)
+
+    class Meta:
+        verbose_name = "sync run"
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["status", "started_at"], name="run_status_idx"),
+            models.Index(fields=["system", "external_id"], name="run_source_record_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"sync run {self.pk}"
+
+    @property
+    def duration_ms(self) -> int | None:
+        if not self.finished_at:
+            return None
+        return int((self.finished_at - self.started_at).total_seconds() * 1000)
+
+
+class SyncStep(models.Model):
+    """One ordered step of a sync run: what was done, when, and how it ended."""
+
+    run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="steps")
+    seq = models.PositiveIntegerField()
+    name = models.CharField(max_length=40)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    outcome = models.CharField(max_length=8, choices=StepOutcome.choices)
+    detail = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["run", "seq"]
+        constraints = [models.UniqueConstraint(fields=["run", "seq"], name="sync_step_unique_seq")]
+
+    def __str__(self) -> str:
+        return f"{self.seq}. {self.name}: {self.outcome}"
+
+
+class DeadLetter(models.Model):
+    """Work that ran out of retries or failed for good, with the original event, replayable."""
+
+    event = models.ForeignKey(InboundEvent, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+    run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="dead_letters")
+    stage = models.CharField(max_length=20)  # process | writeback
+    reason = models.TextField()
+    http_status = models.PositiveIntegerField(null=True, blank=True)
+    error_code = models.CharField(max_length=20, blank=True)
+    original_event = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    replayed_at = models.DateTimeField(null=True, blank=True)
+    replayed_by = models.CharField(max_length=120, blank=True)
+    replay_run = models.ForeignKey(SyncRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+
+    class Meta:
+        verbose_name = "dead letter"
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"dead letter {self.pk}"
+
+
+class AccessToken(models.Model):
+    """An OAuth access token shared by every worker, so none fetches its own per call."""
+
+    system = models.CharField(max_length=40, unique=True)
+    access_token = models.TextField()
+    rest_instance_url = models.CharField(max_length=300, blank=True)
+    expires_at = models.DateTimeField()
+    fetched_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.system} token"

@@ -1,0 +1,53 @@
+"""Problem details (RFC 9457) for every refusal the API makes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import status as http
+from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+
+def problem(status: int, title: str, detail: str = "", *, errors: list[dict[str, Any]] | None = None,
+            headers: dict[str, str] | None = None, **extra: Any) -> Response:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    if errors:
+        body["errors"] = errors
+    body.update(extra)
+    response = Response(body, status=status, headers=headers)
+    response.content_type = PROBLEM_CONTENT_TYPE
+    return response
+
+
+def _flatten(detail: Any, prefix: str = "") -> list[dict[str, str]]:
+    if isinstance(detail, dict):
+        out: list[dict[str, str]] = []
+        for key, value in detail.items():
+            out += _flatten(value, f"{prefix}.{key}" if prefix else str(key))
+        return out
+    if isinstance(detail, list):
+        if all(not isinstance(v, dict | list) for v in detail):
+            return [{"field": prefix or "body", "message": str(v)} for v in detail]
+        out = []
+        for i, value in enumerate(detail):
+            out += _flatten(value, f"{prefix}[{i}]")
+        return out
+    return [{"field": prefix or "body", "message": str(detail)}]
+
+
+def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, ValidationError):
+        return problem(http.HTTP_400_BAD_REQUEST, "Invalid data", errors=_flatten(exc.detail))
+    if isinstance(exc, APIException):
+        headers = {k: v for k, v in response.headers.items() if k in ("WWW-Authenticate", "Retry-After", "Allow")}
+        return problem(response.status_code, str(exc.default_detail), str(exc.detail), headers=headers)
+    return response

@@ -1,0 +1,59 @@
+"""The task queue: django-q2's ORM broker, plus delayed enqueue.
+
+django-q2's ORM broker hands out a queued row once its ``lock`` time has passed
+(that column is its visibility timeout). Writing a future ``lock`` at insert time
+therefore delays a task without any worker sleeping, which is how retries honour
+``Retry-After`` and back off. The row is written through the default database
+connection, so an enqueue inside ``transaction.atomic()`` commits or rolls back
+with the data it belongs to.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+from typing import Any
+
+from django.utils import timezone
+from django_q.brokers.orm import ORM
+from django_q.conf import Conf
+from django_q.tasks import async_task
+
+_not_before: contextvars.ContextVar[dt.datetime | None] = contextvars.ContextVar("hub_not_before", default=None)
+
+
+class HubOrmBroker(ORM):
+    """The ORM broker with an optional earliest-run time for the task being enqueued."""
+
+    def enqueue(self, task: Any) -> int:
+        visible_at = timezone.now()
+        not_before = _not_before.get()
+        if not_before is not None and not_before > visible_at:
+            visible_at = not_before
+        package = self.get_connection().create(
+            key=self.list_key or Conf.CLUSTER_NAME, payload=task, lock=visible_at
+        )
+        return package.pk
+
+
+def enqueue(func: str, *args: Any, delay: float = 0.0, task_name: str | None = None) -> str:
+    """Queue ``func`` (dotted path) with ``args``; with ``delay`` seconds, not before then."""
+    token = _not_before.set(timezone.now() + dt.timedelta(seconds=delay) if delay > 0 else None)
+    try:
+        options: dict[str, Any] = {}
+        if task_name:
+            options["task_name"] = task_name
+        return async_task(func, *args, **options)
+    finally:
+        _not_before.reset(token)
+
+
+def queue_depth() -> tuple[int, float | None]:
+    """(tasks waiting or running, age in seconds of the oldest one ready to run)."""
+    from django_q.models import OrmQ
+
+    now = timezone.now()
+    rows = OrmQ.objects.using(Conf.ORM)
+    depth = rows.count()
+    oldest = rows.filter(lock__lte=now).order_by("lock").values_list("lock", flat=True).first()
+    return depth, (now - oldest).total_seconds() if oldest else None

@@ -1,0 +1,98 @@
+"""Fixtures: the Marketing Cloud sandbox over real HTTP, API keys, signed journey calls."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from integrations.marketing_cloud.sandbox.journey import build_execute_payload, sign_execute
+from integrations.marketing_cloud.sandbox.server import MarketingCloudSandbox, SandboxConfig
+
+JWT_SECRET = "test-jwt-signing-secret-0123456789abcdef"
+CLIENT_ID = "test-client-id"
+CLIENT_SECRET = "test-client-secret"
+
+
+@pytest.fixture(scope="session")
+def _sandbox_server() -> Iterator[MarketingCloudSandbox]:
+    sandbox = MarketingCloudSandbox(config=SandboxConfig(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)).start()
+    yield sandbox
+    sandbox.stop()
+
+
+@pytest.fixture
+def sandbox(_sandbox_server: MarketingCloudSandbox, settings: Any) -> MarketingCloudSandbox:
+    """A clean sandbox, with the hub's settings pointing at it."""
+    _sandbox_server.reset()
+    settings.MC_AUTH_BASE_URL = _sandbox_server.url
+    settings.MC_REST_BASE_URL = ""
+    settings.MC_CLIENT_ID = CLIENT_ID
+    settings.MC_CLIENT_SECRET = CLIENT_SECRET
+    settings.MC_ACCOUNT_ID = ""
+    settings.MC_JWT_SECRET = JWT_SECRET
+    settings.MC_HTTP_TIMEOUT = 2.0
+    return _sandbox_server
+
+
+def subscriber(key: str = "SK-1001", email: str = "ada.lovelace@example.com", **extra: str) -> dict[str, str]:
+    args = {
+        "SubscriberKey": key,
+        "EmailAddress": email,
+        "SubscriberId": "501",
+        "FirstName": "Ada",
+        "LastName": "Lovelace",
+        "MobileNumber": "+44 20 7946 0018",
+        "BirthDate": "1985-12-10",
+        "Gender": "Female",
+        "AddressLine1": "12 St James's Square",
+        "City": "London",
+        "PostalCode": "SW1Y 4JH",
+        "Country": "GB",
+        "Status": "Active",
+        "CreatedDate": "2026-11-01T09:00:00Z",
+        "ModifiedDate": "2026-11-01T09:00:00Z",
+    }
+    args.update(extra)
+    return {k: v for k, v in args.items() if v is not None}
+
+
+def journey_jwt(args: dict[str, Any], *, secret: str = JWT_SECRET, **kwargs: Any) -> bytes:
+    return sign_execute(build_execute_payload(args, **kwargs), secret)
+
+
+class JourneyCaller:
+    """Posts signed execute calls to a running hub, as Journey Builder does."""
+
+    def __init__(self, base_url: str) -> None:
+        self.url = f"{base_url}/api/v1/marketing-cloud/journey/execute"
+        self.session = requests.Session()
+
+    def post_raw(self, body: bytes, content_type: str = "application/jwt") -> requests.Response:
+        return self.session.post(self.url, data=body, headers={"Content-Type": content_type}, timeout=10)
+
+    def execute(self, args: dict[str, Any], **kwargs: Any) -> requests.Response:
+        return self.post_raw(journey_jwt(args, **kwargs))
+
+
+@pytest.fixture
+def journey(live_server: Any, sandbox: MarketingCloudSandbox) -> JourneyCaller:
+    return JourneyCaller(live_server.url)
+
+
+@pytest.fixture
+def api_key(transactional_db: Any) -> str:
+    from integrations.models import ApiClient
+
+    _, key = ApiClient.issue("test-client", ["ingest", "read"])
+    return key
+
+
+@pytest.fixture
+def api(live_server: Any, api_key: str) -> requests.Session:
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {api_key}"
+    session.base_url = live_server.url  # type: ignore[attr-defined]
+    return session

@@ -1,0 +1,559 @@
+"""Tests of the Marketing Cloud sandbox over real HTTP, and of the Journey Builder signer.
+
+These need no database and no Django settings: the sandbox is plain stdlib, started per test on a
+free port.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import jwt
+import pytest
+import requests
+
+from integrations.marketing_cloud.sandbox.journey import (
+    DEMO_SUBSCRIBERS,
+    build_execute_payload,
+    send_demo,
+    sign_execute,
+)
+from integrations.marketing_cloud.sandbox.server import MarketingCloudSandbox, SandboxConfig
+
+DE = "Individual"
+# At least 32 bytes, as RFC 7518 asks of HS256 keys (PyJWT warns about shorter ones).
+JWT_SECRET = "sandbox-journey-builder-signing-secret-0123"
+ROWS = f"/hub/v1/dataevents/key:{DE}/rows"
+ROWSET = f"/hub/v1/dataevents/key:{DE}/rowset"
+QUERY = f"/data/v1/customobjectdata/key/{DE}/rowset"
+
+
+@pytest.fixture
+def sandbox() -> Iterator[MarketingCloudSandbox]:
+    server = MarketingCloudSandbox(config=SandboxConfig(account_id="500001", seed=7)).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def get_token(sandbox: MarketingCloudSandbox, **overrides: object) -> str:
+    body = {
+        "grant_type": "client_credentials",
+        "client_id": sandbox.config.client_id,
+        "client_secret": sandbox.config.client_secret,
+        "account_id": "500001",
+        **overrides,
+    }
+    response = requests.post(f"{sandbox.url}/v2/token", json=body, timeout=5)
+    assert response.status_code == 200, response.text
+    return response.json()["access_token"]
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def put_row(
+    sandbox: MarketingCloudSandbox, token: str, key: str, values: dict, timeout: float = 5
+) -> requests.Response:
+    return requests.put(
+        f"{sandbox.url}{ROWS}/SubscriberKey:{key}", json={"values": values}, headers=auth(token), timeout=timeout
+    )
+
+
+# -- token endpoint ---------------------------------------------------------------------------
+
+
+def test_token_success_shape(sandbox: MarketingCloudSandbox) -> None:
+    response = requests.post(
+        f"{sandbox.url}/v2/token",
+        json={
+            "grant_type": "client_credentials",
+            "client_id": "sandbox-client-id",
+            "client_secret": "sandbox-client-secret",
+            "account_id": "500001",
+        },
+        timeout=5,
+    )
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("application/json")
+    data = response.json()
+    assert data["token_type"] == "Bearer"
+    assert data["expires_in"] == 1080
+    assert data["rest_instance_url"] == sandbox.url + "/"
+    assert data["soap_instance_url"] == sandbox.url + "/"
+    assert "data_extensions_write" in data["scope"]
+    assert len(data["access_token"]) > 20
+    # Omitting account_id is allowed: SFMC then uses the package's default business unit.
+    assert get_token(sandbox, account_id=None) != data["access_token"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error"),
+    [
+        (
+            {"grant_type": "password", "client_id": "sandbox-client-id", "client_secret": "x"},
+            400,
+            "unsupported_grant_type",
+        ),
+        (
+            {"grant_type": "client_credentials", "client_id": "sandbox-client-id", "client_secret": "no"},
+            401,
+            "invalid_client",
+        ),
+        (
+            {"grant_type": "client_credentials", "client_id": "nope", "client_secret": "sandbox-client-secret"},
+            401,
+            "invalid_client",
+        ),
+        (
+            {
+                "grant_type": "client_credentials",
+                "client_id": "sandbox-client-id",
+                "client_secret": "sandbox-client-secret",
+                "account_id": "999999",
+            },
+            401,
+            "invalid_client",
+        ),
+    ],
+)
+def test_token_errors(sandbox: MarketingCloudSandbox, body: dict, status: int, error: str) -> None:
+    response = requests.post(f"{sandbox.url}/v2/token", json=body, timeout=5)
+    assert response.status_code == status
+    data = response.json()
+    assert data["error"] == error
+    assert data["error_description"]
+    assert data["error_uri"] == "https://developer.salesforce.com"
+
+
+def test_token_body_not_json(sandbox: MarketingCloudSandbox) -> None:
+    response = requests.post(f"{sandbox.url}/v2/token", data=b"grant_type=client_credentials", timeout=5)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+
+
+# -- data extension rows ----------------------------------------------------------------------
+
+
+def test_put_upserts_and_merges(sandbox: MarketingCloudSandbox) -> None:
+    token = get_token(sandbox)
+    first = put_row(sandbox, token, "SK-1", {"EmailAddress": "a@example.com", "Age": 31, "Opt": True, "Gone": None})
+    assert first.status_code == 200
+    assert first.json() == {
+        "keys": {"SubscriberKey": "SK-1"},
+        "values": {"EmailAddress": "a@example.com", "Age": "31", "Opt": "True", "Gone": ""},
+    }
+    second = put_row(sandbox, token, "SK-1", {"FirstName": "Ann"})
+    assert second.json()["values"]["FirstName"] == "Ann"
+    assert second.json()["values"]["EmailAddress"] == "a@example.com"
+    assert sandbox.rows(DE) == {
+        "SK-1": {
+            "EmailAddress": "a@example.com",
+            "Age": "31",
+            "Opt": "True",
+            "Gone": "",
+            "SubscriberKey": "SK-1",
+            "FirstName": "Ann",
+        }
+    }
+
+
+def test_put_key_value_is_url_decoded(sandbox: MarketingCloudSandbox) -> None:
+    token = get_token(sandbox)
+    response = requests.put(
+        f"{sandbox.url}{ROWS}/SubscriberKey:a%2Fb%40example.com", json={"values": {}}, headers=auth(token), timeout=5
+    )
+    assert response.status_code == 200
+    assert list(sandbox.rows(DE)) == ["a/b@example.com"]
+    # The key value is masked in the log, so personal data never lands there.
+    assert sandbox.requests_log()[-1]["path"] == f"{ROWS}/SubscriberKey:*"
+
+
+def test_put_validation_errors(sandbox: MarketingCloudSandbox) -> None:
+    token = get_token(sandbox)
+    url = f"{sandbox.url}{ROWS}/SubscriberKey:SK-1"
+    not_json = requests.put(url, data=b"{nope", headers=auth(token), timeout=5)
+    assert not_json.status_code == 400
+    assert not_json.json()["errorcode"] == 10004
+    assert not_json.json()["message"] == "Invalid message format"
+    missing = requests.put(url, json={"value": {}}, headers=auth(token), timeout=5)
+    assert missing.status_code == 400
+    assert missing.json() == {
+        "message": "Missing required field: values",
+        "errorcode": 10002,
+        "documentation": missing.json()["documentation"],
+    }
+    bad_type = requests.put(url, json={"values": {"Tags": ["a"]}}, headers=auth(token), timeout=5)
+    assert bad_type.status_code == 400
+    assert bad_type.json()["errorcode"] == 10001
+    assert sandbox.rows(DE) == {}
+
+
+def test_rowset_post_upserts_each(sandbox: MarketingCloudSandbox) -> None:
+    token = get_token(sandbox)
+    items = [
+        {"keys": {"SubscriberKey": "SK-1"}, "values": {"EmailAddress": "one@example.com"}},
+        {"keys": {"SubscriberKey": "SK-2"}, "values": {"EmailAddress": "two@example.com"}},
+    ]
+    response = requests.post(f"{sandbox.url}{ROWSET}", json=items, headers=auth(token), timeout=5)
+    assert response.status_code == 200
+    assert response.json() == items
+    rows = sandbox.rows(DE)
+    assert list(rows) == ["SK-1", "SK-2"]
+    assert rows["SK-2"] == {"EmailAddress": "two@example.com", "SubscriberKey": "SK-2"}
+    bad = requests.post(f"{sandbox.url}{ROWSET}", json=[{"keys": {"SubscriberKey": "SK-3"}}], headers=auth(token))
+    assert bad.status_code == 400
+    assert bad.json()["errorcode"] == 10002
+
+
+def test_rowset_with_compound_key(sandbox: MarketingCloudSandbox) -> None:
+    token = get_token(sandbox)
+    items = [{"keys": {"Store": "12", "Receipt": "900"}, "values": {"Total": 19.5}}]
+    url = f"{sandbox.url}/hub/v1/dataevents/key:Purchases/rowset"
+    assert requests.post(url, json=items, headers=auth(token), timeout=5).status_code == 200
+    assert sandbox.rows("Purchases") == {"12|900": {"Total": "19.5", "Store": "12", "Receipt": "900"}}
+
+
+def test_get_rowset_pages_and_lowercases(sandbox: MarketingCloudSandbox) -> None:
+    token = get_token(sandbox)
+    items = [
+        {"keys": {"SubscriberKey": f"SK-{n:03d}"}, "values": {"EmailAddress": f"user{n}@example.com"}}
+        for n in range(120)
+    ]
+    assert requests.post(f"{sandbox.url}{ROWSET}", json=items, headers=auth(token), timeout=5).status_code == 200
+
+    seen = []
+    pages = 0
+    with requests.Session() as session:
+        session.headers.update(auth(token))
+        page = 1
+        while True:
+            response = session.get(f"{sandbox.url}{QUERY}", params={"$page": page, "$pageSize": 50}, timeout=5)
+            assert response.status_code == 200
+            data = response.json()
+            pages += 1
+            assert data["count"] == 120
+            assert data["page"] == page
+            assert data["pageSize"] == 50
+            assert data["customObjectKey"] == DE
+            assert data["requestToken"] and data["customObjectId"] and data["tokenExpireDateUtc"]
+            seen.extend(data["items"])
+            if "next" not in data["links"]:
+                break
+            assert "$page=" + str(page + 1) in data["links"]["next"]
+            page += 1
+    assert pages == 3
+    assert len(seen) == 120
+    assert seen[0] == {"keys": {"subscriberkey": "SK-000"}, "values": {"emailaddress": "user0@example.com"}}
+    assert seen[-1]["keys"] == {"subscriberkey": "SK-119"}
+
+
+def test_get_rowset_filter_and_order(sandbox: MarketingCloudSandbox) -> None:
+    token = get_token(sandbox)
+    for key, modified in [("A", "2025-12-31T10:00:00Z"), ("B", "2026-03-01T00:00:00Z"), ("C", "2026-01-15T08:00:00Z")]:
+        assert put_row(sandbox, token, key, {"ModifiedDate": modified}).status_code == 200
+    response = requests.get(
+        f"{sandbox.url}{QUERY}",
+        params={"$filter": "ModifiedDate gt '2026-01-01T00:00:00'", "$orderBy": "ModifiedDate asc"},
+        headers=auth(token),
+        timeout=5,
+    )
+    assert response.status_code == 200
+    data = response.json()
+    assert data["count"] == 2
+    assert [item["keys"]["subscriberkey"] for item in data["items"]] == ["C", "B"]
+    bad = requests.get(f"{sandbox.url}{QUERY}", params={"$filter": "ModifiedDate >> 1"}, headers=auth(token), timeout=5)
+    assert bad.status_code == 400
+
+
+def test_get_unknown_data_extension_is_empty(sandbox: MarketingCloudSandbox) -> None:
+    token = get_token(sandbox)
+    response = requests.get(f"{sandbox.url}/data/v1/customobjectdata/key/Nothing/rowset", headers=auth(token))
+    assert response.status_code == 200
+    assert response.json()["count"] == 0
+    assert response.json()["items"] == []
+
+
+# -- auth and routing -------------------------------------------------------------------------
+
+
+def test_rest_calls_need_a_valid_token(sandbox: MarketingCloudSandbox) -> None:
+    url = f"{sandbox.url}{ROWS}/SubscriberKey:SK-1"
+    for headers in ({}, auth("made-up-token"), {"Authorization": "Basic abc"}):
+        response = requests.put(url, json={"values": {}}, headers=headers, timeout=5)
+        assert response.status_code == 401
+        assert response.json() == {
+            "message": "Not Authorized",
+            "errorcode": 0,
+            "documentation": "https://developer.salesforce.com/docs/atlas.en-us.mc-apis.meta/mc-apis/error-handling.htm",
+        }
+    token = get_token(sandbox)
+    assert requests.put(url, json={"values": {}}, headers=auth(token), timeout=5).status_code == 200
+    sandbox.expire_tokens()
+    assert requests.put(url, json={"values": {}}, headers=auth(token), timeout=5).status_code == 401
+
+
+def test_token_ttl_expiry() -> None:
+    with MarketingCloudSandbox(config=SandboxConfig(token_ttl=0)) as server:
+        token = get_token(server, account_id=None)
+        response = requests.get(f"{server.url}{QUERY}", headers=auth(token), timeout=5)
+        assert response.status_code == 401
+
+
+def test_unknown_path_and_wrong_method(sandbox: MarketingCloudSandbox) -> None:
+    missing = requests.get(f"{sandbox.url}/hub/v1/nothing", timeout=5)
+    assert missing.status_code == 404
+    assert missing.json() == {"message": "Not Found", "errorcode": 404, "documentation": ""}
+    wrong = requests.get(f"{sandbox.url}/v2/token", timeout=5)
+    assert wrong.status_code == 405
+    assert wrong.json()["errorcode"] == 405
+
+
+# -- fault injection --------------------------------------------------------------------------
+
+
+def test_fault_429_has_retry_after(sandbox: MarketingCloudSandbox) -> None:
+    token = get_token(sandbox)
+    sandbox.inject("429", retry_after=7)
+    response = put_row(sandbox, token, "SK-1", {})
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "7"
+    assert response.json()["errorcode"] == 50100
+    assert response.json()["retryAfter"] == 7
+    sandbox.inject("429")
+    assert put_row(sandbox, token, "SK-1", {}).headers["Retry-After"] == "5"
+    assert put_row(sandbox, token, "SK-1", {}).status_code == 200
+
+
+def test_fault_429_blocked_has_no_retry_after(sandbox: MarketingCloudSandbox) -> None:
+    token = get_token(sandbox)
+    sandbox.inject("429-blocked")
+    response = put_row(sandbox, token, "SK-1", {})
+    assert response.status_code == 429
+    assert "Retry-After" not in response.headers
+    assert response.json()["errorcode"] == 50200
+    assert response.json()["message"] == "Your requests are temporarily blocked."
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "errorcode"),
+    [("500", 500, 50000), ("503", 503, 50000), ("400", 400, 10005), ("403", 403, 20000)],
+)
+def test_simple_faults(sandbox: MarketingCloudSandbox, kind: str, status: int, errorcode: int) -> None:
+    token = get_token(sandbox)
+    sandbox.inject(kind)
+    response = put_row(sandbox, token, "SK-1", {"A": "1"})
+    assert response.status_code == status
+    assert response.json()["errorcode"] == errorcode
+    assert set(response.json()) == {"message", "errorcode", "documentation"}
+    # Faults are answered before normal handling: the row was not written.
+    assert sandbox.rows(DE) == {}
+
+
+def test_fault_401_invalidates_tokens(sandbox: MarketingCloudSandbox) -> None:
+    token = get_token(sandbox)
+    sandbox.inject("401")
+    response = put_row(sandbox, token, "SK-1", {})
+    assert response.status_code == 401
+    assert response.json()["errorcode"] == 0
+    assert put_row(sandbox, token, "SK-1", {}).status_code == 401
+    assert put_row(sandbox, get_token(sandbox), "SK-1", {}).status_code == 200
+
+
+def test_fault_reset_drops_connection(sandbox: MarketingCloudSandbox) -> None:
+    token = get_token(sandbox)
+    sandbox.inject("reset")
+    with pytest.raises(requests.exceptions.ConnectionError):
+        put_row(sandbox, token, "SK-1", {})
+    assert put_row(sandbox, token, "SK-1", {}).status_code == 200
+    assert [entry["status"] for entry in sandbox.requests_log()][-2:] == [0, 200]
+
+
+def test_fault_timeout_outlasts_client_timeout(sandbox: MarketingCloudSandbox) -> None:
+    token = get_token(sandbox)
+    sandbox.inject("timeout", delay=1)
+    started = time.monotonic()
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        put_row(sandbox, token, "SK-1", {}, timeout=0.3)
+    assert time.monotonic() - started < 0.9
+
+
+def test_fault_count_and_path_contains(sandbox: MarketingCloudSandbox) -> None:
+    token = get_token(sandbox)
+    sandbox.inject("500", count=2, path_contains="/rowset")
+    sandbox.inject("503")
+    # The PUT path has no "/rowset", so it skips the first fault and takes the second.
+    assert put_row(sandbox, token, "SK-1", {}).status_code == 503
+    assert put_row(sandbox, token, "SK-1", {}).status_code == 200
+    items = [{"keys": {"SubscriberKey": "SK-2"}, "values": {}}]
+    statuses = [
+        requests.post(f"{sandbox.url}{ROWSET}", json=items, headers=auth(token), timeout=5).status_code
+        for _ in range(3)
+    ]
+    assert statuses == [500, 500, 200]
+    assert sandbox.faults() == []
+
+
+def test_token_endpoint_only_faulted_when_targeted(sandbox: MarketingCloudSandbox) -> None:
+    sandbox.inject("500")
+    get_token(sandbox)  # generic faults leave the token endpoint alone
+    sandbox.clear_faults()
+    sandbox.inject("503", path_contains="/v2/token")
+    response = requests.post(f"{sandbox.url}/v2/token", json={}, timeout=5)
+    assert response.status_code == 503
+    get_token(sandbox)
+
+
+def test_fail_rate_and_latency() -> None:
+    config = SandboxConfig(fail_rate=1.0, latency_ms=50)
+    with MarketingCloudSandbox(config=config) as server:
+        started = time.monotonic()
+        token = get_token(server, account_id=None)  # fail_rate spares the token endpoint
+        assert time.monotonic() - started >= 0.05
+        assert put_row(server, token, "SK-1", {}).status_code == 500
+        server.configure(fail_rate=0.0, latency_ms=0)
+        assert put_row(server, token, "SK-1", {}).status_code == 200
+
+
+def test_inject_rejects_unknown_kind(sandbox: MarketingCloudSandbox) -> None:
+    with pytest.raises(ValueError):
+        sandbox.inject("418")
+
+
+# -- log and control endpoints ----------------------------------------------------------------
+
+
+def test_requests_log_and_count(sandbox: MarketingCloudSandbox) -> None:
+    token = get_token(sandbox)
+    put_row(sandbox, token, "someone@example.com", {"EmailAddress": "someone@example.com"})
+    requests.get(f"{sandbox.url}/__sandbox/log", timeout=5)  # control calls are not logged
+    log = sandbox.requests_log()
+    assert [(e["method"], e["path"], e["status"]) for e in log] == [
+        ("POST", "/v2/token", 200),
+        ("PUT", f"{ROWS}/SubscriberKey:*", 200),
+    ]
+    assert all(isinstance(e["time"], float) for e in log)
+    assert "example.com" not in repr(log)
+    assert sandbox.count("put", ROWS) == 1
+    assert sandbox.count("POST", "/v2/") == 1
+    assert sandbox.count("GET", "/") == 0
+
+
+def test_control_endpoints(sandbox: MarketingCloudSandbox) -> None:
+    control = f"{sandbox.url}/__sandbox"
+    token = get_token(sandbox)
+    with requests.Session() as session:
+        assert session.get(f"{control}/health", timeout=5).json() == {"ok": True}
+        queued = session.post(f"{control}/faults", json={"kind": "429", "count": 2, "retry_after": 1}, timeout=5)
+        assert queued.status_code == 200
+        assert queued.json() == {"queued": True}
+        assert session.post(f"{control}/faults", json={"kind": "bogus"}, timeout=5).status_code == 400
+        assert put_row(sandbox, token, "SK-1", {}).status_code == 429
+        assert session.delete(f"{control}/faults", timeout=5).status_code == 200
+        assert put_row(sandbox, token, "SK-1", {"A": "b"}).status_code == 200
+
+        assert session.get(f"{control}/rows/{DE}", timeout=5).json() == {"SK-1": {"A": "b", "SubscriberKey": "SK-1"}}
+        log = session.get(f"{control}/log", timeout=5).json()
+        assert [entry["status"] for entry in log] == [200, 429, 200]
+
+        config = session.post(f"{control}/config", json={"latency_ms": 5, "fail_rate": 0.25}, timeout=5)
+        assert config.status_code == 200
+        assert config.json()["latency_ms"] == 5
+        assert "client_secret" not in config.json()
+        assert sandbox.config.fail_rate == 0.25
+        assert session.post(f"{control}/config", json={"fail_rate": 2}, timeout=5).status_code == 400
+        session.post(f"{control}/config", json={"latency_ms": 0, "fail_rate": 0}, timeout=5)
+
+        assert session.post(f"{control}/expire-tokens", timeout=5).status_code == 200
+        assert put_row(sandbox, token, "SK-1", {}).status_code == 401
+
+        assert session.post(f"{control}/reset", timeout=5).status_code == 200
+        assert sandbox.rows(DE) == {}
+        assert sandbox.requests_log() == []
+        assert session.get(f"{control}/nothing", timeout=5).status_code == 404
+
+
+def test_reset_method(sandbox: MarketingCloudSandbox) -> None:
+    token = get_token(sandbox)
+    put_row(sandbox, token, "SK-1", {})
+    sandbox.inject("500")
+    sandbox.reset()
+    assert sandbox.rows(DE) == {}
+    assert sandbox.requests_log() == []
+    assert sandbox.faults() == []
+    assert put_row(sandbox, token, "SK-1", {}).status_code == 401
+
+
+def test_url_has_no_trailing_slash(sandbox: MarketingCloudSandbox) -> None:
+    assert sandbox.url.startswith("http://127.0.0.1:")
+    assert not sandbox.url.endswith("/")
+
+
+# -- Journey Builder --------------------------------------------------------------------------
+
+
+def test_sign_execute_roundtrip() -> None:
+    subscriber = DEMO_SUBSCRIBERS[0]
+    payload = build_execute_payload(subscriber, journey_id="journey-1", now=int(time.time()))
+    token = sign_execute(payload, JWT_SECRET)
+    assert isinstance(token, bytes)
+    decoded = jwt.decode(token, JWT_SECRET, algorithms=["HS256"])
+    assert decoded["inArguments"] == [{name: value} for name, value in subscriber.items()]
+    assert decoded["keyValue"] == subscriber["SubscriberKey"]
+    assert decoded["journeyId"] == "journey-1"
+    assert decoded["exp"] - decoded["iat"] == 300
+    assert decoded["mode"] == 0
+    assert decoded["outArguments"] == []
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(token, JWT_SECRET + "-other", algorithms=["HS256"])
+
+
+def test_demo_subscribers_are_fake_and_complete() -> None:
+    assert len(DEMO_SUBSCRIBERS) == 6
+    required = {
+        "SubscriberKey", "EmailAddress", "SubscriberId", "FirstName", "LastName", "MobileNumber", "BirthDate",
+        "Gender", "AddressLine1", "City", "PostalCode", "StateProvince", "Country", "Status", "CreatedDate",
+        "ModifiedDate",
+    }  # fmt: skip
+    for subscriber in DEMO_SUBSCRIBERS:
+        assert set(subscriber) == required
+        assert subscriber["EmailAddress"].strip().lower().endswith(("@example.com", "@example.org"))
+    emails = [s["EmailAddress"] for s in DEMO_SUBSCRIBERS]
+    assert len({e.strip().lower() for e in emails}) == 5  # one uppercase/whitespace variant
+
+
+def test_send_demo_posts_signed_jwts() -> None:
+    # A tiny receiver stands in for the hub's execute endpoint, checking what Journey Builder sends.
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    received: list[dict] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            assert self.headers["Content-Type"] == "application/jwt"
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(jwt.decode(body, JWT_SECRET, algorithms=["HS256"]))
+            answer = b'{"eventId": "evt-%d"}' % len(received)
+            self.send_response(202)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    Thread(target=receiver.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{receiver.server_address[1]}/execute"
+        responses = send_demo(url, JWT_SECRET, DEMO_SUBSCRIBERS[:2])
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
+    assert [r.status_code for r in responses] == [202, 202]
+    assert [r.json()["eventId"] for r in responses] == ["evt-1", "evt-2"]
+    assert [p["keyValue"] for p in received] == ["SK-DEMO-0001", "SK-DEMO-0002"]
