@@ -191,9 +191,7 @@ def apply_source_to_golden_record(
 
 def _merge_contact_points(individual: Individual, source: SourceIndividual, *, system: str) -> int:
     existing = set(individual.contact_points.values_list("kind", "value_key")) if individual.pk else set()
-    has_primary = {
-        kind for kind in individual.contact_points.filter(is_primary=True).values_list("kind", flat=True)
-    }
+    has_primary = {kind for kind in individual.contact_points.filter(is_primary=True).values_list("kind", flat=True)}
     today = timezone.now().date()
     new_rows: list[ContactPoint] = []
 

@@ -17,8 +17,18 @@ from customers.models import ContactPoint, CrossReference, HistoryEntry, Individ
 class ContactPointInline(admin.TabularInline):
     model = ContactPoint
     extra = 0
-    fields = ["kind", "is_primary", "email_address", "telephone_number", "address_line1", "city_name",
-              "postal_code_text", "country_name", "source_system", "active_from_date"]
+    fields = [
+        "kind",
+        "is_primary",
+        "email_address",
+        "telephone_number",
+        "address_line1",
+        "city_name",
+        "postal_code_text",
+        "country_name",
+        "source_system",
+        "active_from_date",
+    ]
     readonly_fields = ["source_system", "active_from_date"]
     show_change_link = False
 
@@ -26,10 +36,29 @@ class ContactPointInline(admin.TabularInline):
 class CrossReferenceInline(admin.TabularInline):
     model = CrossReference
     extra = 0
-    fields = ["system", "external_id", "status", "source_status", "writeback_state", "source_master_id",
-              "written_at", "writeback_error", "first_seen_at", "last_seen_at"]
-    readonly_fields = ["system", "external_id", "source_status", "writeback_state", "source_master_id",
-                       "written_at", "writeback_error", "first_seen_at", "last_seen_at"]
+    fields = [
+        "system",
+        "external_id",
+        "status",
+        "source_status",
+        "writeback_state",
+        "source_master_id",
+        "written_at",
+        "writeback_error",
+        "first_seen_at",
+        "last_seen_at",
+    ]
+    readonly_fields = [
+        "system",
+        "external_id",
+        "source_status",
+        "writeback_state",
+        "source_master_id",
+        "written_at",
+        "writeback_error",
+        "first_seen_at",
+        "last_seen_at",
+    ]
     show_change_link = True
     can_delete = False
 
@@ -65,10 +94,14 @@ class SourceSystemFilter(admin.SimpleListFilter):
 class IndividualAdmin(admin.ModelAdmin):
     list_display = ["master_id", "first_name", "last_name", "primary_email", "sources", "consent", "updated_at"]
     list_filter = [SourceSystemFilter, "created_at", "updated_at"]
-    search_fields = ["=master_id", "first_name", "last_name", "=contact_points__value_key",
-                     "=cross_references__external_id"]
-    readonly_fields = ["master_id", "party_type", "do_not_market_since", "consent_source", "created_at",
-                       "updated_at"]
+    search_fields = [
+        "=master_id",
+        "first_name",
+        "last_name",
+        "=contact_points__value_key",
+        "=cross_references__external_id",
+    ]
+    readonly_fields = ["master_id", "party_type", "do_not_market_since", "consent_source", "created_at", "updated_at"]
     fieldsets = [
         (None, {"fields": ["master_id", "party_type"]}),
         ("Name", {"fields": [("salutation", "first_name", "middle_name", "last_name", "name_suffix")]}),
@@ -109,14 +142,31 @@ class IndividualAdmin(admin.ModelAdmin):
 
 @admin.register(CrossReference)
 class CrossReferenceAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "golden_record", "status", "source_status", "writeback_state", "written_at",
-                    "last_seen_at"]
+    list_display = [
+        "__str__",
+        "golden_record",
+        "status",
+        "source_status",
+        "writeback_state",
+        "written_at",
+        "last_seen_at",
+    ]
     list_filter = ["system", "status", "writeback_state", "last_seen_at"]
     search_fields = ["=external_id", "=individual__master_id"]
     list_select_related = ["individual"]
     raw_id_fields = ["individual"]
-    readonly_fields = ["first_seen_at", "last_seen_at", "source_modified_at", "source_payload", "source_master_id",
-                       "written_at", "writeback_error", "writeback_state", "created_at", "updated_at"]
+    readonly_fields = [
+        "first_seen_at",
+        "last_seen_at",
+        "source_modified_at",
+        "source_payload",
+        "source_master_id",
+        "written_at",
+        "writeback_error",
+        "writeback_state",
+        "created_at",
+        "updated_at",
+    ]
     show_full_result_count = False
 
     @admin.display(description="golden record", ordering="individual__master_id")

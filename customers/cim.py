@@ -7,6 +7,7 @@ one-element list. In process-level messages ``id`` is the master ID.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,7 +122,7 @@ def parse_cim_date(value: Any, path: str) -> dt.date | None:
         parsed = None
     if parsed is None:
         raise CimValidationError(path, f"must be a date (YYYY-MM-DD), not {text[:40]!r}")
-    if parsed.year < 1850 or parsed > dt.date.today() + dt.timedelta(days=1):
+    if parsed.year < 1850 or parsed > dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1):
         raise CimValidationError(path, "is out of range")
     return parsed
 
@@ -137,10 +138,8 @@ def parse_cim_datetime(value: Any, path: str) -> dt.datetime | None:
         parsed = None
     if parsed is None:
         date_only = None
-        try:
+        with contextlib.suppress(ValueError):
             date_only = parse_date(value.strip())
-        except ValueError:
-            pass
         if date_only is None:
             raise CimValidationError(path, f"must be an ISO 8601 date-time, not {value[:40]!r}")
         parsed = dt.datetime.combine(date_only, dt.time())
@@ -211,8 +210,9 @@ def parse_individual(data: Any, path: str = "individual") -> SourceIndividual:
             }
             if not any(fields.values()):
                 continue
-            key = address_key(fields["address_line1"], fields["city_name"], fields["postal_code_text"],
-                              fields["country_name"])
+            key = address_key(
+                fields["address_line1"], fields["city_name"], fields["postal_code_text"], fields["country_name"]
+            )
             if (kind, key) not in seen:
                 result.addresses.append(AddressPoint(value_key=key, **fields))
         else:

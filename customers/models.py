@@ -94,9 +94,7 @@ class CrossReference(models.Model):
     # When the source last changed the record; an event older than this is superseded.
     source_modified_at = models.DateTimeField(null=True, blank=True)
     source_payload = models.JSONField(default=dict, blank=True)
-    writeback_state = models.CharField(
-        max_length=12, choices=WritebackState.choices, default=WritebackState.NOT_NEEDED
-    )
+    writeback_state = models.CharField(max_length=12, choices=WritebackState.choices, default=WritebackState.NOT_NEEDED)
     # What the source system is known to hold as master ID (from its event or our last write).
     source_master_id = models.CharField(max_length=64, blank=True)
     written_at = models.DateTimeField(null=True, blank=True)
@@ -119,9 +117,7 @@ class CrossReference(models.Model):
 class HistoryEntry(models.Model):
     """One change to a golden record or its cross references, written in the same transaction."""
 
-    individual = models.ForeignKey(
-        Individual, on_delete=models.SET_NULL, null=True, blank=True, related_name="history"
-    )
+    individual = models.ForeignKey(Individual, on_delete=models.SET_NULL, null=True, blank=True, related_name="history")
     master_id = models.CharField(max_length=36, db_index=True)
     action = models.CharField(max_length=16, choices=HistoryAction.choices)
     object_type = models.CharField(max_length=40)

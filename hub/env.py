@@ -51,9 +51,7 @@ _FALSE = {"false", "0", "no", "off"}
 def check_unknown_names(environ: Mapping[str, str] | None = None) -> None:
     """Refuse variables that look like ours but are not known (typos)."""
     environ = os.environ if environ is None else environ
-    unknown = sorted(
-        name for name in environ if name.startswith(CHECKED_PREFIXES) and name not in KNOWN_NAMES
-    )
+    unknown = sorted(name for name in environ if name.startswith(CHECKED_PREFIXES) and name not in KNOWN_NAMES)
     if unknown:
         raise ImproperlyConfigured(
             f"Unknown setting(s) in the environment: {', '.join(unknown)}. "

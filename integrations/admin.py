@@ -48,9 +48,25 @@ class InboundEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_filter = ["status", "channel", "system", "received_at"]
     search_fields = ["=id", "=external_id", "=master_id", "=idempotency_key"]
     date_hierarchy = "received_at"
-    readonly_fields = ["channel", "system", "external_id", "idempotency_key", "status", "reason", "received_at",
-                       "occurred_at", "processed_at", "content_type", "headers", "raw_body_text", "payload",
-                       "individual_cim", "api_client", "master_id", "attempts"]
+    readonly_fields = [
+        "channel",
+        "system",
+        "external_id",
+        "idempotency_key",
+        "status",
+        "reason",
+        "received_at",
+        "occurred_at",
+        "processed_at",
+        "content_type",
+        "headers",
+        "raw_body_text",
+        "payload",
+        "individual_cim",
+        "api_client",
+        "master_id",
+        "attempts",
+    ]
     exclude = ["raw_body"]
     inlines = [SyncRunInline]
     show_full_result_count = False
@@ -66,13 +82,36 @@ class InboundEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 @admin.register(SyncRun)
 class SyncRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    list_display = ["id", "started_at", "trigger", "system", "status", "master_id", "match_rule",
-                    "writeback_attempts", "duration", "event_link"]
+    list_display = [
+        "id",
+        "started_at",
+        "trigger",
+        "system",
+        "status",
+        "master_id",
+        "match_rule",
+        "writeback_attempts",
+        "duration",
+        "event_link",
+    ]
     list_filter = ["status", "trigger", "system", "started_at"]
     search_fields = ["=id", "=master_id", "=external_id", "=event__id"]
     date_hierarchy = "started_at"
-    readonly_fields = ["event", "trigger", "status", "system", "external_id", "master_id", "match_rule",
-                       "started_at", "finished_at", "writeback_attempts", "next_attempt_at", "last_error", "actor"]
+    readonly_fields = [
+        "event",
+        "trigger",
+        "status",
+        "system",
+        "external_id",
+        "master_id",
+        "match_rule",
+        "started_at",
+        "finished_at",
+        "writeback_attempts",
+        "next_attempt_at",
+        "last_error",
+        "actor",
+    ]
     inlines = [SyncStepInline]
     list_select_related = ["event"]
     show_full_result_count = False
@@ -93,8 +132,19 @@ class DeadLetterAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = ["id", "created_at", "stage", "http_status", "error_code", "short_reason", "run", "replayed_at"]
     list_filter = ["stage", "http_status", ("replayed_at", admin.EmptyFieldListFilter), "created_at"]
     search_fields = ["=id", "=run__master_id", "=run__external_id"]
-    readonly_fields = ["event", "run", "stage", "reason", "http_status", "error_code", "original_event",
-                       "created_at", "replayed_at", "replayed_by", "replay_run"]
+    readonly_fields = [
+        "event",
+        "run",
+        "stage",
+        "reason",
+        "http_status",
+        "error_code",
+        "original_event",
+        "created_at",
+        "replayed_at",
+        "replayed_by",
+        "replay_run",
+    ]
     actions = ["replay"]
     list_select_related = ["run"]
     show_full_result_count = False

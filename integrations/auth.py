@@ -7,6 +7,7 @@ import hmac
 from typing import Any
 
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
@@ -72,3 +73,18 @@ class HasScope(permissions.BasePermission):
         user = request.user
         scope = getattr(view, "required_scope", None)
         return bool(isinstance(user, ApiPrincipal) and scope and user.has_scope(scope))
+
+
+class ApiKeyScheme(OpenApiAuthenticationExtension):
+    """Documents the API-key scheme in the OpenAPI schema."""
+
+    target_class = "integrations.auth.ApiKeyAuthentication"
+    name = "apiKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "hub_<prefix>_<secret>",
+            "description": "API key from `manage.py create_api_key NAME`.",
+        }

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest
 from django.http.request import RawPostDataException
-from django.core.exceptions import RequestDataTooBig
 
 
 class BodyTooLarge(Exception):

@@ -21,8 +21,14 @@ from integrations.queue import enqueue
 PROCESS_TASK = "integrations.process.process_event"
 
 # Request headers worth keeping with the raw event (never Authorization or cookies).
-KEPT_HEADERS = ("CONTENT_TYPE", "CONTENT_LENGTH", "HTTP_USER_AGENT", "HTTP_X_REQUEST_ID", "HTTP_X_FORWARDED_FOR",
-                "REMOTE_ADDR")
+KEPT_HEADERS = (
+    "CONTENT_TYPE",
+    "CONTENT_LENGTH",
+    "HTTP_USER_AGENT",
+    "HTTP_X_REQUEST_ID",
+    "HTTP_X_FORWARDED_FOR",
+    "REMOTE_ADDR",
+)
 
 
 def request_headers(meta: dict[str, Any]) -> dict[str, str]:

@@ -12,8 +12,15 @@ from rest_framework.views import exception_handler
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
 
-def problem(status: int, title: str, detail: str = "", *, errors: list[dict[str, Any]] | None = None,
-            headers: dict[str, str] | None = None, **extra: Any) -> Response:
+def problem(
+    status: int,
+    title: str,
+    detail: str = "",
+    *,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
     if detail:
         body["detail"] = detail

@@ -83,7 +83,10 @@ def _process_event(event_id: int) -> str:
             return f"already {event.status}"
         event.attempts += 1
         run = SyncRun.objects.create(
-            event=event, trigger=RunTrigger.EVENT, system=event.system, external_id=event.external_id,
+            event=event,
+            trigger=RunTrigger.EVENT,
+            system=event.system,
+            external_id=event.external_id,
             actor="customers-process",
         )
         actor = f"sync-run:{run.pk}"
@@ -95,18 +98,30 @@ def _process_event(event_id: int) -> str:
             locked = lock_identity(system=system, external_id=external_id, source=source)
             match = find_golden_record(system=system, external_id=external_id, source=source)
             step.detail = f"rule {match.rule}: {match.detail}"
-            step.data = {"rule": match.rule, "locks": len(locked),
-                         "masterId": match.individual.master_id if match.individual else None}
+            step.data = {
+                "rule": match.rule,
+                "locks": len(locked),
+                "masterId": match.individual.master_id if match.individual else None,
+            }
             if match.unknown_master_ids:
                 step.data["unknownMasterIds"] = match.unknown_master_ids
         run.match_rule = match.rule
 
         if is_superseded(match.cross_reference, event.occurred_at):
-            log.add("check order", StepOutcome.SKIPPED,
-                    "an event with a newer change for this record was already applied; nothing changed",
-                    {"eventChangedAt": event.occurred_at.isoformat() if event.occurred_at else None})
-            return _finish(event, run, log, EventStatus.SUPERSEDED, RunStatus.SUPERSEDED,
-                           master_id=match.individual.master_id if match.individual else "")
+            log.add(
+                "check order",
+                StepOutcome.SKIPPED,
+                "an event with a newer change for this record was already applied; nothing changed",
+                {"eventChangedAt": event.occurred_at.isoformat() if event.occurred_at else None},
+            )
+            return _finish(
+                event,
+                run,
+                log,
+                EventStatus.SUPERSEDED,
+                RunStatus.SUPERSEDED,
+                master_id=match.individual.master_id if match.individual else "",
+            )
 
         with log.step("upsert golden record") as step:
             change = apply_source_to_golden_record(match.individual, source, system=system, actor=actor)
@@ -114,32 +129,47 @@ def _process_event(event_id: int) -> str:
             step.detail = ("created" if change.created else "updated" if change.changed_fields else "unchanged") + (
                 f" {individual.master_id}"
             )
-            step.data = {"masterId": individual.master_id, "created": change.created,
-                         "changedFields": change.changed_fields, "addedContactPoints": change.added_contact_points}
+            step.data = {
+                "masterId": individual.master_id,
+                "created": change.created,
+                "changedFields": change.changed_fields,
+                "addedContactPoints": change.added_contact_points,
+            }
         run.master_id = individual.master_id
         event.master_id = individual.master_id
 
         carried = source.master_ids
         with log.step("upsert cross reference") as step:
             xref_change = upsert_cross_reference(
-                individual, system=system, external_id=external_id, source=source,
+                individual,
+                system=system,
+                external_id=external_id,
+                source=source,
                 source_status=str(source.raw.get("subscriberStatus") or ""),
                 source_modified_at=event.occurred_at,
-                carried_master_id=carried[0] if carried else "", actor=actor,
+                carried_master_id=carried[0] if carried else "",
+                actor=actor,
             )
             xref = xref_change.cross_reference
             step.detail = f"{'linked' if xref_change.created else 'updated'} {system} cross reference {xref.pk}"
             if xref_change.moved_from:
                 step.detail += f" (moved from {xref_change.moved_from})"
-            step.data = {"crossReferenceId": xref.pk, "created": xref_change.created,
-                         "movedFrom": xref_change.moved_from}
+            step.data = {
+                "crossReferenceId": xref.pk,
+                "created": xref_change.created,
+                "movedFrom": xref_change.moved_from,
+            }
 
         needs_writeback = _needs_writeback(system, individual, xref, carried)
         if needs_writeback:
             mark_writeback(xref, state=WritebackState.PENDING, actor=actor)
             enqueue(WRITEBACK_TASK, run.pk, task_name=f"write-back-run-{run.pk}")
-            log.add("write back master ID", StepOutcome.OK, "queued",
-                    {"reason": "event carried another master ID" if carried else "event carried no master ID"})
+            log.add(
+                "write back master ID",
+                StepOutcome.OK,
+                "queued",
+                {"reason": "event carried another master ID" if carried else "event carried no master ID"},
+            )
             event.status = EventStatus.WRITEBACK
             run.status = RunStatus.WAITING
             log.save()
@@ -147,8 +177,11 @@ def _process_event(event_id: int) -> str:
             run.save()
             return "write-back queued"
         if system in WRITABLE_SYSTEMS:
-            reason = "the event carried this master ID" if individual.master_id in carried else (
-                "Marketing Cloud already holds this master ID (last write)")
+            reason = (
+                "the event carried this master ID"
+                if individual.master_id in carried
+                else ("Marketing Cloud already holds this master ID (last write)")
+            )
             if xref.writeback_state != WritebackState.WRITTEN:
                 mark_writeback(xref, state=WritebackState.NOT_NEEDED, actor=actor)
         else:
@@ -169,12 +202,24 @@ def _needs_writeback(system: str, individual: Individual, xref: CrossReference, 
 def _notify_downstream(log: StepLog, individual: Individual) -> None:
     # Outbound connectors to other systems (webhooks, Salesforce core) subscribe here
     # once configured; until then the step says so rather than pretending.
-    log.add("notify downstream systems", StepOutcome.SKIPPED, "no downstream targets configured",
-            {"masterId": individual.master_id})
+    log.add(
+        "notify downstream systems",
+        StepOutcome.SKIPPED,
+        "no downstream targets configured",
+        {"masterId": individual.master_id},
+    )
 
 
-def _finish(event: InboundEvent | None, run: SyncRun, log: StepLog, event_status: str, run_status: str, *,
-            master_id: str = "", error: str = "") -> str:
+def _finish(
+    event: InboundEvent | None,
+    run: SyncRun,
+    log: StepLog,
+    event_status: str,
+    run_status: str,
+    *,
+    master_id: str = "",
+    error: str = "",
+) -> str:
     now = timezone.now()
     run.status = run_status
     run.finished_at = now
@@ -203,8 +248,13 @@ def _record_process_failure(event_id: int, exc: Exception) -> str:
         if event is None or event.status not in (EventStatus.QUEUED, EventStatus.RETRYING):
             return "nothing to record"
         event.attempts += 1  # the failed attempt's own increment was rolled back with it
-        run = SyncRun.objects.create(event=event, trigger=RunTrigger.EVENT, system=event.system,
-                                     external_id=event.external_id, actor="customers-process")
+        run = SyncRun.objects.create(
+            event=event,
+            trigger=RunTrigger.EVENT,
+            system=event.system,
+            external_id=event.external_id,
+            actor="customers-process",
+        )
         log = StepLog(run)
         message = f"{type(exc).__name__}: {exc}"[:2000]
         if permanent or event.attempts >= PROCESS_MAX_ATTEMPTS:
@@ -222,11 +272,23 @@ def _record_process_failure(event_id: int, exc: Exception) -> str:
         return "retry scheduled"
 
 
-def _dead_letter(event: InboundEvent | None, run: SyncRun, *, stage: str, reason: str,
-                 http_status: int | None = None, error_code: str = "") -> DeadLetter:
+def _dead_letter(
+    event: InboundEvent | None,
+    run: SyncRun,
+    *,
+    stage: str,
+    reason: str,
+    http_status: int | None = None,
+    error_code: str = "",
+) -> DeadLetter:
     return DeadLetter.objects.create(
-        event=event, run=run, stage=stage, reason=reason[:4000], http_status=http_status,
-        error_code=error_code[:20], original_event=_event_snapshot(event) if event else {},
+        event=event,
+        run=run,
+        stage=stage,
+        reason=reason[:4000],
+        http_status=http_status,
+        error_code=error_code[:20],
+        original_event=_event_snapshot(event) if event else {},
     )
 
 
@@ -244,15 +306,22 @@ def write_back(run_id: int, client: Any = None) -> str:
             return "nothing to do"
         event = InboundEvent.objects.select_for_update().filter(pk=run.event_id).first() if run.event_id else None
         log = StepLog(run)
-        xref = (CrossReference.objects.select_for_update().select_related("individual")
-                .filter(system=run.system, external_id=run.external_id).first())
+        xref = (
+            CrossReference.objects.select_for_update()
+            .select_related("individual")
+            .filter(system=run.system, external_id=run.external_id)
+            .first()
+        )
         if xref is None:
             log.add("write back master ID", StepOutcome.FAILED, "cross reference no longer exists")
             return _finish(event, run, log, EventStatus.DEAD, RunStatus.DEAD, error="cross reference missing")
         master_id = xref.individual.master_id  # the current one, should the record have changed since
         run.master_id = master_id
-        if run.trigger != RunTrigger.RESYNC and xref.source_master_id == master_id \
-                and xref.writeback_state == WritebackState.WRITTEN:
+        if (
+            run.trigger != RunTrigger.RESYNC
+            and xref.source_master_id == master_id
+            and xref.writeback_state == WritebackState.WRITTEN
+        ):
             log.add("write back master ID", StepOutcome.SKIPPED, "Marketing Cloud already holds this master ID")
             _notify_downstream(log, xref.individual)
             return _finish(event, run, log, EventStatus.SYNCED, RunStatus.SUCCEEDED, master_id=master_id)
@@ -269,30 +338,55 @@ def write_back(run_id: int, client: Any = None) -> str:
         except TransportError as exc:
             return _writeback_failed(run, event, xref, log, exc, attempt=attempt, started=started, actor=actor)
         mark_writeback(xref, state=WritebackState.WRITTEN, master_id=master_id, actor=actor)
-        log.add("write back master ID", StepOutcome.OK, f"{target}: {field} written (attempt {attempt})",
-                {"attempt": attempt, "masterId": master_id, "dataExtension": de_key}, started=started)
+        log.add(
+            "write back master ID",
+            StepOutcome.OK,
+            f"{target}: {field} written (attempt {attempt})",
+            {"attempt": attempt, "masterId": master_id, "dataExtension": de_key},
+            started=started,
+        )
         _notify_downstream(log, xref.individual)
         return _finish(event, run, log, EventStatus.SYNCED, RunStatus.SUCCEEDED, master_id=master_id)
 
 
-def _writeback_failed(run: SyncRun, event: InboundEvent | None, xref: CrossReference, log: StepLog,
-                      exc: TransportError, *, attempt: int, started: Any, actor: str) -> str:
-    data = {"attempt": attempt, "httpStatus": exc.http_status, "errorCode": exc.error_code,
-            "retryAfter": exc.retry_after}
+def _writeback_failed(
+    run: SyncRun,
+    event: InboundEvent | None,
+    xref: CrossReference,
+    log: StepLog,
+    exc: TransportError,
+    *,
+    attempt: int,
+    started: Any,
+    actor: str,
+) -> str:
+    data = {
+        "attempt": attempt,
+        "httpStatus": exc.http_status,
+        "errorCode": exc.error_code,
+        "retryAfter": exc.retry_after,
+    }
     max_attempts = settings.WRITEBACK_MAX_ATTEMPTS
     if exc.permanent or attempt >= max_attempts:
         why = "permanent failure" if exc.permanent else f"gave up after {attempt} attempts"
         reason = f"{why}: {exc.message}"
         log.add("write back master ID", StepOutcome.FAILED, reason, data, started=started)
         mark_writeback(xref, state=WritebackState.FAILED, error=exc.message, actor=actor)
-        _dead_letter(event, run, stage="writeback", reason=reason, http_status=exc.http_status,
-                     error_code=exc.error_code)
-        logger.warning("run %s write-back dead-lettered (status %s, errorcode %s)", run.pk, exc.http_status,
-                       exc.error_code or "-")
+        _dead_letter(
+            event, run, stage="writeback", reason=reason, http_status=exc.http_status, error_code=exc.error_code
+        )
+        logger.warning(
+            "run %s write-back dead-lettered (status %s, errorcode %s)", run.pk, exc.http_status, exc.error_code or "-"
+        )
         return _finish(event, run, log, EventStatus.DEAD, RunStatus.DEAD, error=reason)
     delay = backoff_delay(attempt, base=2.0, cap=300.0, floor=exc.retry_after or 0.0)
-    log.add("write back master ID", StepOutcome.RETRY, f"{exc.message}; retry {attempt + 1} in {delay:.1f}s",
-            {**data, "delay": round(delay, 3)}, started=started)
+    log.add(
+        "write back master ID",
+        StepOutcome.RETRY,
+        f"{exc.message}; retry {attempt + 1} in {delay:.1f}s",
+        {**data, "delay": round(delay, 3)},
+        started=started,
+    )
     enqueue(WRITEBACK_TASK, run.pk, delay=delay, task_name=f"write-back-run-{run.pk}-attempt-{attempt + 1}")
     run.status = RunStatus.WAITING
     run.next_attempt_at = timezone.now() + dt.timedelta(seconds=delay)
@@ -321,8 +415,14 @@ def start_resync(individual: Individual, *, actor: str) -> list[SyncRun]:
         _finish(None, run, log, "", RunStatus.SUCCEEDED, master_id=individual.master_id)
         return [run]
     for xref in xrefs:
-        run = SyncRun.objects.create(trigger=RunTrigger.RESYNC, system=xref.system, external_id=xref.external_id,
-                                     master_id=individual.master_id, status=RunStatus.WAITING, actor=actor)
+        run = SyncRun.objects.create(
+            trigger=RunTrigger.RESYNC,
+            system=xref.system,
+            external_id=xref.external_id,
+            master_id=individual.master_id,
+            status=RunStatus.WAITING,
+            actor=actor,
+        )
         log = StepLog(run)
         log.add("re-sync requested", StepOutcome.OK, f"by {actor}", {"crossReferenceId": xref.pk})
         log.save()
@@ -342,8 +442,13 @@ def replay_dead_letter(dead_letter: DeadLetter, *, actor: str) -> SyncRun | None
         new_run: SyncRun | None = None
         if dl.stage == "writeback":
             new_run = SyncRun.objects.create(
-                event=event, trigger=RunTrigger.REPLAY, system=dl.run.system, external_id=dl.run.external_id,
-                master_id=dl.run.master_id, status=RunStatus.WAITING, actor=actor,
+                event=event,
+                trigger=RunTrigger.REPLAY,
+                system=dl.run.system,
+                external_id=dl.run.external_id,
+                master_id=dl.run.master_id,
+                status=RunStatus.WAITING,
+                actor=actor,
             )
             log = StepLog(new_run)
             log.add("replay dead letter", StepOutcome.OK, f"dead letter {dl.pk} by {actor}")

@@ -30,9 +30,7 @@ class HubOrmBroker(ORM):
         not_before = _not_before.get()
         if not_before is not None and not_before > visible_at:
             visible_at = not_before
-        package = self.get_connection().create(
-            key=self.list_key or Conf.CLUSTER_NAME, payload=task, lock=visible_at
-        )
+        package = self.get_connection().create(key=self.list_key or Conf.CLUSTER_NAME, payload=task, lock=visible_at)
         return package.pk
 
 

@@ -36,7 +36,10 @@ def test_new_subscriber_gets_master_id_cross_reference_and_write_back(journey, s
     assert xref.source_payload["firstName"] == "Ada"
     assert sandbox.rows("Individual")["SK-1001"]["GlobalPartyId"] == individual.master_id
     assert set(ContactPoint.objects.values_list("kind", flat=True)) == {
-        "ContactPointEmail", "ContactPointPhone", "ContactPointAddress"}
+        "ContactPointEmail",
+        "ContactPointPhone",
+        "ContactPointAddress",
+    }
 
     event.refresh_from_db()
     assert event.status == EventStatus.SYNCED and event.master_id == individual.master_id
@@ -62,8 +65,9 @@ def test_subscriber_arriving_with_its_master_id_is_not_written_back(journey, san
     master_id = Individual.objects.get().master_id
     puts_before = sandbox.count("PUT", "/hub/v1/dataevents")
 
-    response = journey.execute(subscriber(GlobalPartyId=master_id, FirstName="Augusta",
-                                          ModifiedDate="2026-11-02T09:00:00Z"))
+    response = journey.execute(
+        subscriber(GlobalPartyId=master_id, FirstName="Augusta", ModifiedDate="2026-11-02T09:00:00Z")
+    )
     assert response.status_code == 200
     run_queued()
 

@@ -6,11 +6,10 @@ from typing import Any
 
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, permissions, serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
-from rest_framework.response import Response
 
 from customers.choices import ContactPointKind
 from customers.cim import render_individual
@@ -37,7 +36,9 @@ def _individuals() -> QuerySet[Individual]:
     return Individual.objects.prefetch_related("contact_points", "cross_references")
 
 
-@extend_schema(tags=["individuals"], responses={200: OpenApiTypes.OBJECT})
+@extend_schema_view(
+    get=extend_schema(tags=["individuals"], operation_id="individual_retrieve", responses={200: OpenApiTypes.OBJECT})
+)
 class IndividualDetailView(generics.RetrieveAPIView):
     """``GET /api/v1/individuals/{masterId}``: the golden record as a CIM Individual."""
 
@@ -50,14 +51,17 @@ class IndividualDetailView(generics.RetrieveAPIView):
         return _individuals()
 
 
-@extend_schema(
-    tags=["individuals"],
-    parameters=[
-        OpenApiParameter("externalIdType", str, description="Source system, e.g. MARKETING_CLOUD"),
-        OpenApiParameter("externalId", str, description="The record's ID in that system"),
-        OpenApiParameter("email", str, description="Email address (matched normalised)"),
-    ],
-    responses={200: OpenApiTypes.OBJECT},
+@extend_schema_view(
+    get=extend_schema(
+        tags=["individuals"],
+        operation_id="individual_list",
+        parameters=[
+            OpenApiParameter("externalIdType", str, description="Source system, e.g. MARKETING_CLOUD"),
+            OpenApiParameter("externalId", str, description="The record's ID in that system"),
+            OpenApiParameter("email", str, description="Email address (matched normalised)"),
+        ],
+        responses={200: OpenApiTypes.OBJECT},
+    )
 )
 class IndividualListView(generics.ListAPIView):
     """``GET /api/v1/individuals?externalIdType=&externalId=`` or ``?email=``"""
@@ -72,16 +76,13 @@ class IndividualListView(generics.ListAPIView):
         if external_id or id_type:
             if not (external_id and id_type):
                 raise ValidationError({"externalId": ["externalId and externalIdType go together."]})
-            return queryset.filter(cross_references__system=id_type.upper(),
-                                   cross_references__external_id=external_id)
+            return queryset.filter(cross_references__system=id_type.upper(), cross_references__external_id=external_id)
         if email:
             try:
                 key = normalize_email(email)
             except ValueError:
                 raise ValidationError({"email": ["is not a valid email address"]}) from None
-            return queryset.filter(contact_points__kind=ContactPointKind.EMAIL,
-                                   contact_points__value_key=key).distinct()
+            return queryset.filter(
+                contact_points__kind=ContactPointKind.EMAIL, contact_points__value_key=key
+            ).distinct()
         raise ValidationError({"externalId": ["Filter by externalIdType + externalId, or by email."]})
-
-    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().list(request, *args, **kwargs)

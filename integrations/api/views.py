@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from customers.cim import CimValidationError, parse_cim_datetime, parse_individual
+from customers.cim import CimValidationError, parse_individual
 from integrations.auth import HasScope
 from integrations.bodies import BodyTooLarge, read_body
 from integrations.choices import EventChannel
@@ -33,8 +33,9 @@ class CimEventSerializer(serializers.Serializer):
     id = serializers.CharField(max_length=150, help_text="The sender's own event ID (deduplication key).")
     source = serializers.RegexField(SYSTEM_CODE, help_text="System code, e.g. B2C_COMMERCE, SALESFORCE, POS.")
     occurredAt = serializers.DateTimeField(help_text="When the change happened in the source (ISO 8601).")
-    individual = serializers.JSONField(help_text="A CIM Individual; its id (or an externalId of the source's "
-                                       "type) is the source record's ID.")
+    individual = serializers.JSONField(
+        help_text="A CIM Individual; its id (or an externalId of the source's type) is the source record's ID."
+    )
 
 
 class CimBatchSerializer(serializers.Serializer):
@@ -51,14 +52,23 @@ class EventsView(APIView):
         summary="Ingest CIM Individual events",
         request=CimBatchSerializer,
         responses={
-            200: inline_serializer("BatchAccepted", {
-                "status": serializers.CharField(),
-                "accepted": serializers.IntegerField(),
-                "duplicates": serializers.IntegerField(),
-                "events": inline_serializer("BatchEventResult", {
-                    "id": serializers.CharField(), "eventId": serializers.IntegerField(),
-                    "duplicate": serializers.BooleanField()}, many=True),
-            }),
+            200: inline_serializer(
+                "BatchAccepted",
+                {
+                    "status": serializers.CharField(),
+                    "accepted": serializers.IntegerField(),
+                    "duplicates": serializers.IntegerField(),
+                    "events": inline_serializer(
+                        "BatchEventResult",
+                        {
+                            "id": serializers.CharField(),
+                            "eventId": serializers.IntegerField(),
+                            "duplicate": serializers.BooleanField(),
+                        },
+                        many=True,
+                    ),
+                },
+            ),
             400: OpenApiResponse(description="Invalid batch; errors name the event index and field"),
             401: OpenApiResponse(description="Missing or invalid API key"),
             403: OpenApiResponse(description="The key lacks the ingest scope"),
@@ -70,22 +80,31 @@ class EventsView(APIView):
         try:
             body = read_body(request._request, settings.MAX_BODY_BYTES)
         except BodyTooLarge:
-            return problem(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "Body too large",
-                           f"Batches are limited to {settings.MAX_BODY_BYTES} bytes.")
+            return problem(
+                status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                "Body too large",
+                f"Batches are limited to {settings.MAX_BODY_BYTES} bytes.",
+            )
         headers = request_headers(request.META)
         client = request.user.client
         content_type = (request.content_type or "").split(";")[0].strip().lower()
 
         def reject(errors: list[dict[str, Any]], payload: Any = None) -> Response:
-            event = store_rejected(channel=EventChannel.API, raw_body=body, headers=headers,
-                                   content_type=content_type, reason="; ".join(
-                                       f"{e['field']}: {e['message']}" for e in errors[:20]),
-                                   payload=payload if isinstance(payload, dict | list) else None, api_client=client)
+            event = store_rejected(
+                channel=EventChannel.API,
+                raw_body=body,
+                headers=headers,
+                content_type=content_type,
+                reason="; ".join(f"{e['field']}: {e['message']}" for e in errors[:20]),
+                payload=payload if isinstance(payload, dict | list) else None,
+                api_client=client,
+            )
             return problem(status.HTTP_400_BAD_REQUEST, "Invalid batch", errors=errors, eventId=event.pk)
 
         if content_type != "application/json":
-            return problem(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "Unsupported media type",
-                           "Send Content-Type: application/json.")
+            return problem(
+                status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "Unsupported media type", "Send Content-Type: application/json."
+            )
         try:
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -100,8 +119,14 @@ class EventsView(APIView):
         serializer = CimBatchSerializer(data=data)
         if not serializer.is_valid():
             errors: list[dict[str, Any]] = []
-            for index, item_errors in enumerate(serializer.errors.get("events", [])):
-                for field, messages in (item_errors or {}).items():
+            event_errors = serializer.errors.get("events", [])
+            # DRF 3.18 reports a list serializer's errors as {index: errors}; older ones as a list.
+            indexed = event_errors.items() if isinstance(event_errors, dict) else enumerate(event_errors)
+            for index, item_errors in indexed:
+                if not isinstance(item_errors, dict):
+                    errors.append({"field": "events", "message": str(item_errors)})
+                    continue
+                for field, messages in item_errors.items():
                     for message in messages if isinstance(messages, list) else [messages]:
                         errors.append({"field": f"events[{index}].{field}", "message": str(message)})
             return reject(errors or [{"field": "events", "message": "invalid"}], data)
@@ -114,30 +139,43 @@ class EventsView(APIView):
                 source = parse_individual(item["individual"], path)
                 external_id = source.system_id or source.external_id_for(item["source"])
                 if not external_id:
-                    raise CimValidationError(f"{path}.id", f"the {item['source']} record ID is required "
-                                             f"(id, or an externalId of type {item['source']})")
+                    raise CimValidationError(
+                        f"{path}.id",
+                        f"the {item['source']} record ID is required (id, or an externalId of type {item['source']})",
+                    )
             except CimValidationError as exc:
                 errors.append({"field": exc.field, "message": exc.message})
                 continue
-            accepted.append(AcceptedEvent(
-                channel=EventChannel.API, system=item["source"], external_id=external_id,
-                idempotency_key=f"api:{item['source']}:{item['id']}", raw_body=json.dumps(
-                    data["events"][index], separators=(",", ":")).encode(),
-                headers=headers, content_type=content_type, payload={"id": item["id"], "source": item["source"],
-                                                                     "batchSize": len(data["events"])},
-                individual_cim=item["individual"], occurred_at=item["occurredAt"], api_client=client,
-            ))
+            accepted.append(
+                AcceptedEvent(
+                    channel=EventChannel.API,
+                    system=item["source"],
+                    external_id=external_id,
+                    idempotency_key=f"api:{item['source']}:{item['id']}",
+                    raw_body=json.dumps(data["events"][index], separators=(",", ":")).encode(),
+                    headers=headers,
+                    content_type=content_type,
+                    payload={"id": item["id"], "source": item["source"], "batchSize": len(data["events"])},
+                    individual_cim=item["individual"],
+                    occurred_at=item["occurredAt"],
+                    api_client=client,
+                )
+            )
         if errors:
             return reject(errors, data)
         results = store_events(accepted)
         duplicates = sum(1 for _, dup in results if dup)
-        return Response({
-            "status": "accepted",
-            "accepted": len(results) - duplicates,
-            "duplicates": duplicates,
-            "events": [{"id": item["id"], "eventId": ev.pk, "duplicate": dup}
-                       for item, (ev, dup) in zip(serializer.validated_data["events"], results, strict=True)],
-        })
+        return Response(
+            {
+                "status": "accepted",
+                "accepted": len(results) - duplicates,
+                "duplicates": duplicates,
+                "events": [
+                    {"id": item["id"], "eventId": ev.pk, "duplicate": dup}
+                    for item, (ev, dup) in zip(serializer.validated_data["events"], results, strict=True)
+                ],
+            }
+        )
 
 
 class SyncStepSerializer(serializers.Serializer):
@@ -164,8 +202,22 @@ class SyncRunSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = SyncRun
-        fields = ["id", "eventId", "trigger", "status", "system", "externalId", "masterId", "matchRule",
-                  "startedAt", "finishedAt", "nextAttemptAt", "writebackAttempts", "lastError", "steps"]
+        fields = [
+            "id",
+            "eventId",
+            "trigger",
+            "status",
+            "system",
+            "externalId",
+            "masterId",
+            "matchRule",
+            "startedAt",
+            "finishedAt",
+            "nextAttemptAt",
+            "writebackAttempts",
+            "lastError",
+            "steps",
+        ]
 
 
 class SyncRunDetailView(generics.RetrieveAPIView):
@@ -189,10 +241,17 @@ class HealthView(APIView):
 
     @extend_schema(
         summary="Health of the database and the task queue",
-        responses={200: inline_serializer("Health", {"status": serializers.CharField(),
-                                                     "database": serializers.CharField(),
-                                                     "queue": serializers.JSONField()}),
-                   503: OpenApiResponse(description="A dependency is down")},
+        responses={
+            200: inline_serializer(
+                "Health",
+                {
+                    "status": serializers.CharField(),
+                    "database": serializers.CharField(),
+                    "queue": serializers.JSONField(),
+                },
+            ),
+            503: OpenApiResponse(description="A dependency is down"),
+        },
         tags=["health"],
     )
     def get(self, request: Request) -> Response:
@@ -211,5 +270,3 @@ class HealthView(APIView):
             body["status"] = "degraded"
             return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         return Response(body)
-
-

@@ -157,8 +157,9 @@ class MarketingCloudClient:
     def _rest_url(self, token: AccessToken, path: str) -> str:
         base = self.rest_base_url or token.rest_instance_url.rstrip("/")
         if not base:
-            raise TransportError("no REST base URL: set MC_REST_BASE_URL or use a token with rest_instance_url",
-                                 permanent=True)
+            raise TransportError(
+                "no REST base URL: set MC_REST_BASE_URL or use a token with rest_instance_url", permanent=True
+            )
         return f"{base}{path}"
 
     def request(self, method: str, path: str, *, json: Any = None) -> Any:
@@ -206,8 +207,12 @@ class MarketingCloudClient:
                 retry_after=retry_after,
             )
         if status >= 500 or status == 408:
-            raise TransportError(f"server error {status}: {message}", http_status=status, error_code=code,
-                                 retry_after=parse_retry_after(response.headers.get("Retry-After")))
+            raise TransportError(
+                f"server error {status}: {message}",
+                http_status=status,
+                error_code=code,
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            )
         raise TransportError(
             f"refused with {status} (errorcode {code or '?'}): {message}",
             permanent=True,

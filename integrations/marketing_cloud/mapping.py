@@ -35,13 +35,30 @@ IN_ARGUMENTS = (
     "ModifiedDate",
 )
 REQUIRED = ("SubscriberKey", "EmailAddress")
-SUBSCRIBER_STATUSES = {"active": "Active", "bounced": "Bounced", "held": "Held", "unsubscribed": "Unsubscribed",
-                       "deleted": "Deleted"}
+SUBSCRIBER_STATUSES = {
+    "active": "Active",
+    "bounced": "Bounced",
+    "held": "Held",
+    "unsubscribed": "Unsubscribed",
+    "deleted": "Deleted",
+}
 NOT_MARKETABLE = {"Held", "Unsubscribed"}
 # Subscriber IDs in the data extension come as numbers; everything else as strings.
-_MAX_LENGTH = {"SubscriberKey": 254, "EmailAddress": 254, "SubscriberId": 40, "FirstName": 100, "LastName": 100,
-               "MobileNumber": 40, "Gender": 32, "AddressLine1": 200, "City": 100, "PostalCode": 20,
-               "StateProvince": 100, "Country": 100, "GlobalPartyId": 64}
+_MAX_LENGTH = {
+    "SubscriberKey": 254,
+    "EmailAddress": 254,
+    "SubscriberId": 40,
+    "FirstName": 100,
+    "LastName": 100,
+    "MobileNumber": 40,
+    "Gender": 32,
+    "AddressLine1": 200,
+    "City": 100,
+    "PostalCode": 20,
+    "StateProvince": 100,
+    "Country": 100,
+    "GlobalPartyId": 64,
+}
 
 
 def _mc_datetime(value: str, field: str) -> dt.datetime | None:

@@ -34,8 +34,7 @@ JWT_LEEWAY_SECONDS = 30
 
 AcceptedSerializer = inline_serializer(
     "EventAccepted",
-    {"status": serializers.CharField(), "eventId": serializers.IntegerField(),
-     "duplicate": serializers.BooleanField()},
+    {"status": serializers.CharField(), "eventId": serializers.IntegerField(), "duplicate": serializers.BooleanField()},
 )
 
 
@@ -46,8 +45,7 @@ def verify_journey_jwt(token: bytes, secret: str) -> dict[str, Any]:
     header = jwt.get_unverified_header(token)
     if header.get("alg") != "HS256":
         raise jwt.InvalidAlgorithmError("only HS256 is accepted")
-    claims = jwt.decode(token, secret, algorithms=["HS256"], leeway=JWT_LEEWAY_SECONDS,
-                        options={"verify_aud": False})
+    claims = jwt.decode(token, secret, algorithms=["HS256"], leeway=JWT_LEEWAY_SECONDS, options={"verify_aud": False})
     if not isinstance(claims, dict):
         raise jwt.InvalidTokenError("claims must be an object")
     return claims
@@ -88,19 +86,28 @@ class JourneyExecuteView(APIView):
         try:
             body = read_body(request._request, JOURNEY_MAX_BODY)
         except BodyTooLarge:
-            return problem(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "Body too large",
-                           f"The execute call is limited to {JOURNEY_MAX_BODY} bytes.")
+            return problem(
+                status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                "Body too large",
+                f"The execute call is limited to {JOURNEY_MAX_BODY} bytes.",
+            )
         content_type = (request.content_type or "").split(";")[0].strip().lower()
         if content_type != "application/jwt":
-            return problem(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "Unsupported media type",
-                           "Journey Builder sends Content-Type: application/jwt (useJwt: true).")
+            return problem(
+                status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported media type",
+                "Journey Builder sends Content-Type: application/jwt (useJwt: true).",
+            )
         try:
             claims = verify_journey_jwt(body.strip(), settings.MC_JWT_SECRET)
         except jwt.ExpiredSignatureError:
             return problem(status.HTTP_401_UNAUTHORIZED, "Expired token", "The JWT has expired.")
         except jwt.InvalidTokenError:
-            return problem(status.HTTP_401_UNAUTHORIZED, "Invalid token",
-                           "The body is not a JWT signed HS256 with the installed package's secret.")
+            return problem(
+                status.HTTP_401_UNAUTHORIZED,
+                "Invalid token",
+                "The body is not a JWT signed HS256 with the installed package's secret.",
+            )
 
         headers = request_headers(request.META)
         try:
@@ -113,12 +120,22 @@ class JourneyExecuteView(APIView):
                     if isinstance(item, dict) and isinstance(item.get("SubscriberKey"), str):
                         subscriber_key = item["SubscriberKey"]
             event = store_rejected(
-                channel=EventChannel.JOURNEY, raw_body=body, headers=headers, content_type=content_type,
-                reason=f"{exc.field}: {exc.message}", system=MARKETING_CLOUD, external_id=subscriber_key,
+                channel=EventChannel.JOURNEY,
+                raw_body=body,
+                headers=headers,
+                content_type=content_type,
+                reason=f"{exc.field}: {exc.message}",
+                system=MARKETING_CLOUD,
+                external_id=subscriber_key,
                 payload=claims,
             )
-            return problem(status.HTTP_400_BAD_REQUEST, "Invalid subscriber data", f"{exc.field} {exc.message}",
-                           errors=[{"field": exc.field, "message": exc.message}], eventId=event.pk)
+            return problem(
+                status.HTTP_400_BAD_REQUEST,
+                "Invalid subscriber data",
+                f"{exc.field} {exc.message}",
+                errors=[{"field": exc.field, "message": exc.message}],
+                eventId=event.pk,
+            )
 
         subscriber_key = cim["externalIds"][0]["externalId"]
         occurred = cim["auditInfo"].get("updatedDate") or cim["auditInfo"].get("createdDate")

@@ -15,8 +15,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name", help="Name of the calling system, e.g. b2c-commerce")
-        parser.add_argument("--scope", action="append", choices=ApiScope.values,
-                            help="Scope to grant (repeatable); default: ingest and read")
+        parser.add_argument(
+            "--scope",
+            action="append",
+            choices=ApiScope.values,
+            help="Scope to grant (repeatable); default: ingest and read",
+        )
 
     def handle(self, *args: Any, name: str, scope: list[str] | None, **options: Any) -> None:
         if ApiClient.objects.filter(name=name).exists():

@@ -1,0 +1,132 @@
+"""Health endpoint, the OpenAPI schema, and settings validation at start-up."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from hub.env import check_unknown_names, database_from_url, env_bool, env_url
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.django_db
+def test_health_reports_database_and_queue(client):
+    response = client.get("/api/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok" and body["database"] == "ok" and body["queue"]["depth"] == 0
+
+
+@pytest.mark.django_db
+def test_health_says_stalled_when_ready_tasks_wait_too_long(client):
+    import datetime as dt
+
+    from django.utils import timezone
+    from django_q.models import OrmQ
+
+    OrmQ.objects.create(key="hub", payload="x", lock=timezone.now() - dt.timedelta(minutes=10))
+    response = client.get("/api/health")
+    assert response.status_code == 503 and response.json()["queue"]["status"] == "stalled"
+
+
+@pytest.mark.django_db
+def test_openapi_schema_builds_and_lists_the_endpoints(client):
+    response = client.get("/api/schema/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    for path in [
+        "/api/v1/marketing-cloud/journey/execute",
+        "/api/v1/events",
+        "/api/v1/individuals",
+        "/api/v1/individuals/{master_id}",
+        "/api/v1/sync-runs/{id}",
+        "/api/health",
+    ]:
+        assert path in paths
+
+
+def test_schema_generation_has_no_warnings():
+    result = subprocess.run(
+        [sys.executable, "manage.py", "spectacular", "--validate", "--fail-on-warn", "--file", os.devnull],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HUB_DEBUG": "true"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_unknown_and_malformed_settings_are_refused(monkeypatch):
+    with pytest.raises(ImproperlyConfigured, match="HUB_DEBGU"):
+        check_unknown_names({"HUB_DEBGU": "true", "PATH": "/bin"})
+    monkeypatch.setenv("HUB_DEBUG", "maybe")
+    with pytest.raises(ImproperlyConfigured, match="HUB_DEBUG must be true or false"):
+        env_bool("HUB_DEBUG", False)
+    monkeypatch.setenv("MC_AUTH_BASE_URL", "ftp://x")
+    with pytest.raises(ImproperlyConfigured, match="MC_AUTH_BASE_URL"):
+        env_url("MC_AUTH_BASE_URL")
+    with pytest.raises(ImproperlyConfigured, match="PostgreSQL only"):
+        database_from_url("sqlite:///db.sqlite3")
+
+
+def test_database_url_forms():
+    tcp = database_from_url("postgresql://hub:s%40cret@db.internal:6432/hubdb?sslmode=require")
+    assert (tcp["HOST"], tcp["PORT"], tcp["NAME"], tcp["USER"], tcp["PASSWORD"]) == (
+        "db.internal",
+        "6432",
+        "hubdb",
+        "hub",
+        "s@cret",
+    )
+    assert tcp["OPTIONS"] == {"sslmode": "require"}
+    socket = database_from_url("postgresql://postgres:@/postgres?host=/work/var/pgdata")
+    assert socket["HOST"] == "/work/var/pgdata" and socket["OPTIONS"] == {}
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"HUB_DEBUG": "sometimes"}, "HUB_DEBUG must be true or false"),
+        ({"HUB_Q_WORKERS": "many"}, "HUB_Q_WORKERS must be an integer"),
+        ({"MC_ACCOUNT_ID": "abc"}, "MC_ACCOUNT_ID must be the numeric MID"),
+        ({"HUB_SECRETKEY": "x"}, "Unknown setting"),
+        ({"HUB_Q_TIMEOUT": "100", "HUB_Q_RETRY": "150"}, "HUB_Q_RETRY"),
+    ],
+)
+def test_start_up_stops_with_a_clear_message(env, message):
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HUB_DEBUG": "true", **env},
+    )
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_production_settings_pass_the_deploy_check():
+    env = {
+        **os.environ,
+        "HUB_SECRET_KEY": "x" * 64 + "-production-like-key-for-the-check",
+        "HUB_ALLOWED_HOSTS": "hub.example.com",
+        "HUB_DEBUG": "false",
+    }
+    env.pop("HUB_TESTING", None)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,135 @@
+"""Write-back failures as Marketing Cloud returns them, through the sandbox over real HTTP."""
+
+from __future__ import annotations
+
+import pytest
+from django.utils import timezone
+
+from customers.models import CrossReference, Individual
+from integrations.choices import EventStatus, RunStatus
+from integrations.models import DeadLetter, InboundEvent, SyncRun
+from integrations.process import replay_dead_letter
+from tests.conftest import subscriber
+from tests.queue import queued_tasks, run_queued
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _process_until_writeback(journey) -> SyncRun:
+    journey.execute(subscriber())
+    run_queued(include_delayed=False, limit=1)  # process_event only
+    return SyncRun.objects.get()
+
+
+def test_429_is_retried_later_honouring_retry_after_then_succeeds(journey, sandbox):
+    sandbox.inject("429", retry_after=7)
+    run = _process_until_writeback(journey)
+    before = timezone.now()
+    run_queued(include_delayed=False, limit=1)  # first attempt: throttled
+    run.refresh_from_db()
+    assert run.status == RunStatus.WAITING and run.writeback_attempts == 1
+    [task] = queued_tasks()
+    assert task["func"] == "integrations.process.write_back"
+    # The retry is not visible to workers before Retry-After has passed: nobody sleeps.
+    assert (task["row"].lock - before).total_seconds() >= 7
+    assert run_queued(include_delayed=False) == []
+
+    run_queued()  # the delayed retry
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED and run.writeback_attempts == 2
+    retry_step = run.steps.get(outcome="retry")
+    assert retry_step.data["httpStatus"] == 429 and retry_step.data["errorCode"] == "50100"
+    assert sandbox.rows("Individual")["SK-1001"]["GlobalPartyId"] == Individual.objects.get().master_id
+    assert InboundEvent.objects.get().status == EventStatus.SYNCED
+
+
+def test_blocked_429_without_header_backs_off_longer(journey, sandbox):
+    sandbox.inject("429-blocked")
+    run = _process_until_writeback(journey)
+    run_queued(include_delayed=False, limit=1)
+    run.refresh_from_db()
+    assert (run.next_attempt_at - timezone.now()).total_seconds() > 50
+    run_queued()
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED
+
+
+@pytest.mark.parametrize("kind", ["500", "503", "reset", "timeout"])
+def test_server_errors_resets_and_timeouts_are_retried_then_succeed(journey, sandbox, settings, kind):
+    settings.MC_HTTP_TIMEOUT = 0.5
+    sandbox.inject(kind, count=2, delay=2.0)
+    _process_until_writeback(journey)
+    run_queued()
+    run = SyncRun.objects.get()
+    assert run.status == RunStatus.SUCCEEDED and run.writeback_attempts == 3
+    assert list(run.steps.filter(name="write back master ID").values_list("outcome", flat=True)) == [
+        "ok",
+        "retry",
+        "retry",
+        "ok",
+    ]
+    assert CrossReference.objects.get().writeback_state == "written"
+
+
+def test_expired_token_is_refreshed_once_and_the_call_repeated(journey, sandbox):
+    _process_until_writeback(journey)
+    run_queued()
+    assert sandbox.count("POST", "/v2/token") == 1
+    sandbox.expire_tokens()
+    journey.execute(subscriber(key="SK-3003", email="grace@example.com"))
+    run_queued()
+    assert sandbox.count("POST", "/v2/token") == 2
+    assert SyncRun.objects.filter(status=RunStatus.SUCCEEDED).count() == 2
+
+
+def test_token_is_cached_across_calls(journey, sandbox):
+    for i in range(3):
+        journey.execute(subscriber(key=f"SK-{i}", email=f"person{i}@example.com"))
+    run_queued()
+    assert sandbox.count("PUT", "/hub/v1/dataevents") == 3
+    assert sandbox.count("POST", "/v2/token") == 1
+
+
+@pytest.mark.parametrize(("kind", "status", "code"), [("400", 400, "10005"), ("403", 403, "20000")])
+def test_permanent_errors_end_in_the_dead_letter_list_and_can_be_replayed(journey, sandbox, kind, status, code):
+    sandbox.inject(kind)
+    _process_until_writeback(journey)
+    run_queued()
+    run = SyncRun.objects.get()
+    assert run.status == RunStatus.DEAD and run.writeback_attempts == 1
+    dead = DeadLetter.objects.get()
+    assert (dead.stage, dead.http_status, dead.error_code) == ("writeback", status, code)
+    assert dead.original_event["externalId"] == "SK-1001" and dead.original_event["rawBodyBase64"]
+    xref = CrossReference.objects.get()
+    assert xref.writeback_state == "failed" and xref.writeback_error
+    assert InboundEvent.objects.get().status == EventStatus.DEAD
+    assert "SK-1001" not in sandbox.rows("Individual")
+
+    replay_run = replay_dead_letter(dead, actor="user:test")
+    run_queued()
+    replay_run.refresh_from_db()
+    assert replay_run.status == RunStatus.SUCCEEDED
+    assert sandbox.rows("Individual")["SK-1001"]["GlobalPartyId"] == Individual.objects.get().master_id
+    assert InboundEvent.objects.get().status == EventStatus.SYNCED
+    assert CrossReference.objects.get().writeback_state == "written"
+    # A second replay of the same dead letter does nothing new.
+    assert replay_dead_letter(dead, actor="user:test") == replay_run
+    assert queued_tasks() == []
+
+
+def test_retries_are_bounded_then_dead_lettered(journey, sandbox, settings):
+    settings.WRITEBACK_MAX_ATTEMPTS = 3
+    sandbox.inject("500", count=10)
+    _process_until_writeback(journey)
+    run_queued()
+    run = SyncRun.objects.get()
+    assert run.status == RunStatus.DEAD and run.writeback_attempts == 3
+    assert "gave up after 3 attempts" in DeadLetter.objects.get().reason
+
+
+def test_bad_credentials_are_a_permanent_failure(journey, sandbox, settings):
+    settings.MC_CLIENT_SECRET = "wrong"
+    _process_until_writeback(journey)
+    run_queued()
+    dead = DeadLetter.objects.get()
+    assert dead.http_status == 401 and "token request refused" in dead.reason
