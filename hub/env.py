@@ -29,6 +29,8 @@ KNOWN_NAMES: frozenset[str] = frozenset(
         "HUB_WRITEBACK_MAX_ATTEMPTS",
         "HUB_MAX_BODY_BYTES",
         "HUB_SECURE",
+        "HUB_PORT",
+        "HUB_TESTING",
         "MC_AUTH_BASE_URL",
         "MC_REST_BASE_URL",
         "MC_CLIENT_ID",

@@ -93,6 +93,8 @@ if not _database_url:
 
     _database_url = embedded_database_url(DATA_DIR)
 DATABASES = {"default": database_from_url(_database_url)}
+# What child processes (web, qcluster) of `manage.py run_hub` connect to.
+EFFECTIVE_DATABASE_URL = _database_url
 DATABASES["default"]["CONN_MAX_AGE"] = 0 if TESTING else 60
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -209,6 +211,7 @@ MC_HTTP_TIMEOUT = env_float("MC_HTTP_TIMEOUT", 15.0, minimum=0.1)
 if MC_HTTP_TIMEOUT * 2 >= Q_TIMEOUT:
     raise ImproperlyConfigured("MC_HTTP_TIMEOUT must be under half of HUB_Q_TIMEOUT.")
 MC_SANDBOX_PORT = env_int("MC_SANDBOX_PORT", 8765, minimum=1, maximum=65535)
+HUB_PORT = env_int("HUB_PORT", 8000, minimum=1, maximum=65535)
 WRITEBACK_MAX_ATTEMPTS = env_int("HUB_WRITEBACK_MAX_ATTEMPTS", 8, minimum=1, maximum=50)
 
 # ---------------------------------------------------------------------------

@@ -160,7 +160,7 @@ def _process_event(event_id: int) -> str:
                 "movedFrom": xref_change.moved_from,
             }
 
-        needs_writeback = _needs_writeback(system, individual, xref, carried)
+        needs_writeback = _needs_writeback(system, individual, carried)
         if needs_writeback:
             mark_writeback(xref, state=WritebackState.PENDING, actor=actor)
             enqueue(WRITEBACK_TASK, run.pk, task_name=f"write-back-run-{run.pk}")
@@ -177,11 +177,7 @@ def _process_event(event_id: int) -> str:
             run.save()
             return "write-back queued"
         if system in WRITABLE_SYSTEMS:
-            reason = (
-                "the event carried this master ID"
-                if individual.master_id in carried
-                else ("Marketing Cloud already holds this master ID (last write)")
-            )
+            reason = "the event carried this master ID: Marketing Cloud already holds it"
             if xref.writeback_state != WritebackState.WRITTEN:
                 mark_writeback(xref, state=WritebackState.NOT_NEEDED, actor=actor)
         else:
@@ -191,12 +187,11 @@ def _process_event(event_id: int) -> str:
         return _finish(event, run, log, EventStatus.SYNCED, RunStatus.SUCCEEDED, master_id=individual.master_id)
 
 
-def _needs_writeback(system: str, individual: Individual, xref: CrossReference, carried: list[str]) -> bool:
-    if system not in WRITABLE_SYSTEMS:
-        return False
-    if individual.master_id in carried:
-        return False
-    return xref.source_master_id != individual.master_id
+def _needs_writeback(system: str, individual: Individual, carried: list[str]) -> bool:
+    # The event is Marketing Cloud's own word on what it holds: write when it lacked
+    # the master ID or carried another one, whatever we wrote before (a row can be
+    # reloaded or edited in Marketing Cloud behind our back).
+    return system in WRITABLE_SYSTEMS and individual.master_id not in carried
 
 
 def _notify_downstream(log: StepLog, individual: Individual) -> None:
@@ -317,12 +312,19 @@ def write_back(run_id: int, client: Any = None) -> str:
             return _finish(event, run, log, EventStatus.DEAD, RunStatus.DEAD, error="cross reference missing")
         master_id = xref.individual.master_id  # the current one, should the record have changed since
         run.master_id = master_id
-        if (
-            run.trigger != RunTrigger.RESYNC
+        written_since_run_began = (
+            xref.writeback_state == WritebackState.WRITTEN
             and xref.source_master_id == master_id
-            and xref.writeback_state == WritebackState.WRITTEN
-        ):
-            log.add("write back master ID", StepOutcome.SKIPPED, "Marketing Cloud already holds this master ID")
+            and xref.written_at is not None
+            and xref.written_at >= run.started_at
+        )
+        if run.trigger != RunTrigger.RESYNC and written_since_run_began:
+            # Another run wrote this very master ID after our event was observed.
+            log.add(
+                "write back master ID",
+                StepOutcome.SKIPPED,
+                "Marketing Cloud already holds this master ID (written by a later run)",
+            )
             _notify_downstream(log, xref.individual)
             return _finish(event, run, log, EventStatus.SYNCED, RunStatus.SUCCEEDED, master_id=master_id)
 

@@ -1,0 +1,44 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+RUNTIME := $(VENV)/.runtime-installed
+DEV := $(VENV)/.dev-installed
+
+.PHONY: run test lint bench clean-db help
+
+help:
+	@echo "make run   - everything up (embedded PostgreSQL unless DATABASE_URL), demo data, admin URL"
+	@echo "make test  - lint, migration check and the whole test suite"
+	@echo "make bench - journey intake benchmark (see docs/benchmarks.md)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(RUNTIME): requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(DEV): requirements-dev.txt $(RUNTIME)
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+run: $(RUNTIME)
+	HUB_DEBUG=$${HUB_DEBUG:-true} $(BIN)/python manage.py run_hub
+
+lint: $(DEV)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	HUB_DEBUG=true $(BIN)/python manage.py makemigrations --check --dry-run
+
+# pytest's exit code 5 ("no tests collected") is a failure here, not a pass.
+test: lint
+	$(BIN)/python -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+bench: $(DEV)
+	HUB_DEBUG=true $(BIN)/python bench/journey_intake.py --events 2000
+
+clean-db:
+	rm -rf var/pgdata

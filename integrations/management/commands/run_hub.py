@@ -1,0 +1,184 @@
+"""``manage.py run_hub`` (what ``make run`` calls): everything up on one machine.
+
+Migrates, makes a local admin (its password printed once), then starts together
+the web server (gunicorn), the django-q2 cluster and the Marketing Cloud sandbox,
+plays the demo subscribers through the real intake endpoint signed as Journey
+Builder signs them, and prints where to look. Ctrl-C stops every process.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from integrations.choices import EventStatus
+from integrations.models import InboundEvent
+
+DEMO_CLIENT_ID = "hub-demo-client"
+DEMO_CLIENT_SECRET = "hub-demo-client-secret"  # the sandbox's, not a real tenant's
+DEMO_JWT_SECRET = "hub-demo-jwt-signing-secret-for-the-local-sandbox"
+
+
+class Command(BaseCommand):
+    help = "Run the web server, the task cluster and the Marketing Cloud sandbox together, with demo data."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--no-demo", action="store_true", help="Do not play the demo subscribers.")
+        parser.add_argument("--web-workers", type=int, default=2)
+
+    def handle(self, *args: Any, no_demo: bool, web_workers: int, **options: Any) -> None:
+        base_dir = Path(settings.BASE_DIR)
+        web_port, sandbox_port = settings.HUB_PORT, settings.MC_SANDBOX_PORT
+        use_sandbox = not os.environ.get("MC_AUTH_BASE_URL")
+        env = {**os.environ, "DATABASE_URL": settings.EFFECTIVE_DATABASE_URL, "PYTHONUNBUFFERED": "1"}
+        env.setdefault("HUB_DEBUG", "true")
+        if use_sandbox:
+            env.update(
+                MC_AUTH_BASE_URL=f"http://127.0.0.1:{sandbox_port}",
+                MC_CLIENT_ID=DEMO_CLIENT_ID,
+                MC_CLIENT_SECRET=DEMO_CLIENT_SECRET,
+                MC_JWT_SECRET=env.get("MC_JWT_SECRET") or DEMO_JWT_SECRET,
+            )
+            env.pop("MC_REST_BASE_URL", None)
+            env.pop("MC_ACCOUNT_ID", None)
+
+        self.stdout.write("Migrating the database ...")
+        call_command("migrate", interactive=False, verbosity=0)
+        self._ensure_admin()
+
+        python = sys.executable
+        commands: list[tuple[str, list[str]]] = []
+        if use_sandbox:
+            commands.append(("sandbox", [python, "manage.py", "mc_sandbox", "--port", str(sandbox_port)]))
+        commands += [
+            (
+                "web",
+                [
+                    python,
+                    "-m",
+                    "gunicorn",
+                    "hub.wsgi",
+                    "--bind",
+                    f"127.0.0.1:{web_port}",
+                    "--workers",
+                    str(web_workers),
+                    "--access-logfile",
+                    "-",
+                    "--graceful-timeout",
+                    "10",
+                ],
+            ),
+            ("qcluster", [python, "manage.py", "qcluster"]),
+        ]
+        processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+        stopping = False
+
+        def stop(*_: Any) -> None:
+            nonlocal stopping
+            if stopping:
+                return
+            stopping = True
+            self.stdout.write("\nStopping ...")
+            for _name, proc in processes:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            for _name, proc in processes:
+                try:
+                    proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        try:
+            for name, command in commands:
+                # Each in its own process group, so a stop reaches its children (gunicorn and
+                # qcluster workers) and Ctrl-C in the terminal reaches only us.
+                proc = subprocess.Popen(command, cwd=base_dir, env=env, start_new_session=True)  # noqa: S603 - our own argv
+                processes.append((name, proc))
+            web_url = f"http://127.0.0.1:{web_port}"
+            if use_sandbox:
+                self._wait_for(f"http://127.0.0.1:{sandbox_port}/__sandbox/health", processes, "sandbox")
+            self._wait_for(f"{web_url}/api/health", processes, "web server")
+            if not no_demo and use_sandbox:
+                self._play_demo(web_url, env["MC_JWT_SECRET"], sandbox_port)
+            self.stdout.write(self.style.SUCCESS(f"\nThe hub is up. Admin: {web_url}/admin/  (user admin)"))
+            self.stdout.write(f"API schema: {web_url}/api/schema/   Health: {web_url}/api/health")
+            if use_sandbox:
+                self.stdout.write(
+                    f"Marketing Cloud sandbox: http://127.0.0.1:{sandbox_port} "
+                    f"(rows: /__sandbox/rows/{settings.MC_DE_KEY})"
+                )
+            self.stdout.write("Ctrl-C stops everything.")
+            while not stopping:
+                for name, proc in processes:
+                    if proc.poll() is not None and not stopping:
+                        self.stderr.write(f"{name} exited with {proc.returncode}; stopping the rest.")
+                        stop()
+                        raise CommandError(f"{name} exited unexpectedly")
+                time.sleep(0.5)
+        finally:
+            stop()
+
+    def _ensure_admin(self) -> None:
+        user_model = get_user_model()
+        if user_model.objects.filter(is_superuser=True).exists():
+            self.stdout.write("Admin user exists (reset its password with `manage.py changepassword admin`).")
+            return
+        password = secrets.token_urlsafe(12)
+        user_model.objects.create_superuser("admin", "", password)
+        self.stdout.write(
+            self.style.WARNING(f"Created admin user 'admin' with password: {password}  (shown once; keep it)")
+        )
+
+    def _wait_for(self, url: str, processes: list[tuple[str, subprocess.Popen[bytes]]], what: str) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for name, proc in processes:
+                if proc.poll() is not None:
+                    raise CommandError(f"{name} exited with {proc.returncode} during start-up")
+            try:
+                if requests.get(url, timeout=2).status_code < 500:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        raise CommandError(f"the {what} did not answer at {url} within 60 s")
+
+    def _play_demo(self, web_url: str, jwt_secret: str, sandbox_port: int) -> None:
+        from integrations.marketing_cloud.sandbox.journey import DEMO_SUBSCRIBERS, send_demo
+
+        self.stdout.write(f"Playing {len(DEMO_SUBSCRIBERS)} demo subscribers as Journey Builder ...")
+        responses = send_demo(f"{web_url}/api/v1/marketing-cloud/journey/execute", jwt_secret)
+        event_ids = [r.json().get("eventId") for r in responses if r.status_code == 200]
+        failed = [r.status_code for r in responses if r.status_code != 200]
+        if failed:
+            self.stderr.write(f"demo calls refused: {failed}")
+        deadline = time.monotonic() + 60
+        terminal = {EventStatus.SYNCED, EventStatus.SUPERSEDED, EventStatus.DEAD, EventStatus.REJECTED}
+        while time.monotonic() < deadline:
+            statuses = list(InboundEvent.objects.filter(pk__in=event_ids).values_list("status", flat=True))
+            if len(statuses) == len(event_ids) and all(s in terminal for s in statuses):
+                break
+            time.sleep(0.3)
+        synced = InboundEvent.objects.filter(pk__in=event_ids, status=EventStatus.SYNCED).count()
+        rows = requests.get(f"http://127.0.0.1:{sandbox_port}/__sandbox/rows/{settings.MC_DE_KEY}", timeout=5).json()
+        written = sum(1 for values in rows.values() if values.get(settings.MC_MASTER_ID_FIELD))
+        self.stdout.write(
+            f"Demo: {len(event_ids)} events accepted, {synced} synced; "
+            f"the sandbox holds {written} master IDs written back."
+        )
