@@ -1,0 +1,114 @@
+"""Start the hub's real processes (gunicorn, qcluster) against the test database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import requests
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_database_url() -> str:
+    """A URL for the database pytest-django created, for child processes."""
+    s = connection.settings_dict
+    host = s["HOST"] or ""
+    auth = quote(s["USER"] or "postgres") + (":" + quote(s["PASSWORD"]) if s["PASSWORD"] else ":")
+    if host.startswith("/"):
+        return f"postgresql://{auth}@/{s['NAME']}?host={quote(host)}"
+    return f"postgresql://{auth}@{host or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+class HubProcesses:
+    """gunicorn + qcluster as subprocesses, each in its own process group."""
+
+    def __init__(self, env: dict[str, str], *, web_workers: int = 2) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": test_database_url(),
+            "HUB_DEBUG": "true",
+            "HUB_LOG_LEVEL": "WARNING",
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        self.env.pop("HUB_TESTING", None)
+        self.web_workers = web_workers
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start_web(self) -> None:
+        self.procs["web"] = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "hub.wsgi",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                str(self.web_workers),
+                "--graceful-timeout",
+                "5",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            start_new_session=True,
+        )
+        self.wait_http(f"{self.url}/api/health")
+
+    def start_cluster(self) -> None:
+        self.procs["qcluster"] = subprocess.Popen(
+            [sys.executable, "manage.py", "qcluster"],
+            cwd=ROOT,
+            env=self.env,
+            start_new_session=True,
+        )
+
+    def wait_http(self, url: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {proc.returncode}")
+            try:
+                requests.get(url, timeout=1)
+                return
+            except requests.RequestException:
+                time.sleep(0.2)
+        raise TimeoutError(url)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs.clear()
+
+
+def wait_until(predicate, timeout: float = 60, interval: float = 0.2) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False

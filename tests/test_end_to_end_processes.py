@@ -1,0 +1,63 @@
+"""The whole flow with the real processes: gunicorn, the django-q2 cluster, the sandbox."""
+
+from __future__ import annotations
+
+import pytest
+
+from customers.models import CrossReference, Individual
+from integrations.choices import EventStatus
+from integrations.marketing_cloud.sandbox.journey import DEMO_SUBSCRIBERS, send_demo, send_execute
+from integrations.models import InboundEvent
+from tests.conftest import CLIENT_ID, CLIENT_SECRET, JWT_SECRET, subscriber
+from tests.processes import HubProcesses, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def hub(sandbox):
+    processes = HubProcesses(
+        {
+            "MC_AUTH_BASE_URL": sandbox.url,
+            "MC_CLIENT_ID": CLIENT_ID,
+            "MC_CLIENT_SECRET": CLIENT_SECRET,
+            "MC_JWT_SECRET": JWT_SECRET,
+            "MC_HTTP_TIMEOUT": "2",
+        }
+    )
+    try:
+        processes.start_web()
+        processes.start_cluster()
+        yield processes
+    finally:
+        processes.stop()
+
+
+def _all_synced() -> bool:
+    statuses = set(InboundEvent.objects.values_list("status", flat=True))
+    return bool(statuses) and statuses <= {EventStatus.SYNCED}
+
+
+def test_demo_subscribers_become_golden_records_written_back(hub, sandbox):
+    execute_url = f"{hub.url}/api/v1/marketing-cloud/journey/execute"
+    responses = send_demo(execute_url, JWT_SECRET)
+    assert [r.status_code for r in responses] == [200] * len(DEMO_SUBSCRIBERS)
+    assert wait_until(_all_synced, timeout=60), list(InboundEvent.objects.values_list("status", "reason"))
+
+    keys = {s["SubscriberKey"] for s in DEMO_SUBSCRIBERS}
+    rows = sandbox.rows("Individual")
+    assert keys <= set(rows)
+    for xref in CrossReference.objects.select_related("individual"):
+        assert rows[xref.external_id]["GlobalPartyId"] == xref.individual.master_id
+    # The demo's two Sofia Marquez subscribers (one email, two spellings) are one person.
+    assert Individual.objects.count() == len(keys) - 1
+
+
+def test_throttling_and_server_errors_through_the_real_cluster(hub, sandbox):
+    sandbox.inject("429", retry_after=1)
+    sandbox.inject("500")
+    response = send_execute(f"{hub.url}/api/v1/marketing-cloud/journey/execute", subscriber(), JWT_SECRET)
+    assert response.status_code == 200
+    assert wait_until(_all_synced, timeout=60)
+    assert sandbox.rows("Individual")["SK-1001"]["GlobalPartyId"] == Individual.objects.get().master_id
+    assert sandbox.count("PUT", "/hub/v1/dataevents") == 3
