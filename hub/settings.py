@@ -227,7 +227,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
-        "django_q": {"level": "WARNING" if not DEBUG else "INFO"},
+        "django-q": {"level": "INFO" if DEBUG else "WARNING"},
         "pgserver": {"level": "WARNING"},
     },
 }

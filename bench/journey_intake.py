@@ -1,0 +1,164 @@
+"""Journey intake benchmark: accepted events/s and end-to-end latency to the write-back.
+
+Starts the real processes (gunicorn, qcluster) against a scratch database on the
+configured server (DATABASE_URL, else the embedded one), the Marketing Cloud
+sandbox in this process, then posts N signed execute calls from C concurrent
+clients. Reports:
+
+- accepted events/s: N / wall time until the last 200 came back;
+- end-to-end p50/p99: from the event's received_at to its cross reference's
+  written_at (the sandbox answered the write-back), read from the database.
+
+    python bench/journey_intake.py --events 2000 --clients 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hub.settings")
+os.environ.setdefault("HUB_DEBUG", "true")
+
+import django  # noqa: E402
+
+django.setup()
+
+import psycopg  # noqa: E402
+import requests  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+from integrations.marketing_cloud.sandbox.journey import build_execute_payload, sign_execute  # noqa: E402
+from integrations.marketing_cloud.sandbox.server import MarketingCloudSandbox, SandboxConfig  # noqa: E402
+
+JWT_SECRET = "bench-jwt-signing-secret-0123456789abcdef"
+
+
+def scratch_database(base_url: str, name: str) -> str:
+    admin = psycopg.connect(base_url, autocommit=True)
+    admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    admin.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    if "?" in base_url:
+        head, query = base_url.split("?", 1)
+        return head.rsplit("/", 1)[0] + f"/{name}?{query}"
+    return base_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--web-workers", type=int, default=3)
+    parser.add_argument("--q-workers", type=int, default=2)
+    parser.add_argument("--sandbox-latency-ms", type=int, default=0)
+    parser.add_argument("--rate", type=float, default=0,
+                        help="Events per second to offer (0: as fast as the clients go).")
+    parser.add_argument("--timeout", type=float, default=900)
+    args = parser.parse_args()
+
+    base_url = settings.EFFECTIVE_DATABASE_URL
+    db_url = scratch_database(base_url, "hub_bench")
+    sandbox = MarketingCloudSandbox(config=SandboxConfig(latency_ms=args.sandbox_latency_ms)).start()
+    env = {**os.environ, "DATABASE_URL": db_url, "HUB_DEBUG": "true", "HUB_LOG_LEVEL": "WARNING",
+           "MC_AUTH_BASE_URL": sandbox.url, "MC_CLIENT_ID": "sandbox-client-id",
+           "MC_CLIENT_SECRET": "sandbox-client-secret", "MC_JWT_SECRET": JWT_SECRET,
+           "HUB_Q_WORKERS": str(args.q_workers)}
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    port = 8900
+    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "hub.wsgi", "-b", f"127.0.0.1:{port}", "-w",
+                            str(args.web_workers)], cwd=ROOT, env=env, start_new_session=True,
+                           stderr=subprocess.DEVNULL)
+    cluster = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env,
+                               start_new_session=True, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/api/v1/marketing-cloud/journey/execute"
+    try:
+        for _ in range(200):
+            try:
+                requests.get(f"http://127.0.0.1:{port}/api/health", timeout=1)
+                break
+            except requests.RequestException:
+                time.sleep(0.2)
+        bodies = [
+            sign_execute(build_execute_payload({
+                "SubscriberKey": f"BENCH-{i:07d}", "EmailAddress": f"bench.{i}@example.com",
+                "FirstName": "Bench", "LastName": f"Person{i}", "Status": "Active",
+                "ModifiedDate": "2026-11-01T00:00:00Z"}), JWT_SECRET)
+            for i in range(args.events)
+        ]
+        sessions = [requests.Session() for _ in range(args.clients)]
+
+        def post(i: int) -> int:
+            if args.rate:
+                # Paced: event i is due at i / rate seconds after the start.
+                delay = started + i / args.rate - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            response = sessions[i % args.clients].post(url, data=bodies[i], timeout=30,
+                                                       headers={"Content-Type": "application/jwt"})
+            return response.status_code
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(args.clients) as pool:
+            codes = list(pool.map(post, range(args.events)))
+        intake_seconds = time.perf_counter() - started
+        accepted = codes.count(200)
+
+        with psycopg.connect(db_url) as conn:
+            deadline = time.monotonic() + args.timeout
+            while time.monotonic() < deadline:
+                (pending,) = conn.execute(
+                    "SELECT count(*) FROM integrations_inboundevent WHERE status NOT IN "
+                    "('synced','superseded','rejected','dead')").fetchone()
+                if pending == 0:
+                    break
+                time.sleep(0.5)
+            drain_seconds = time.perf_counter() - started
+            rows = conn.execute(
+                "SELECT EXTRACT(EPOCH FROM (x.written_at - e.received_at)) FROM integrations_inboundevent e "
+                "JOIN customers_crossreference x ON x.system = e.system AND x.external_id = e.external_id "
+                "WHERE x.written_at IS NOT NULL").fetchall()
+            (synced,) = conn.execute(
+                "SELECT count(*) FROM integrations_inboundevent WHERE status = 'synced'").fetchone()
+        latencies = [float(r[0]) for r in rows]
+        written = sum(1 for v in sandbox.rows("Individual").values() if v.get("GlobalPartyId"))
+        result = {
+            "events": args.events, "clients": args.clients, "offered_rate": args.rate or "max", "web_workers": args.web_workers,
+            "q_workers": args.q_workers, "accepted": accepted, "synced": synced, "written_in_sandbox": written,
+            "intake_seconds": round(intake_seconds, 2), "accepted_per_second": round(accepted / intake_seconds, 1),
+            "all_synced_seconds": round(drain_seconds, 2),
+            "synced_per_second": round(synced / drain_seconds, 1),
+            "e2e_p50_ms": round(percentile(latencies, 0.50) * 1000, 1) if latencies else None,
+            "e2e_p99_ms": round(percentile(latencies, 0.99) * 1000, 1) if latencies else None,
+            "e2e_mean_ms": round(statistics.mean(latencies) * 1000, 1) if latencies else None,
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        }
+        print(json.dumps(result, indent=2))
+    finally:
+        for proc in (web, cluster):
+            os.killpg(proc.pid, 15)
+        for proc in (web, cluster):
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+        sandbox.stop()
+
+
+if __name__ == "__main__":
+    main()
