@@ -67,25 +67,38 @@ def main() -> None:
     parser.add_argument("--web-workers", type=int, default=3)
     parser.add_argument("--q-workers", type=int, default=2)
     parser.add_argument("--sandbox-latency-ms", type=int, default=0)
-    parser.add_argument("--rate", type=float, default=0,
-                        help="Events per second to offer (0: as fast as the clients go).")
+    parser.add_argument(
+        "--rate", type=float, default=0, help="Events per second to offer (0: as fast as the clients go)."
+    )
     parser.add_argument("--timeout", type=float, default=900)
     args = parser.parse_args()
 
     base_url = settings.EFFECTIVE_DATABASE_URL
     db_url = scratch_database(base_url, "hub_bench")
     sandbox = MarketingCloudSandbox(config=SandboxConfig(latency_ms=args.sandbox_latency_ms)).start()
-    env = {**os.environ, "DATABASE_URL": db_url, "HUB_DEBUG": "true", "HUB_LOG_LEVEL": "WARNING",
-           "MC_AUTH_BASE_URL": sandbox.url, "MC_CLIENT_ID": "sandbox-client-id",
-           "MC_CLIENT_SECRET": "sandbox-client-secret", "MC_JWT_SECRET": JWT_SECRET,
-           "HUB_Q_WORKERS": str(args.q_workers)}
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "HUB_DEBUG": "true",
+        "HUB_LOG_LEVEL": "WARNING",
+        "MC_AUTH_BASE_URL": sandbox.url,
+        "MC_CLIENT_ID": "sandbox-client-id",
+        "MC_CLIENT_SECRET": "sandbox-client-secret",
+        "MC_JWT_SECRET": JWT_SECRET,
+        "HUB_Q_WORKERS": str(args.q_workers),
+    }
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     port = 8900
-    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "hub.wsgi", "-b", f"127.0.0.1:{port}", "-w",
-                            str(args.web_workers)], cwd=ROOT, env=env, start_new_session=True,
-                           stderr=subprocess.DEVNULL)
-    cluster = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env,
-                               start_new_session=True, stderr=subprocess.DEVNULL)
+    web = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "hub.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(args.web_workers)],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stderr=subprocess.DEVNULL,
+    )
+    cluster = subprocess.Popen(
+        [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env, start_new_session=True, stderr=subprocess.DEVNULL
+    )
     url = f"http://127.0.0.1:{port}/api/v1/marketing-cloud/journey/execute"
     try:
         for _ in range(200):
@@ -95,10 +108,19 @@ def main() -> None:
             except requests.RequestException:
                 time.sleep(0.2)
         bodies = [
-            sign_execute(build_execute_payload({
-                "SubscriberKey": f"BENCH-{i:07d}", "EmailAddress": f"bench.{i}@example.com",
-                "FirstName": "Bench", "LastName": f"Person{i}", "Status": "Active",
-                "ModifiedDate": "2026-11-01T00:00:00Z"}), JWT_SECRET)
+            sign_execute(
+                build_execute_payload(
+                    {
+                        "SubscriberKey": f"BENCH-{i:07d}",
+                        "EmailAddress": f"bench.{i}@example.com",
+                        "FirstName": "Bench",
+                        "LastName": f"Person{i}",
+                        "Status": "Active",
+                        "ModifiedDate": "2026-11-01T00:00:00Z",
+                    }
+                ),
+                JWT_SECRET,
+            )
             for i in range(args.events)
         ]
         sessions = [requests.Session() for _ in range(args.clients)]
@@ -109,8 +131,9 @@ def main() -> None:
                 delay = started + i / args.rate - time.perf_counter()
                 if delay > 0:
                     time.sleep(delay)
-            response = sessions[i % args.clients].post(url, data=bodies[i], timeout=30,
-                                                       headers={"Content-Type": "application/jwt"})
+            response = sessions[i % args.clients].post(
+                url, data=bodies[i], timeout=30, headers={"Content-Type": "application/jwt"}
+            )
             return response.status_code
 
         started = time.perf_counter()
@@ -124,7 +147,8 @@ def main() -> None:
             while time.monotonic() < deadline:
                 (pending,) = conn.execute(
                     "SELECT count(*) FROM integrations_inboundevent WHERE status NOT IN "
-                    "('synced','superseded','rejected','dead')").fetchone()
+                    "('synced','superseded','rejected','dead')"
+                ).fetchone()
                 if pending == 0:
                     break
                 time.sleep(0.5)
@@ -132,15 +156,24 @@ def main() -> None:
             rows = conn.execute(
                 "SELECT EXTRACT(EPOCH FROM (x.written_at - e.received_at)) FROM integrations_inboundevent e "
                 "JOIN customers_crossreference x ON x.system = e.system AND x.external_id = e.external_id "
-                "WHERE x.written_at IS NOT NULL").fetchall()
+                "WHERE x.written_at IS NOT NULL"
+            ).fetchall()
             (synced,) = conn.execute(
-                "SELECT count(*) FROM integrations_inboundevent WHERE status = 'synced'").fetchone()
+                "SELECT count(*) FROM integrations_inboundevent WHERE status = 'synced'"
+            ).fetchone()
         latencies = [float(r[0]) for r in rows]
         written = sum(1 for v in sandbox.rows("Individual").values() if v.get("GlobalPartyId"))
         result = {
-            "events": args.events, "clients": args.clients, "offered_rate": args.rate or "max", "web_workers": args.web_workers,
-            "q_workers": args.q_workers, "accepted": accepted, "synced": synced, "written_in_sandbox": written,
-            "intake_seconds": round(intake_seconds, 2), "accepted_per_second": round(accepted / intake_seconds, 1),
+            "events": args.events,
+            "clients": args.clients,
+            "offered_rate": args.rate or "max",
+            "web_workers": args.web_workers,
+            "q_workers": args.q_workers,
+            "accepted": accepted,
+            "synced": synced,
+            "written_in_sandbox": written,
+            "intake_seconds": round(intake_seconds, 2),
+            "accepted_per_second": round(accepted / intake_seconds, 1),
             "all_synced_seconds": round(drain_seconds, 2),
             "synced_per_second": round(synced / drain_seconds, 1),
             "e2e_p50_ms": round(percentile(latencies, 0.50) * 1000, 1) if latencies else None,

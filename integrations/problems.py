@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from django.conf import settings
 from rest_framework import status as http
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
+
+logger = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
@@ -51,7 +55,11 @@ def _flatten(detail: Any, prefix: str = "") -> list[dict[str, str]]:
 def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     response = exception_handler(exc, context)
     if response is None:
-        return None
+        # Unexpected: whatever the view wrote was rolled back with its transaction. Log the
+        # type only (a message can carry personal data) and answer 500 so senders retry.
+        view = type(context.get("view")).__name__
+        logger.error("unhandled %s in %s", type(exc).__name__, view, exc_info=settings.DEBUG)
+        return problem(http.HTTP_500_INTERNAL_SERVER_ERROR, "Internal error", "Nothing was stored; retry later.")
     if isinstance(exc, ValidationError):
         return problem(http.HTTP_400_BAD_REQUEST, "Invalid data", errors=_flatten(exc.detail))
     if isinstance(exc, APIException):
