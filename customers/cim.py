@@ -110,6 +110,19 @@ def _text(data: dict[str, Any], key: str, path: str, max_length: int = 200) -> s
     return text
 
 
+def _normalized_point(
+    point: dict[str, Any], key: str, path: str, max_length: int, normalize: Any, kind: str
+) -> tuple[str, str]:
+    """(value as sent, normalised key) of a contact point's required field."""
+    raw = _text(point, key, path, max_length)
+    if not raw:
+        raise CimValidationError(f"{path}.{key}", f"is required for a {kind}")
+    try:
+        return raw, normalize(raw)
+    except ValueError as exc:
+        raise CimValidationError(f"{path}.{key}", str(exc)) from None
+
+
 def parse_cim_date(value: Any, path: str) -> dt.date | None:
     if value in (None, ""):
         return None
@@ -181,23 +194,11 @@ def parse_individual(data: Any, path: str = "individual") -> SourceIndividual:
             raise CimValidationError(p, "must be an object")
         kind = _type_of(point.get("contactPointType"), f"{p}.contactPointType")
         if kind == ContactPointKind.EMAIL:
-            raw_email = _text(point, "emailAddress", p, 320)
-            if not raw_email:
-                raise CimValidationError(f"{p}.emailAddress", "is required for a ContactPointEmail")
-            try:
-                key = normalize_email(raw_email)
-            except ValueError as exc:
-                raise CimValidationError(f"{p}.emailAddress", str(exc)) from None
+            raw_email, key = _normalized_point(point, "emailAddress", p, 320, normalize_email, kind)
             if (kind, key) not in seen:
                 result.emails.append(EmailPoint(raw_email, key))
         elif kind == ContactPointKind.PHONE:
-            raw_phone = _text(point, "telephoneNumber", p, 40)
-            if not raw_phone:
-                raise CimValidationError(f"{p}.telephoneNumber", "is required for a ContactPointPhone")
-            try:
-                key = normalize_phone(raw_phone)
-            except ValueError as exc:
-                raise CimValidationError(f"{p}.telephoneNumber", str(exc)) from None
+            raw_phone, key = _normalized_point(point, "telephoneNumber", p, 40, normalize_phone, kind)
             if (kind, key) not in seen:
                 result.phones.append(PhonePoint(raw_phone, key))
         elif kind == ContactPointKind.ADDRESS:

@@ -5,6 +5,10 @@ from __future__ import annotations
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest
 from django.http.request import RawPostDataException
+from rest_framework import status
+from rest_framework.response import Response
+
+from integrations.problems import problem
 
 
 class BodyTooLarge(Exception):
@@ -26,3 +30,13 @@ def read_body(request: HttpRequest, limit: int) -> bytes:
     if len(body) > limit:
         raise BodyTooLarge
     return body
+
+
+def read_body_or_problem(request: HttpRequest, limit: int, what: str) -> tuple[bytes, Response | None]:
+    """The body, or a 413 problem response to return instead."""
+    try:
+        return read_body(request, limit), None
+    except BodyTooLarge:
+        return b"", problem(
+            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "Body too large", f"{what} is limited to {limit} bytes."
+        )

@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 
 from customers.cim import CimValidationError, parse_individual
 from integrations.auth import HasScope
-from integrations.bodies import BodyTooLarge, read_body
+from integrations.bodies import read_body_or_problem
 from integrations.choices import EventChannel
 from integrations.intake import AcceptedEvent, request_headers, store_events, store_rejected
 from integrations.models import SyncRun
@@ -77,14 +77,9 @@ class EventsView(APIView):
         tags=["events"],
     )
     def post(self, request: Request) -> Response:
-        try:
-            body = read_body(request._request, settings.MAX_BODY_BYTES)
-        except BodyTooLarge:
-            return problem(
-                status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-                "Body too large",
-                f"Batches are limited to {settings.MAX_BODY_BYTES} bytes.",
-            )
+        body, too_large = read_body_or_problem(request._request, settings.MAX_BODY_BYTES, "A batch")
+        if too_large:
+            return too_large
         headers = request_headers(request.META)
         client = request.user.client
         content_type = (request.content_type or "").split(";")[0].strip().lower()

@@ -23,7 +23,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from customers.cim import CimValidationError, parse_cim_datetime
-from integrations.bodies import BodyTooLarge, read_body
+from integrations.bodies import read_body_or_problem
 from integrations.choices import MARKETING_CLOUD, EventChannel
 from integrations.intake import AcceptedEvent, request_headers, store_events, store_rejected
 from integrations.marketing_cloud.mapping import merge_in_arguments, subscriber_to_cim
@@ -83,14 +83,9 @@ class JourneyExecuteView(APIView):
         tags=["marketing-cloud"],
     )
     def post(self, request: Request) -> Response:
-        try:
-            body = read_body(request._request, JOURNEY_MAX_BODY)
-        except BodyTooLarge:
-            return problem(
-                status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-                "Body too large",
-                f"The execute call is limited to {JOURNEY_MAX_BODY} bytes.",
-            )
+        body, too_large = read_body_or_problem(request._request, JOURNEY_MAX_BODY, "An execute call")
+        if too_large:
+            return too_large
         content_type = (request.content_type or "").split(";")[0].strip().lower()
         if content_type != "application/jwt":
             return problem(
