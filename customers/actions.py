@@ -297,14 +297,24 @@ def mark_writeback(
     error: str = "",
     actor: str,
 ) -> None:
-    """Record the write-back state of a cross reference (pending, written, failed)."""
+    """Record the write-back state of a cross reference (pending, written, failed).
+
+    Pending cross references are the write-back queue: due now, attempts reset, and
+    several changes for one subscriber coalesce into the one row.
+    """
     _require_atomic()
     xref.writeback_state = state
-    fields = ["writeback_state", "updated_at"]
+    fields = ["writeback_state", "writeback_due_at", "writeback_attempts", "updated_at"]
+    if state == WritebackState.PENDING:
+        xref.writeback_due_at = timezone.now()
+        xref.writeback_attempts = 0
+    else:
+        xref.writeback_due_at = None
     if state == WritebackState.WRITTEN:
         xref.source_master_id = master_id
         xref.written_at = timezone.now()
         xref.writeback_error = ""
+        xref.writeback_attempts = 0
         fields += ["source_master_id", "written_at", "writeback_error"]
         individual = xref.individual
         record_history(
@@ -319,6 +329,15 @@ def mark_writeback(
         xref.writeback_error = error[:2000]
         fields.append("writeback_error")
     xref.save(update_fields=fields)
+
+
+def defer_writeback(xref: CrossReference, *, due_at: dt.datetime, error: str) -> None:
+    """A transient failure: keep the write-back pending, due again at ``due_at``."""
+    _require_atomic()
+    xref.writeback_attempts += 1
+    xref.writeback_due_at = due_at
+    xref.writeback_error = error[:2000]
+    xref.save(update_fields=["writeback_attempts", "writeback_due_at", "writeback_error", "updated_at"])
 
 
 @transaction.atomic

@@ -99,6 +99,9 @@ class CrossReference(models.Model):
     source_master_id = models.CharField(max_length=64, blank=True)
     written_at = models.DateTimeField(null=True, blank=True)
     writeback_error = models.TextField(blank=True)
+    # Pending write-backs form a queue: due time, attempts so far (reset when written).
+    writeback_due_at = models.DateTimeField(null=True, blank=True)
+    writeback_attempts = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -108,7 +111,14 @@ class CrossReference(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["system", "external_id"], name="cross_reference_unique_source_record"),
         ]
-        indexes = [models.Index(fields=["writeback_state", "system"], name="xref_writeback_idx")]
+        indexes = [
+            models.Index(fields=["writeback_state", "system"], name="xref_writeback_idx"),
+            models.Index(
+                fields=["system", "writeback_due_at"],
+                condition=models.Q(writeback_state="pending"),
+                name="xref_writeback_due_idx",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.system}:{self.external_id}"

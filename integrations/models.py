@@ -172,3 +172,36 @@ class AccessToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.system} token"
+
+
+class ConnectorState(models.Model):
+    """Shared health of one external system's API, seen by every worker process.
+
+    ``paused_until``: the system asked us to slow down (429); nobody calls before then.
+    Circuit breaker: after ``consecutive_failures`` reaches the threshold the breaker
+    opens until ``open_until``; then one probe call is let through (half open) and its
+    outcome closes or reopens it.
+    """
+
+    CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+    BREAKER_STATES = [(CLOSED, "Closed"), (OPEN, "Open"), (HALF_OPEN, "Half open (probing)")]
+
+    system = models.CharField(max_length=40, unique=True)
+    paused_until = models.DateTimeField(null=True, blank=True)
+    pause_reason = models.CharField(max_length=300, blank=True)
+    breaker_state = models.CharField(max_length=10, choices=BREAKER_STATES, default=CLOSED)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    open_until = models.DateTimeField(null=True, blank=True)
+    times_opened = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    last_failure_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    calls = models.PositiveBigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "connector state"
+
+    def __str__(self) -> str:
+        return f"{self.system}: {self.breaker_state}"

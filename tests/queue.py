@@ -1,13 +1,18 @@
 """Run what django-q2's ORM broker holds, in this process, the way a worker would.
 
 The tasks are the real signed packages the hub enqueued; only the cluster process
-around them is skipped (tests that need the real ``qcluster`` start one).
+around them is skipped (tests that need the real ``qcluster`` start one). Delayed
+tasks are run by fast-forwarding: every stored "not before" time (queue rows,
+write-back due times, the connector's pause and breaker) moves earlier by the wait,
+as if that much time had passed.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
+from django.db.models import F
 from django.utils import timezone
 from django.utils.module_loading import import_string
 from django_q.models import OrmQ
@@ -21,8 +26,21 @@ def queued_tasks(*, ready_only: bool = False) -> list[dict[str, Any]]:
     return [{"row": row, **SignedPackage.loads(row.payload)} for row in rows]
 
 
+def fast_forward(delta: dt.timedelta) -> None:
+    """Pretend ``delta`` has passed for everything the hub schedules by wall-clock time."""
+    from customers.models import CrossReference
+    from integrations.models import ConnectorState, SyncRun
+
+    OrmQ.objects.update(lock=F("lock") - delta)
+    CrossReference.objects.filter(writeback_due_at__isnull=False).update(writeback_due_at=F("writeback_due_at") - delta)
+    SyncRun.objects.filter(next_attempt_at__isnull=False).update(next_attempt_at=F("next_attempt_at") - delta)
+    ConnectorState.objects.filter(paused_until__isnull=False).update(paused_until=F("paused_until") - delta)
+    ConnectorState.objects.filter(open_until__isnull=False).update(open_until=F("open_until") - delta)
+    ConnectorState.objects.update(updated_at=F("updated_at") - delta)
+
+
 def run_queued(*, include_delayed: bool = True, limit: int | None = None) -> list[tuple[str, Any]]:
-    """Run queued tasks oldest first until none is left; delayed ones too unless told not to.
+    """Run queued tasks in visibility order until none is left (delayed ones by fast-forwarding).
 
     Returns (function path, result) per task run. With ``limit``, runs at most that
     many; without, a guard of 200 catches a task that re-queues itself forever.
@@ -35,6 +53,9 @@ def run_queued(*, include_delayed: bool = True, limit: int | None = None) -> lis
         row = rows.first()
         if row is None:
             return done
+        wait = row.lock - timezone.now()
+        if wait > dt.timedelta(0):
+            fast_forward(wait + dt.timedelta(milliseconds=1))
         task = SignedPackage.loads(row.payload)
         row.delete()  # acknowledged, as the monitor would after success
         func = import_string(task["func"]) if isinstance(task["func"], str) else task["func"]

@@ -29,7 +29,7 @@ def test_429_is_retried_later_honouring_retry_after_then_succeeds(journey, sandb
     run.refresh_from_db()
     assert run.status == RunStatus.WAITING and run.writeback_attempts == 1
     [task] = queued_tasks()
-    assert task["func"] == "integrations.process.write_back"
+    assert task["func"] == "integrations.marketing_cloud.writeback.flush_writebacks"
     # The retry is not visible to workers before Retry-After has passed: nobody sleeps.
     assert (task["row"].lock - before).total_seconds() >= 7
     assert run_queued(include_delayed=False) == []
@@ -85,7 +85,7 @@ def test_expired_token_is_refreshed_once_and_the_call_repeated(journey, sandbox)
 def test_token_is_cached_across_calls(journey, sandbox):
     for i in range(3):
         journey.execute(subscriber(key=f"SK-{i}", email=f"person{i}@example.com"))
-    run_queued()
+        run_queued()
     assert sandbox.count("PUT", "/hub/v1/dataevents") == 3
     assert sandbox.count("POST", "/v2/token") == 1
 

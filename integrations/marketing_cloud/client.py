@@ -228,6 +228,12 @@ class MarketingCloudClient:
         )
         return self.request("PUT", path, json={"values": values})
 
+    def upsert_rowset(self, de_key: str, rows: list[dict[str, Any]]) -> Any:
+        """Upsert up to 50 rows in one call: ``[{"keys": {...}, "values": {...}}]``."""
+        if len(rows) > 50:
+            raise ValueError("Marketing Cloud advises at most 50 rows per rowset call")
+        return self.request("POST", f"/hub/v1/dataevents/key:{quote(de_key, safe='')}/rowset", json=rows)
+
 
 def _error_body(response: requests.Response) -> Any:
     try:

@@ -1,0 +1,247 @@
+"""Writing master IDs back to Marketing Cloud, batched.
+
+Pending cross references are the queue (``writeback_state = pending`` with a due
+time): several changes for one subscriber coalesce into that one row, and a flush
+claims up to 50 due rows (``SKIP LOCKED``, so concurrent flushes never share one)
+and sends them in one call: a single row as ``PUT .../rows/{pk}:{value}``, more as
+``POST .../rowset`` (Marketing Cloud's advice: at most 50 rows per call).
+
+Before calling, the flush asks the shared gate (``integrations.connector``): a 429
+pauses every worker until Retry-After has passed, and an open circuit breaker
+holds all calls until a single probe succeeds. Nothing ever sleeps in a worker: a
+deferred flush is a queue row that becomes visible later.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from customers.actions import defer_writeback, mark_writeback
+from customers.choices import WritebackState
+from customers.models import CrossReference
+from integrations import connector
+from integrations.choices import MARKETING_CLOUD, EventStatus, RunStatus, StepOutcome
+from integrations.models import InboundEvent, SyncRun
+from integrations.queue import enqueue
+from integrations.runs import dead_letter, finish_run, notify_downstream
+from integrations.steps import StepLog
+from integrations.transport import TransportError, backoff_delay
+
+logger = logging.getLogger(__name__)
+
+FLUSH_TASK = "integrations.marketing_cloud.writeback.flush_writebacks"
+BATCH_SIZE = 50
+STEP = "write back master ID"
+
+
+def queue_flush(*, delay: float = 0.0) -> None:
+    enqueue(FLUSH_TASK, delay=delay, task_name="write-back-flush")
+
+
+@dataclass
+class RowResult:
+    xref: CrossReference
+    master_id: str
+    error: TransportError | None = None
+
+
+def _send(client: Any, xrefs: list[CrossReference]) -> tuple[list[RowResult], int]:
+    """Call Marketing Cloud for the claimed rows; returns per-row results and calls made."""
+    de_key, pk_name, field = settings.MC_DE_KEY, settings.MC_DE_PRIMARY_KEY, settings.MC_MASTER_ID_FIELD
+    rows = [RowResult(x, x.individual.master_id) for x in xrefs]
+    if len(rows) == 1:
+        return _send_one(client, rows[0], de_key, pk_name, field), 1
+    try:
+        client.upsert_rowset(
+            de_key, [{"keys": {pk_name: r.xref.external_id}, "values": {field: r.master_id}} for r in rows]
+        )
+        return rows, 1
+    except TransportError as exc:
+        if not exc.permanent:
+            for row in rows:
+                row.error = exc
+            return rows, 1
+    # One row made the whole batch unacceptable: send each alone so only it fails.
+    calls = 1
+    for row in rows:
+        _send_one(client, row, de_key, pk_name, field)
+        calls += 1
+    return rows, calls
+
+
+def _send_one(client: Any, row: RowResult, de_key: str, pk_name: str, field: str) -> list[RowResult]:
+    try:
+        client.upsert_row(de_key, pk_name, row.xref.external_id, {field: row.master_id})
+    except TransportError as exc:
+        row.error = exc
+    return [row]
+
+
+def flush_writebacks(client: Any = None) -> str:
+    """django-q2 entry point: write one batch of due master IDs, then queue the next flush."""
+    from integrations.marketing_cloud.client import MarketingCloudClient
+
+    gate = connector.check_gate(MARKETING_CLOUD)
+    if not gate.allowed:
+        if _pending().exists():
+            queue_flush(delay=gate.wait + random.uniform(0, 1))
+        return f"deferred: {gate.reason}"
+    limit = 1 if gate.probe else BATCH_SIZE
+    with transaction.atomic():
+        xrefs = list(
+            _pending()
+            .filter(writeback_due_at__lte=timezone.now())
+            .select_related("individual")
+            .select_for_update(skip_locked=True, of=("self",))
+            .order_by("writeback_due_at", "id")[:limit]
+        )
+        if not xrefs:
+            _queue_next_flush()
+            return "nothing due"
+        started = timezone.now()
+        try:
+            client = client or MarketingCloudClient.from_settings()
+            results, calls = _send(client, xrefs)
+        except TransportError as exc:  # not configured, or no token: every row shares the fate
+            results, calls = [RowResult(x, x.individual.master_id, exc) for x in xrefs], 0
+        _apply(results, started=started, batch_size=len(xrefs))
+    _record_connector_health(results)
+    _queue_next_flush()
+    failed = sum(1 for r in results if r.error)
+    return f"{len(results) - failed} written, {failed} failed, {calls} call(s)"
+
+
+def _pending() -> Any:
+    return CrossReference.objects.filter(system=MARKETING_CLOUD, writeback_state=WritebackState.PENDING)
+
+
+def _queue_next_flush() -> None:
+    next_due = _pending().order_by("writeback_due_at").values_list("writeback_due_at", flat=True).first()
+    if next_due is None:
+        return
+    queue_flush(delay=max(0.0, (next_due - timezone.now()).total_seconds()))
+
+
+def _record_connector_health(results: list[RowResult]) -> None:
+    errors = [r.error for r in results if r.error]
+    transient = [e for e in errors if not e.permanent]
+    if not transient:
+        connector.record_success(MARKETING_CLOUD)
+        return
+    first = transient[0]
+    throttled = first.http_status == 429
+    connector.record_failure(
+        MARKETING_CLOUD,
+        first.message,
+        trips_breaker=not throttled,
+        pause_for=first.retry_after if throttled else None,
+    )
+
+
+def _waiting_runs(xrefs: list[CrossReference]) -> dict[str, list[SyncRun]]:
+    runs: dict[str, list[SyncRun]] = defaultdict(list)
+    queryset = SyncRun.objects.select_for_update().filter(
+        system=MARKETING_CLOUD,
+        external_id__in=[x.external_id for x in xrefs],
+        status__in=[RunStatus.WAITING, RunStatus.RUNNING],
+    )
+    for run in queryset.order_by("id"):
+        runs[run.external_id].append(run)
+    return runs
+
+
+def _apply(results: list[RowResult], *, started: dt.datetime, batch_size: int) -> None:
+    runs_by_key = _waiting_runs([r.xref for r in results])
+    events = {
+        e.pk: e
+        for e in InboundEvent.objects.select_for_update().filter(
+            pk__in=[run.event_id for runs in runs_by_key.values() for run in runs if run.event_id]
+        )
+    }
+    max_attempts = settings.WRITEBACK_MAX_ATTEMPTS
+    how = "PUT row" if batch_size == 1 else f"POST rowset of {batch_size}"
+    for result in results:
+        xref, runs = result.xref, runs_by_key.get(result.xref.external_id, [])
+        attempt = xref.writeback_attempts + 1
+        for run in runs:
+            run.writeback_attempts += 1
+        error = result.error
+        if error is None:
+            actor = f"sync-run:{runs[-1].pk}" if runs else "write-back"
+            mark_writeback(xref, state=WritebackState.WRITTEN, master_id=result.master_id, actor=actor)
+            for run in runs:
+                log = StepLog(run)
+                log.add(
+                    STEP,
+                    StepOutcome.OK,
+                    f"{how}: {settings.MC_MASTER_ID_FIELD} written (attempt {attempt})",
+                    {"attempt": attempt, "masterId": result.master_id, "batchSize": batch_size},
+                    started=started,
+                )
+                notify_downstream(log, xref.individual)
+                finish_run(
+                    events.get(run.event_id),
+                    run,
+                    log,
+                    EventStatus.SYNCED,
+                    RunStatus.SUCCEEDED,
+                    master_id=result.master_id,
+                )
+            continue
+        data = {
+            "attempt": attempt,
+            "httpStatus": error.http_status,
+            "errorCode": error.error_code,
+            "retryAfter": error.retry_after,
+            "batchSize": batch_size,
+        }
+        if error.permanent or attempt >= max_attempts:
+            why = "permanent failure" if error.permanent else f"gave up after {attempt} attempts"
+            reason = f"{why}: {error.message}"
+            mark_writeback(xref, state=WritebackState.FAILED, error=error.message, actor="write-back")
+            for run in runs:
+                log = StepLog(run)
+                log.add(STEP, StepOutcome.FAILED, reason, data, started=started)
+                event = events.get(run.event_id)
+                dead_letter(
+                    event,
+                    run,
+                    stage="writeback",
+                    reason=reason,
+                    http_status=error.http_status,
+                    error_code=error.error_code,
+                )
+                finish_run(event, run, log, EventStatus.DEAD, RunStatus.DEAD, error=reason)
+            logger.warning(
+                "cross reference %s write-back dead-lettered (status %s, errorcode %s)",
+                xref.pk,
+                error.http_status,
+                error.error_code or "-",
+            )
+            continue
+        delay = backoff_delay(attempt, base=2.0, cap=300.0, floor=error.retry_after or 0.0)
+        due = timezone.now() + dt.timedelta(seconds=delay)
+        defer_writeback(xref, due_at=due, error=error.message)
+        for run in runs:
+            log = StepLog(run)
+            log.add(
+                STEP,
+                StepOutcome.RETRY,
+                f"{error.message}; attempt {attempt + 1} in {delay:.1f}s",
+                {**data, "delay": round(delay, 3)},
+                started=started,
+            )
+            log.save()
+            run.status = RunStatus.WAITING
+            run.next_attempt_at = due
+            run.last_error = error.message[:4000]
+            run.save()

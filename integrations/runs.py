@@ -1,0 +1,92 @@
+"""Finishing sync runs: the bookkeeping shared by the process and the connectors."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from django.utils import timezone
+
+from customers.models import Individual
+from integrations.choices import StepOutcome
+from integrations.models import DeadLetter, InboundEvent, SyncRun
+from integrations.steps import StepLog
+
+
+def event_snapshot(event: InboundEvent) -> dict[str, Any]:
+    """The original event, kept whole with a dead letter so it can be inspected and replayed."""
+    raw = bytes(event.raw_body or b"")
+    return {
+        "eventId": event.pk,
+        "channel": event.channel,
+        "system": event.system,
+        "externalId": event.external_id,
+        "idempotencyKey": event.idempotency_key,
+        "receivedAt": event.received_at.isoformat() if event.received_at else None,
+        "occurredAt": event.occurred_at.isoformat() if event.occurred_at else None,
+        "headers": event.headers,
+        "rawBodyBase64": base64.b64encode(raw).decode(),
+        "individual": event.individual_cim,
+    }
+
+
+def notify_downstream(log: StepLog, individual: Individual) -> None:
+    # Outbound connectors to other systems (webhooks, Salesforce core) subscribe here
+    # once configured; until then the step says so rather than pretending.
+    log.add(
+        "notify downstream systems",
+        StepOutcome.SKIPPED,
+        "no downstream targets configured",
+        {"masterId": individual.master_id},
+    )
+
+
+def finish_run(
+    event: InboundEvent | None,
+    run: SyncRun,
+    log: StepLog,
+    event_status: str,
+    run_status: str,
+    *,
+    master_id: str = "",
+    error: str = "",
+) -> str:
+    now = timezone.now()
+    run.status = run_status
+    run.finished_at = now
+    run.next_attempt_at = None
+    if master_id:
+        run.master_id = master_id
+    if error:
+        run.last_error = error[:4000]
+    log.save()
+    run.save()
+    if event is not None:
+        event.status = event_status
+        event.processed_at = now
+        if master_id:
+            event.master_id = master_id
+        if error:
+            event.reason = error[:4000]
+        event.save()
+    return event_status
+
+
+def dead_letter(
+    event: InboundEvent | None,
+    run: SyncRun,
+    *,
+    stage: str,
+    reason: str,
+    http_status: int | None = None,
+    error_code: str = "",
+) -> DeadLetter:
+    return DeadLetter.objects.create(
+        event=event,
+        run=run,
+        stage=stage,
+        reason=reason[:4000],
+        http_status=http_status,
+        error_code=error_code[:20],
+        original_event=event_snapshot(event) if event else {},
+    )
