@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from integrations.models import AccessToken, ApiClient, DeadLetter, InboundEvent, SyncRun, SyncStep
+from integrations.models import AccessToken, ApiClient, ConnectorState, DeadLetter, InboundEvent, SyncRun, SyncStep
 from integrations.process import replay_dead_letter
 
 
@@ -189,3 +189,37 @@ class ApiClientAdmin(admin.ModelAdmin):
 class AccessTokenAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = ["system", "fetched_at", "expires_at", "rest_instance_url"]
     exclude = ["access_token"]
+
+
+@admin.register(ConnectorState)
+class ConnectorStateAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = [
+        "system",
+        "breaker_state",
+        "consecutive_failures",
+        "open_until",
+        "paused_until",
+        "pause_reason",
+        "last_success_at",
+        "last_failure_at",
+        "calls",
+    ]
+    readonly_fields = [f.name for f in ConnectorState._meta.fields]
+    actions = ["close_breaker"]
+
+    @admin.action(description="Close the circuit breaker and lift the pause now", permissions=["change"])
+    def close_breaker(self, request: HttpRequest, queryset: QuerySet[ConnectorState]) -> None:
+        from integrations.marketing_cloud.writeback import queue_flush
+
+        count = queryset.update(
+            breaker_state=ConnectorState.CLOSED,
+            consecutive_failures=0,
+            open_until=None,
+            paused_until=None,
+            times_opened=0,
+        )
+        queue_flush()
+        self.message_user(request, f"Closed {count} breaker(s); pending write-backs resume.", messages.SUCCESS)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm("integrations.change_connectorstate")

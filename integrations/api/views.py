@@ -16,9 +16,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from customers.cim import CimValidationError, parse_individual
+from integrations import connector
 from integrations.auth import HasScope
 from integrations.bodies import read_body_or_problem
-from integrations.choices import EventChannel
+from integrations.choices import MARKETING_CLOUD, EventChannel
 from integrations.intake import AcceptedEvent, request_headers, store_events, store_rejected
 from integrations.models import SyncRun
 from integrations.problems import problem
@@ -243,6 +244,7 @@ class HealthView(APIView):
                     "status": serializers.CharField(),
                     "database": serializers.CharField(),
                     "queue": serializers.JSONField(),
+                    "connectors": serializers.JSONField(),
                 },
             ),
             503: OpenApiResponse(description="A dependency is down"),
@@ -258,6 +260,7 @@ class HealthView(APIView):
         except DatabaseError:
             body.update(status="unavailable", database="unreachable")
             return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        body["connectors"] = [connector.describe(MARKETING_CLOUD)]
         stalled = oldest is not None and oldest > QUEUE_STALL_SECONDS
         body["queue"] = {"status": "stalled" if stalled else "ok", "depth": depth, "oldestReadySeconds": oldest}
         if stalled:

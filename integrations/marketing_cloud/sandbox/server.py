@@ -3,6 +3,9 @@
 The hub is developed and tested without a real Marketing Cloud tenant, so this module answers the
 auth (``/v2/token``) and data extension REST calls with the same request and error shapes as SFMC,
 and adds switches for latency and injected failures so retry and back-off code can be exercised.
+It also plays the Event Notification Service (ENS): callbacks are registered and verified through
+``/platform/v1/ens-*`` as on a real tenant, and :meth:`MarketingCloudSandbox.deliver_ens` pushes
+signed event batches to them (the signing lives in :mod:`.ens`).
 
 It deliberately imports nothing from Django: tests, benchmarks and ``make run`` start it as a plain
 library or through the ``mc_sandbox`` management command, and other processes drive it over the
@@ -12,6 +15,7 @@ library or through the ``mc_sandbox`` management command, and other processes dr
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import random
@@ -29,6 +33,14 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
+
+from integrations.marketing_cloud.sandbox.ens import (
+    SIGNATURE_HEADER,
+    encode_batch,
+    new_signature_key,
+    sign_ens,
+    tamper_signature,
+)
 
 __all__ = ["FAULT_KINDS", "MarketingCloudSandbox", "SandboxConfig"]
 
@@ -55,6 +67,18 @@ _QUERY_PATH = re.compile(r"^/data/v1/customobjectdata/key/([^/]+)/rowset$")
 _ROW_VALUE_IN_PATH = re.compile(r"(/rows/[^/]*?(?::|%3[aA]))[^/]*")
 _FILTER_CLAUSE = re.compile(r"\s*([A-Za-z_][\w]*)\s+(eq|ne|gt|ge|lt|le)\s+'((?:[^']|'')*)'\s*", re.IGNORECASE)
 _FILTER_AND = re.compile(r"and\b", re.IGNORECASE)
+# ENS (Event Notification Service) routes, answered with the shapes of Salesforce's reference pages.
+ENS_CALLBACKS_PATH = "/platform/v1/ens-callbacks"
+ENS_VERIFY_PATH = "/platform/v1/ens-verify"
+ENS_SUBSCRIPTIONS_PATH = "/platform/v1/ens-subscriptions"
+_ENS_CALLBACK_PATH = re.compile(r"^/platform/v1/ens-callbacks/([^/]+)$")
+_ENS_SUBSCRIPTION_PATH = re.compile(r"^/platform/v1/ens-subscriptions/([^/]+)$")
+_ENS_SUBSCRIPTIONS_BY_CB_PATH = re.compile(r"^/platform/v1/ens-subscriptions-by-cb/([^/]+)$")
+ENS_MIN_BATCH, ENS_MAX_BATCH = 100, 1000
+ENS_MAX_SUBSCRIPTIONS_PER_CALLBACK = 200
+# Fully qualified event types are NotificationEventCategory.NotificationEventType.
+_ENS_EVENT_TYPE = re.compile(r"^[A-Za-z]+\.[A-Za-z]+$")
+_ENS_FILTER = re.compile(r"^([A-Za-z_][\w]*)=(.*)$", re.DOTALL)
 _FILTER_OPS: dict[str, Callable[[str, str], bool]] = {
     "eq": lambda a, b: a == b,
     "ne": lambda a, b: a != b,
@@ -76,6 +100,11 @@ class SandboxConfig:
     latency_ms: int = 0  # added before every MC endpoint response
     fail_rate: float = 0.0  # fraction of non-token REST calls answered with a random 500
     seed: int | None = None
+    # Real ENS only accepts https://host[/path] callback URLs (no port, no query). Tests and
+    # `make run` use http://127.0.0.1:<port>, so that is allowed unless this is switched off.
+    allow_insecure_callbacks: bool = True
+    ens_verify_timeout: float = 30.0  # seconds ENS waits for the callback to answer its verification POST
+    ens_delivery_timeout: float = 3.0  # seconds a callback has to answer a notification batch
 
 
 @dataclass
@@ -108,6 +137,55 @@ class _Reply:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     reset: bool = False  # drop the connection without answering
+
+
+@dataclass
+class _EnsCallback:
+    callback_id: str
+    name: str
+    url: str
+    max_batch_size: int
+    signature_key: str
+    verification_key: str
+    verified: bool = False
+
+    def view(self) -> dict[str, Any]:
+        """The callback as GET returns it: never with its signature or verification key."""
+        return {
+            "callbackId": self.callback_id,
+            "callbackName": self.name,
+            "url": self.url,
+            "maxBatchSize": self.max_batch_size,
+            "status": "verified" if self.verified else "unverified",
+            "statusReason": "none" if self.verified else "Awaiting verification",
+        }
+
+
+@dataclass
+class _EnsSubscription:
+    subscription_id: str
+    name: str
+    callback_id: str
+    event_types: list[str]
+    filters: list[str]
+    status: str = "active"
+
+    def matches(self, event: dict[str, Any]) -> bool:
+        """Whether ENS would send ``event`` through this subscription.
+
+        Filters are ``name=value`` pairs that must all hold. The filterable data items Salesforce
+        lists (definitionKey, statusCode, bounceCode, smtpReason) live either on the event or in
+        its ``info``, so both places are looked at.
+        """
+        if self.status != "active" or event.get("eventCategoryType") not in self.event_types:
+            return False
+        info = event.get("info") if isinstance(event.get("info"), dict) else {}
+        for item in self.filters:
+            name, _, expected = item.partition("=")
+            actual = event.get(name, info.get(name))
+            if actual is None or str(actual) != expected:
+                return False
+        return True
 
 
 class _ApiError(Exception):
@@ -199,6 +277,56 @@ def _parse_order(expression: str) -> list[tuple[str, bool]]:
             raise _rest_error(400, 10005, "Invalid value")
         order.append((words[0].lower(), direction == "desc"))
     return order
+
+
+def _post_json(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> tuple[int, str]:
+    """POST ``body`` to ``url``; return (status, reason), with status 0 when no HTTP answer came.
+
+    http.client rather than urllib: urllib raises on non-2xx and follows nothing useful here, and
+    the server module stays free of third-party imports.
+    """
+    parts = urlsplit(url)
+    connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        connection = connection_class(parts.hostname or "", parts.port, timeout=timeout)
+    except ValueError as error:  # e.g. a non-numeric port
+        return 0, str(error)
+    try:
+        connection.request("POST", target, body=body, headers={"Content-Type": "application/json", **headers})
+        response = connection.getresponse()
+        response.read()
+        return response.status, response.reason
+    except TimeoutError:
+        return 0, "Timeout"
+    except (OSError, http.client.HTTPException) as error:
+        return 0, type(error).__name__
+    finally:
+        connection.close()
+
+
+def _callback_url_problem(url: str, insecure_ok: bool) -> str | None:
+    """Why ENS would refuse ``url`` as a callback URL, or None when it is acceptable."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises for a malformed port
+    except ValueError:
+        return "The url must be in the format https://host[/path]"
+    if parts.scheme not in (("https", "http") if insecure_ok else ("https",)) or not parts.hostname:
+        return "The url must be in the format https://host[/path]"
+    # Query strings are refused even in insecure mode: a real tenant never accepts them.
+    if parts.query or parts.fragment or parts.username or parts.password:
+        return "A query string is not supported in the url"
+    if port is not None and not insecure_ok:
+        return "A port is not supported in the url"
+    return None
+
+
+def _ens_string(item: dict[str, Any], name: str) -> str:
+    value = item.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise _rest_error(400, 10002, f"Missing required field: {name}")
+    return value
 
 
 def _positive_int(raw: str | None, default: int) -> int:
@@ -343,6 +471,9 @@ class MarketingCloudSandbox:
         self._faults: list[_Fault] = []
         self._des: dict[str, _DataExtension] = {}
         self._log: list[dict[str, Any]] = []
+        # Insertion-ordered, so "the first verified callback" is the one registered first.
+        self._ens_callbacks: dict[str, _EnsCallback] = {}
+        self._ens_subscriptions: dict[str, _EnsSubscription] = {}
         # Set on stop so injected delays end at once instead of keeping a thread asleep.
         self._stopping = threading.Event()
         self._serving = False
@@ -447,6 +578,13 @@ class MarketingCloudSandbox:
                     raise ValueError("fail_rate must be between 0 and 1")
             elif name == "seed" and value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ValueError("seed must be an integer or null")
+            elif name == "allow_insecure_callbacks":
+                if not isinstance(value, bool):
+                    raise ValueError("allow_insecure_callbacks must be true or false")
+            elif name in ("ens_verify_timeout", "ens_delivery_timeout") and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0
+            ):
+                raise ValueError(f"{name} must be a positive number of seconds")
         with self._lock:
             for name, value in changes.items():
                 setattr(self.config, name, value)
@@ -482,6 +620,92 @@ class MarketingCloudSandbox:
             self._tokens.clear()
             self._faults.clear()
             self._log.clear()
+            self._ens_callbacks.clear()
+            self._ens_subscriptions.clear()
+
+    # -- Event Notification Service ----------------------------------------------------------
+
+    def callbacks(self) -> list[dict[str, Any]]:
+        """Registered ENS callbacks, oldest first, including the keys GET never shows.
+
+        Besides the GET fields each has ``signatureKey``, ``verificationKey`` and ``verified``, so
+        a test can check what the hub stored or verify a callback without a live receiver.
+        """
+        with self._lock:
+            return [
+                {
+                    **callback.view(),
+                    "signatureKey": callback.signature_key,
+                    "verificationKey": callback.verification_key,
+                    "verified": callback.verified,
+                }
+                for callback in self._ens_callbacks.values()
+            ]
+
+    def subscriptions(self) -> list[dict[str, Any]]:
+        """ENS subscriptions, oldest first, as ``GET /platform/v1/ens-subscriptions/{id}`` shows them."""
+        with self._lock:
+            return [self._subscription_view(subscription) for subscription in self._ens_subscriptions.values()]
+
+    def deliver_ens(
+        self,
+        events: list[dict[str, Any]],
+        *,
+        callback_id: str | None = None,
+        signature_key: str | None = None,
+        tamper: bool = False,
+    ) -> list[int]:
+        """Send ``events`` to a callback as ENS does and return the HTTP status of each batch POST.
+
+        Without ``callback_id`` the target is the first verified callback (in registration order)
+        with an active subscription matching any of the events, and only the events its
+        subscriptions cover (event type and filters) are sent, like real ENS; if no callback
+        qualifies nothing is sent and ``[]`` is returned. With ``callback_id`` every event goes to
+        that callback, verified or not, which is a test override ENS itself never does.
+
+        Events keep their order and are split into batches of the callback's ``maxBatchSize``.
+        Each batch is signed with the callback's signature key, or ``signature_key`` if given;
+        ``tamper`` sends a well-formed but wrong signature. A status of 0 means no HTTP answer
+        (connection refused, or none within ``ens_delivery_timeout`` -- ENS's 3 s limit). Failed
+        batches are not retried: ENS would retry three times, but tests want each POST visible.
+        """
+        if not isinstance(events, list) or not all(
+            isinstance(event, dict) and isinstance(event.get("eventCategoryType"), str) for event in events
+        ):
+            raise ValueError("events must be a list of objects, each with an eventCategoryType")
+        with self._lock:
+            timeout = self.config.ens_delivery_timeout
+            if callback_id is not None:
+                target = self._ens_callbacks.get(callback_id)
+                if target is None:
+                    raise ValueError(f"no ENS callback with id {callback_id!r}")
+                selected = list(events)
+            else:
+                target, selected = None, []
+                for callback in self._ens_callbacks.values():
+                    if not callback.verified:
+                        continue
+                    subscriptions = [
+                        s for s in self._ens_subscriptions.values() if s.callback_id == callback.callback_id
+                    ]
+                    selected = [event for event in events if any(s.matches(event) for s in subscriptions)]
+                    if selected:
+                        target = callback
+                        break
+                if target is None:
+                    return []
+            url, batch_size = target.url, target.max_batch_size
+            key = signature_key if signature_key is not None else target.signature_key
+        statuses = []
+        # Sent outside the lock: the hub's callback may well call back into the sandbox meanwhile.
+        for start in range(0, len(selected), batch_size):
+            body = encode_batch(selected[start : start + batch_size])
+            signature = sign_ens(body, key)
+            if tamper:
+                signature = tamper_signature(signature)
+            status, _ = _post_json(url, body, {SIGNATURE_HEADER: signature}, timeout)
+            statuses.append(status)
+        return statuses
 
     # -- request handling --------------------------------------------------------------------
 
@@ -561,6 +785,27 @@ class MarketingCloudSandbox:
             (_ROW_PATH, {"PUT": lambda m: self._put_row(m, body)}),
             (_ROWSET_PATH, {"POST": lambda m: self._post_rowset(m, body)}),
             (_QUERY_PATH, {"GET": lambda m: self._get_rowset(m, path, query)}),
+            (
+                ENS_CALLBACKS_PATH,
+                {"POST": lambda m: self._ens_create_callbacks(body), "GET": lambda m: self._ens_list_callbacks()},
+            ),
+            (
+                _ENS_CALLBACK_PATH,
+                {"GET": lambda m: self._ens_get_callback(m), "DELETE": lambda m: self._ens_delete_callback(m)},
+            ),
+            (ENS_VERIFY_PATH, {"POST": lambda m: self._ens_verify(body)}),
+            (
+                ENS_SUBSCRIPTIONS_PATH,
+                {
+                    "POST": lambda m: self._ens_create_subscriptions(body),
+                    "GET": lambda m: _Reply(200, self.subscriptions()),
+                },
+            ),
+            (
+                _ENS_SUBSCRIPTION_PATH,
+                {"GET": lambda m: self._ens_get_subscription(m), "DELETE": lambda m: self._ens_delete_subscription(m)},
+            ),
+            (_ENS_SUBSCRIPTIONS_BY_CB_PATH, {"GET": lambda m: self._ens_subscriptions_by_callback(m)}),
         ]
         for pattern, methods in routes:
             match = (path == pattern) if isinstance(pattern, str) else pattern.match(path)
@@ -726,6 +971,233 @@ class MarketingCloudSandbox:
             },
         )
 
+    # -- ENS endpoints -----------------------------------------------------------------------
+
+    def _ens_create_callbacks(self, body: bytes) -> _Reply:
+        items = _parse_json(body)
+        if not isinstance(items, list) or not items:
+            raise _rest_error(400, 10004, "Invalid message format")
+        with self._lock:
+            insecure_ok = self.config.allow_insecure_callbacks
+            probe_timeout = self.config.ens_verify_timeout
+        requested = []
+        for item in items:
+            if not isinstance(item, dict):
+                raise _rest_error(400, 10004, "Invalid message format")
+            name = _ens_string(item, "callbackName")
+            url = _ens_string(item, "url")
+            problem = _callback_url_problem(url, insecure_ok)
+            if problem is not None:
+                raise _rest_error(400, 10005, problem)
+            size = item.get("maxBatchSize")
+            if size is None:
+                size = ENS_MAX_BATCH
+            elif isinstance(size, bool) or not isinstance(size, int) or not ENS_MIN_BATCH <= size <= ENS_MAX_BATCH:
+                raise _rest_error(400, 10005, "maxBatchSize must be at least 100 and no more than 1,000")
+            # The verification key has the format of the documented example: 32 random bytes, base64.
+            requested.append(_EnsCallback(str(uuid.uuid4()), name, url, size, new_signature_key(), new_signature_key()))
+        ids = {callback.callback_id for callback in requested}
+        with self._lock:
+            urls = [callback.url for callback in requested]
+            taken = {callback.url for callback in self._ens_callbacks.values()}
+            if len(set(urls)) != len(urls) or taken.intersection(urls):
+                raise _rest_error(400, 10005, "The url is already registered as a callback")
+            # Stored before the probe so a hub that calls ens-verify from inside its answer to the
+            # verification POST (as Salesforce suggests) finds the callback.
+            for callback in requested:
+                self._ens_callbacks[callback.callback_id] = callback
+        for callback in requested:
+            challenge = {"callbackId": callback.callback_id, "verificationKey": callback.verification_key}
+            # Outside the lock: the receiver may take up to 30 s, and may call the sandbox meanwhile.
+            status, reason = _post_json(callback.url, json.dumps(challenge).encode("utf-8"), {}, probe_timeout)
+            # Salesforce: anything but 200 OK (or no answer within 30 s) fails the creation with 400.
+            if status != 200:
+                with self._lock:
+                    for callback_id in ids:
+                        self._ens_callbacks.pop(callback_id, None)
+                    for subscription in list(self._ens_subscriptions.values()):
+                        if subscription.callback_id in ids:
+                            del self._ens_subscriptions[subscription.subscription_id]
+                detail = f"{status} {reason}".strip() if status else reason
+                raise _rest_error(
+                    400,
+                    10005,
+                    "Callback verification failed: MCMS_UWH_Runtime_GeneralFailure_probeCallbackLiveness: "
+                    f"CallbackId is {callback.callback_id}. Could not verify callback url '{callback.url}'. Please "
+                    "test that the url is reachable with a POST call and returns a 200 http status code. "
+                    f"Status: {detail}",
+                )
+        return _Reply(
+            201,
+            [
+                {
+                    "callbackName": callback.name,
+                    "callbackId": callback.callback_id,
+                    "url": callback.url,
+                    # The only time ENS ever discloses the signature key.
+                    "signatureKey": callback.signature_key,
+                    "maxBatchSize": callback.max_batch_size,
+                }
+                for callback in requested
+            ],
+        )
+
+    def _ens_list_callbacks(self) -> _Reply:
+        with self._lock:
+            return _Reply(200, [callback.view() for callback in self._ens_callbacks.values()])
+
+    def _ens_callback(self, match: re.Match[str]) -> _EnsCallback:
+        """The callback named in the path; the caller holds the lock."""
+        callback = self._ens_callbacks.get(unquote(match.group(1)))
+        if callback is None:
+            raise _rest_error(404, 404, "Callback ID doesn't exist")
+        return callback
+
+    def _ens_get_callback(self, match: re.Match[str]) -> _Reply:
+        with self._lock:
+            return _Reply(200, self._ens_callback(match).view())
+
+    def _ens_delete_callback(self, match: re.Match[str]) -> _Reply:
+        with self._lock:
+            callback = self._ens_callback(match)
+            if any(s.callback_id == callback.callback_id for s in self._ens_subscriptions.values()):
+                raise _rest_error(
+                    409,
+                    409,
+                    "Subscriptions exist for the callback. Delete all subscriptions for the callback before "
+                    "deleting the callback.",
+                )
+            del self._ens_callbacks[callback.callback_id]
+        # Salesforce documents no body for this 200.
+        return _Reply(200)
+
+    def _ens_verify(self, body: bytes) -> _Reply:
+        data = _parse_json(body)
+        if not isinstance(data, dict):
+            raise _rest_error(400, 10004, "Invalid message format")
+        callback_id = _ens_string(data, "callbackId")
+        key = _ens_string(data, "verificationKey")
+        with self._lock:
+            callback = self._ens_callbacks.get(callback_id)
+            # Salesforce answers a wrong callback ID or verification key with 404, not 400.
+            if callback is None or not secrets.compare_digest(key.encode(), callback.verification_key.encode()):
+                raise _rest_error(404, 404, "Incorrect callback ID, verification key, or both")
+            # Verifying again with the same key succeeds again, so a hub retrying after a lost
+            # response is not punished; Salesforce documents no body, the callback view is a bonus.
+            callback.verified = True
+            return _Reply(200, callback.view())
+
+    def _ens_create_subscriptions(self, body: bytes) -> _Reply:
+        items = _parse_json(body)
+        if not isinstance(items, list) or not items:
+            raise _rest_error(400, 10004, "Invalid message format")
+        wanted = []
+        for item in items:
+            if not isinstance(item, dict):
+                raise _rest_error(400, 10004, "Invalid message format")
+            name = _ens_string(item, "subscriptionName")
+            callback_id = _ens_string(item, "callbackId")
+            types = item.get("eventCategoryTypes")
+            if not isinstance(types, list) or not types:
+                raise _rest_error(400, 10002, "Missing required field: eventCategoryTypes")
+            if not all(isinstance(t, str) and _ENS_EVENT_TYPE.match(t) for t in types):
+                raise _rest_error(
+                    400, 10005, "eventCategoryTypes must be NotificationEventCategory.NotificationEventType values"
+                )
+            filters = item.get("filters")
+            filters = [] if filters is None else filters
+            if not isinstance(filters, list) or not all(isinstance(f, str) and _ENS_FILTER.match(f) for f in filters):
+                raise _rest_error(400, 10005, "filters must be a list of name=value strings")
+            wanted.append(_EnsSubscription(str(uuid.uuid4()), name, callback_id, list(dict.fromkeys(types)), filters))
+        if len({subscription.name for subscription in wanted}) != len(wanted):
+            raise _rest_error(400, 10005, "subscriptionName must be unique")
+        with self._lock:
+            by_name = {subscription.name: subscription for subscription in self._ens_subscriptions.values()}
+            result, new = [], []
+            for subscription in wanted:
+                callback = self._ens_callbacks.get(subscription.callback_id)
+                if callback is None:
+                    raise _rest_error(404, 404, "Callback ID doesn't exist")
+                if not callback.verified:
+                    raise _rest_error(400, 10005, "The callback must be verified before a subscription can use it")
+                existing = by_name.get(subscription.name)
+                if existing is not None:
+                    same = (existing.callback_id, existing.event_types, existing.filters)
+                    if same != (subscription.callback_id, subscription.event_types, subscription.filters):
+                        raise _rest_error(400, 10005, "subscriptionName must be unique")
+                    result.append(existing)
+                    continue
+                siblings = [*self._ens_subscriptions.values(), *new]
+                in_use = sum(1 for s in siblings if s.callback_id == callback.callback_id)
+                if in_use >= ENS_MAX_SUBSCRIPTIONS_PER_CALLBACK:
+                    raise _rest_error(400, 10005, "A callback can have at most 200 subscriptions")
+                new.append(subscription)
+                result.append(subscription)
+            if not new:
+                # Salesforce: "304 No Change - Subscription already exists on the server".
+                return _Reply(304)
+            for subscription in new:
+                self._ens_subscriptions[subscription.subscription_id] = subscription
+            return _Reply(
+                201,
+                [
+                    {
+                        "callbackId": subscription.callback_id,
+                        "callbackName": self._ens_callbacks[subscription.callback_id].name,
+                        "subscriptionName": subscription.name,
+                        "eventCategoryTypes": list(subscription.event_types),
+                        "subscriptionId": subscription.subscription_id,
+                        "filters": list(subscription.filters),
+                        "status": subscription.status,
+                    }
+                    for subscription in result
+                ],
+            )
+
+    def _subscription_view(self, subscription: _EnsSubscription) -> dict[str, Any]:
+        """The subscription as GET returns it; the caller holds the lock."""
+        callback = self._ens_callbacks.get(subscription.callback_id)
+        return {
+            "callbackId": subscription.callback_id,
+            "callbackName": callback.name if callback else "",
+            "url": callback.url if callback else "",
+            "maxBatchSize": callback.max_batch_size if callback else ENS_MAX_BATCH,
+            "subscriptionId": subscription.subscription_id,
+            "subscriptionName": subscription.name,
+            "eventCategoryTypes": list(subscription.event_types),
+            "filters": list(subscription.filters),
+            "status": subscription.status,
+            "statusReason": "none",
+        }
+
+    def _ens_subscription(self, match: re.Match[str]) -> _EnsSubscription:
+        """The subscription named in the path; the caller holds the lock."""
+        subscription = self._ens_subscriptions.get(unquote(match.group(1)))
+        if subscription is None:
+            raise _rest_error(404, 404, "Subscription ID doesn't exist")
+        return subscription
+
+    def _ens_get_subscription(self, match: re.Match[str]) -> _Reply:
+        with self._lock:
+            return _Reply(200, self._subscription_view(self._ens_subscription(match)))
+
+    def _ens_delete_subscription(self, match: re.Match[str]) -> _Reply:
+        with self._lock:
+            del self._ens_subscriptions[self._ens_subscription(match).subscription_id]
+        return _Reply(200)
+
+    def _ens_subscriptions_by_callback(self, match: re.Match[str]) -> _Reply:
+        with self._lock:
+            callback = self._ens_callback(match)
+            return _Reply(
+                200,
+                [
+                    self._subscription_view(subscription)
+                    for subscription in self._ens_subscriptions.values()
+                    if subscription.callback_id == callback.callback_id
+                ],
+            )
+
     # -- control endpoints -------------------------------------------------------------------
 
     def _control(self, method: str, sub_path: str, body: bytes) -> _Reply:
@@ -776,6 +1248,26 @@ class MarketingCloudSandbox:
             return _Reply(200, self._public_config())
         if sub_path == "/health" and method == "GET":
             return _Reply(200, {"ok": True})
+        if sub_path == "/ens/deliver" and method == "POST":
+            data = payload()
+            callback_id, signature_key, tamper = data.get("callbackId"), data.get("signatureKey"), data.get("tamper")
+            if callback_id is not None and not isinstance(callback_id, str):
+                raise invalid(ValueError("callbackId must be a string"))
+            if signature_key is not None and not isinstance(signature_key, str):
+                raise invalid(ValueError("signatureKey must be a string"))
+            if tamper is not None and not isinstance(tamper, bool):
+                raise invalid(ValueError("tamper must be true or false"))
+            try:
+                statuses = self.deliver_ens(
+                    data.get("events"), callback_id=callback_id, signature_key=signature_key, tamper=bool(tamper)
+                )
+            except ValueError as error:
+                raise invalid(error) from None
+            return _Reply(200, {"statuses": statuses})
+        if sub_path == "/ens/callbacks" and method == "GET":
+            return _Reply(200, self.callbacks())
+        if sub_path == "/ens/subscriptions" and method == "GET":
+            return _Reply(200, self.subscriptions())
         raise _rest_error(404, 404, "Not Found", "")
 
     def _public_config(self) -> dict[str, Any]:

@@ -1,0 +1,166 @@
+"""Write-back at volume: rowset batches of at most 50, coalescing, shared pause, circuit breaker."""
+
+from __future__ import annotations
+
+import pytest
+
+from customers.models import CrossReference, Individual
+from integrations import connector
+from integrations.choices import MARKETING_CLOUD, EventStatus, RunStatus
+from integrations.intake import AcceptedEvent, store_events
+from integrations.marketing_cloud.mapping import subscriber_to_cim
+from integrations.models import ConnectorState, InboundEvent, SyncRun
+from tests.conftest import subscriber
+from tests.queue import queued_tasks, run_queued
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+FLUSH = "integrations.marketing_cloud.writeback.flush_writebacks"
+PROCESS = "integrations.process.process_event"
+
+
+def store(n: int, *, start: int = 0, **extra: str) -> None:
+    for i in range(start, start + n):
+        args = subscriber(key=f"SK-{i:04d}", email=f"p{i}@example.com", **extra)
+        store_events(
+            [
+                AcceptedEvent(
+                    channel="mc_journey",
+                    system=MARKETING_CLOUD,
+                    external_id=args["SubscriberKey"],
+                    idempotency_key=f"k-{i}-{args['ModifiedDate']}",
+                    raw_body=b"{}",
+                    headers={},
+                    content_type="application/jwt",
+                    payload={},
+                    individual_cim=subscriber_to_cim(args),
+                )
+            ]
+        )
+
+
+def process_only() -> None:
+    """Run the queued process_event tasks, leaving the write-back flushes queued."""
+    for task in queued_tasks():
+        if task["func"] == PROCESS:
+            task["row"].delete()
+            from integrations.process import process_event
+
+            process_event(*task["args"])
+
+
+def test_piled_up_write_backs_go_out_in_rowsets_of_at_most_50(sandbox):
+    store(120)
+    process_only()
+    run_queued()
+    assert sandbox.count("POST", "/hub/v1/dataevents/key:Individual/rowset") == 3
+    assert sandbox.count("PUT", "/hub/v1/dataevents") == 0
+    assert sandbox.count("POST", "/v2/token") == 1
+    rows = sandbox.rows("Individual")
+    assert len(rows) == 120
+    for xref in CrossReference.objects.select_related("individual"):
+        assert rows[xref.external_id]["GlobalPartyId"] == xref.individual.master_id
+        assert xref.writeback_state == "written" and xref.written_at
+    assert set(SyncRun.objects.values_list("status", flat=True)) == {RunStatus.SUCCEEDED}
+    assert set(InboundEvent.objects.values_list("status", flat=True)) == {EventStatus.SYNCED}
+    step = (
+        SyncRun.objects.order_by("id").first().steps.get(name="write back master ID", outcome="ok", data__batchSize=50)
+    )
+    assert "rowset of 50" in step.detail
+
+
+def test_several_updates_for_one_subscriber_coalesce_into_one_row(sandbox):
+    for day in range(1, 5):
+        store(1, ModifiedDate=f"2026-11-0{day}T00:00:00Z")
+    process_only()
+    run_queued()
+    assert sandbox.count("PUT", "/hub/v1/dataevents") + sandbox.count("POST", "/hub/v1/dataevents") == 1
+    assert SyncRun.objects.filter(status=RunStatus.SUCCEEDED).count() == 4
+
+
+def test_a_bad_row_in_a_batch_fails_alone(sandbox):
+    store(5)
+    process_only()
+    sandbox.inject("400", path_contains="/rowset")  # the batch is refused ...
+    sandbox.inject("400", path_contains="SubscriberKey:SK-0002")  # ... because of this row
+    run_queued()
+    states = dict(CrossReference.objects.values_list("external_id", "writeback_state"))
+    assert states.pop("SK-0002") == "failed"
+    assert set(states.values()) == {"written"}
+    assert SyncRun.objects.filter(status=RunStatus.DEAD).count() == 1
+
+
+def test_throttling_pauses_every_worker_until_retry_after(sandbox):
+    store(2)
+    process_only()
+    sandbox.inject("429", retry_after=30)
+    run_queued(include_delayed=False)  # the flush is throttled; the retry waits
+    state = ConnectorState.objects.get(system=MARKETING_CLOUD)
+    assert state.paused_until is not None and state.breaker_state == "closed"
+    gate = connector.check_gate(MARKETING_CLOUD)
+    assert not gate.allowed and gate.wait > 25 and gate.reason.startswith("paused")
+    # A flush started by any other worker now defers instead of calling.
+    from integrations.marketing_cloud.writeback import flush_writebacks
+
+    calls = len(sandbox.requests_log())
+    assert flush_writebacks().startswith("deferred")
+    assert len(sandbox.requests_log()) == calls
+    run_queued()  # after the pause
+    assert set(CrossReference.objects.values_list("writeback_state", flat=True)) == {"written"}
+
+
+def test_circuit_breaker_opens_after_consecutive_failures_then_probes_and_closes(sandbox, settings):
+    settings.WRITEBACK_MAX_ATTEMPTS = 20
+    store(3)
+    process_only()
+    sandbox.inject("503", count=connector.BREAKER_THRESHOLD)
+    for _ in range(60):  # retries come due one after another until the breaker opens
+        run_queued(limit=1)
+        state = ConnectorState.objects.get(system=MARKETING_CLOUD)
+        if state.breaker_state == "open":
+            break
+    assert state.breaker_state == "open" and state.consecutive_failures == connector.BREAKER_THRESHOLD
+    calls = sandbox.count("POST", "/hub/v1/dataevents") + sandbox.count("PUT", "/hub/v1/dataevents")
+    assert calls == connector.BREAKER_THRESHOLD
+    from integrations.marketing_cloud.writeback import flush_writebacks
+
+    calls = len(sandbox.requests_log())
+    assert "circuit breaker open" in flush_writebacks()
+    assert len(sandbox.requests_log()) == calls
+    run_queued()  # cooldown passes; one probe row, then the rest
+    state.refresh_from_db()
+    assert state.breaker_state == "closed" and state.consecutive_failures == 0
+    assert set(CrossReference.objects.values_list("writeback_state", flat=True)) == {"written"}
+
+
+def test_a_failed_probe_reopens_the_breaker_for_longer(sandbox):
+    for _ in range(connector.BREAKER_THRESHOLD):
+        connector.record_failure(MARKETING_CLOUD, "boom")
+    state = ConnectorState.objects.get(system=MARKETING_CLOUD)
+    first_cooldown = (state.open_until - state.opened_at).total_seconds()
+    state.open_until = state.opened_at  # cooldown over
+    state.save()
+    assert connector.check_gate(MARKETING_CLOUD).probe
+    assert not connector.check_gate(MARKETING_CLOUD).allowed  # one probe at a time
+    connector.record_failure(MARKETING_CLOUD, "still down")
+    state.refresh_from_db()
+    assert state.breaker_state == "open"
+    assert (state.open_until - state.opened_at).total_seconds() == 2 * first_cooldown
+
+
+def test_health_shows_the_breaker(client, sandbox):
+    for _ in range(connector.BREAKER_THRESHOLD):
+        connector.record_failure(MARKETING_CLOUD, "boom")
+    body = client.get("/api/health").json()
+    assert body["connectors"][0]["system"] == MARKETING_CLOUD
+    assert body["connectors"][0]["breaker"] == "open"
+
+
+def test_write_back_state_is_in_the_api(api, journey, sandbox):
+    sandbox.inject("403")
+    journey.execute(subscriber())
+    run_queued()
+    master_id = Individual.objects.get().master_id
+    body = api.get(f"{api.base_url}/api/v1/individuals/{master_id}", timeout=10).json()
+    writeback = body["externalIds"][0]["writeback"]
+    assert writeback["state"] == "failed" and "Insufficient privileges" in writeback["error"]
