@@ -3,10 +3,20 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
 from integrations.api.views import EventsView, HealthView, SyncRunDetailView
+from integrations.marketing_cloud import activity
 from integrations.marketing_cloud.views import JourneyExecuteView
+
+journey_activity = [
+    path("config.json", activity.config_json, name="mc-activity-config"),
+    path("index.html", activity.configuration_page, name="mc-activity-page"),
+    path("", activity.configuration_page, name="mc-activity-root"),
+    path("icon.svg", activity.icon, name="mc-activity-icon"),
+    path("<str:action>", activity.lifecycle, name="mc-activity-lifecycle"),
+]
 
 api_v1 = [
     path("marketing-cloud/journey/execute", JourneyExecuteView.as_view(), name="mc-journey-execute"),
+    path("marketing-cloud/journey/", include(journey_activity)),
     path("events", EventsView.as_view(), name="events"),
     path("sync-runs/<int:pk>", SyncRunDetailView.as_view(), name="sync-run-detail"),
     path("", include("customers.api.urls")),

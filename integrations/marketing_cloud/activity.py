@@ -1,0 +1,169 @@
+"""The Journey Builder custom activity, installable: config.json, its page, lifecycle calls.
+
+Journey Builder loads a custom activity from the endpoint URL of an installed
+package's "Journey Builder Activity" component: it reads ``config.json`` there and
+shows ``index.html`` in an iframe while a marketer configures the activity. On
+save, publish, validate and stop it calls the lifecycle URLs (JWT-signed, like the
+execute call), and while a journey runs it calls ``execute`` once per contact.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import jwt
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from integrations.bodies import BodyTooLarge, read_body
+from integrations.marketing_cloud.mapping import IN_ARGUMENTS
+from integrations.marketing_cloud.views import JOURNEY_MAX_BODY, verify_journey_jwt
+
+logger = logging.getLogger(__name__)
+
+LIFECYCLE_ACTIONS = ("save", "publish", "validate", "stop")
+# Journey Builder: timeout in ms (min 1,000, max 100,000); retryCount applies to 5xx and network errors.
+EXECUTE_TIMEOUT_MS = 20000
+EXECUTE_RETRY_COUNT = 5
+EXECUTE_RETRY_DELAY_MS = 10000
+CONCURRENT_REQUESTS = 5
+
+
+def in_argument_bindings(de_name: str) -> list[dict[str, str]]:
+    """Data bindings for our in-arguments: the contact key, the entry email, and the data extension's columns."""
+    bindings: list[dict[str, str]] = []
+    for name in IN_ARGUMENTS:
+        if name == "SubscriberKey":
+            value = "{{Contact.Key}}"
+        elif name == "EmailAddress":
+            value = "{{InteractionDefaults.Email}}"
+        else:
+            value = "{{Contact.Attribute.\"" + de_name + "\"." + name + "}}"
+        bindings.append({name: value})
+    return bindings
+
+
+def activity_config(base_url: str) -> dict[str, Any]:
+    base = base_url.rstrip("/")
+    lifecycle = {action: {"url": f"{base}/{action}", "useJwt": True} for action in LIFECYCLE_ACTIONS}
+    return {
+        "workflowApiVersion": "1.1",
+        "metaData": {"icon": f"{base}/icon.svg", "category": "customer", "isConfigured": True, "configOnDrop": False},
+        "type": "REST",
+        "lang": {
+            "en-US": {
+                "name": "Customer hub: golden record",
+                "description": "Sends the contact to the customer hub, which links it to its golden record and "
+                "writes the master ID back to the data extension.",
+            }
+        },
+        "arguments": {
+            "execute": {
+                "inArguments": in_argument_bindings(settings.MC_DE_KEY),
+                "outArguments": [],
+                "url": f"{base}/execute",
+                "verb": "POST",
+                "format": "json",
+                "useJwt": True,
+                "timeout": EXECUTE_TIMEOUT_MS,
+                "retryCount": EXECUTE_RETRY_COUNT,
+                "retryDelay": EXECUTE_RETRY_DELAY_MS,
+                "concurrentRequests": CONCURRENT_REQUESTS,
+            }
+        },
+        "configurationArguments": lifecycle,
+        "wizardSteps": [{"label": "Customer hub", "key": "hub"}],
+        "userInterfaces": {"configModal": {"height": 360, "width": 640, "fullscreen": False}},
+        "schema": {
+            "arguments": {
+                "execute": {
+                    "inArguments": [
+                        {
+                            name: {
+                                "dataType": "Email" if name == "EmailAddress" else "Text",
+                                "direction": "in",
+                                "isNullable": name not in ("SubscriberKey", "EmailAddress"),
+                                "access": "visible",
+                            }
+                        }
+                        for name in IN_ARGUMENTS
+                    ],
+                    "outArguments": [],
+                }
+            }
+        },
+    }
+
+
+def _activity_base(request: HttpRequest) -> str:
+    # Journey Builder only loads activities over HTTPS; behind a TLS proxy the request says http.
+    url = request.build_absolute_uri("/api/v1/marketing-cloud/journey")
+    if not settings.DEBUG and url.startswith("http://"):
+        url = "https://" + url[len("http://") :]
+    return url
+
+
+@require_GET
+def config_json(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(activity_config(_activity_base(request)))
+
+
+@require_GET
+def configuration_page(request: HttpRequest) -> HttpResponse:
+    config = activity_config(_activity_base(request))
+    response = render(
+        request,
+        "marketing_cloud/activity.html",
+        {
+            "in_arguments": [next(iter(item.items())) for item in config["arguments"]["execute"]["inArguments"]],
+            "de_key": settings.MC_DE_KEY,
+            "master_id_field": settings.MC_MASTER_ID_FIELD,
+            "execute_url": config["arguments"]["execute"]["url"],
+        },
+    )
+    # Journey Builder shows this page in an iframe on its own origin.
+    response.headers["Content-Security-Policy"] = (
+        "frame-ancestors https://*.exacttarget.com https://*.marketingcloudapps.com; "
+        "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; style-src 'unsafe-inline'"
+    )
+    response.xframe_options_exempt = True
+    return response
+
+
+@require_GET
+def icon(request: HttpRequest) -> HttpResponse:
+    svg = (
+        '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 40 40"><circle cx="20" cy="20" r="18" '
+        'fill="#0b5cab"/><circle cx="20" cy="15" r="6" fill="#fff"/><path d="M8 32c2-7 7-10 12-10s10 3 12 10" '
+        'fill="#fff"/></svg>'
+    )
+    return HttpResponse(svg, content_type="image/svg+xml")
+
+
+@csrf_exempt
+@require_POST
+def lifecycle(request: HttpRequest, action: str) -> JsonResponse:
+    """save / publish / validate / stop: verified like execute, acknowledged with 200."""
+    if action not in LIFECYCLE_ACTIONS:
+        return JsonResponse({"title": "Not found", "status": 404}, status=404)
+    try:
+        body = read_body(request, JOURNEY_MAX_BODY)
+    except BodyTooLarge:
+        return JsonResponse({"title": "Body too large", "status": 413}, status=413)
+    try:
+        claims = verify_journey_jwt(body.strip(), settings.MC_JWT_SECRET)
+    except jwt.InvalidTokenError:
+        response = JsonResponse({"type": "about:blank", "title": "Invalid token", "status": 401}, status=401)
+        response["Content-Type"] = "application/problem+json"
+        return response
+    logger.info(
+        "journey activity %s: journey %s activity %s",
+        action,
+        claims.get("journeyId") or claims.get("originalDefinitionId") or "-",
+        claims.get("activityObjectID") or claims.get("activityId") or "-",
+    )
+    return JsonResponse({"success": True})
