@@ -268,6 +268,8 @@ def upsert_cross_reference(
         xref.individual = individual
     xref.last_seen_at = now
     xref.source_payload = source.raw
+    if source.system_id:
+        xref.system_record_id = source.system_id[:64]
     if source_status:
         xref.source_status = source_status
     if source_modified_at and (xref.source_modified_at is None or source_modified_at > xref.source_modified_at):
@@ -338,6 +340,33 @@ def defer_writeback(xref: CrossReference, *, due_at: dt.datetime, error: str) ->
     xref.writeback_due_at = due_at
     xref.writeback_error = error[:2000]
     xref.save(update_fields=["writeback_attempts", "writeback_due_at", "writeback_error", "updated_at"])
+
+
+def set_do_not_market(
+    individual: Individual, *, since: dt.datetime, source: str, actor: str, actor_user: Any = None
+) -> bool:
+    """Record an opt-out on the golden record (CIM doNotMarketFromUpdateDate); True when it changed.
+
+    The earliest opt-out wins: a later repeat of the same unsubscribe changes nothing.
+    """
+    _require_atomic()
+    if individual.do_not_market_since is not None and individual.do_not_market_since <= since:
+        return False
+    before = {"do_not_market_since": individual.do_not_market_since, "consent_source": individual.consent_source}
+    individual.do_not_market_since = since
+    individual.consent_source = source[:40]
+    individual.save(update_fields=["do_not_market_since", "consent_source", "updated_at"])
+    record_history(
+        individual=individual,
+        master_id=individual.master_id,
+        action=HistoryAction.CONSENT,
+        obj=individual,
+        actor=actor,
+        actor_user=actor_user,
+        before=before,
+        after={"do_not_market_since": since, "consent_source": individual.consent_source},
+    )
+    return True
 
 
 @transaction.atomic

@@ -86,6 +86,9 @@ class CrossReference(models.Model):
     individual = models.ForeignKey(Individual, on_delete=models.PROTECT, related_name="cross_references")
     system = models.CharField(max_length=40)
     external_id = models.CharField(max_length=255)
+    # The source's own internal ID of the record (CIM ``id``), e.g. Marketing Cloud's numeric
+    # SubscriberID, which its engagement events use instead of the SubscriberKey.
+    system_record_id = models.CharField(max_length=64, blank=True)
     status = models.CharField(max_length=10, choices=CrossReferenceStatus.choices, default=CrossReferenceStatus.VALID)
     # The source's own status of the record, e.g. Marketing Cloud's Active / Unsubscribed.
     source_status = models.CharField(max_length=40, blank=True)
@@ -113,6 +116,7 @@ class CrossReference(models.Model):
         ]
         indexes = [
             models.Index(fields=["writeback_state", "system"], name="xref_writeback_idx"),
+            models.Index(fields=["system", "system_record_id"], name="xref_system_record_idx"),
             models.Index(
                 fields=["system", "writeback_due_at"],
                 condition=models.Q(writeback_state="pending"),

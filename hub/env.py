@@ -41,6 +41,7 @@ KNOWN_NAMES: frozenset[str] = frozenset(
         "MC_DE_PRIMARY_KEY",
         "MC_MASTER_ID_FIELD",
         "MC_HTTP_TIMEOUT",
+        "MC_ENS_SIGNATURE_KEY",
         "MC_SANDBOX_PORT",
     }
 )

@@ -207,6 +207,8 @@ MC_JWT_SECRET = env_str("MC_JWT_SECRET")
 MC_DE_KEY = env_str("MC_DE_KEY", "Individual")
 MC_DE_PRIMARY_KEY = env_str("MC_DE_PRIMARY_KEY", "SubscriberKey")
 MC_MASTER_ID_FIELD = env_str("MC_MASTER_ID_FIELD", "GlobalPartyId")
+# Verifies ENS notification batches; else the key stored by `manage.py mc_ens_register`.
+MC_ENS_SIGNATURE_KEY = env_str("MC_ENS_SIGNATURE_KEY")
 MC_HTTP_TIMEOUT = env_float("MC_HTTP_TIMEOUT", 15.0, minimum=0.1)
 if MC_HTTP_TIMEOUT * 2 >= Q_TIMEOUT:
     raise ImproperlyConfigured("MC_HTTP_TIMEOUT must be under half of HUB_Q_TIMEOUT.")

@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 from integrations.api.views import EventsView, HealthView, SyncRunDetailView
 from integrations.marketing_cloud import activity
+from integrations.marketing_cloud.ens import EnsCallbackView
 from integrations.marketing_cloud.views import JourneyExecuteView
 
 journey_activity = [
@@ -17,6 +18,7 @@ journey_activity = [
 api_v1 = [
     path("marketing-cloud/journey/execute", JourneyExecuteView.as_view(), name="mc-journey-execute"),
     path("marketing-cloud/journey/", include(journey_activity)),
+    path("marketing-cloud/ens", EnsCallbackView.as_view(), name="mc-ens"),
     path("events", EventsView.as_view(), name="events"),
     path("sync-runs/<int:pk>", SyncRunDetailView.as_view(), name="sync-run-detail"),
     path("", include("customers.api.urls")),

@@ -42,7 +42,7 @@ def in_argument_bindings(de_name: str) -> list[dict[str, str]]:
         elif name == "EmailAddress":
             value = "{{InteractionDefaults.Email}}"
         else:
-            value = "{{Contact.Attribute.\"" + de_name + "\"." + name + "}}"
+            value = '{{Contact.Attribute."' + de_name + '".' + name + "}}"
         bindings.append({name: value})
     return bindings
 

@@ -1,0 +1,44 @@
+"""Admin for ENS callbacks and notifications."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import Count
+from django.http import HttpRequest
+
+from integrations.marketing_cloud.models import EnsCallback, EnsNotification
+
+
+@admin.register(EnsCallback)
+class EnsCallbackAdmin(admin.ModelAdmin):
+    list_display = ["callback_id", "name", "url", "verified_at", "event_types", "created_at"]
+    # The signature and verification keys never leave the database.
+    exclude = ["signature_key", "verification_key"]
+    readonly_fields = ["callback_id", "name", "url", "verified_at", "subscription_id", "event_types", "created_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # created by `manage.py mc_ens_register`
+
+
+@admin.register(EnsNotification)
+class EnsNotificationAdmin(admin.ModelAdmin):
+    list_display = ["id", "received_at", "event_type", "status", "subscriber_id", "master_id", "occurred_at"]
+    list_filter = ["event_type", "status", "received_at"]
+    search_fields = ["=composite_id", "=subscriber_id", "=master_id"]
+    readonly_fields = [f.name for f in EnsNotification._meta.fields]
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        # Counts per event type and status: what ENS sends that we do not act on is visible, not dropped.
+        counts = (
+            EnsNotification.objects.values("event_type", "status")
+            .annotate(n=Count("id"))
+            .order_by("event_type", "status")
+        )
+        extra_context = {**(extra_context or {}), "ens_counts": list(counts)}
+        return super().changelist_view(request, extra_context)

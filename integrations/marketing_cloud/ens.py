@@ -1,0 +1,223 @@
+"""The Event Notification Service callback: unsubscribes (and the rest) from Marketing Cloud.
+
+ENS POSTs JSON arrays of up to 1,000 events, signed in ``x-sfmc-ens-signature``
+(base64 HMAC-SHA256 of the raw body, keyed with the callback's signature key, the
+key's base64 decoded), and wants a 200-204 within 3 seconds, else it retries and
+may suspend the callback. So the view verifies, stores the batch in one insert
+(redeliveries land on the same rows by ``compositeId``), queues one task and
+answers; the task applies the events. Registration starts with ENS POSTing
+``{callbackId, verificationKey}`` here, unsigned: that is stored for
+``manage.py mc_ens_register`` to confirm through ``/platform/v1/ens-verify``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from customers.actions import set_do_not_market
+from customers.choices import ContactPointKind
+from customers.models import ContactPoint, CrossReference, Individual
+from customers.normalize import normalize_email
+from integrations.bodies import read_body_or_problem
+from integrations.choices import MARKETING_CLOUD
+from integrations.marketing_cloud.models import EnsCallback, EnsNotification
+from integrations.problems import problem
+from integrations.queue import enqueue
+
+logger = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "HTTP_X_SFMC_ENS_SIGNATURE"
+EMAIL_UNSUBSCRIBE = "EngagementEvents.EmailUnsubscribe"
+APPLY_TASK = "integrations.marketing_cloud.ens.apply_notifications"
+MAX_BATCH = 1000
+ENS_MAX_BODY = 4 * 1024 * 1024
+
+
+def _key_bytes(signature_key: str) -> bytes | None:
+    try:
+        return base64.b64decode(signature_key, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def signature_keys() -> list[str]:
+    keys = [settings.MC_ENS_SIGNATURE_KEY] if settings.MC_ENS_SIGNATURE_KEY else []
+    keys += list(EnsCallback.objects.exclude(signature_key="").values_list("signature_key", flat=True))
+    return keys
+
+
+def signature_is_valid(body: bytes, signature: str, keys: list[str]) -> bool:
+    """Constant-time check of the signature against every known key (rotation keeps two alive)."""
+    try:
+        given = base64.b64decode(signature.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    valid = False
+    for key in keys:
+        key_bytes = _key_bytes(key)
+        if key_bytes is None:
+            continue
+        expected = hmac.new(key_bytes, body, hashlib.sha256).digest()
+        valid |= hmac.compare_digest(expected, given)
+    return valid
+
+
+def _event_row(event: dict[str, Any], index: int) -> EnsNotification:
+    composite = event.get("composite") if isinstance(event.get("composite"), dict) else {}
+    info = event.get("info") if isinstance(event.get("info"), dict) else {}
+    timestamp = event.get("timestampUTC")
+    occurred = None
+    if isinstance(timestamp, int | float) and not isinstance(timestamp, bool):
+        occurred = dt.datetime.fromtimestamp(timestamp / 1000, tz=dt.UTC)
+    composite_id = str(event.get("compositeId") or "")
+    if not composite_id:
+        # No ID to deduplicate on: the event's own bytes are its identity.
+        composite_id = "sha256:" + hashlib.sha256(json.dumps(event, sort_keys=True).encode()).hexdigest()
+    return EnsNotification(
+        composite_id=composite_id[:200],
+        event_type=str(event.get("eventCategoryType") or "unknown")[:100],
+        occurred_at=occurred,
+        mid=str(event.get("mid") or "")[:20],
+        subscriber_id=str(composite.get("subscriberId") or "")[:40],
+        email_address=str(info.get("to") or "")[:320],
+        payload=event,
+    )
+
+
+class EnsCallbackView(APIView):
+    """``POST /api/v1/marketing-cloud/ens``"""
+
+    authentication_classes: list[Any] = []  # the HMAC signature is the authentication
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="Marketing Cloud ENS callback (verification handshake and signed event batches)",
+        request={"application/json": OpenApiTypes.OBJECT},
+        responses={
+            200: OpenApiTypes.OBJECT,
+            400: OpenApiResponse(description="Not a batch or a handshake"),
+            401: OpenApiResponse(description="Missing or invalid x-sfmc-ens-signature"),
+            413: OpenApiResponse(description="Body too large"),
+        },
+        tags=["marketing-cloud"],
+    )
+    def post(self, request: Request) -> Response:
+        body, too_large = read_body_or_problem(request._request, ENS_MAX_BODY, "An ENS batch")
+        if too_large:
+            return too_large
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            data = None
+        if isinstance(data, dict) and set(data) >= {"callbackId", "verificationKey"}:
+            return self._handshake(data)
+        signature = request.META.get(SIGNATURE_HEADER, "")
+        if not signature or not signature_is_valid(body, signature, signature_keys()):
+            return problem(
+                status.HTTP_401_UNAUTHORIZED,
+                "Invalid signature",
+                "x-sfmc-ens-signature does not match this body under any known key.",
+            )
+        if not isinstance(data, list):
+            return problem(
+                status.HTTP_400_BAD_REQUEST,
+                "Invalid batch",
+                errors=[{"field": "body", "message": "must be a JSON array of events"}],
+            )
+        if len(data) > MAX_BATCH:
+            return problem(
+                status.HTTP_400_BAD_REQUEST,
+                "Invalid batch",
+                errors=[{"field": "body", "message": f"at most {MAX_BATCH} events"}],
+            )
+        rows = [_event_row(e, i) for i, e in enumerate(data) if isinstance(e, dict)]
+        with transaction.atomic():
+            EnsNotification.objects.bulk_create(rows, ignore_conflicts=True, batch_size=MAX_BATCH)
+            enqueue(APPLY_TASK, task_name="ens-apply")
+        return Response({"received": len(rows)})
+
+    def _handshake(self, data: dict[str, Any]) -> Response:
+        callback_id = str(data["callbackId"])[:64]
+        verification_key = str(data["verificationKey"])[:200]
+        EnsCallback.objects.update_or_create(callback_id=callback_id, defaults={"verification_key": verification_key})
+        logger.info("ENS verification handshake stored for callback %s", callback_id)
+        return Response({"status": "verification stored", "callbackId": callback_id})
+
+
+def apply_notifications(limit: int = 5000) -> str:
+    """django-q2 entry point: act on received notifications (unsubscribes set do-not-market)."""
+    applied = unmatched = stored = 0
+    with transaction.atomic():
+        pending = list(
+            EnsNotification.objects.select_for_update(skip_locked=True)
+            .filter(status=EnsNotification.RECEIVED)
+            .order_by("occurred_at", "id")[:limit]
+        )
+        now = timezone.now()
+        for notification in pending:
+            notification.applied_at = now
+            if notification.event_type != EMAIL_UNSUBSCRIBE:
+                notification.status = EnsNotification.STORED
+                stored += 1
+                continue
+            individuals = _individuals_for(notification)
+            if not individuals:
+                notification.status = EnsNotification.UNMATCHED
+                unmatched += 1
+                continue
+            since = notification.occurred_at or now
+            for individual in individuals:
+                set_do_not_market(
+                    individual,
+                    since=since,
+                    source="MARKETING_CLOUD_ENS",
+                    actor=f"ens:{notification.composite_id}"[:120],
+                )
+            notification.status = EnsNotification.APPLIED
+            notification.master_id = individuals[0].master_id
+            applied += 1
+        EnsNotification.objects.bulk_update(pending, ["status", "applied_at", "master_id"])
+    if len(pending) == limit:
+        enqueue(APPLY_TASK, task_name="ens-apply")
+    return f"{applied} applied, {unmatched} unmatched, {stored} stored"
+
+
+def _individuals_for(notification: EnsNotification) -> list[Individual]:
+    """The golden record(s) an engagement event is about: by SubscriberID, else by email address."""
+    if notification.subscriber_id:
+        xref = (
+            CrossReference.objects.filter(system=MARKETING_CLOUD, system_record_id=notification.subscriber_id)
+            .select_related("individual")
+            .first()
+        )
+        if xref is not None:
+            return [Individual.objects.select_for_update().get(pk=xref.individual_id)]
+    if notification.email_address:
+        try:
+            key = normalize_email(notification.email_address)
+        except ValueError:
+            return []
+        ids = ContactPoint.objects.filter(kind=ContactPointKind.EMAIL, value_key=key).values_list(
+            "individual_id", flat=True
+        )
+        # An unsubscribe is about the address: every person using it stops getting mail on it.
+        return list(Individual.objects.select_for_update().filter(pk__in=list(ids)).order_by("id"))
+    return []

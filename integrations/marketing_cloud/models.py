@@ -1,0 +1,62 @@
+"""Marketing Cloud-specific state: ENS callbacks and notifications, the reconciliation watermark."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+
+class EnsCallback(models.Model):
+    """A callback registered with the Event Notification Service.
+
+    ENS returns the signature key only once, when the callback is created; it is
+    kept here (never shown in the admin) to verify every notification batch.
+    """
+
+    callback_id = models.CharField(max_length=64, unique=True)
+    name = models.CharField(max_length=100, blank=True)
+    url = models.URLField(max_length=500, blank=True)
+    verification_key = models.CharField(max_length=200, blank=True)
+    signature_key = models.CharField(max_length=200, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    subscription_id = models.CharField(max_length=64, blank=True)
+    event_types = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "ENS callback"
+
+    def __str__(self) -> str:
+        return self.name or self.callback_id
+
+
+class EnsNotification(models.Model):
+    """One ENS event as received; ``composite_id`` makes redeliveries land on the same row."""
+
+    RECEIVED, APPLIED, UNMATCHED, STORED = "received", "applied", "unmatched", "stored"
+    STATUSES = [
+        (RECEIVED, "Received"),
+        (APPLIED, "Applied"),
+        (UNMATCHED, "No golden record found"),
+        (STORED, "Stored (type not acted on)"),
+    ]
+
+    composite_id = models.CharField(max_length=200, unique=True)
+    event_type = models.CharField(max_length=100, db_index=True)
+    occurred_at = models.DateTimeField(null=True, blank=True)
+    mid = models.CharField(max_length=20, blank=True)
+    subscriber_id = models.CharField(max_length=40, blank=True, db_index=True)
+    email_address = models.CharField(max_length=320, blank=True)
+    payload = models.JSONField()
+    status = models.CharField(max_length=10, choices=STATUSES, default=RECEIVED)
+    master_id = models.CharField(max_length=36, blank=True)
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    applied_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "ENS notification"
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["status", "event_type"], name="ens_status_type_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.composite_id}"
