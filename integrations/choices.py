@@ -5,6 +5,8 @@ from django.db import models
 
 class EventChannel(models.TextChoices):
     JOURNEY = "mc_journey", "Marketing Cloud Journey Builder"
+    POLLER = "mc_poller", "Marketing Cloud reconciliation"
+    IMPORT = "mc_import", "Subscriber import (backfill)"
     API = "api", "CIM events API"
     RESYNC = "resync", "Steward re-sync"
 

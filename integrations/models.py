@@ -205,3 +205,18 @@ class ConnectorState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.system}: {self.breaker_state}"
+
+
+class QueuedFlag(models.Model):
+    """Coalesces "please run X" requests: set when X is queued, cleared when X starts.
+
+    Thousands of events each asking for a write-back flush then queue one flush, not
+    thousands (see ``integrations.queue.enqueue_once``).
+    """
+
+    name = models.CharField(max_length=80, unique=True)
+    queued = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.name}: {'queued' if self.queued else 'idle'}"

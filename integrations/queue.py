@@ -55,3 +55,26 @@ def queue_depth() -> tuple[int, float | None]:
     depth = rows.count()
     oldest = rows.filter(lock__lte=now).order_by("lock").values_list("lock", flat=True).first()
     return depth, (now - oldest).total_seconds() if oldest else None
+
+
+def enqueue_once(func: str, *, flag: str) -> bool:
+    """Queue ``func`` unless a run of it is already queued and not yet started.
+
+    Runs in the caller's transaction: the flag and the queue row commit together. The
+    task must call ``task_started(flag)`` first thing, so requests arriving while it
+    runs queue the next run. Returns True when a task was queued.
+    """
+    from integrations.models import QueuedFlag
+
+    QueuedFlag.objects.get_or_create(name=flag)
+    # Matches (and locks) only while idle; once a committed "queued" is seen, no lock is taken.
+    if QueuedFlag.objects.filter(name=flag, queued=False).update(queued=True):
+        enqueue(func, task_name=flag)
+        return True
+    return False
+
+
+def task_started(flag: str) -> None:
+    from integrations.models import QueuedFlag
+
+    QueuedFlag.objects.filter(name=flag, queued=True).update(queued=False)

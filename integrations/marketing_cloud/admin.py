@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Count
 from django.http import HttpRequest
 
-from integrations.marketing_cloud.models import EnsCallback, EnsNotification
+from integrations.marketing_cloud.models import EnsCallback, EnsNotification, ReconciliationState
 
 
 @admin.register(EnsCallback)
@@ -41,4 +41,71 @@ class EnsNotificationAdmin(admin.ModelAdmin):
             .order_by("event_type", "status")
         )
         extra_context = {**(extra_context or {}), "ens_counts": list(counts)}
+        return super().changelist_view(request, extra_context)
+
+
+@admin.register(ReconciliationState)
+class ReconciliationStateAdmin(admin.ModelAdmin):
+    list_display = [
+        "de_key",
+        "watermark",
+        "last_status",
+        "last_started_at",
+        "last_finished_at",
+        "last_rows_read",
+        "last_pages_read",
+        "last_events_sent",
+        "last_rows_rejected",
+        "next_scheduled_run",
+    ]
+    fields = [
+        "de_key",
+        "watermark",
+        "overlap_seconds",
+        "page_size",
+        "last_status",
+        "last_started_at",
+        "last_finished_at",
+        "last_rows_read",
+        "last_pages_read",
+        "last_events_sent",
+        "last_rows_rejected",
+        "last_error",
+    ]
+    readonly_fields = [
+        "de_key",
+        "last_status",
+        "last_started_at",
+        "last_finished_at",
+        "last_rows_read",
+        "last_pages_read",
+        "last_events_sent",
+        "last_rows_rejected",
+        "last_error",
+    ]
+    actions = ["run_now"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="next scheduled run")
+    def next_scheduled_run(self, obj: ReconciliationState) -> Any:
+        from django_q.models import Schedule
+
+        from integrations.marketing_cloud.poller import SCHEDULE_NAME
+
+        return Schedule.objects.filter(name=SCHEDULE_NAME).values_list("next_run", flat=True).first()
+
+    @admin.action(description="Run the reconciliation now", permissions=["change"])
+    def run_now(self, request: HttpRequest, queryset: Any) -> None:
+        from integrations.marketing_cloud.poller import queue_poll
+
+        queue_poll()
+        self.message_user(request, "Reconciliation queued; refresh to see its result.", messages.SUCCESS)
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        from django.conf import settings
+
+        # Show the row before the first run, so "Run now" has something to act on.
+        ReconciliationState.objects.get_or_create(de_key=settings.MC_DE_KEY)
         return super().changelist_view(request, extra_context)

@@ -40,13 +40,14 @@ from integrations.bodies import read_body_or_problem
 from integrations.choices import MARKETING_CLOUD
 from integrations.marketing_cloud.models import EnsCallback, EnsNotification
 from integrations.problems import problem
-from integrations.queue import enqueue
+from integrations.queue import enqueue_once, task_started
 
 logger = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "HTTP_X_SFMC_ENS_SIGNATURE"
 EMAIL_UNSUBSCRIBE = "EngagementEvents.EmailUnsubscribe"
 APPLY_TASK = "integrations.marketing_cloud.ens.apply_notifications"
+APPLY_FLAG = "ens-apply"
 MAX_BATCH = 1000
 ENS_MAX_BODY = 4 * 1024 * 1024
 
@@ -151,7 +152,7 @@ class EnsCallbackView(APIView):
         rows = [_event_row(e, i) for i, e in enumerate(data) if isinstance(e, dict)]
         with transaction.atomic():
             EnsNotification.objects.bulk_create(rows, ignore_conflicts=True, batch_size=MAX_BATCH)
-            enqueue(APPLY_TASK, task_name="ens-apply")
+            enqueue_once(APPLY_TASK, flag=APPLY_FLAG)
         return Response({"received": len(rows)})
 
     def _handshake(self, data: dict[str, Any]) -> Response:
@@ -164,6 +165,7 @@ class EnsCallbackView(APIView):
 
 def apply_notifications(limit: int = 5000) -> str:
     """django-q2 entry point: act on received notifications (unsubscribes set do-not-market)."""
+    task_started(APPLY_FLAG)
     applied = unmatched = stored = 0
     with transaction.atomic():
         pending = list(
@@ -196,7 +198,8 @@ def apply_notifications(limit: int = 5000) -> str:
             applied += 1
         EnsNotification.objects.bulk_update(pending, ["status", "applied_at", "master_id"])
     if len(pending) == limit:
-        enqueue(APPLY_TASK, task_name="ens-apply")
+        with transaction.atomic():
+            enqueue_once(APPLY_TASK, flag=APPLY_FLAG)
     return f"{applied} applied, {unmatched} unmatched, {stored} stored"
 
 

@@ -60,3 +60,27 @@ class EnsNotification(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.composite_id}"
+
+
+class ReconciliationState(models.Model):
+    """The reconciliation poller's watermark and last run, one row per data extension."""
+
+    de_key = models.CharField(max_length=100, unique=True)
+    # Highest ModifiedDate seen; the next run reads from here minus the overlap.
+    watermark = models.DateTimeField(null=True, blank=True)
+    overlap_seconds = models.PositiveIntegerField(default=900)
+    page_size = models.PositiveIntegerField(default=2500)
+    last_started_at = models.DateTimeField(null=True, blank=True)
+    last_finished_at = models.DateTimeField(null=True, blank=True)
+    last_status = models.CharField(max_length=20, blank=True)
+    last_rows_read = models.PositiveIntegerField(default=0)
+    last_pages_read = models.PositiveIntegerField(default=0)
+    last_events_sent = models.PositiveIntegerField(default=0)
+    last_rows_rejected = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name = "reconciliation poller"
+
+    def __str__(self) -> str:
+        return f"reconciliation of {self.de_key}"

@@ -31,7 +31,7 @@ from customers.models import CrossReference
 from integrations import connector
 from integrations.choices import MARKETING_CLOUD, EventStatus, RunStatus, StepOutcome
 from integrations.models import InboundEvent, SyncRun
-from integrations.queue import enqueue
+from integrations.queue import enqueue, enqueue_once, task_started
 from integrations.runs import dead_letter, finish_run, notify_downstream
 from integrations.steps import StepLog
 from integrations.transport import TransportError, backoff_delay
@@ -43,8 +43,15 @@ BATCH_SIZE = 50
 STEP = "write back master ID"
 
 
+FLUSH_FLAG = "write-back-flush"
+
+
 def queue_flush(*, delay: float = 0.0) -> None:
-    enqueue(FLUSH_TASK, delay=delay, task_name="write-back-flush")
+    """Ask for a flush: now (coalesced with any flush already waiting), or a timed wake-up."""
+    if delay > 0:
+        enqueue(FLUSH_TASK, delay=delay, task_name="write-back-flush-later")
+    else:
+        enqueue_once(FLUSH_TASK, flag=FLUSH_FLAG)
 
 
 @dataclass
@@ -90,6 +97,7 @@ def flush_writebacks(client: Any = None) -> str:
     """django-q2 entry point: write one batch of due master IDs, then queue the next flush."""
     from integrations.marketing_cloud.client import MarketingCloudClient
 
+    task_started(FLUSH_FLAG)
     gate = connector.check_gate(MARKETING_CLOUD)
     if not gate.allowed:
         if _pending().exists():

@@ -115,12 +115,13 @@ class _Fault:
     retry_after: int | None
     delay: float | None
 
-    def matches(self, path: str) -> bool:
+    def matches(self, path: str, target: str = "") -> bool:
         # Faults without a path filter are meant for the data calls; the token endpoint is only
         # broken on purpose, otherwise a generic fault would also stop the client from recovering.
         if self.path_contains is None:
             return path != TOKEN_PATH
-        return self.path_contains in path
+        # The filter sees the query string too, so one page of a paged read can be broken.
+        return self.path_contains in (target or path)
 
 
 @dataclass
@@ -729,7 +730,7 @@ class MarketingCloudSandbox:
             latency = self.config.latency_ms
         if latency > 0:
             self._stopping.wait(latency / 1000)
-        fault = self._take_fault(path)
+        fault = self._take_fault(path, target)
         if fault is not None:
             if fault.kind == "timeout":
                 # The client is expected to give up first; if it doesn't, it gets a normal answer.
@@ -743,10 +744,10 @@ class MarketingCloudSandbox:
         except _ApiError as error:
             return error.reply
 
-    def _take_fault(self, path: str) -> _Fault | None:
+    def _take_fault(self, path: str, target: str = "") -> _Fault | None:
         with self._lock:
             for index, fault in enumerate(self._faults):
-                if fault.count > 0 and fault.matches(path):
+                if fault.count > 0 and fault.matches(path, target):
                     fault.count -= 1
                     if fault.count == 0:
                         del self._faults[index]
