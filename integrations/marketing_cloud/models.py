@@ -84,3 +84,33 @@ class ReconciliationState(models.Model):
 
     def __str__(self) -> str:
         return f"reconciliation of {self.de_key}"
+
+
+class ImportJob(models.Model):
+    """One subscriber-export import; committed progress makes it resumable after an interruption."""
+
+    RUNNING, COMPLETED, FAILED, INTERRUPTED = "running", "completed", "failed", "interrupted"
+    STATUSES = [(RUNNING, "Running"), (COMPLETED, "Completed"), (FAILED, "Failed"), (INTERRUPTED, "Interrupted")]
+
+    file_name = models.CharField(max_length=500)
+    # Size plus a hash of the head of the file: the same export resumes, another one starts anew.
+    fingerprint = models.CharField(max_length=80, db_index=True)
+    file_size = models.BigIntegerField()
+    status = models.CharField(max_length=12, choices=STATUSES, default=RUNNING)
+    rows_done = models.BigIntegerField(default=0)  # data rows committed (good and bad)
+    created = models.BigIntegerField(default=0)
+    matched = models.BigIntegerField(default=0)
+    superseded = models.BigIntegerField(default=0)
+    rejected = models.BigIntegerField(default=0)
+    writebacks_queued = models.BigIntegerField(default=0)
+    errors = models.JSONField(default=list, blank=True)  # the first bad rows: line, field, message
+    started_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "subscriber import"
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"import {self.pk} of {self.file_name}"

@@ -1,0 +1,54 @@
+"""``manage.py import_subscribers FILE.csv``: backfill from a Marketing Cloud subscriber export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from integrations.marketing_cloud.backfill import ImportRefused, import_subscribers, print_progress
+
+
+class Command(BaseCommand):
+    help = (
+        "Import a subscriber export (header row; SubscriberKey, EmailAddress and optionally the journey's other "
+        "in-argument columns) through the hub's matching rules, in batches, resumable; queues the write-backs."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("file", type=Path)
+        parser.add_argument("--batch-size", type=int, default=2000)
+        parser.add_argument("--restart", action="store_true", help="Start over instead of resuming (or re-import)")
+        parser.add_argument("--no-writeback", action="store_true", help="Do not queue master-ID write-backs")
+        parser.add_argument("--quiet", action="store_true", help="No progress bar")
+
+    def handle(
+        self, *args: Any, file: Path, batch_size: int, restart: bool, no_writeback: bool, quiet: bool, **options: Any
+    ) -> None:
+        if not file.is_file():
+            raise CommandError(f"{file} is not a file")
+        if not 1 <= batch_size <= 20000:
+            raise CommandError("--batch-size must be between 1 and 20000")
+        progress = (
+            None if quiet else (lambda job, fraction, elapsed: print_progress(job, fraction, elapsed, self.stderr._out))
+        )
+        try:
+            job = import_subscribers(
+                file, batch_size=batch_size, restart=restart, writeback=not no_writeback, progress=progress
+            )
+        except ImportRefused as exc:
+            raise CommandError(str(exc)) from None
+        except KeyboardInterrupt:
+            raise CommandError("Interrupted: run the same command again to resume after the last batch.") from None
+        if not quiet:
+            self.stderr.write("")
+        for error in job.errors[:20]:
+            self.stderr.write(f"line {error['line']}: {error['field']}: {error['message']}")
+        if job.rejected > 20:
+            self.stderr.write(f"... {job.rejected - 20} more bad rows; see {file}.errors.csv")
+        self.stdout.write(
+            f"Import {job.pk}: {job.rows_done:,} rows, {job.created:,} golden records created, {job.matched:,} "
+            f"matched, {job.superseded:,} superseded, {job.rejected:,} bad rows skipped, "
+            f"{job.writebacks_queued:,} write-backs queued."
+        )
