@@ -163,6 +163,8 @@ def main() -> None:
             ).fetchone()
         latencies = [float(r[0]) for r in rows]
         written = sum(1 for v in sandbox.rows("Individual").values() if v.get("GlobalPartyId"))
+        writeback_calls = sandbox.count("PUT", "/hub/v1/dataevents") + sandbox.count("POST", "/hub/v1/dataevents")
+        token_calls = sandbox.count("POST", "/v2/token")
         result = {
             "events": args.events,
             "clients": args.clients,
@@ -179,6 +181,9 @@ def main() -> None:
             "e2e_p50_ms": round(percentile(latencies, 0.50) * 1000, 1) if latencies else None,
             "e2e_p99_ms": round(percentile(latencies, 0.99) * 1000, 1) if latencies else None,
             "e2e_mean_ms": round(statistics.mean(latencies) * 1000, 1) if latencies else None,
+            "mc_writeback_calls": writeback_calls,
+            "mc_writeback_calls_per_1000_subscribers": round(writeback_calls * 1000 / max(written, 1), 1),
+            "mc_token_requests": token_calls,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         }
         print(json.dumps(result, indent=2))
