@@ -133,3 +133,12 @@ def test_bad_credentials_are_a_permanent_failure(journey, sandbox, settings):
     run_queued()
     dead = DeadLetter.objects.get()
     assert dead.http_status == 401 and "token request refused" in dead.reason
+
+
+def test_a_401_that_survives_a_fresh_token_is_permanent(journey, sandbox):
+    sandbox.inject("401", count=2)
+    _process_until_writeback(journey)
+    run_queued()
+    dead = DeadLetter.objects.get()
+    assert dead.http_status == 401 and dead.error_code == "0"
+    assert sandbox.count("POST", "/v2/token") == 2  # one refresh, not a loop

@@ -124,8 +124,8 @@ def _take_page(items: list[dict[str, Any]], totals: dict[str, int], high_water: 
         modified = _parse_modified(args.get("ModifiedDate"))
         if modified and (high_water is None or modified > high_water):
             high_water = modified
-        if key in known and known[key] is not None and modified is not None and modified <= known[key]:
-            continue  # the hub already has this change (or a newer one)
+        if key in known and (modified is None or (known[key] is not None and modified <= known[key])):
+            continue  # the hub already has this change (or a newer one), or nothing says it changed
         raw = repr(sorted(args.items())).encode()
         try:
             cim = subscriber_to_cim(args, prefix="row")
