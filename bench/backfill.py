@@ -44,24 +44,55 @@ def main() -> None:
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     rows = sum(1 for _ in args.file.open("rb")) - 1
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "manage.py", "import_subscribers", str(args.file), "--quiet",
-                           "--batch-size", str(args.batch_size), "--restart"], cwd=ROOT, env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "import_subscribers",
+            str(args.file),
+            "--quiet",
+            "--batch-size",
+            str(args.batch_size),
+            "--restart",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - started
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if done.returncode:
         print(done.stderr[-3000:])
         raise SystemExit(done.returncode)
     with psycopg.connect(db_url) as conn:
-        counts = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in (
-            "customers_individual", "customers_crossreference", "customers_contactpoint", "customers_historyentry")}
-        pending = conn.execute("SELECT count(*) FROM customers_crossreference WHERE writeback_state = 'pending'"
-                               ).fetchone()[0]
-    print(json.dumps({
-        "file_rows": rows, "batch_size": args.batch_size, "seconds": round(seconds, 1),
-        "rows_per_second": round(rows / seconds), "peak_rss_mib": round(peak_kib / 1024),
-        "summary": done.stdout.strip(), "tables": counts, "writebacks_pending": pending,
-    }, indent=2))
+        counts = {
+            t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in (
+                "customers_individual",
+                "customers_crossreference",
+                "customers_contactpoint",
+                "customers_historyentry",
+            )
+        }
+        pending = conn.execute(
+            "SELECT count(*) FROM customers_crossreference WHERE writeback_state = 'pending'"
+        ).fetchone()[0]
+    print(
+        json.dumps(
+            {
+                "file_rows": rows,
+                "batch_size": args.batch_size,
+                "seconds": round(seconds, 1),
+                "rows_per_second": round(rows / seconds),
+                "peak_rss_mib": round(peak_kib / 1024),
+                "summary": done.stdout.strip(),
+                "tables": counts,
+                "writebacks_pending": pending,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -13,13 +13,33 @@ import csv
 import random
 from pathlib import Path
 
-HEADER = ["SubscriberKey", "EmailAddress", "SubscriberId", "FirstName", "LastName", "MobileNumber", "BirthDate",
-          "Gender", "AddressLine1", "City", "PostalCode", "StateProvince", "Country", "Status", "CreatedDate",
-          "ModifiedDate"]
+HEADER = [
+    "SubscriberKey",
+    "EmailAddress",
+    "SubscriberId",
+    "FirstName",
+    "LastName",
+    "MobileNumber",
+    "BirthDate",
+    "Gender",
+    "AddressLine1",
+    "City",
+    "PostalCode",
+    "StateProvince",
+    "Country",
+    "Status",
+    "CreatedDate",
+    "ModifiedDate",
+]
 FIRST = ["Ava", "Noah", "Mia", "Liam", "Emma", "Lucas", "Sofia", "Leo", "Chloe", "Omar", "Yuki", "Ines", "Jonas"]
 LAST = ["Smith", "Garcia", "Müller", "Rossi", "Dubois", "Nowak", "Silva", "Tanaka", "Okafor", "Jensen", "Kowalski"]
-CITIES = [("Leeds", "LS1 4DY", "", "GB"), ("Austin", "78701", "TX", "US"), ("Lyon", "69002", "", "FR"),
-          ("Porto", "4000-322", "", "PT"), ("Kraków", "31-042", "", "PL")]
+CITIES = [
+    ("Leeds", "LS1 4DY", "", "GB"),
+    ("Austin", "78701", "TX", "US"),
+    ("Lyon", "69002", "", "FR"),
+    ("Porto", "4000-322", "", "PT"),
+    ("Kraków", "31-042", "", "PL"),
+]
 
 
 def main() -> None:
@@ -43,11 +63,26 @@ def main() -> None:
                 email, birth = ("no-at-sign.example.com", birth) if rng.random() < 0.5 else (email, "1990-02-31")
             city, postal, state, country = rng.choice(CITIES)
             day = 1 + i % 28
-            writer.writerow([
-                f"SK{i:08d}", email, str(10_000_000 + i), first, last, f"+4477009{i % 100000:05d}", birth,
-                rng.choice(["Female", "Male", ""]), f"{rng.randrange(1, 300)} High Street", city, postal, state,
-                country, "Active", f"2026-10-{day:02d}T08:00:00Z", f"2026-11-{day:02d}T09:{i % 60:02d}:00Z",
-            ])
+            writer.writerow(
+                [
+                    f"SK{i:08d}",
+                    email,
+                    str(10_000_000 + i),
+                    first,
+                    last,
+                    f"+4477009{i % 100000:05d}",
+                    birth,
+                    rng.choice(["Female", "Male", ""]),
+                    f"{rng.randrange(1, 300)} High Street",
+                    city,
+                    postal,
+                    state,
+                    country,
+                    "Active",
+                    f"2026-10-{day:02d}T08:00:00Z",
+                    f"2026-11-{day:02d}T09:{i % 60:02d}:00Z",
+                ]
+            )
 
 
 if __name__ == "__main__":

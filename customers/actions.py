@@ -14,9 +14,9 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from customers.choices import ContactPointKind, HistoryAction, WritebackState
+from customers.choices import ChangeType, ContactPointKind, HistoryAction, WritebackState
 from customers.cim import SourceIndividual
-from customers.models import ContactPoint, CrossReference, HistoryEntry, Individual
+from customers.models import ChangeEvent, ContactPoint, CrossReference, HistoryEntry, Individual
 
 GOLDEN_FIELDS = ("salutation", "first_name", "middle_name", "last_name", "name_suffix", "birth_date", "gender")
 
@@ -366,7 +366,33 @@ def set_do_not_market(
         before=before,
         after={"do_not_market_since": since, "consent_source": individual.consent_source},
     )
+    publish_change(
+        individual,
+        change_type=ChangeType.CONSENT,
+        actor=actor,
+        change={"doNotMarketFromUpdateDate": since, "source": individual.consent_source},
+    )
     return True
+
+
+def publish_change(
+    individual: Individual, *, change_type: str, change: dict[str, Any] | None = None, actor: str
+) -> ChangeEvent:
+    """Write the outbox row for a change of ``individual`` (its CIM snapshot included)."""
+    _require_atomic()
+    from customers.cim import render_individual
+    from customers.signals import change_recorded
+
+    fresh = Individual.objects.prefetch_related("contact_points", "cross_references").get(pk=individual.pk)
+    event = ChangeEvent.objects.create(
+        master_id=individual.master_id,
+        change_type=change_type,
+        change={k: _jsonable(v) for k, v in (change or {}).items()},
+        snapshot=render_individual(fresh),
+        actor=actor[:120],
+    )
+    change_recorded.send(sender=ChangeEvent, change_event=event)
+    return event
 
 
 @transaction.atomic
@@ -382,4 +408,5 @@ def request_resync(individual: Individual, *, actor: str, actor_user: Any = None
         actor=actor,
         actor_user=actor_user,
     )
+    publish_change(individual, change_type=ChangeType.RESYNC, actor=actor)
     resync_requested.send(sender=Individual, individual=individual, actor=actor)

@@ -262,6 +262,27 @@ def bulk_upsert(
         ["int8", "varchar", "varchar", "varchar", "int8", "varchar", "jsonb", "jsonb", "timestamptz"],
         history_rows,
     )
+    # Outbox rows for downstream systems, rendered when delivered (a million snapshots would not pay).
+    touched = {pk: "created" for pk in real_id.values()}
+    for pk in changed:
+        touched.setdefault(pk, "updated")
+    for record in applied:
+        if record.external_id not in xrefs:  # a new link changes the record's externalIds
+            pk = owner[record.external_id]
+            touched.setdefault(real_id.get(pk, pk), "updated")
+    _copy(
+        "customers_changeevent",
+        ["master_id", "change_type", "change", "actor", "created_at", "fanned_out"],
+        ["varchar", "varchar", "jsonb", "varchar", "timestamptz", "bool"],
+        [
+            (master_ids[pk], kind, json.dumps({"source": system, "bulk": True}), actor[:120], now, False)
+            for pk, kind in touched.items()
+        ],
+    )
+    if touched:
+        from customers.signals import change_recorded
+
+        change_recorded.send(sender=None, change_event=None)
     return result
 
 

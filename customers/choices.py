@@ -34,3 +34,15 @@ class HistoryAction(models.TextChoices):
 # externalIdType values that carry a golden record's master ID (CIM usage guide:
 # "GLOBAL" or "MDM" in system-level messages).
 MASTER_ID_TYPES = frozenset({"MDM", "GLOBAL"})
+
+
+class ChangeType(models.TextChoices):
+    """What downstream systems are told happened to a golden record."""
+
+    CREATED = "created", "Created"
+    UPDATED = "updated", "Updated"
+    MERGED = "merged", "Merged"
+    UNMERGED = "unmerged", "Unmerged"
+    CONSENT = "consent", "Consent changed"
+    ERASED = "erased", "Erased"
+    RESYNC = "resync", "Re-sync requested"

@@ -154,4 +154,30 @@ class HistoryEntry(models.Model):
         return f"{self.action} {self.object_type} {self.master_id}"
 
 
-__all__ = ["ContactPoint", "CrossReference", "HistoryEntry", "Individual", "new_master_id"]
+class ChangeEvent(models.Model):
+    """Outbox: one row per change of a golden record, written in the change's transaction.
+
+    Downstream systems are told about changes in ``id`` order per master ID. ``snapshot``
+    is the CIM Individual as it was right after the change (None for bulk imports,
+    which are rendered when delivered).
+    """
+
+    master_id = models.CharField(max_length=36, db_index=True)
+    change_type = models.CharField(max_length=20)
+    change = models.JSONField(default=dict)
+    snapshot = models.JSONField(null=True, blank=True)
+    actor = models.CharField(max_length=120, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Turned into deliveries for the downstream targets yet?
+    fanned_out = models.BooleanField(default=False)
+
+    class Meta:
+        verbose_name = "change event"
+        ordering = ["id"]
+        indexes = [models.Index(fields=["id"], condition=models.Q(fanned_out=False), name="change_to_fan_out_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.change_type} {self.master_id} #{self.pk}"
+
+
+__all__ = ["ChangeEvent", "ContactPoint", "CrossReference", "HistoryEntry", "Individual", "new_master_id"]

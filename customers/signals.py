@@ -8,3 +8,7 @@ from django.dispatch import Signal
 # Sent inside the steward's transaction; receivers enqueue with the same commit.
 # Arguments: individual, actor.
 resync_requested = Signal()
+
+# Sent inside the transaction that wrote a ChangeEvent (the outbox row); receivers
+# queue its delivery with the same commit. Arguments: change_event.
+change_recorded = Signal()

@@ -43,9 +43,15 @@ KNOWN_NAMES: frozenset[str] = frozenset(
         "MC_HTTP_TIMEOUT",
         "MC_ENS_SIGNATURE_KEY",
         "MC_SANDBOX_PORT",
+        "SF_CLIENT_ID",
+        "SF_CLIENT_SECRET",
+        "SF_API_VERSION",
+        "SF_SOBJECT",
+        "SF_MASTER_ID_FIELD",
+        "HUB_DOWNSTREAM_MAX_ATTEMPTS",
     }
 )
-CHECKED_PREFIXES: tuple[str, ...] = ("HUB_", "MC_")
+CHECKED_PREFIXES: tuple[str, ...] = ("HUB_", "MC_", "SF_")
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}

@@ -23,11 +23,12 @@ from customers.actions import (
     is_superseded,
     lock_identity,
     mark_writeback,
+    publish_change,
     upsert_cross_reference,
 )
-from customers.choices import WritebackState
+from customers.choices import ChangeType, WritebackState
 from customers.cim import CimValidationError, parse_individual
-from customers.models import CrossReference, Individual
+from customers.models import ChangeEvent, CrossReference, Individual
 from integrations.choices import MARKETING_CLOUD, EventStatus, RunStatus, RunTrigger, StepOutcome
 from integrations.marketing_cloud.writeback import queue_flush
 from integrations.models import DeadLetter, InboundEvent, SyncRun
@@ -141,6 +142,28 @@ def _process_event(event_id: int) -> str:
                 "movedFrom": xref_change.moved_from,
             }
 
+        change_event = None
+        if (
+            change.created
+            or change.changed_fields
+            or change.added_contact_points
+            or xref_change.created
+            or xref_change.moved_from
+        ):
+            change_event = publish_change(
+                individual,
+                change_type=ChangeType.CREATED if change.created else ChangeType.UPDATED,
+                actor=actor,
+                change={
+                    "changedFields": change.changed_fields,
+                    "addedContactPoints": change.added_contact_points,
+                    "linked": {"system": system, "externalId": external_id} if xref_change.created else None,
+                    "syncRunId": run.pk,
+                    "source": system,
+                },
+            )
+        notify_downstream(log, individual, change_event)
+
         needs_writeback = _needs_writeback(system, individual, carried)
         if needs_writeback:
             mark_writeback(xref, state=WritebackState.PENDING, actor=actor)
@@ -164,7 +187,6 @@ def _process_event(event_id: int) -> str:
         else:
             reason = f"no write-back connector for {system}"
         log.add("write back master ID", StepOutcome.SKIPPED, reason)
-        notify_downstream(log, individual)
         return finish_run(event, run, log, EventStatus.SYNCED, RunStatus.SUCCEEDED, master_id=individual.master_id)
 
 
@@ -216,12 +238,13 @@ def start_resync(individual: Individual, *, actor: str) -> list[SyncRun]:
     """
     runs: list[SyncRun] = []
     xrefs = list(individual.cross_references.filter(system__in=WRITABLE_SYSTEMS))
+    change_event = ChangeEvent.objects.filter(master_id=individual.master_id).order_by("-id").first()
     if not xrefs:
         run = SyncRun.objects.create(trigger=RunTrigger.RESYNC, master_id=individual.master_id, actor=actor)
         log = StepLog(run)
         log.add("re-sync requested", StepOutcome.OK, f"by {actor}")
+        notify_downstream(log, individual, change_event)
         log.add("write back master ID", StepOutcome.SKIPPED, "no Marketing Cloud cross reference")
-        notify_downstream(log, individual)
         finish_run(None, run, log, "", RunStatus.SUCCEEDED, master_id=individual.master_id)
         return [run]
     for xref in xrefs:
@@ -235,6 +258,8 @@ def start_resync(individual: Individual, *, actor: str) -> list[SyncRun]:
         )
         log = StepLog(run)
         log.add("re-sync requested", StepOutcome.OK, f"by {actor}", {"crossReferenceId": xref.pk})
+        if xref is xrefs[0]:
+            notify_downstream(log, individual, change_event)
         log.save()
         mark_writeback(xref, state=WritebackState.PENDING, actor=f"sync-run:{run.pk}")
         queue_flush()

@@ -57,7 +57,7 @@ def queue_depth() -> tuple[int, float | None]:
     return depth, (now - oldest).total_seconds() if oldest else None
 
 
-def enqueue_once(func: str, *, flag: str) -> bool:
+def enqueue_once(func: str, *args: Any, flag: str) -> bool:
     """Queue ``func`` unless a run of it is already queued and not yet started.
 
     Runs in the caller's transaction: the flag and the queue row commit together. The
@@ -69,7 +69,7 @@ def enqueue_once(func: str, *, flag: str) -> bool:
     QueuedFlag.objects.get_or_create(name=flag)
     # Matches (and locks) only while idle; once a committed "queued" is seen, no lock is taken.
     if QueuedFlag.objects.filter(name=flag, queued=False).update(queued=True):
-        enqueue(func, task_name=flag)
+        enqueue(func, *args, task_name=flag)
         return True
     return False
 

@@ -30,14 +30,26 @@ def event_snapshot(event: InboundEvent) -> dict[str, Any]:
     }
 
 
-def notify_downstream(log: StepLog, individual: Individual) -> None:
-    # Outbound connectors to other systems (webhooks, Salesforce core) subscribe here
-    # once configured; until then the step says so rather than pretending.
+def notify_downstream(log: StepLog, individual: Individual, change_event: Any) -> None:
+    """Log what downstream systems will be told (the outbox row was written with the change)."""
+    from integrations.downstream.models import DownstreamTarget
+
+    if change_event is None:
+        log.add(
+            "notify downstream systems",
+            StepOutcome.SKIPPED,
+            "the golden record did not change",
+            {"masterId": individual.master_id},
+        )
+        return
+    targets = DownstreamTarget.objects.filter(enabled=True).count()
     log.add(
         "notify downstream systems",
-        StepOutcome.SKIPPED,
-        "no downstream targets configured",
-        {"masterId": individual.master_id},
+        StepOutcome.OK if targets else StepOutcome.SKIPPED,
+        f"change event {change_event.pk} ({change_event.change_type}) queued for {targets} target(s)"
+        if targets
+        else f"change event {change_event.pk} recorded; no downstream targets enabled",
+        {"masterId": individual.master_id, "changeEventId": change_event.pk, "targets": targets},
     )
 
 

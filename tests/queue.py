@@ -37,6 +37,10 @@ def fast_forward(delta: dt.timedelta) -> None:
     ConnectorState.objects.filter(paused_until__isnull=False).update(paused_until=F("paused_until") - delta)
     ConnectorState.objects.filter(open_until__isnull=False).update(open_until=F("open_until") - delta)
     ConnectorState.objects.update(updated_at=F("updated_at") - delta)
+    from integrations.downstream.models import Delivery, DownstreamTarget
+
+    Delivery.objects.filter(status=Delivery.PENDING).update(next_attempt_at=F("next_attempt_at") - delta)
+    DownstreamTarget.objects.filter(paused_until__isnull=False).update(paused_until=F("paused_until") - delta)
 
 
 def run_queued(*, include_delayed: bool = True, limit: int | None = None) -> list[tuple[str, Any]]:

@@ -32,7 +32,7 @@ from integrations import connector
 from integrations.choices import MARKETING_CLOUD, EventStatus, RunStatus, StepOutcome
 from integrations.models import InboundEvent, SyncRun
 from integrations.queue import enqueue, enqueue_once, task_started
-from integrations.runs import dead_letter, finish_run, notify_downstream
+from integrations.runs import dead_letter, finish_run
 from integrations.steps import StepLog
 from integrations.transport import TransportError, backoff_delay
 
@@ -195,7 +195,6 @@ def _apply(results: list[RowResult], *, started: dt.datetime, batch_size: int) -
                     {"attempt": attempt, "masterId": result.master_id, "batchSize": batch_size},
                     started=started,
                 )
-                notify_downstream(log, xref.individual)
                 finish_run(
                     events.get(run.event_id),
                     run,

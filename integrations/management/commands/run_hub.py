@@ -165,14 +165,22 @@ class Command(BaseCommand):
         # Marketing Cloud holds the subscribers in the data extension the journey enters from; the
         # reconciliation poller reads it too.
         sandbox_url = f"http://127.0.0.1:{sandbox_port}"
-        token = requests.post(f"{sandbox_url}/v2/token", timeout=5, json={
-            "grant_type": "client_credentials", "client_id": DEMO_CLIENT_ID, "client_secret": DEMO_CLIENT_SECRET,
-        }).json()["access_token"]
+        token = requests.post(
+            f"{sandbox_url}/v2/token",
+            timeout=5,
+            json={
+                "grant_type": "client_credentials",
+                "client_id": DEMO_CLIENT_ID,
+                "client_secret": DEMO_CLIENT_SECRET,
+            },
+        ).json()["access_token"]
         for args in DEMO_SUBSCRIBERS:
             values = {k: v for k, v in args.items() if k != settings.MC_DE_PRIMARY_KEY}
             requests.put(
                 f"{sandbox_url}/hub/v1/dataevents/key:{settings.MC_DE_KEY}/rows/{settings.MC_DE_PRIMARY_KEY}:"
-                f"{args['SubscriberKey']}", json={"values": values}, timeout=5,
+                f"{args['SubscriberKey']}",
+                json={"values": values},
+                timeout=5,
                 headers={"Authorization": f"Bearer {token}"},
             )
         self.stdout.write(f"Playing {len(DEMO_SUBSCRIBERS)} demo subscribers as Journey Builder ...")

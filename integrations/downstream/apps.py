@@ -1,0 +1,11 @@
+from django.apps import AppConfig
+
+
+class DownstreamConfig(AppConfig):
+    name = "integrations.downstream"
+    label = "downstream"
+    verbose_name = "Downstream systems"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from integrations.downstream import receivers  # noqa: F401

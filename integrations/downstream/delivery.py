@@ -1,0 +1,263 @@
+"""Delivering golden-record changes to downstream targets, in order per person, retried.
+
+1. ``fan_out`` turns new change events (the outbox, written in each change's
+   transaction) into one delivery per enabled target that wants that change type.
+   One fan-out runs at a time, so deliveries of one person appear in change order.
+2. ``deliver(target)`` sends, for every person, only the oldest undelivered change
+   (the head of that person's queue for that target): a later change is never sent
+   before an earlier one, and a person whose head keeps failing holds up nobody else.
+   A dead-lettered head blocks that person's later changes until it is replayed.
+3. Transient failures retry with capped, jittered backoff; after 5 in a row the
+   target is paused (reason shown in the admin) and probed again when the pause ends.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from typing import Any
+
+import requests
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Min
+from django.utils import timezone
+
+from customers.models import ChangeEvent
+from integrations.downstream.models import Delivery, DownstreamTarget
+from integrations.downstream.senders import SENDERS
+from integrations.queue import enqueue, enqueue_once, task_started
+from integrations.transport import TransportError, backoff_delay
+
+logger = logging.getLogger(__name__)
+
+FANOUT_TASK = "integrations.downstream.delivery.fan_out"
+DELIVER_TASK = "integrations.downstream.delivery.deliver"
+FANOUT_FLAG = "downstream-fan-out"
+FANOUT_BATCH = 2000
+HEADS_PER_ROUND = 50
+ROUND_SECONDS = 20.0  # one task's sending time, well under django-q2's timeout
+PAUSE_AFTER_FAILURES = 5
+PAUSE_BASE_SECONDS = 10.0
+PAUSE_MAX_SECONDS = 600.0
+
+_HEADS_SQL = """
+SELECT id FROM (
+    SELECT DISTINCT ON (master_id) id, status, next_attempt_at, change_id
+    FROM downstream_delivery
+    WHERE target_id = %s AND status IN ('pending', 'dead')
+    ORDER BY master_id, change_id
+) AS head
+WHERE status = 'pending' AND next_attempt_at <= now()
+ORDER BY change_id
+LIMIT %s
+"""
+
+
+# When the soonest head (ignoring blocked people) comes due.
+_NEXT_HEAD_SQL = """
+SELECT min(next_attempt_at) FROM (
+    SELECT DISTINCT ON (master_id) status, next_attempt_at
+    FROM downstream_delivery
+    WHERE target_id = %s AND status IN ('pending', 'dead')
+    ORDER BY master_id, change_id
+) AS head
+WHERE status = 'pending'
+"""
+
+
+def deliver_flag(target_id: int) -> str:
+    return f"downstream-deliver-{target_id}"
+
+
+def queue_fan_out() -> None:
+    enqueue_once(FANOUT_TASK, flag=FANOUT_FLAG)
+
+
+def fan_out() -> str:
+    """django-q2 entry point: deliveries for the change events not yet fanned out."""
+    task_started(FANOUT_FLAG)
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            # One fan-out at a time: two could each see half of one person's changes.
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended('downstream-fan-out', 0))")
+        events = list(
+            ChangeEvent.objects.select_for_update()
+            .filter(fanned_out=False)
+            .order_by("id")
+            .values_list("id", "master_id", "change_type")[:FANOUT_BATCH]
+        )
+        if not events:
+            return "nothing to fan out"
+        targets = list(DownstreamTarget.objects.filter(enabled=True))
+        rows = [
+            Delivery(target=t, change_id=pk, master_id=master_id)
+            for pk, master_id, change_type in events
+            for t in targets
+            if t.wants(change_type)
+        ]
+        Delivery.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
+        ChangeEvent.objects.filter(pk__in=[e[0] for e in events]).update(fanned_out=True)
+        for target in {r.target_id: r.target for r in rows}.values():
+            enqueue_once(DELIVER_TASK, target.pk, flag=deliver_flag(target.pk))
+        if len(events) == FANOUT_BATCH:
+            enqueue_once(FANOUT_TASK, flag=FANOUT_FLAG)
+    return f"{len(rows)} deliveries for {len(events)} change(s)"
+
+
+def _try_lock(target_id: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [f"deliver:{target_id}"])
+        return bool(cursor.fetchone()[0])
+
+
+def _unlock(target_id: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [f"deliver:{target_id}"])
+
+
+def deliver(target_id: int, session: requests.Session | None = None) -> str:
+    """django-q2 entry point: send the due heads of one target's per-person queues."""
+    task_started(deliver_flag(target_id))
+    # A session-level lock: one sender per target; it goes with the connection if the worker dies.
+    if not _try_lock(target_id):
+        return "another sender is busy with this target"
+    try:
+        return _deliver(target_id, session or requests.Session())
+    finally:
+        _unlock(target_id)
+
+
+def _deliver(target_id: int, session: requests.Session) -> str:
+    target = DownstreamTarget.objects.filter(pk=target_id).first()
+    if target is None or not target.enabled:
+        return "target gone or disabled"
+    now = timezone.now()
+    if target.paused_until and target.paused_until > now:
+        enqueue(
+            DELIVER_TASK,
+            target_id,
+            delay=(target.paused_until - now).total_seconds(),
+            task_name=f"{deliver_flag(target_id)}-after-pause",
+        )
+        return f"paused: {target.pause_reason}"
+    sent = failed = 0
+    deadline = time.monotonic() + ROUND_SECONDS
+    paused = False
+    while time.monotonic() < deadline and not paused:
+        with connection.cursor() as cursor:
+            cursor.execute(_HEADS_SQL, [target_id, HEADS_PER_ROUND])
+            head_ids = [row[0] for row in cursor.fetchall()]
+        if not head_ids:
+            break
+        heads = Delivery.objects.select_related("change").filter(pk__in=head_ids).order_by("change_id")
+        for delivery in heads:
+            ok = _send_one(target, delivery, session)
+            sent += ok
+            failed += not ok
+            if not ok and target.consecutive_failures >= PAUSE_AFTER_FAILURES:
+                _pause(target)
+                paused = True
+                break
+    _schedule_next(target)
+    return f"{sent} delivered, {failed} failed" + (" (target paused)" if paused else "")
+
+
+def _send_one(target: DownstreamTarget, delivery: Delivery, session: requests.Session) -> bool:
+    delivery.attempts += 1
+    try:
+        status = SENDERS[target.kind](target, delivery, session)
+    except TransportError as exc:
+        delivery.last_status_code = exc.http_status
+        delivery.last_error = exc.message[:2000]
+        if exc.permanent or delivery.attempts >= settings.DOWNSTREAM_MAX_ATTEMPTS:
+            delivery.status = Delivery.DEAD
+            logger.warning(
+                "delivery %s to target %s dead-lettered (status %s)", delivery.pk, target.pk, exc.http_status
+            )
+        else:
+            delay = backoff_delay(delivery.attempts, base=1.0, cap=300.0, floor=exc.retry_after or 0.0)
+            delivery.next_attempt_at = timezone.now() + dt.timedelta(seconds=delay)
+        delivery.save(update_fields=["attempts", "status", "next_attempt_at", "last_status_code", "last_error"])
+        if not exc.permanent:
+            target.consecutive_failures += 1
+        target.last_error = exc.message[:2000]
+        DownstreamTarget.objects.filter(pk=target.pk).update(
+            consecutive_failures=target.consecutive_failures, last_error=target.last_error
+        )
+        return False
+    delivery.status = Delivery.DELIVERED
+    delivery.delivered_at = timezone.now()
+    delivery.last_status_code = status
+    delivery.last_error = ""
+    delivery.save(update_fields=["attempts", "status", "delivered_at", "last_status_code", "last_error"])
+    if target.consecutive_failures or target.paused_until:
+        target.consecutive_failures = 0
+        target.paused_until = None
+        target.pause_reason = ""
+    target.last_success_at = delivery.delivered_at
+    DownstreamTarget.objects.filter(pk=target.pk).update(
+        consecutive_failures=0, paused_until=None, pause_reason="", last_success_at=delivery.delivered_at
+    )
+    return True
+
+
+def _pause(target: DownstreamTarget) -> None:
+    extra = target.consecutive_failures - PAUSE_AFTER_FAILURES
+    seconds = min(PAUSE_MAX_SECONDS, PAUSE_BASE_SECONDS * 2 ** max(extra, 0))
+    target.paused_until = timezone.now() + dt.timedelta(seconds=seconds)
+    target.pause_reason = f"{target.consecutive_failures} failures in a row; last: {target.last_error[:300]}"
+    DownstreamTarget.objects.filter(pk=target.pk).update(
+        paused_until=target.paused_until, pause_reason=target.pause_reason
+    )
+    logger.warning("downstream target %s paused for %.0fs", target.pk, seconds)
+
+
+def _schedule_next(target: DownstreamTarget) -> None:
+    now = timezone.now()
+    if target.paused_until and target.paused_until > now:
+        enqueue(
+            DELIVER_TASK,
+            target.pk,
+            delay=(target.paused_until - now).total_seconds(),
+            task_name=f"{deliver_flag(target.pk)}-after-pause",
+        )
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(_NEXT_HEAD_SQL, [target.pk])
+        soonest = cursor.fetchone()[0]
+    if soonest is None:
+        return  # nothing pending, or only people held behind a dead-lettered change
+    with transaction.atomic():
+        if soonest <= now:
+            enqueue_once(DELIVER_TASK, target.pk, flag=deliver_flag(target.pk))
+        else:
+            enqueue(
+                DELIVER_TASK,
+                target.pk,
+                delay=(soonest - now).total_seconds(),
+                task_name=f"{deliver_flag(target.pk)}-retry",
+            )
+
+
+def replay(delivery: Delivery) -> None:
+    """A dead-lettered delivery goes back to its person's queue, at its place in the order."""
+    Delivery.objects.filter(pk=delivery.pk, status=Delivery.DEAD).update(
+        status=Delivery.PENDING, attempts=0, next_attempt_at=timezone.now(), last_error=""
+    )
+    with transaction.atomic():
+        enqueue_once(DELIVER_TASK, delivery.target_id, flag=deliver_flag(delivery.target_id))
+
+
+def target_lag_seconds(target: DownstreamTarget) -> float | None:
+    oldest = Delivery.objects.filter(target=target, status__in=[Delivery.PENDING, Delivery.DEAD]).aggregate(
+        m=Min("change__created_at")
+    )["m"]
+    return (timezone.now() - oldest).total_seconds() if oldest else None
+
+
+def status_counts(target: DownstreamTarget) -> dict[str, Any]:
+    from django.db.models import Count
+
+    return dict(Delivery.objects.filter(target=target).values_list("status").annotate(n=Count("id")))

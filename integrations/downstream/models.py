@@ -1,0 +1,93 @@
+"""Downstream targets (webhook endpoints, Salesforce core) and the deliveries of changes to them."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+
+from django.db import models
+from django.utils import timezone
+
+from customers.choices import ChangeType
+
+
+def new_webhook_secret() -> str:
+    """A Standard Webhooks secret: ``whsec_`` + base64 of 32 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+class DownstreamTarget(models.Model):
+    """A system told about golden-record changes, in order per master ID."""
+
+    WEBHOOK, SALESFORCE = "webhook", "salesforce"
+    KINDS = [(WEBHOOK, "Webhook (Standard Webhooks)"), (SALESFORCE, "Salesforce core (REST upsert)")]
+
+    name = models.CharField(max_length=80, unique=True)
+    kind = models.CharField(max_length=12, choices=KINDS, default=WEBHOOK)
+    url = models.URLField(max_length=500, help_text="Webhook endpoint (HTTPS), or the Salesforce My Domain URL.")
+    secret = models.CharField(
+        max_length=200,
+        default=new_webhook_secret,
+        help_text="Signing secret (whsec_...). Receivers verify webhook-signature with it.",
+    )
+    event_types = models.JSONField(
+        default=list, blank=True, help_text=f"Change types to send; empty means all: {', '.join(ChangeType.values)}"
+    )
+    enabled = models.BooleanField(default=True)
+    # Fan-out position: the last change event turned into deliveries for this target.
+    cursor = models.BigIntegerField(default=0)
+    paused_until = models.DateTimeField(null=True, blank=True)
+    pause_reason = models.CharField(max_length=500, blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "downstream target"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def wants(self, change_type: str) -> bool:
+        return not self.event_types or change_type in self.event_types
+
+
+class Delivery(models.Model):
+    """One change event for one target. ``webhook_id`` stays the same across retries."""
+
+    PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+    STATUSES = [(PENDING, "Pending"), (DELIVERED, "Delivered"), (DEAD, "Dead-lettered")]
+
+    target = models.ForeignKey(DownstreamTarget, on_delete=models.CASCADE, related_name="deliveries")
+    change = models.ForeignKey("customers.ChangeEvent", on_delete=models.CASCADE, related_name="deliveries")
+    master_id = models.CharField(max_length=36)
+    status = models.CharField(max_length=10, choices=STATUSES, default=PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    last_status_code = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        ordering = ["-id"]
+        constraints = [models.UniqueConstraint(fields=["target", "change"], name="delivery_unique_change")]
+        indexes = [
+            # The head of each person's queue per target: DISTINCT ON (master_id) ... ORDER BY change.
+            models.Index(
+                fields=["target", "master_id", "change"],
+                name="delivery_queue_idx",
+                condition=models.Q(status__in=["pending", "dead"]),
+            ),
+            models.Index(fields=["target", "status", "next_attempt_at"], name="delivery_due_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.target} <- change {self.change_id}"
+
+    @property
+    def webhook_id(self) -> str:
+        return f"msg_{self.change_id}"

@@ -1,0 +1,67 @@
+"""A local webhook receiver that checks Standard Webhooks signatures and records what arrives."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from integrations.downstream.signing import verify
+
+
+class WebhookReceiver:
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+        self.received: list[dict[str, Any]] = []  # accepted deliveries, in arrival order
+        self.attempts: list[str] = []  # every webhook-id that reached us, accepted or not
+        self.bad_signatures = 0
+        self.fail_next = 0
+        self.fail_status = 500
+        self.fail_for: set[str] = set()  # master IDs to refuse (permanently, 400)
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                msg_id = self.headers.get("webhook-id", "")
+                status = receiver._handle(
+                    msg_id, self.headers.get("webhook-timestamp", "0"), self.headers.get("webhook-signature", ""), body
+                )
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def _handle(self, msg_id: str, timestamp: str, signature: str, body: bytes) -> int:
+        with self._lock:
+            self.attempts.append(msg_id)
+            if not verify(self.secret, msg_id, int(timestamp), body, signature):
+                self.bad_signatures += 1
+                return 401
+            payload = json.loads(body)
+            if payload["data"]["masterId"] in self.fail_for:
+                return 400
+            if self.fail_next > 0:
+                self.fail_next -= 1
+                return self.fail_status
+            self.received.append({"id": msg_id, **payload})
+            return 204
+
+    def changes_for(self, master_id: str) -> list[int]:
+        return [m["data"]["changeId"] for m in self.received if m["data"]["masterId"] == master_id]
+
+    def __enter__(self) -> WebhookReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
