@@ -71,13 +71,27 @@ class HubProcesses:
         )
         self.wait_http(f"{self.url}/api/health")
 
-    def start_cluster(self) -> None:
+    def start_cluster(self, log_path: Path | None = None) -> None:
+        self.cluster_log = log_path
+        output = log_path.open("ab") if log_path else None
         self.procs["qcluster"] = subprocess.Popen(
             [sys.executable, "manage.py", "qcluster"],
             cwd=ROOT,
             env=self.env,
             start_new_session=True,
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
         )
+
+    def worker_pids(self) -> list[int]:
+        """PIDs of the cluster's live task workers, from its own log ("ready for work at PID")."""
+        import re
+
+        import psutil
+
+        assert self.cluster_log is not None, "start_cluster(log_path=...) to know the workers"
+        pids = {int(m) for m in re.findall(rb"ready for work at (\d+)", self.cluster_log.read_bytes())}
+        return [pid for pid in pids if psutil.pid_exists(pid)]
 
     def wait_http(self, url: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
