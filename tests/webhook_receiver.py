@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -52,7 +53,7 @@ class WebhookReceiver:
             if self.fail_next > 0:
                 self.fail_next -= 1
                 return self.fail_status
-            self.received.append({"id": msg_id, **payload})
+            self.received.append({"id": msg_id, "receivedAt": time.time(), **payload})
             return 204
 
     def changes_for(self, master_id: str) -> list[int]:
