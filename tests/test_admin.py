@@ -96,3 +96,17 @@ def test_replay_action_on_dead_letters(steward, journey, sandbox):
     dead.refresh_from_db()
     assert dead.replayed_by == "user:steward" and dead.replay_run.status == "succeeded"
     assert sandbox.rows("Individual")["SK-1001"]["GlobalPartyId"] == Individual.objects.get().master_id
+
+
+def test_every_admin_page_renders(steward, synced):
+    from django.contrib import admin
+
+    for model, model_admin in admin.site._registry.items():
+        opts = model._meta
+        url = f"/admin/{opts.app_label}/{opts.model_name}/"
+        response = steward.get(url)
+        assert response.status_code == 200, url
+        first = model_admin.get_queryset(response.wsgi_request).first()
+        if first is not None:
+            detail = steward.get(f"{url}{first.pk}/change/")
+            assert detail.status_code == 200, (url, first.pk)

@@ -8,7 +8,7 @@ from django.contrib import admin, messages
 from django.db.models import Count
 from django.http import HttpRequest
 
-from integrations.marketing_cloud.models import EnsCallback, EnsNotification, ReconciliationState
+from integrations.marketing_cloud.models import EnsCallback, EnsNotification, ImportJob, ReconciliationState
 
 
 @admin.register(EnsCallback)
@@ -109,3 +109,25 @@ class ReconciliationStateAdmin(admin.ModelAdmin):
         # Show the row before the first run, so "Run now" has something to act on.
         ReconciliationState.objects.get_or_create(de_key=settings.MC_DE_KEY)
         return super().changelist_view(request, extra_context)
+
+
+@admin.register(ImportJob)
+class ImportJobAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "file_name",
+        "status",
+        "rows_done",
+        "created",
+        "matched",
+        "superseded",
+        "rejected",
+        "writebacks_queued",
+        "started_at",
+        "finished_at",
+    ]
+    list_filter = ["status"]
+    readonly_fields = [f.name for f in ImportJob._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # imports run with `manage.py import_subscribers FILE.csv`
