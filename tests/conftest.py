@@ -33,7 +33,7 @@ def sandbox(_sandbox_server: MarketingCloudSandbox, settings: Any) -> MarketingC
     settings.MC_CLIENT_SECRET = CLIENT_SECRET
     settings.MC_ACCOUNT_ID = ""
     settings.MC_JWT_SECRET = JWT_SECRET
-    settings.MC_HTTP_TIMEOUT = 2.0
+    settings.MC_HTTP_TIMEOUT = 5.0
     return _sandbox_server
 
 

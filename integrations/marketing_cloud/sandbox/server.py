@@ -14,24 +14,15 @@ library or through the ``mc_sandbox`` management command, and other processes dr
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
-import os
-import random
 import re
 import secrets
-import socket
-import struct
-import sys
-import threading
-import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 from integrations.marketing_cloud.sandbox.ens import (
@@ -41,6 +32,7 @@ from integrations.marketing_cloud.sandbox.ens import (
     sign_ens,
     tamper_signature,
 )
+from integrations.sandbox_http import ApiError, EmulatorServer, Fault, Reply
 
 __all__ = ["FAULT_KINDS", "MarketingCloudSandbox", "SandboxConfig"]
 
@@ -48,15 +40,10 @@ DOCS_URL = "https://developer.salesforce.com/docs/atlas.en-us.mc-apis.meta/mc-ap
 OAUTH_ERROR_URI = "https://developer.salesforce.com"
 TOKEN_SCOPE = "data_extensions_read data_extensions_write list_and_subscribers_read"
 TOKEN_PATH = "/v2/token"
-CONTROL_ROOT = "/__sandbox"
 FAULT_KINDS = frozenset({"429", "429-blocked", "500", "503", "400", "403", "401", "timeout", "reset"})
 
 # SFMC caps the GET rowset page size at 2500 and uses that when none is asked for.
 MAX_PAGE_SIZE = 2500
-# A request body larger than this is refused rather than buffered, so a runaway client cannot
-# exhaust memory on a developer machine.
-MAX_BODY_BYTES = 16 * 1024 * 1024
-DEFAULT_TIMEOUT_DELAY = 30.0
 DEFAULT_RETRY_AFTER = 5
 
 _ROW_PATH = re.compile(r"^/hub/v1/dataevents/key:([^/]+)/rows/([^/]+)$")
@@ -108,36 +95,11 @@ class SandboxConfig:
 
 
 @dataclass
-class _Fault:
-    kind: str
-    count: int
-    path_contains: str | None
-    retry_after: int | None
-    delay: float | None
-
-    def matches(self, path: str, target: str = "") -> bool:
-        # Faults without a path filter are meant for the data calls; the token endpoint is only
-        # broken on purpose, otherwise a generic fault would also stop the client from recovering.
-        if self.path_contains is None:
-            return path != TOKEN_PATH
-        # The filter sees the query string too, so one page of a paged read can be broken.
-        return self.path_contains in (target or path)
-
-
-@dataclass
 class _DataExtension:
     key_columns: tuple[str, ...]
     object_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     # Insertion-ordered, as the GET rowset pages through rows in the order they were created.
     rows: dict[str, dict[str, str]] = field(default_factory=dict)
-
-
-@dataclass
-class _Reply:
-    status: int
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-    reset: bool = False  # drop the connection without answering
 
 
 @dataclass
@@ -189,20 +151,12 @@ class _EnsSubscription:
         return True
 
 
-class _ApiError(Exception):
-    """Raised inside request handling to short-circuit into an error reply."""
-
-    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        super().__init__(status)
-        self.reply = _Reply(status, body, headers or {})
+def _rest_error(status: int, errorcode: int, message: str, documentation: str = DOCS_URL) -> ApiError:
+    return ApiError(status, {"message": message, "errorcode": errorcode, "documentation": documentation})
 
 
-def _rest_error(status: int, errorcode: int, message: str, documentation: str = DOCS_URL) -> _ApiError:
-    return _ApiError(status, {"message": message, "errorcode": errorcode, "documentation": documentation})
-
-
-def _oauth_error(status: int, error: str, description: str) -> _Reply:
-    return _Reply(status, {"error": error, "error_description": description, "error_uri": OAUTH_ERROR_URI})
+def _oauth_error(status: int, error: str, description: str) -> Reply:
+    return Reply(status, {"error": error, "error_description": description, "error_uri": OAUTH_ERROR_URI})
 
 
 def redact_path(path: str) -> str:
@@ -342,119 +296,20 @@ def _positive_int(raw: str | None, default: int) -> int:
     return number
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # The default backlog of 5 drops connections when a benchmark opens many at once.
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], sandbox: MarketingCloudSandbox) -> None:
-        self.sandbox = sandbox
-        super().__init__(address, _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Clients that time out or hang up mid-response are expected here (fault injection makes
-        # them on purpose), so tracebacks are only worth printing when asked for.
-        if self.sandbox.verbose:
-            super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "MarketingCloudSandbox/1.0"
-    # Idle keep-alive connections are closed after this, so their threads do not linger.
-    timeout = 60
-    # Headers and body go out in two writes; with Nagle's algorithm on, the body waits for the
-    # client's delayed ACK (~40 ms per keep-alive request), which would swamp any latency setting.
-    disable_nagle_algorithm = True
-    server: _Server
-
-    # BaseHTTPRequestHandler dispatches on do_<METHOD>; every method goes through one router so
-    # that a wrong method on a known path can be answered with SFMC's 405 instead of a stdlib 501.
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_PUT(self) -> None:
-        self._serve()
-
-    def do_DELETE(self) -> None:
-        self._serve()
-
-    def do_PATCH(self) -> None:
-        self._serve()
-
-    def _serve(self) -> None:
-        sandbox = self.server.sandbox
-        if self.headers.get("Transfer-Encoding", "").lower() not in ("", "identity"):
-            # Every client the hub uses sends Content-Length; chunked bodies are not worth emulating.
-            self.close_connection = True
-            self._write(_Reply(411, {"message": "Length Required", "errorcode": 411, "documentation": ""}))
-            return
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0 or length > MAX_BODY_BYTES:
-            self.close_connection = True
-            self._write(_Reply(413, {"message": "Invalid Content-Length", "errorcode": 413, "documentation": ""}))
-            return
-        body = self.rfile.read(length) if length else b""
-        reply = sandbox.handle(self.command, self.path, self.headers, body)
-        if reply.reset:
-            self._reset_connection()
-        else:
-            self._write(reply)
-
-    def _write(self, reply: _Reply) -> None:
-        payload = b"" if reply.body is None else json.dumps(reply.body).encode("utf-8")
-        try:
-            self.send_response(reply.status)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(payload)))
-            for name, value in reply.headers.items():
-                self.send_header(name, value)
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(payload)
-        except OSError:
-            # The client gave up (e.g. its read timeout fired during an injected delay).
-            self.close_connection = True
-
-    def _reset_connection(self) -> None:
-        # A zero linger makes close() send RST instead of FIN, which is what a crashed load
-        # balancer looks like to the client: a reset, not a clean "server closed" end of stream.
-        self.close_connection = True
-        # Best effort: without the option the client still sees the connection drop, just via FIN.
-        with contextlib.suppress(OSError):
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        # detach() + os.close() closes the descriptor now; socket.close() would wait for rfile.
-        os.close(self.connection.detach())
-        self.server.sandbox._log_line(self.command, self.path, 0)
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        self.server.sandbox._log_line(self.command, self.path, code)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # The base class would print the raw request line, which can carry an email address, so
-        # only numbers (status codes) are kept from the arguments.
-        if not self.server.sandbox.verbose:
-            return
-        try:
-            text = format % tuple(arg if isinstance(arg, int) else "..." for arg in args)
-        except (TypeError, ValueError):
-            text = format.split("%", 1)[0].strip()
-        sys.stderr.write(f"[mc-sandbox] {text}\n")
-
-
-class MarketingCloudSandbox:
+class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
     """A threaded HTTP server answering like SFMC's auth and REST endpoints.
 
     The socket is bound in the constructor, so :attr:`url` is known (also with ``port=0``) before
     :meth:`start` or :meth:`serve_forever` is called.
     """
+
+    name = "mc-sandbox"
+    server_version = "MarketingCloudSandbox/1.0"
+    token_path = TOKEN_PATH
+    fault_kinds = FAULT_KINDS
+    config_class = SandboxConfig
+    content_type = "application/json; charset=utf-8"
+    content_type_without_body = True
 
     def __init__(
         self,
@@ -464,137 +319,13 @@ class MarketingCloudSandbox:
         *,
         verbose: bool = False,
     ) -> None:
-        self.config = config or SandboxConfig()
-        self.verbose = verbose
-        self._lock = threading.Lock()
-        self._random = random.Random(self.config.seed)
-        self._tokens: dict[str, float] = {}  # token -> monotonic expiry
-        self._faults: list[_Fault] = []
+        super().__init__(host, port, config, verbose=verbose)
         self._des: dict[str, _DataExtension] = {}
-        self._log: list[dict[str, Any]] = []
         # Insertion-ordered, so "the first verified callback" is the one registered first.
         self._ens_callbacks: dict[str, _EnsCallback] = {}
         self._ens_subscriptions: dict[str, _EnsSubscription] = {}
-        # Set on stop so injected delays end at once instead of keeping a thread asleep.
-        self._stopping = threading.Event()
-        self._serving = False
-        self._thread: threading.Thread | None = None
-        self._server = _Server((host, port), self)
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> MarketingCloudSandbox:
-        """Serve from a daemon thread and return self."""
-        if self._thread is not None:
-            return self
-        self._serving = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="mc-sandbox", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        """Serve in the calling thread until :meth:`stop` is called or the process is interrupted."""
-        self._serving = True
-        try:
-            self._server.serve_forever(poll_interval=0.2)
-        finally:
-            self._serving = False
-            self._server.server_close()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._serving:
-            self._serving = False
-            # shutdown() waits for serve_forever to return; calling it when nothing serves hangs.
-            self._server.shutdown()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._server.server_close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     # -- test and control API ----------------------------------------------------------------
-
-    def inject(
-        self,
-        kind: str,
-        count: int = 1,
-        *,
-        path_contains: str | None = None,
-        retry_after: int | None = None,
-        delay: float | None = None,
-    ) -> None:
-        """Queue a fault answered by the next ``count`` matching requests (see FAULT_KINDS)."""
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(FAULT_KINDS)}")
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ValueError("count must be a positive integer")
-        if retry_after is not None and (isinstance(retry_after, bool) or not isinstance(retry_after, int)):
-            raise ValueError("retry_after must be an integer number of seconds")
-        if retry_after is not None and retry_after < 0:
-            raise ValueError("retry_after must not be negative")
-        if delay is not None and (isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0):
-            raise ValueError("delay must be a non-negative number of seconds")
-        if path_contains is not None and not isinstance(path_contains, str):
-            raise ValueError("path_contains must be a string")
-        with self._lock:
-            self._faults.append(_Fault(kind, count, path_contains, retry_after, delay))
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
-    def faults(self) -> list[dict[str, Any]]:
-        """The faults still queued, in the order they will be used."""
-        with self._lock:
-            return [asdict(fault) for fault in self._faults]
-
-    def configure(self, **changes: Any) -> None:
-        """Change config fields at run time, e.g. ``configure(latency_ms=50, fail_rate=0.1)``."""
-        known = {f.name for f in fields(SandboxConfig)}
-        unknown = set(changes) - known
-        if unknown:
-            raise ValueError(f"unknown config fields: {sorted(unknown)}")
-        for name, value in changes.items():
-            if name in ("client_id", "client_secret", "account_id"):
-                if not isinstance(value, str):
-                    raise ValueError(f"{name} must be a string")
-            elif name in ("token_ttl", "latency_ms"):
-                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                    raise ValueError(f"{name} must be a non-negative integer")
-            elif name == "fail_rate":
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-                    raise ValueError("fail_rate must be between 0 and 1")
-            elif name == "seed" and value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ValueError("seed must be an integer or null")
-            elif name == "allow_insecure_callbacks":
-                if not isinstance(value, bool):
-                    raise ValueError("allow_insecure_callbacks must be true or false")
-            elif name in ("ens_verify_timeout", "ens_delivery_timeout") and (
-                isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0
-            ):
-                raise ValueError(f"{name} must be a positive number of seconds")
-        with self._lock:
-            for name, value in changes.items():
-                setattr(self.config, name, value)
-            if "seed" in changes:
-                self._random.seed(changes["seed"])
-
-    def expire_tokens(self) -> None:
-        with self._lock:
-            self._tokens.clear()
 
     def rows(self, de_key: str) -> dict[str, dict[str, str]]:
         """Primary key value (several key columns joined with "|") -> copy of the stored row."""
@@ -602,27 +333,28 @@ class MarketingCloudSandbox:
             de = self._des.get(de_key)
             return {} if de is None else {pk: dict(row) for pk, row in de.rows.items()}
 
-    def requests_log(self) -> list[dict[str, Any]]:
-        """MC endpoint calls as ``{"method", "path", "status", "time"}``; row key values are masked.
+    def _checked_config_value(self, name: str, value: Any) -> Any:
+        # Only the fields SFMC's config adds are checked here; latency, failures and seed by the base.
+        if name in ("client_id", "client_secret", "account_id"):
+            if not isinstance(value, str):
+                raise ValueError(f"{name} must be a string")
+        elif name == "token_ttl":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer")
+        elif name == "allow_insecure_callbacks":
+            if not isinstance(value, bool):
+                raise ValueError("allow_insecure_callbacks must be true or false")
+        elif name in ("ens_verify_timeout", "ens_delivery_timeout"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"{name} must be a positive number of seconds")
+        else:
+            return super()._checked_config_value(name, value)
+        return value
 
-        ``status`` is 0 for a connection reset on purpose; ``time`` is the Unix time it was answered.
-        """
-        with self._lock:
-            return [dict(entry) for entry in self._log]
-
-    def count(self, method: str, path_prefix: str) -> int:
-        method = method.upper()
-        with self._lock:
-            return sum(1 for e in self._log if e["method"] == method and e["path"].startswith(path_prefix))
-
-    def reset(self) -> None:
-        with self._lock:
-            self._des.clear()
-            self._tokens.clear()
-            self._faults.clear()
-            self._log.clear()
-            self._ens_callbacks.clear()
-            self._ens_subscriptions.clear()
+    def _reset_state(self) -> None:
+        self._des.clear()
+        self._ens_callbacks.clear()
+        self._ens_subscriptions.clear()
 
     # -- Event Notification Service ----------------------------------------------------------
 
@@ -710,61 +442,22 @@ class MarketingCloudSandbox:
 
     # -- request handling --------------------------------------------------------------------
 
-    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> _Reply:
-        """Answer one request; called by the HTTP handler from its own thread."""
-        path = urlsplit(target).path
-        if path == CONTROL_ROOT or path.startswith(CONTROL_ROOT + "/"):
-            try:
-                return self._control(method, path[len(CONTROL_ROOT) :], body)
-            except _ApiError as error:
-                return error.reply
-        reply = self._marketing_cloud(method, target, headers, body)
-        with self._lock:
-            self._log.append({"method": method, "path": redact_path(path), "status": reply.status, "time": time.time()})
-        return reply
+    def _redact(self, path: str) -> str:
+        return redact_path(path)
 
-    def _marketing_cloud(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> _Reply:
-        split = urlsplit(target)
-        path = split.path
-        with self._lock:
-            latency = self.config.latency_ms
-        if latency > 0:
-            self._stopping.wait(latency / 1000)
-        fault = self._take_fault(path, target)
-        if fault is not None:
-            if fault.kind == "timeout":
-                # The client is expected to give up first; if it doesn't, it gets a normal answer.
-                self._stopping.wait(DEFAULT_TIMEOUT_DELAY if fault.delay is None else fault.delay)
-            else:
-                return self._fault_reply(fault)
-        if path != TOKEN_PATH and self._random_failure():
-            return _rest_error(500, 50000, "Internal Server Error").reply
-        try:
-            return self._route(method, path, split.query, headers, body)
-        except _ApiError as error:
-            return error.reply
+    def _random_failure_reply(self) -> Reply:
+        return _rest_error(500, 50000, "Internal Server Error").reply
 
-    def _take_fault(self, path: str, target: str = "") -> _Fault | None:
-        with self._lock:
-            for index, fault in enumerate(self._faults):
-                if fault.count > 0 and fault.matches(path, target):
-                    fault.count -= 1
-                    if fault.count == 0:
-                        del self._faults[index]
-                    return fault
-        return None
+    def _unreadable_body_reply(self, status: int, message: str) -> Reply:
+        # SFMC's error shape, with the HTTP status as error code and no documentation link.
+        return _rest_error(status, status, message, "").reply
 
-    def _random_failure(self) -> bool:
-        with self._lock:
-            rate = self.config.fail_rate
-            return rate > 0 and self._random.random() < rate
-
-    def _fault_reply(self, fault: _Fault) -> _Reply:
+    def _fault_reply(self, fault: Fault, path: str) -> Reply:
         kind = fault.kind
         if kind == "429":
             wait = DEFAULT_RETRY_AFTER if fault.retry_after is None else fault.retry_after
             body = {"message": "Rate limit exceeded", "errorcode": 50100, "retryAfter": wait, "documentation": DOCS_URL}
-            return _Reply(429, body, {"Retry-After": str(wait)})
+            return Reply(429, body, {"Retry-After": str(wait)})
         if kind == "429-blocked":
             return _rest_error(429, 50200, "Your requests are temporarily blocked.").reply
         if kind == "500":
@@ -778,10 +471,10 @@ class MarketingCloudSandbox:
         if kind == "401":
             self.expire_tokens()
             return _rest_error(401, 0, "Not Authorized").reply
-        return _Reply(0, reset=True)  # "reset"
+        return Reply(0, reset=True)  # "reset"
 
-    def _route(self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes) -> _Reply:
-        routes: list[tuple[re.Pattern[str] | str, dict[str, Callable[..., _Reply]]]] = [
+    def _route(self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes) -> Reply:
+        routes: list[tuple[re.Pattern[str] | str, dict[str, Callable[..., Reply]]]] = [
             (TOKEN_PATH, {"POST": lambda m: self._issue_token(body)}),
             (_ROW_PATH, {"PUT": lambda m: self._put_row(m, body)}),
             (_ROWSET_PATH, {"POST": lambda m: self._post_rowset(m, body)}),
@@ -799,7 +492,7 @@ class MarketingCloudSandbox:
                 ENS_SUBSCRIPTIONS_PATH,
                 {
                     "POST": lambda m: self._ens_create_subscriptions(body),
-                    "GET": lambda m: _Reply(200, self.subscriptions()),
+                    "GET": lambda m: Reply(200, self.subscriptions()),
                 },
             ),
             (
@@ -824,13 +517,10 @@ class MarketingCloudSandbox:
 
     def _require_token(self, headers: Mapping[str, str]) -> None:
         scheme, _, token = (headers.get("Authorization") or "").strip().partition(" ")
-        token = token.strip()
-        with self._lock:
-            expires = self._tokens.get(token) if scheme.lower() == "bearer" and token else None
-        if expires is None or expires <= time.monotonic():
+        if scheme.lower() != "bearer" or not self._token_is_live(token.strip()):
             raise _rest_error(401, 0, "Not Authorized")
 
-    def _issue_token(self, body: bytes) -> _Reply:
+    def _issue_token(self, body: bytes) -> Reply:
         try:
             data = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
@@ -859,13 +549,9 @@ class MarketingCloudSandbox:
                 "Client authentication failed. Make sure that the client ID and client secret are valid.",
             )
         token = secrets.token_urlsafe(48)
-        now = time.monotonic()
-        with self._lock:
-            # Drop expired tokens so a long benchmark does not grow the table without bound.
-            self._tokens = {t: exp for t, exp in self._tokens.items() if exp > now}
-            self._tokens[token] = now + config.token_ttl
+        self._remember_token(token, config.token_ttl)
         base = self.url + "/"
-        return _Reply(
+        return Reply(
             200,
             {
                 "access_token": token,
@@ -877,7 +563,7 @@ class MarketingCloudSandbox:
             },
         )
 
-    def _put_row(self, match: re.Match[str], body: bytes) -> _Reply:
+    def _put_row(self, match: re.Match[str], body: bytes) -> Reply:
         de_key = unquote(match.group(1))
         # Split on the first colon after decoding, so a %3A-encoded separator works as well.
         pk_name, sep, pk_value = unquote(match.group(2)).partition(":")
@@ -885,9 +571,9 @@ class MarketingCloudSandbox:
             raise _rest_error(400, 10005, "Invalid value")
         values = _checked_values(_parse_json(body))
         row = self._upsert(de_key, {pk_name: pk_value}, values)
-        return _Reply(200, {"keys": {pk_name: pk_value}, "values": row})
+        return Reply(200, {"keys": {pk_name: pk_value}, "values": row})
 
-    def _post_rowset(self, match: re.Match[str], body: bytes) -> _Reply:
+    def _post_rowset(self, match: re.Match[str], body: bytes) -> Reply:
         de_key = unquote(match.group(1))
         items = _parse_json(body)
         if not isinstance(items, list):
@@ -899,7 +585,7 @@ class MarketingCloudSandbox:
             checked.append((_checked_keys(item), values))
         for keys, values in checked:
             self._upsert(de_key, keys, values)
-        return _Reply(200, items)
+        return Reply(200, items)
 
     def _upsert(self, de_key: str, keys: dict[str, str], values: dict[str, str]) -> dict[str, str]:
         """Merge a row and return its non-key values."""
@@ -920,7 +606,7 @@ class MarketingCloudSandbox:
             key_names = {name.lower() for name in de.key_columns}
             return {name: value for name, value in row.items() if name.lower() not in key_names}
 
-    def _get_rowset(self, match: re.Match[str], path: str, query: str) -> _Reply:
+    def _get_rowset(self, match: re.Match[str], path: str, query: str) -> Reply:
         de_key = unquote(match.group(1))
         params = {name: values[-1] for name, values in parse_qs(query, keep_blank_values=True).items()}
         page = _positive_int(params.get("$page"), 1)
@@ -957,7 +643,7 @@ class MarketingCloudSandbox:
         if start + page_size < len(selected):
             links["next"] = link(page + 1)
         expires = datetime.now(UTC) + timedelta(minutes=20)
-        return _Reply(
+        return Reply(
             200,
             {
                 "links": links,
@@ -974,7 +660,7 @@ class MarketingCloudSandbox:
 
     # -- ENS endpoints -----------------------------------------------------------------------
 
-    def _ens_create_callbacks(self, body: bytes) -> _Reply:
+    def _ens_create_callbacks(self, body: bytes) -> Reply:
         items = _parse_json(body)
         if not isinstance(items, list) or not items:
             raise _rest_error(400, 10004, "Invalid message format")
@@ -1028,7 +714,7 @@ class MarketingCloudSandbox:
                     "test that the url is reachable with a POST call and returns a 200 http status code. "
                     f"Status: {detail}",
                 )
-        return _Reply(
+        return Reply(
             201,
             [
                 {
@@ -1043,9 +729,9 @@ class MarketingCloudSandbox:
             ],
         )
 
-    def _ens_list_callbacks(self) -> _Reply:
+    def _ens_list_callbacks(self) -> Reply:
         with self._lock:
-            return _Reply(200, [callback.view() for callback in self._ens_callbacks.values()])
+            return Reply(200, [callback.view() for callback in self._ens_callbacks.values()])
 
     def _ens_callback(self, match: re.Match[str]) -> _EnsCallback:
         """The callback named in the path; the caller holds the lock."""
@@ -1054,11 +740,11 @@ class MarketingCloudSandbox:
             raise _rest_error(404, 404, "Callback ID doesn't exist")
         return callback
 
-    def _ens_get_callback(self, match: re.Match[str]) -> _Reply:
+    def _ens_get_callback(self, match: re.Match[str]) -> Reply:
         with self._lock:
-            return _Reply(200, self._ens_callback(match).view())
+            return Reply(200, self._ens_callback(match).view())
 
-    def _ens_delete_callback(self, match: re.Match[str]) -> _Reply:
+    def _ens_delete_callback(self, match: re.Match[str]) -> Reply:
         with self._lock:
             callback = self._ens_callback(match)
             if any(s.callback_id == callback.callback_id for s in self._ens_subscriptions.values()):
@@ -1070,9 +756,9 @@ class MarketingCloudSandbox:
                 )
             del self._ens_callbacks[callback.callback_id]
         # Salesforce documents no body for this 200.
-        return _Reply(200)
+        return Reply(200)
 
-    def _ens_verify(self, body: bytes) -> _Reply:
+    def _ens_verify(self, body: bytes) -> Reply:
         data = _parse_json(body)
         if not isinstance(data, dict):
             raise _rest_error(400, 10004, "Invalid message format")
@@ -1086,9 +772,9 @@ class MarketingCloudSandbox:
             # Verifying again with the same key succeeds again, so a hub retrying after a lost
             # response is not punished; Salesforce documents no body, the callback view is a bonus.
             callback.verified = True
-            return _Reply(200, callback.view())
+            return Reply(200, callback.view())
 
-    def _ens_create_subscriptions(self, body: bytes) -> _Reply:
+    def _ens_create_subscriptions(self, body: bytes) -> Reply:
         items = _parse_json(body)
         if not isinstance(items, list) or not items:
             raise _rest_error(400, 10004, "Invalid message format")
@@ -1136,10 +822,10 @@ class MarketingCloudSandbox:
                 result.append(subscription)
             if not new:
                 # Salesforce: "304 No Change - Subscription already exists on the server".
-                return _Reply(304)
+                return Reply(304)
             for subscription in new:
                 self._ens_subscriptions[subscription.subscription_id] = subscription
-            return _Reply(
+            return Reply(
                 201,
                 [
                     {
@@ -1178,19 +864,19 @@ class MarketingCloudSandbox:
             raise _rest_error(404, 404, "Subscription ID doesn't exist")
         return subscription
 
-    def _ens_get_subscription(self, match: re.Match[str]) -> _Reply:
+    def _ens_get_subscription(self, match: re.Match[str]) -> Reply:
         with self._lock:
-            return _Reply(200, self._subscription_view(self._ens_subscription(match)))
+            return Reply(200, self._subscription_view(self._ens_subscription(match)))
 
-    def _ens_delete_subscription(self, match: re.Match[str]) -> _Reply:
+    def _ens_delete_subscription(self, match: re.Match[str]) -> Reply:
         with self._lock:
             del self._ens_subscriptions[self._ens_subscription(match).subscription_id]
-        return _Reply(200)
+        return Reply(200)
 
-    def _ens_subscriptions_by_callback(self, match: re.Match[str]) -> _Reply:
+    def _ens_subscriptions_by_callback(self, match: re.Match[str]) -> Reply:
         with self._lock:
             callback = self._ens_callback(match)
-            return _Reply(
+            return Reply(
                 200,
                 [
                     self._subscription_view(subscription)
@@ -1201,82 +887,36 @@ class MarketingCloudSandbox:
 
     # -- control endpoints -------------------------------------------------------------------
 
-    def _control(self, method: str, sub_path: str, body: bytes) -> _Reply:
-        def payload() -> dict[str, Any]:
-            data = _parse_json(body) if body.strip() else {}
-            if not isinstance(data, dict):
-                raise _rest_error(400, 10004, "Invalid message format", "")
-            return data
+    def _control_payload(self, body: bytes) -> dict[str, Any]:
+        data = _parse_json(body) if body.strip() else {}
+        if not isinstance(data, dict):
+            raise _rest_error(400, 10004, "Invalid message format", "")
+        return data
 
-        def invalid(error: Exception) -> _ApiError:
-            return _rest_error(400, 10005, str(error), "")
+    def _control_error(self, message: str) -> ApiError:
+        return _rest_error(400, 10005, message, "")
 
-        if sub_path == "/faults" and method == "POST":
-            data = payload()
-            try:
-                self.inject(
-                    str(data.get("kind")),
-                    data.get("count", 1),
-                    path_contains=data.get("path_contains"),
-                    retry_after=data.get("retry_after"),
-                    delay=data.get("delay"),
-                )
-            except ValueError as error:
-                raise invalid(error) from None
-            return _Reply(200, {"queued": True})
-        if sub_path == "/faults" and method == "DELETE":
-            self.clear_faults()
-            return _Reply(200, {"cleared": True})
-        if sub_path == "/faults" and method == "GET":
-            return _Reply(200, self.faults())
+    def _system_control(self, method: str, sub_path: str, query: str, body: bytes) -> Reply:
         if sub_path.startswith("/rows/") and method == "GET":
-            return _Reply(200, self.rows(unquote(sub_path[len("/rows/") :])))
-        if sub_path == "/log" and method == "GET":
-            return _Reply(200, self.requests_log())
-        if sub_path == "/reset" and method == "POST":
-            self.reset()
-            return _Reply(200, {"reset": True})
-        if sub_path == "/expire-tokens" and method == "POST":
-            self.expire_tokens()
-            return _Reply(200, {"expired": True})
-        if sub_path == "/config" and method == "POST":
-            try:
-                self.configure(**payload())
-            except ValueError as error:
-                raise invalid(error) from None
-            return _Reply(200, self._public_config())
-        if sub_path == "/config" and method == "GET":
-            return _Reply(200, self._public_config())
-        if sub_path == "/health" and method == "GET":
-            return _Reply(200, {"ok": True})
+            return Reply(200, self.rows(unquote(sub_path[len("/rows/") :])))
         if sub_path == "/ens/deliver" and method == "POST":
-            data = payload()
+            data = self._control_payload(body)
             callback_id, signature_key, tamper = data.get("callbackId"), data.get("signatureKey"), data.get("tamper")
             if callback_id is not None and not isinstance(callback_id, str):
-                raise invalid(ValueError("callbackId must be a string"))
+                raise self._control_error("callbackId must be a string")
             if signature_key is not None and not isinstance(signature_key, str):
-                raise invalid(ValueError("signatureKey must be a string"))
+                raise self._control_error("signatureKey must be a string")
             if tamper is not None and not isinstance(tamper, bool):
-                raise invalid(ValueError("tamper must be true or false"))
+                raise self._control_error("tamper must be true or false")
             try:
                 statuses = self.deliver_ens(
                     data.get("events"), callback_id=callback_id, signature_key=signature_key, tamper=bool(tamper)
                 )
             except ValueError as error:
-                raise invalid(error) from None
-            return _Reply(200, {"statuses": statuses})
+                raise self._control_error(str(error)) from None
+            return Reply(200, {"statuses": statuses})
         if sub_path == "/ens/callbacks" and method == "GET":
-            return _Reply(200, self.callbacks())
+            return Reply(200, self.callbacks())
         if sub_path == "/ens/subscriptions" and method == "GET":
-            return _Reply(200, self.subscriptions())
+            return Reply(200, self.subscriptions())
         raise _rest_error(404, 404, "Not Found", "")
-
-    def _public_config(self) -> dict[str, Any]:
-        with self._lock:
-            data = asdict(self.config)
-        data.pop("client_secret")  # never echo a credential, even a sandbox one
-        return data
-
-    def _log_line(self, method: str, path: str, status: int | str) -> None:
-        if self.verbose:
-            sys.stderr.write(f"[mc-sandbox] {method} {redact_path(path)} {status}\n")

@@ -24,29 +24,24 @@ import contextlib
 import hashlib
 import hmac
 import json
-import os
-import random
 import re
 import secrets
-import socket
 import string
-import struct
 import sys
-import threading
 import time
 import zlib
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+from integrations.sandbox_http import ApiError, EmulatorServer, Fault, Reply
 
 __all__ = ["FAULT_KINDS", "SalesforceSandbox", "SalesforceSandboxConfig", "redact_path"]
 
 TOKEN_PATH = "/services/oauth2/token"
 DATA_ROOT = "/services/data"
-CONTROL_ROOT = "/__sandbox"
 FAULT_KINDS = frozenset({"401", "400", "403-limit", "404", "500", "503", "timeout", "reset"})
 # What a connected app with the "Manage user data via APIs" scope is granted.
 TOKEN_SCOPE = "api"
@@ -54,10 +49,6 @@ TOKEN_SCOPE = "api"
 OLDEST_VERSION = 31
 # Upsert answers an update with 200 and a body carrying "created" from v46.0; before, with a bare 204.
 CREATED_FLAG_VERSION = 46
-# A request body larger than this is refused rather than buffered (a runaway client must not be
-# able to exhaust memory on a developer machine).
-MAX_BODY_BYTES = 16 * 1024 * 1024
-DEFAULT_TIMEOUT_DELAY = 30.0
 
 NOT_FOUND_MESSAGE = "The requested resource does not exist"
 SESSION_MESSAGE = "Session expired or invalid"
@@ -162,31 +153,6 @@ class SalesforceSandboxConfig:
     daily_api_limit: int = 15000
 
 
-@dataclass
-class _Fault:
-    kind: str
-    count: int
-    path_contains: str | None
-    retry_after: int | None
-    delay: float | None
-
-    def matches(self, path: str, target: str) -> bool:
-        # Faults without a path filter are meant for data calls: breaking the token endpoint too
-        # would stop the client from recovering, so that only happens when asked for by path.
-        if self.path_contains is None:
-            return path != TOKEN_PATH
-        # The filter sees the query string too, so e.g. only an updateOnly call can be broken.
-        return self.path_contains in target
-
-
-@dataclass
-class _Reply:
-    status: int
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-    reset: bool = False  # drop the connection without answering
-
-
 @dataclass(frozen=True)
 class _SObjectType:
     """One sObject of the emulated org's schema."""
@@ -211,33 +177,25 @@ class _SObjectType:
         return min(self.external_ids) if self.external_ids else "Id"
 
 
-class _ApiError(Exception):
-    """Raised inside request handling to short-circuit into an error reply."""
-
-    def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        super().__init__(status)
-        self.reply = _Reply(status, body, headers or {})
-
-
-def _error(status: int, error_code: str, message: str, error_fields: list[str] | None = None) -> _ApiError:
+def _error(status: int, error_code: str, message: str, error_fields: list[str] | None = None) -> ApiError:
     """Salesforce's REST error shape: a JSON array of {message, errorCode[, fields]}."""
     item: dict[str, Any] = {"message": message, "errorCode": error_code}
     if error_fields is not None:
         item["fields"] = error_fields
-    return _ApiError(status, [item])
+    return ApiError(status, [item])
 
 
-def _no_such_column(name: str, sobject: str) -> _ApiError:
+def _no_such_column(name: str, sobject: str) -> ApiError:
     return _error(400, "INVALID_FIELD", f"No such column '{name}' on sobject of type {sobject}", [name])
 
 
-def _not_found(message: str = NOT_FOUND_MESSAGE) -> _ApiError:
+def _not_found(message: str = NOT_FOUND_MESSAGE) -> ApiError:
     return _error(404, "NOT_FOUND", message)
 
 
-def _oauth_error(error: str, description: str) -> _Reply:
+def _oauth_error(error: str, description: str) -> Reply:
     # The token endpoint answers every refusal with 400 and the OAuth shape, not the REST array.
-    return _Reply(400, {"error": error, "error_description": description})
+    return Reply(400, {"error": error, "error_description": description})
 
 
 def redact_path(path: str) -> str:
@@ -352,142 +310,20 @@ def _string_sets(name: str, value: Any) -> dict[str, set[str]] | None:
     return result
 
 
-def _checked_config_value(name: str, value: Any) -> Any:
-    """Return the value to store for a config field, or raise ValueError saying what is wrong."""
-    if name in ("client_id", "client_secret"):
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"{name} must be a non-empty string")
-    elif name == "api_version":
-        match = _VERSION_SEGMENT.match(value) if isinstance(value, str) else None
-        if match is None or int(match.group(1)) < OLDEST_VERSION:
-            raise ValueError(f"api_version must look like 'v62.0' and be at least v{OLDEST_VERSION}.0")
-    elif name in ("latency_ms", "token_ttl", "daily_api_limit"):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be a non-negative integer")
-    elif name == "fail_rate":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise ValueError("fail_rate must be between 0 and 1")
-    elif name == "seed":
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ValueError("seed must be an integer or null")
-    elif name in ("known_fields", "external_id_fields"):
-        return _string_sets(name, value)
-    return value
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # The default backlog of 5 drops connections when a benchmark opens many at once.
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], sandbox: SalesforceSandbox) -> None:
-        self.sandbox = sandbox
-        super().__init__(address, _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Clients that time out or hang up mid-response are expected here (fault injection makes
-        # them on purpose), so tracebacks are only worth printing when asked for.
-        if self.sandbox.verbose:
-            super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "SalesforceSandbox/1.0"
-    # Idle keep-alive connections are closed after this, so their threads do not linger.
-    timeout = 60
-    # Headers and body go out in two writes; with Nagle's algorithm the body would wait for the
-    # client's delayed ACK (~40 ms per keep-alive request), which would swamp any latency setting.
-    disable_nagle_algorithm = True
-    server: _Server
-
-    # BaseHTTPRequestHandler dispatches on do_<METHOD>; all go through one router so a wrong method
-    # on a known path gets Salesforce's 405 instead of the stdlib's 501.
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_PUT(self) -> None:
-        self._serve()
-
-    def do_PATCH(self) -> None:
-        self._serve()
-
-    def do_DELETE(self) -> None:
-        self._serve()
-
-    def _serve(self) -> None:
-        if self.headers.get("Transfer-Encoding", "").lower() not in ("", "identity"):
-            # Every client the hub uses sends Content-Length; chunked bodies are not worth emulating.
-            self.close_connection = True
-            self._write(_Reply(411, [{"message": "Length Required", "errorCode": "LENGTH_REQUIRED"}]))
-            return
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0 or length > MAX_BODY_BYTES:
-            self.close_connection = True
-            self._write(_Reply(413, [{"message": "Invalid Content-Length", "errorCode": "REQUEST_TOO_LARGE"}]))
-            return
-        body = self.rfile.read(length) if length else b""
-        reply = self.server.sandbox.handle(self.command, self.path, self.headers, body)
-        if reply.reset:
-            self._reset_connection()
-        else:
-            self._write(reply)
-
-    def _write(self, reply: _Reply) -> None:
-        payload = b"" if reply.body is None else json.dumps(reply.body).encode("utf-8")
-        try:
-            self.send_response(reply.status)
-            if reply.body is not None:
-                self.send_header("Content-Type", "application/json;charset=UTF-8")
-            self.send_header("Content-Length", str(len(payload)))
-            for name, value in reply.headers.items():
-                self.send_header(name, value)
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(payload)
-        except OSError:
-            # The client gave up (e.g. its read timeout fired during an injected delay).
-            self.close_connection = True
-
-    def _reset_connection(self) -> None:
-        # A zero linger makes close() send RST instead of FIN, which is what a crashed load
-        # balancer looks like to the client: a reset, not a clean end of stream.
-        self.close_connection = True
-        # Best effort: without the option the client still sees the connection drop, via FIN.
-        with contextlib.suppress(OSError):
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        # detach() + os.close() closes the descriptor now; socket.close() would wait for rfile.
-        os.close(self.connection.detach())
-        self.server.sandbox._log_line(self.command, self.path, 0)
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        self.server.sandbox._log_line(self.command, self.path, code)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # The base class would print the raw request line, which can carry an email address in an
-        # external ID path, so only numbers (status codes) are kept from the arguments.
-        if not self.server.sandbox.verbose:
-            return
-        try:
-            text = format % tuple(arg if isinstance(arg, int) else "..." for arg in args)
-        except (TypeError, ValueError):
-            text = format.split("%", 1)[0].strip()
-        sys.stderr.write(f"[sf-sandbox] {text}\n")
-
-
-class SalesforceSandbox:
+class SalesforceSandbox(EmulatorServer[SalesforceSandboxConfig]):
     """A threaded HTTP server answering like a Salesforce org's OAuth and REST endpoints.
 
     The socket is bound in the constructor, so :attr:`url` (the org's "My Domain" URL, which is
     also returned as ``instance_url``) is known, also with ``port=0``, before :meth:`start`.
     """
+
+    name = "sf-sandbox"
+    server_version = "SalesforceSandbox/1.0"
+    token_path = TOKEN_PATH
+    fault_kinds = FAULT_KINDS
+    config_class = SalesforceSandboxConfig
+    content_type = "application/json;charset=UTF-8"
+    content_type_without_body = False
 
     def __init__(
         self,
@@ -498,131 +334,19 @@ class SalesforceSandbox:
         verbose: bool = False,
     ) -> None:
         config = config or SalesforceSandboxConfig()
-        # Validate up front, so a typo in a test's config fails at construction, not mid-request.
+        # Validate up front (before the socket is bound), so a typo in a test's config fails at
+        # construction, not mid-request.
         for item in fields(SalesforceSandboxConfig):
-            setattr(config, item.name, _checked_config_value(item.name, getattr(config, item.name)))
-        self.config = config
-        self.verbose = verbose
-        self._lock = threading.Lock()
-        self._random = random.Random(config.seed)
+            setattr(config, item.name, self._checked_config_value(item.name, getattr(config, item.name)))
+        super().__init__(host, port, config, verbose=verbose)
         # Fixed per sandbox: they appear in tokens and in the identity URL.
         self._org_id = "00D" + self._random_chars(12)
         self._user_id = "005" + self._random_chars(12)
-        self._tokens: dict[str, float] = {}  # token -> monotonic expiry
-        self._faults: list[_Fault] = []
         # sObject API name -> record Id -> fields (every field of the type, None when unset).
         self._records: dict[str, dict[str, dict[str, Any]]] = {}
-        self._log: list[dict[str, Any]] = []
         self._api_usage = 0
-        # Set on stop so injected delays end at once instead of keeping a thread asleep.
-        self._stopping = threading.Event()
-        self._serving = False
-        self._thread: threading.Thread | None = None
-        self._server = _Server((host, port), self)
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> Self:
-        """Serve from a daemon thread and return self."""
-        if self._thread is not None:
-            return self
-        self._serving = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="sf-sandbox", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        """Serve in the calling thread until :meth:`stop` is called or the process is interrupted."""
-        self._serving = True
-        try:
-            self._server.serve_forever(poll_interval=0.2)
-        finally:
-            self._serving = False
-            self._server.server_close()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._serving:
-            self._serving = False
-            # shutdown() waits for serve_forever to return; calling it when nothing serves hangs.
-            self._server.shutdown()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._server.server_close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     # -- test and control API ----------------------------------------------------------------
-
-    def inject(
-        self,
-        kind: str,
-        count: int = 1,
-        *,
-        path_contains: str | None = None,
-        retry_after: int | None = None,
-        delay: float | None = None,
-    ) -> None:
-        """Queue a fault answered by the next ``count`` matching requests (see FAULT_KINDS).
-
-        Faults are used first in, first out. Without ``path_contains`` a fault matches any call but
-        the token request. ``retry_after`` adds a Retry-After header to a "503"; ``delay`` is how
-        long a "timeout" stalls before answering normally (default 30 s).
-        """
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(FAULT_KINDS)}")
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ValueError("count must be a positive integer")
-        if retry_after is not None and (isinstance(retry_after, bool) or not isinstance(retry_after, int)):
-            raise ValueError("retry_after must be an integer number of seconds")
-        if retry_after is not None and retry_after < 0:
-            raise ValueError("retry_after must not be negative")
-        if delay is not None and (isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0):
-            raise ValueError("delay must be a non-negative number of seconds")
-        if path_contains is not None and not isinstance(path_contains, str):
-            raise ValueError("path_contains must be a string")
-        with self._lock:
-            self._faults.append(_Fault(kind, count, path_contains, retry_after, delay))
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
-    def faults(self) -> list[dict[str, Any]]:
-        """The faults still queued, in the order they will be used."""
-        with self._lock:
-            return [asdict(fault) for fault in self._faults]
-
-    def configure(self, **changes: Any) -> None:
-        """Change config fields at run time, e.g. ``configure(latency_ms=50, fail_rate=0.1)``."""
-        known = {item.name for item in fields(SalesforceSandboxConfig)}
-        unknown = set(changes) - known
-        if unknown:
-            raise ValueError(f"unknown config fields: {sorted(unknown)}")
-        # Check everything before changing anything, so a bad value leaves the config as it was.
-        checked = {name: _checked_config_value(name, value) for name, value in changes.items()}
-        with self._lock:
-            for name, value in checked.items():
-                setattr(self.config, name, value)
-            if "seed" in checked:
-                self._random.seed(checked["seed"])
-
-    def expire_tokens(self) -> None:
-        """End every session, as an admin revoking them (or the session timeout) would."""
-        with self._lock:
-            self._tokens.clear()
 
     def records(self, sobject: str, key_field: str | None = None) -> dict[str, dict[str, Any]]:
         """External ID value -> copy of the stored record (all fields, including ``Id``).
@@ -644,86 +368,46 @@ class SalesforceSandbox:
                 for record in stored.values()
             }
 
-    def requests_log(self) -> list[dict[str, Any]]:
-        """API calls as ``{"method", "path", "status", "time"}``; external ID values are masked.
+    def _checked_config_value(self, name: str, value: Any) -> Any:
+        # Only the fields of the org's config are checked here; latency, failures and seed by the base.
+        if name in ("client_id", "client_secret"):
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{name} must be a non-empty string")
+        elif name == "api_version":
+            match = _VERSION_SEGMENT.match(value) if isinstance(value, str) else None
+            if match is None or int(match.group(1)) < OLDEST_VERSION:
+                raise ValueError(f"api_version must look like 'v62.0' and be at least v{OLDEST_VERSION}.0")
+        elif name in ("token_ttl", "daily_api_limit"):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer")
+        elif name in ("known_fields", "external_id_fields"):
+            return _string_sets(name, value)
+        else:
+            return super()._checked_config_value(name, value)
+        return value
 
-        ``status`` is 0 for a connection reset on purpose; ``time`` is the Unix time it was
-        answered. Request and response bodies are never recorded: they hold personal data.
-        """
-        with self._lock:
-            return [dict(entry) for entry in self._log]
-
-    def count(self, method: str, path_prefix: str) -> int:
-        """How many logged calls used ``method`` on a (masked) path starting with ``path_prefix``."""
-        method = method.upper()
-        with self._lock:
-            return sum(1 for e in self._log if e["method"] == method and e["path"].startswith(path_prefix))
-
-    def reset(self) -> None:
-        """Forget records, sessions, faults, the log and the day's API usage."""
-        with self._lock:
-            self._records.clear()
-            self._tokens.clear()
-            self._faults.clear()
-            self._log.clear()
-            self._api_usage = 0
+    def _reset_state(self) -> None:
+        """Forget records and the day's API usage (reset() forgets sessions, faults and the log)."""
+        self._records.clear()
+        self._api_usage = 0
 
     # -- request handling --------------------------------------------------------------------
 
-    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> _Reply:
-        """Answer one request; called by the HTTP handler from its own thread."""
-        split = urlsplit(target)
-        path = split.path
-        if path == CONTROL_ROOT or path.startswith(CONTROL_ROOT + "/"):
-            try:
-                return self._control(method, path[len(CONTROL_ROOT) :], split.query, body)
-            except _ApiError as error:
-                return error.reply
-        reply = self._api(method, target, headers, body)
-        with self._lock:
-            self._log.append({"method": method, "path": redact_path(path), "status": reply.status, "time": time.time()})
-        return reply
+    def _redact(self, path: str) -> str:
+        return redact_path(path)
 
-    def _api(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> _Reply:
-        split = urlsplit(target)
-        path = split.path
-        with self._lock:
-            latency = self.config.latency_ms
-        if latency > 0:
-            self._stopping.wait(latency / 1000)
-        fault = self._take_fault(path, target)
-        if fault is not None:
-            if fault.kind == "timeout":
-                # The client is expected to give up first; if it doesn't, it gets a normal answer.
-                self._stopping.wait(DEFAULT_TIMEOUT_DELAY if fault.delay is None else fault.delay)
-            else:
-                return self._fault_reply(fault, path)
-        if path != TOKEN_PATH and self._random_failure():
-            return self._unknown_exception().reply
-        try:
-            return self._route(method, path, split.query, headers, body)
-        except _ApiError as error:
-            return error.reply
+    def _random_failure_reply(self) -> Reply:
+        return self._unknown_exception().reply
 
-    def _take_fault(self, path: str, target: str) -> _Fault | None:
-        with self._lock:
-            for index, fault in enumerate(self._faults):
-                if fault.count > 0 and fault.matches(path, target):
-                    fault.count -= 1
-                    if fault.count == 0:
-                        del self._faults[index]
-                    return fault
-        return None
-
-    def _random_failure(self) -> bool:
-        with self._lock:
-            rate = self.config.fail_rate
-            return rate > 0 and self._random.random() < rate
+    def _unreadable_body_reply(self, status: int, message: str) -> Reply:
+        # Salesforce's error array; the errorCode names the refusal, as its own codes do.
+        code = {411: "LENGTH_REQUIRED", 413: "REQUEST_TOO_LARGE"}[status]
+        return _error(status, code, message).reply
 
     def _random_chars(self, length: int) -> str:
         return "".join(self._random.choice(_ID_CHARACTERS) for _ in range(length))
 
-    def _unknown_exception(self) -> _ApiError:
+    def _unknown_exception(self) -> ApiError:
         with self._lock:
             error_id = (
                 f"{self._random.randrange(10**9)}-{self._random.randrange(10**5)} (-{self._random.randrange(10**9)})"
@@ -731,7 +415,7 @@ class SalesforceSandbox:
         message = f"An unexpected error occurred. Please include this ErrorId if you contact support: {error_id}"
         return _error(500, "UNKNOWN_EXCEPTION", message)
 
-    def _fault_reply(self, fault: _Fault, path: str) -> _Reply:
+    def _fault_reply(self, fault: Fault, path: str) -> Reply:
         kind = fault.kind
         if kind == "401":
             # A revoked session is revoked for every caller, so the client must fetch a new token.
@@ -750,10 +434,10 @@ class SalesforceSandbox:
         if kind == "503":
             headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
             body = [{"message": "Server is unavailable. Please try again later.", "errorCode": "SERVER_UNAVAILABLE"}]
-            return _Reply(503, body, headers)
-        return _Reply(0, reset=True)  # "reset"
+            return Reply(503, body, headers)
+        return Reply(0, reset=True)  # "reset"
 
-    def _route(self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes) -> _Reply:
+    def _route(self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes) -> Reply:
         if path == TOKEN_PATH:
             if method != "POST":
                 return _oauth_error("invalid_request", "must use HTTP POST")
@@ -761,7 +445,7 @@ class SalesforceSandbox:
         if path.rstrip("/") == DATA_ROOT:
             # The versions resource needs no session and does not count against the daily limit.
             self._allow(method, ("GET",))
-            return _Reply(200, self._versions())
+            return Reply(200, self._versions())
         if not path.startswith(DATA_ROOT + "/"):
             raise _not_found()
         segments = [unquote(part) for part in path[len(DATA_ROOT) + 1 :].rstrip("/").split("/")]
@@ -770,24 +454,24 @@ class SalesforceSandbox:
         usage = self._count_api_call()
         try:
             reply = self._versioned(method, major, segments[1:], query, body, headers)
-        except _ApiError as error:
+        except ApiError as error:
             reply = error.reply
         reply.headers.setdefault("Sforce-Limit-Info", usage)
         return reply
 
     def _versioned(
         self, method: str, major: int, segments: list[str], query: str, body: bytes, headers: Mapping[str, str]
-    ) -> _Reply:
+    ) -> Reply:
         """Answer a path below /services/data/vNN.0/, given as its decoded segments."""
         base = f"{DATA_ROOT}/v{major}.0"
         if not segments:
             self._allow(method, ("GET",))
-            return _Reply(200, {"limits": f"{base}/limits", "sobjects": f"{base}/sobjects"})
+            return Reply(200, {"limits": f"{base}/limits", "sobjects": f"{base}/sobjects"})
         if segments == ["limits"]:
             self._allow(method, ("GET",))
             with self._lock:
                 limit, used = self.config.daily_api_limit, self._api_usage
-            return _Reply(200, {"DailyApiRequests": {"Max": limit, "Remaining": max(limit - used, 0)}})
+            return Reply(200, {"DailyApiRequests": {"Max": limit, "Remaining": max(limit - used, 0)}})
         # Only the row resources are emulated: /sobjects/{SObject}/{Id} and .../{Field}/{value}.
         if segments[0] != "sobjects" or len(segments) not in (3, 4):
             raise _not_found()
@@ -813,7 +497,7 @@ class SalesforceSandbox:
     def _allow(method: str, allowed: tuple[str, ...]) -> None:
         if method not in allowed:
             message = f"HTTP Method '{method}' not allowed. Allowed are {','.join(allowed)}"
-            raise _ApiError(
+            raise ApiError(
                 405, [{"errorCode": "METHOD_NOT_ALLOWED", "message": message}], {"Allow": ", ".join(allowed)}
             )
 
@@ -841,7 +525,7 @@ class SalesforceSandbox:
         with self._lock:
             limit = self.config.daily_api_limit
             if self._api_usage >= limit:
-                raise _ApiError(
+                raise ApiError(
                     403,
                     [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}],
                     {"Sforce-Limit-Info": f"api-usage={self._api_usage}/{limit}"},
@@ -856,12 +540,10 @@ class SalesforceSandbox:
         # Salesforce takes "OAuth <token>" as well as "Bearer <token>"; any other scheme is malformed.
         if raw and scheme.lower() not in ("bearer", "oauth"):
             raise _error(401, "INVALID_AUTH_HEADER", "INVALID_HEADER_TYPE")
-        with self._lock:
-            expires = self._tokens.get(token) if token else None
-        if expires is None or expires <= time.monotonic():
+        if not self._token_is_live(token):
             raise _error(401, "INVALID_SESSION_ID", SESSION_MESSAGE)
 
-    def _issue_token(self, headers: Mapping[str, str], body: bytes) -> _Reply:
+    def _issue_token(self, headers: Mapping[str, str], body: bytes) -> Reply:
         content_type = (headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
         if content_type != "application/x-www-form-urlencoded":
             # Salesforce reads the parameters only from a form body: a JSON body reads as one with
@@ -898,12 +580,8 @@ class SalesforceSandbox:
         # the consumer secret, so a client can check the response was not tampered with.
         digest = hmac.new(expected_secret.encode(), (identity + issued_at).encode(), hashlib.sha256).digest()
         token = f"{self._org_id}!{secrets.token_urlsafe(72)}"
-        now = time.monotonic()
-        with self._lock:
-            # Drop expired sessions so a long benchmark does not grow the table without bound.
-            self._tokens = {t: expiry for t, expiry in self._tokens.items() if expiry > now}
-            self._tokens[token] = now + ttl
-        return _Reply(
+        self._remember_token(token, ttl)
+        return Reply(
             200,
             {
                 "access_token": token,
@@ -928,9 +606,9 @@ class SalesforceSandbox:
         ]
 
     @staticmethod
-    def _multiple_choices(kind: _SObjectType, matches: list[dict[str, Any]], base: str) -> _ApiError:
+    def _multiple_choices(kind: _SObjectType, matches: list[dict[str, Any]], base: str) -> ApiError:
         # 300: the external ID is not unique; the body lists the matching records' URLs.
-        return _ApiError(300, [f"{base}/sobjects/{kind.name}/{record['Id']}" for record in matches])
+        return ApiError(300, [f"{base}/sobjects/{kind.name}/{record['Id']}" for record in matches])
 
     @staticmethod
     def _view(kind: _SObjectType, record: dict[str, Any], base: str, query: str) -> dict[str, Any]:
@@ -949,7 +627,7 @@ class SalesforceSandbox:
         attributes = {"type": kind.name, "url": f"{base}/sobjects/{kind.name}/{record['Id']}"}
         return {"attributes": attributes, **{name: record.get(name) for name in names}}
 
-    def _get_by_id(self, kind: _SObjectType, record_id: str, base: str, query: str) -> _Reply:
+    def _get_by_id(self, kind: _SObjectType, record_id: str, base: str, query: str) -> Reply:
         with self._lock:
             stored = self._records.get(kind.name, {})
             # A 15-character Id is the case-sensitive form of the 18-character one.
@@ -957,16 +635,16 @@ class SalesforceSandbox:
             record = dict(record) if record is not None else None
         if record is None:
             raise _not_found()
-        return _Reply(200, self._view(kind, record, base, query))
+        return Reply(200, self._view(kind, record, base, query))
 
-    def _get_by_external_id(self, kind: _SObjectType, ext_field: str, value: str, base: str, query: str) -> _Reply:
+    def _get_by_external_id(self, kind: _SObjectType, ext_field: str, value: str, base: str, query: str) -> Reply:
         with self._lock:
             matches = [dict(record) for record in self._matching(kind, ext_field, value)]
         if not matches:
             raise _not_found()
         if len(matches) > 1:
             raise self._multiple_choices(kind, matches, base)
-        return _Reply(200, self._view(kind, matches[0], base, query))
+        return Reply(200, self._view(kind, matches[0], base, query))
 
     @staticmethod
     def _checked_values(kind: _SObjectType, ext_field: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -1030,7 +708,7 @@ class SalesforceSandbox:
         query: str,
         headers: Mapping[str, str],
         body: bytes,
-    ) -> _Reply:
+    ) -> Reply:
         content_type = (headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
         if content_type and content_type != "application/json":
             # Salesforce also takes XML; the hub never sends it, so it is refused like any other type.
@@ -1055,8 +733,8 @@ class SalesforceSandbox:
                 record["LastModifiedDate"] = record["SystemModstamp"] = now
                 self._fill_compound_name(kind, record)
                 if major < CREATED_FLAG_VERSION:
-                    return _Reply(204)
-                return _Reply(200, {"id": record["Id"], "success": True, "errors": [], "created": False})
+                    return Reply(204)
+                return Reply(200, {"id": record["Id"], "success": True, "errors": [], "created": False})
             if update_only:
                 raise _not_found()
             missing = sorted(name for name in kind.required if values.get(name) in (None, ""))
@@ -1080,86 +758,44 @@ class SalesforceSandbox:
         result: dict[str, Any] = {"id": record_id, "success": True, "errors": [], "created": True}
         if major < CREATED_FLAG_VERSION:
             del result["created"]  # the flag arrived with API v46.0
-        return _Reply(201, result)
+        return Reply(201, result)
 
     @staticmethod
-    def _required_missing(names: list[str]) -> _ApiError:
+    def _required_missing(names: list[str]) -> ApiError:
         return _error(400, "REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(names)}]", names)
 
     # -- control endpoints -------------------------------------------------------------------
 
-    def _control(self, method: str, sub_path: str, query: str, body: bytes) -> _Reply:
-        def invalid(message: str) -> _ApiError:
-            return _error(400, "INVALID_SANDBOX_REQUEST", message)
+    def _control_payload(self, body: bytes) -> dict[str, Any]:
+        if not body.strip():
+            return {}
+        try:
+            data = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            data = None
+        if not isinstance(data, dict):
+            raise self._control_error("the request body must be a JSON object")
+        return data
 
-        def payload() -> dict[str, Any]:
-            if not body.strip():
-                return {}
-            try:
-                data = json.loads(body.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError):
-                data = None
-            if not isinstance(data, dict):
-                raise invalid("the request body must be a JSON object")
-            return data
+    def _control_error(self, message: str) -> ApiError:
+        return _error(400, "INVALID_SANDBOX_REQUEST", message)
 
-        if sub_path == "/faults" and method == "POST":
-            data = payload()
-            try:
-                self.inject(
-                    str(data.get("kind")),
-                    data.get("count", 1),
-                    path_contains=data.get("path_contains"),
-                    retry_after=data.get("retry_after"),
-                    delay=data.get("delay"),
-                )
-            except ValueError as error:
-                raise invalid(str(error)) from None
-            return _Reply(200, {"queued": True})
-        if sub_path == "/faults" and method == "DELETE":
-            self.clear_faults()
-            return _Reply(200, {"cleared": True})
-        if sub_path == "/faults" and method == "GET":
-            return _Reply(200, self.faults())
+    def _system_control(self, method: str, sub_path: str, query: str, body: bytes) -> Reply:
         if sub_path.startswith("/records/") and method == "GET":
             key = parse_qs(query).get("key", [None])[-1]
             try:
-                return _Reply(200, self.records(unquote(sub_path[len("/records/") :]), key))
+                return Reply(200, self.records(unquote(sub_path[len("/records/") :]), key))
             except ValueError as error:
-                raise invalid(str(error)) from None
-        if sub_path == "/log" and method == "GET":
-            return _Reply(200, self.requests_log())
-        if sub_path == "/reset" and method == "POST":
-            self.reset()
-            return _Reply(200, {"reset": True})
-        if sub_path == "/expire-tokens" and method == "POST":
-            self.expire_tokens()
-            return _Reply(200, {"expired": True})
-        if sub_path == "/config" and method == "POST":
-            try:
-                self.configure(**payload())
-            except ValueError as error:
-                raise invalid(str(error)) from None
-            return _Reply(200, self._public_config())
-        if sub_path == "/config" and method == "GET":
-            return _Reply(200, self._public_config())
-        if sub_path == "/health" and method == "GET":
-            return _Reply(200, {"ok": True})
+                raise self._control_error(str(error)) from None
         raise _not_found()
 
     def _public_config(self) -> dict[str, Any]:
-        with self._lock:
-            data = asdict(self.config)
-        data.pop("client_secret")  # never echo a credential, even a sandbox one
+        data = super()._public_config()
         for name in ("known_fields", "external_id_fields"):
             if data[name] is not None:
                 # JSON has no sets.
                 data[name] = {sobject: sorted(names) for sobject, names in data[name].items()}
         return data
-
-    def _log_line(self, method: str, path: str, status: int | str) -> None:
-        if self.verbose:
-            sys.stderr.write(f"[sf-sandbox] {method} {redact_path(path)} {status}\n")
 
 
 def main(argv: list[str] | None = None) -> None:
