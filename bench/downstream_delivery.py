@@ -54,19 +54,35 @@ def main() -> None:
     sandbox = MarketingCloudSandbox().start()
     secret = new_webhook_secret()
     receiver = WebhookReceiver(secret).__enter__()
-    env = {**os.environ, "DATABASE_URL": db_url, "HUB_DEBUG": "true", "HUB_LOG_LEVEL": "WARNING",
-           "MC_AUTH_BASE_URL": sandbox.url, "MC_CLIENT_ID": "sandbox-client-id",
-           "MC_CLIENT_SECRET": "sandbox-client-secret", "MC_JWT_SECRET": JWT_SECRET}
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "HUB_DEBUG": "true",
+        "HUB_LOG_LEVEL": "WARNING",
+        "MC_AUTH_BASE_URL": sandbox.url,
+        "MC_CLIENT_ID": "sandbox-client-id",
+        "MC_CLIENT_SECRET": "sandbox-client-secret",
+        "MC_JWT_SECRET": JWT_SECRET,
+    }
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("INSERT INTO downstream_downstreamtarget (name, kind, url, secret, event_types, enabled, cursor, "
-                     "pause_reason, consecutive_failures, last_error, created_at) VALUES "
-                     "('bench', 'webhook', %s, %s, '[]', true, 0, '', 0, '', now())", [receiver.url, secret])
+        conn.execute(
+            "INSERT INTO downstream_downstreamtarget (name, kind, url, secret, event_types, enabled, cursor, "
+            "pause_reason, consecutive_failures, last_error, created_at) VALUES "
+            "('bench', 'webhook', %s, %s, '[]', true, 0, '', 0, '', now())",
+            [receiver.url, secret],
+        )
     port = 8901
-    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "hub.wsgi", "-b", f"127.0.0.1:{port}", "-w", "2"],
-                           cwd=ROOT, env=env, start_new_session=True, stderr=subprocess.DEVNULL)
-    cluster = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env,
-                               start_new_session=True, stderr=subprocess.DEVNULL)
+    web = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "hub.wsgi", "-b", f"127.0.0.1:{port}", "-w", "2"],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stderr=subprocess.DEVNULL,
+    )
+    cluster = subprocess.Popen(
+        [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env, start_new_session=True, stderr=subprocess.DEVNULL
+    )
     url = f"http://127.0.0.1:{port}/api/v1/marketing-cloud/journey/execute"
     try:
         for _ in range(200):
@@ -75,10 +91,21 @@ def main() -> None:
                 break
             except requests.RequestException:
                 time.sleep(0.2)
-        bodies = [sign_execute(build_execute_payload({
-            "SubscriberKey": f"DS-{i % args.people:05d}", "EmailAddress": f"ds.{i % args.people}@example.com",
-            "FirstName": f"v{i}", "LastName": "Bench", "ModifiedDate": f"2026-11-01T00:{(i // 60) % 60:02d}:"
-            f"{i % 60:02d}Z"}), JWT_SECRET) for i in range(total)]
+        bodies = [
+            sign_execute(
+                build_execute_payload(
+                    {
+                        "SubscriberKey": f"DS-{i % args.people:05d}",
+                        "EmailAddress": f"ds.{i % args.people}@example.com",
+                        "FirstName": f"v{i}",
+                        "LastName": "Bench",
+                        "ModifiedDate": f"2026-11-01T00:{(i // 60) % 60:02d}:{i % 60:02d}Z",
+                    }
+                ),
+                JWT_SECRET,
+            )
+            for i in range(total)
+        ]
         rate = args.per_minute / 60.0
         session = requests.Session()
         started = time.perf_counter()
@@ -87,8 +114,9 @@ def main() -> None:
             delay = started + i / rate - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            return session.post(url, data=bodies[i], timeout=30, headers={"Content-Type": "application/jwt"}
-                                ).status_code
+            return session.post(
+                url, data=bodies[i], timeout=30, headers={"Content-Type": "application/jwt"}
+            ).status_code
 
         with ThreadPoolExecutor(4) as pool:
             codes = list(pool.map(post, range(total)))
@@ -100,7 +128,8 @@ def main() -> None:
                     "SELECT (SELECT count(*) FROM customers_changeevent), (SELECT count(*) FROM "
                     "downstream_delivery WHERE status <> 'delivered') + (SELECT count(*) FROM "
                     "customers_changeevent WHERE NOT fanned_out) + (SELECT count(*) FROM integrations_inboundevent "
-                    "WHERE status NOT IN ('synced','superseded','rejected','dead'))").fetchone()
+                    "WHERE status NOT IN ('synced','superseded','rejected','dead'))"
+                ).fetchone()
                 if pending == 0 and changes:
                     break
                 time.sleep(0.5)
@@ -111,18 +140,30 @@ def main() -> None:
             arrivals.setdefault(message["data"]["changeId"], message["receivedAt"])
         lags = [arrivals[c] - float(created[c]) for c in arrivals if c in created]
         in_order = all(
-            receiver.changes_for(m) == sorted(set(receiver.changes_for(m))) for m in
-            {msg["data"]["masterId"] for msg in receiver.received})
-        print(json.dumps({
-            "offered_per_minute": args.per_minute, "events_posted": total, "accepted": codes.count(200),
-            "changes": len(created), "delivered": len(arrivals), "bad_signatures": receiver.bad_signatures,
-            "in_order_per_person": in_order, "offered_seconds": round(offered_seconds, 1),
-            "all_delivered_after_seconds": round(drained, 1),
-            "delivered_per_minute": round(len(arrivals) / drained * 60),
-            "lag_p50_ms": round(percentile(lags, 0.5) * 1000), "lag_p99_ms": round(percentile(lags, 0.99) * 1000),
-            "lag_max_ms": round(max(lags) * 1000),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        }, indent=2))
+            receiver.changes_for(m) == sorted(set(receiver.changes_for(m)))
+            for m in {msg["data"]["masterId"] for msg in receiver.received}
+        )
+        print(
+            json.dumps(
+                {
+                    "offered_per_minute": args.per_minute,
+                    "events_posted": total,
+                    "accepted": codes.count(200),
+                    "changes": len(created),
+                    "delivered": len(arrivals),
+                    "bad_signatures": receiver.bad_signatures,
+                    "in_order_per_person": in_order,
+                    "offered_seconds": round(offered_seconds, 1),
+                    "all_delivered_after_seconds": round(drained, 1),
+                    "delivered_per_minute": round(len(arrivals) / drained * 60),
+                    "lag_p50_ms": round(percentile(lags, 0.5) * 1000),
+                    "lag_p99_ms": round(percentile(lags, 0.99) * 1000),
+                    "lag_max_ms": round(max(lags) * 1000),
+                    "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+                },
+                indent=2,
+            )
+        )
     finally:
         for proc in (web, cluster):
             os.killpg(proc.pid, 15)
