@@ -31,7 +31,7 @@ django.setup()
 import psycopg  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from bench.journey_intake import scratch_database  # noqa: E402
+from bench.harness import scratch_database  # noqa: E402
 
 
 def main() -> None:

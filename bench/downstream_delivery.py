@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +33,7 @@ import psycopg  # noqa: E402
 import requests  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from bench.journey_intake import percentile, scratch_database  # noqa: E402
+from bench.harness import HubProcesses, percentile, scratch_database  # noqa: E402
 from integrations.downstream.models import new_webhook_secret  # noqa: E402
 from integrations.marketing_cloud.sandbox.journey import build_execute_payload, sign_execute  # noqa: E402
 from integrations.marketing_cloud.sandbox.server import MarketingCloudSandbox  # noqa: E402
@@ -64,7 +63,7 @@ def main() -> None:
         "MC_CLIENT_SECRET": "sandbox-client-secret",
         "MC_JWT_SECRET": JWT_SECRET,
     }
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    hub = HubProcesses(env, port=8901).__enter__()
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO downstream_downstreamtarget (name, kind, url, secret, event_types, enabled, cursor, "
@@ -72,25 +71,8 @@ def main() -> None:
             "('bench', 'webhook', %s, %s, '[]', true, 0, '', 0, '', now())",
             [receiver.url, secret],
         )
-    port = 8901
-    web = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "hub.wsgi", "-b", f"127.0.0.1:{port}", "-w", "2"],
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-        stderr=subprocess.DEVNULL,
-    )
-    cluster = subprocess.Popen(
-        [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env, start_new_session=True, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}/api/v1/marketing-cloud/journey/execute"
+    url = f"{hub.url}/api/v1/marketing-cloud/journey/execute"
     try:
-        for _ in range(200):
-            try:
-                requests.get(f"http://127.0.0.1:{port}/api/health", timeout=1)
-                break
-            except requests.RequestException:
-                time.sleep(0.2)
         bodies = [
             sign_execute(
                 build_execute_payload(
@@ -165,13 +147,7 @@ def main() -> None:
             )
         )
     finally:
-        for proc in (web, cluster):
-            os.killpg(proc.pid, 15)
-        for proc in (web, cluster):
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
+        hub.__exit__(None, None, None)
         receiver.__exit__(None, None, None)
         sandbox.stop()
 

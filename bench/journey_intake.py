@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -38,26 +37,11 @@ import psycopg  # noqa: E402
 import requests  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from bench.harness import HubProcesses, percentile, scratch_database  # noqa: E402
 from integrations.marketing_cloud.sandbox.journey import build_execute_payload, sign_execute  # noqa: E402
 from integrations.marketing_cloud.sandbox.server import MarketingCloudSandbox, SandboxConfig  # noqa: E402
 
 JWT_SECRET = "bench-jwt-signing-secret-0123456789abcdef"
-
-
-def scratch_database(base_url: str, name: str) -> str:
-    admin = psycopg.connect(base_url, autocommit=True)
-    admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-    admin.execute(f'CREATE DATABASE "{name}"')
-    admin.close()
-    if "?" in base_url:
-        head, query = base_url.split("?", 1)
-        return head.rsplit("/", 1)[0] + f"/{name}?{query}"
-    return base_url.rsplit("/", 1)[0] + f"/{name}"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def main() -> None:
@@ -87,26 +71,9 @@ def main() -> None:
         "MC_JWT_SECRET": JWT_SECRET,
         "HUB_Q_WORKERS": str(args.q_workers),
     }
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-    port = 8900
-    web = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "hub.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(args.web_workers)],
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-        stderr=subprocess.DEVNULL,
-    )
-    cluster = subprocess.Popen(
-        [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env, start_new_session=True, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}/api/v1/marketing-cloud/journey/execute"
+    hub = HubProcesses(env, port=8900, web_workers=args.web_workers).__enter__()
+    url = f"{hub.url}/api/v1/marketing-cloud/journey/execute"
     try:
-        for _ in range(200):
-            try:
-                requests.get(f"http://127.0.0.1:{port}/api/health", timeout=1)
-                break
-            except requests.RequestException:
-                time.sleep(0.2)
         bodies = [
             sign_execute(
                 build_execute_payload(
@@ -188,13 +155,7 @@ def main() -> None:
         }
         print(json.dumps(result, indent=2))
     finally:
-        for proc in (web, cluster):
-            os.killpg(proc.pid, 15)
-        for proc in (web, cluster):
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
+        hub.__exit__(None, None, None)
         sandbox.stop()
 
 

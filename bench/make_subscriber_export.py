@@ -11,26 +11,16 @@ from __future__ import annotations
 import argparse
 import csv
 import random
+import sys
 from pathlib import Path
 
-HEADER = [
-    "SubscriberKey",
-    "EmailAddress",
-    "SubscriberId",
-    "FirstName",
-    "LastName",
-    "MobileNumber",
-    "BirthDate",
-    "Gender",
-    "AddressLine1",
-    "City",
-    "PostalCode",
-    "StateProvince",
-    "Country",
-    "Status",
-    "CreatedDate",
-    "ModifiedDate",
-]
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from integrations.marketing_cloud.mapping import IN_ARGUMENTS  # noqa: E402
+
+# The journey's in-arguments, less the master ID (an export from before the hub has none).
+HEADER = [name for name in IN_ARGUMENTS if name != "GlobalPartyId"]
 FIRST = ["Ava", "Noah", "Mia", "Liam", "Emma", "Lucas", "Sofia", "Leo", "Chloe", "Omar", "Yuki", "Ines", "Jonas"]
 LAST = ["Smith", "Garcia", "Müller", "Rossi", "Dubois", "Nowak", "Silva", "Tanaka", "Okafor", "Jensen", "Kowalski"]
 CITIES = [

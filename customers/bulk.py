@@ -22,7 +22,7 @@ from django.utils import timezone
 from customers.actions import GOLDEN_FIELDS, _require_atomic
 from customers.choices import ContactPointKind, HistoryAction, WritebackState
 from customers.cim import SourceIndividual
-from customers.models import ContactPoint, CrossReference, Individual, new_master_id
+from customers.models import ChangeEvent, ContactPoint, CrossReference, HistoryEntry, Individual, new_master_id
 
 
 @dataclass
@@ -49,11 +49,29 @@ def _jsonable(value: Any) -> Any:
     return value.isoformat() if isinstance(value, dt.date | dt.datetime) else value
 
 
-def _copy(table: str, columns: list[str], types: list[str], rows: list[tuple[Any, ...]]) -> None:
+_COPY_TYPES = {
+    "BigAutoField": "int8",
+    "BigIntegerField": "int8",
+    "ForeignKey": "int8",
+    "PositiveIntegerField": "int4",
+    "CharField": "text",
+    "TextField": "text",
+    "DateField": "date",
+    "DateTimeField": "timestamptz",
+    "BooleanField": "bool",
+    "JSONField": "jsonb",
+}
+
+
+def _copy(model: type[Any], columns: list[str], rows: list[tuple[Any, ...]]) -> None:
+    """COPY ``rows`` into ``model``'s table; column types come from the model's fields."""
     if not rows:
         return
+    fields = {f.column: f for f in model._meta.concrete_fields}
+    types = [_COPY_TYPES[fields[c].get_internal_type()] for c in columns]
     raw = connection.connection  # psycopg 3, inside Django's transaction
-    with raw.cursor() as cursor, cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+    statement = f"COPY {model._meta.db_table} ({', '.join(columns)}) FROM STDIN"
+    with raw.cursor() as cursor, cursor.copy(statement) as copy:
         copy.set_types(types)
         for row in rows:
             copy.write_row(row)
@@ -172,7 +190,7 @@ def bulk_upsert(
         )
     result.created = len(new_people)
     _copy(
-        Individual._meta.db_table,
+        Individual,
         [
             "id",
             "master_id",
@@ -188,22 +206,6 @@ def bulk_upsert(
             "consent_source",
             "created_at",
             "updated_at",
-        ],
-        [
-            "int8",
-            "varchar",
-            "varchar",
-            "varchar",
-            "varchar",
-            "varchar",
-            "varchar",
-            "varchar",
-            "date",
-            "varchar",
-            "timestamptz",
-            "varchar",
-            "timestamptz",
-            "timestamptz",
         ],
         individual_rows,
     )
@@ -257,9 +259,8 @@ def bulk_upsert(
         applied, owner, real_id, xrefs, master_ids, system, actor, now, writeback_systems, history_rows
     )
     _copy(
-        "customers_historyentry",
+        HistoryEntry,
         ["individual_id", "master_id", "action", "object_type", "object_id", "actor", "before", "after", "created_at"],
-        ["int8", "varchar", "varchar", "varchar", "int8", "varchar", "jsonb", "jsonb", "timestamptz"],
         history_rows,
     )
     # Outbox rows for downstream systems, rendered when delivered (a million snapshots would not pay).
@@ -271,9 +272,8 @@ def bulk_upsert(
             pk = owner[record.external_id]
             touched.setdefault(real_id.get(pk, pk), "updated")
     _copy(
-        "customers_changeevent",
+        ChangeEvent,
         ["master_id", "change_type", "change", "actor", "created_at", "fanned_out"],
-        ["varchar", "varchar", "jsonb", "varchar", "timestamptz", "bool"],
         [
             (master_ids[pk], kind, json.dumps({"source": system, "bulk": True}), actor[:120], now, False)
             for pk, kind in touched.items()
@@ -365,7 +365,7 @@ def _contact_points(
             )
     # Brand-new people cannot collide with anything: COPY. Existing ones might (a live event).
     _copy(
-        ContactPoint._meta.db_table,
+        ContactPoint,
         [
             "individual_id",
             "kind",
@@ -382,23 +382,6 @@ def _contact_points(
             "source_system",
             "created_at",
             "updated_at",
-        ],
-        [
-            "int8",
-            "varchar",
-            "varchar",
-            "bool",
-            "date",
-            "varchar",
-            "varchar",
-            "varchar",
-            "varchar",
-            "varchar",
-            "varchar",
-            "varchar",
-            "varchar",
-            "timestamptz",
-            "timestamptz",
         ],
         new_rows,
     )
@@ -499,7 +482,7 @@ def _cross_references(
         xref.updated_at = now
         updated.append(xref)
     _copy(
-        CrossReference._meta.db_table,
+        CrossReference,
         [
             "individual_id",
             "system",
@@ -519,26 +502,6 @@ def _cross_references(
             "writeback_attempts",
             "created_at",
             "updated_at",
-        ],
-        [
-            "int8",
-            "varchar",
-            "varchar",
-            "varchar",
-            "varchar",
-            "varchar",
-            "timestamptz",
-            "timestamptz",
-            "timestamptz",
-            "jsonb",
-            "varchar",
-            "varchar",
-            "timestamptz",
-            "text",
-            "timestamptz",
-            "int4",
-            "timestamptz",
-            "timestamptz",
         ],
         new_rows,
     )
