@@ -130,3 +130,15 @@ def test_production_settings_pass_the_deploy_check():
         env=env,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.django_db
+def test_security_headers_on_admin_and_api(client):
+    page = client.get("/admin/login/")
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert page.headers["Referrer-Policy"] == "same-origin"
+    assert "script-src 'self'" in client.get("/api/health").headers["Content-Security-Policy"]
+    # The Journey Builder page keeps its own policy (it is framed by Marketing Cloud).
+    activity = client.get("/api/v1/marketing-cloud/journey/index.html")
+    assert "frame-ancestors https://*.exacttarget.com" in activity.headers["Content-Security-Policy"]
