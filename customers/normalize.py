@@ -22,10 +22,19 @@ def clean_text(value: object) -> str:
 
 
 def normalize_email(value: str) -> str:
-    """Case-folded, trimmed email; raises ValueError when it is not an email address."""
+    """Case-folded, trimmed, NFKC email; raises ValueError when it is not an email address.
+
+    Local parts may be internationalised (RFC 6531: ``zoë@example.com``): Django's
+    validator only knows ASCII local parts, so their other characters stand in as
+    letters for the check, while the domain is checked as Django does (IDNA).
+    """
     email = unicodedata.normalize("NFKC", value).strip().lower()
+    local, at, domain = email.rpartition("@")
+    if not at or not local or len(local) > 64 or any(unicodedata.category(ch)[0] in "CZ" for ch in local):
+        raise ValueError("is not a valid email address")
+    ascii_local = "".join(ch if ch.isascii() else "x" for ch in local)
     try:
-        _email_validator(email)
+        _email_validator(f"{ascii_local}@{domain}")
     except ValidationError:
         raise ValueError("is not a valid email address") from None
     return email

@@ -31,6 +31,17 @@ KEPT_HEADERS = (
 )
 
 
+def json_safe(value: Any) -> Any:
+    """PostgreSQL text and jsonb cannot hold NUL: keep the evidence as U+FFFD instead."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {json_safe(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def request_headers(meta: dict[str, Any]) -> dict[str, str]:
     return {key: str(meta[key])[:500] for key in KEPT_HEADERS if key in meta}
 
@@ -55,15 +66,15 @@ class AcceptedEvent:
         return InboundEvent(
             channel=self.channel,
             system=self.system,
-            external_id=self.external_id[:255],
-            idempotency_key=self.idempotency_key[:200],
+            external_id=json_safe(self.external_id[:255]),
+            idempotency_key=json_safe(self.idempotency_key[:200]),
             status=EventStatus.QUEUED,
             occurred_at=self.occurred_at,
             content_type=self.content_type[:100],
-            headers=self.headers,
+            headers=json_safe(self.headers),
             raw_body=self.raw_body,
-            payload=self.payload,
-            individual_cim=self.individual_cim,
+            payload=json_safe(self.payload),
+            individual_cim=json_safe(self.individual_cim),
             api_client=self.api_client,
         )
 
@@ -75,11 +86,11 @@ def store_events(events: list[AcceptedEvent]) -> list[tuple[InboundEvent, bool]]
     this batch or stored before) are answered with the first copy and queue nothing.
     """
     with transaction.atomic():
-        keys = [e.idempotency_key[:200] for e in events]
+        keys = [json_safe(e.idempotency_key[:200]) for e in events]
         existing = {ev.idempotency_key: ev for ev in InboundEvent.objects.filter(idempotency_key__in=keys)}
         fresh: dict[str, InboundEvent] = {}
         for event in events:
-            key = event.idempotency_key[:200]
+            key = json_safe(event.idempotency_key[:200])
             if key not in existing and key not in fresh:
                 fresh[key] = event.to_model()
         if fresh:
@@ -124,13 +135,13 @@ def store_rejected(
         defaults={
             "channel": channel,
             "system": system,
-            "external_id": external_id[:255],
+            "external_id": json_safe(external_id[:255]),
             "status": EventStatus.REJECTED,
-            "reason": reason[:4000],
+            "reason": json_safe(reason[:4000]),
             "content_type": content_type[:100],
-            "headers": headers,
+            "headers": json_safe(headers),
             "raw_body": raw_body,
-            "payload": payload,
+            "payload": json_safe(payload),
             "api_client": api_client,
         },
     )

@@ -38,6 +38,7 @@ from customers.models import ContactPoint, CrossReference, Individual
 from customers.normalize import normalize_email
 from integrations.bodies import read_body_or_problem
 from integrations.choices import MARKETING_CLOUD
+from integrations.intake import json_safe
 from integrations.marketing_cloud.models import EnsCallback, EnsNotification
 from integrations.problems import problem
 from integrations.queue import enqueue_once, task_started
@@ -82,6 +83,7 @@ def signature_is_valid(body: bytes, signature: str, keys: list[str]) -> bool:
 
 
 def _event_row(event: dict[str, Any], index: int) -> EnsNotification:
+    event = json_safe(event)
     composite = event.get("composite") if isinstance(event.get("composite"), dict) else {}
     info = event.get("info") if isinstance(event.get("info"), dict) else {}
     timestamp = event.get("timestampUTC")
