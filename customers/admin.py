@@ -4,18 +4,59 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from customers.actions import request_resync
+from customers.actions import record_steward_edit, request_resync
 from customers.choices import ContactPointKind
 from customers.models import ContactPoint, CrossReference, HistoryEntry, Individual
+from customers.normalize import address_key, normalize_email, normalize_phone
+
+
+class ContactPointForm(forms.ModelForm):
+    """Recomputes the normalised matching key from what the steward typed."""
+
+    class Meta:
+        model = ContactPoint
+        fields = [
+            "kind",
+            "is_primary",
+            "email_address",
+            "telephone_number",
+            "address_line1",
+            "city_name",
+            "postal_code_text",
+            "state_province_name",
+            "country_name",
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        kind = data.get("kind")
+        try:
+            if kind == ContactPointKind.EMAIL:
+                self.instance.value_key = normalize_email(data.get("email_address") or "")
+            elif kind == ContactPointKind.PHONE:
+                self.instance.value_key = normalize_phone(data.get("telephone_number") or "")
+            elif kind == ContactPointKind.ADDRESS:
+                self.instance.value_key = address_key(
+                    data.get("address_line1") or "",
+                    data.get("city_name") or "",
+                    data.get("postal_code_text") or "",
+                    data.get("country_name") or "",
+                )
+        except ValueError as exc:
+            field = "email_address" if kind == ContactPointKind.EMAIL else "telephone_number"
+            raise forms.ValidationError({field: str(exc)}) from None
+        return data
 
 
 class ContactPointInline(admin.TabularInline):
     model = ContactPoint
+    form = ContactPointForm
     extra = 0
     fields = [
         "kind",
@@ -116,6 +157,27 @@ class IndividualAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Individual]:
         return super().get_queryset(request).prefetch_related("contact_points", "cross_references")
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # golden records are never deleted here: merges and erasure keep their trail
+
+    def save_model(self, request: HttpRequest, obj: Individual, form: Any, change: bool) -> None:
+        # Kept for save_related, which writes the history and change event once the inlines are saved.
+        request._hub_before = {name: form.initial.get(name) for name in form.changed_data}  # type: ignore[attr-defined]
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        contact_points_changed = any(
+            fs.model is ContactPoint and (fs.new_objects or fs.changed_objects or fs.deleted_objects) for fs in formsets
+        )
+        record_steward_edit(
+            form.instance,
+            before=getattr(request, "_hub_before", {}),
+            changed_fields=list(form.changed_data),
+            contact_points_changed=contact_points_changed,
+            user=request.user,
+        )
 
     @admin.display(description="email")
     def primary_email(self, obj: Individual) -> str:

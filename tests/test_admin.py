@@ -110,3 +110,44 @@ def test_every_admin_page_renders(steward, synced):
         if first is not None:
             detail = steward.get(f"{url}{first.pk}/change/")
             assert detail.status_code == 200, (url, first.pk)
+
+
+def test_steward_edits_are_recorded_and_published(steward, synced):
+    from customers.models import ChangeEvent, ContactPoint
+
+    target = synced[0]
+    url = f"/admin/customers/individual/{target.pk}/change/"
+    page = steward.get(url)
+    form = page.context["adminform"].form
+    data = {k: ("" if v is None else v) for k, v in form.initial.items() if k in form.fields}
+    data.update(first_name="Adeline")
+    for formset in page.context["inline_admin_formsets"]:
+        management = formset.formset.management_form
+        prefix = formset.formset.prefix
+        for key, value in management.initial.items():
+            data[f"{prefix}-{key}"] = value
+        for index, inline_form in enumerate(formset.formset.forms):
+            for name, field in inline_form.fields.items():
+                value = inline_form.initial.get(name, field.initial)
+                if value is None:
+                    continue
+                if hasattr(value, "pk"):
+                    value = value.pk
+                data[f"{prefix}-{index}-{name}"] = value
+    email_prefix = next(
+        f.formset.prefix for f in page.context["inline_admin_formsets"] if f.formset.model is ContactPoint
+    )
+    for index, inline_form in enumerate(
+        next(f.formset for f in page.context["inline_admin_formsets"] if f.formset.model is ContactPoint).forms
+    ):
+        if inline_form.initial.get("kind") == "ContactPointEmail":
+            data[f"{email_prefix}-{index}-email_address"] = "Adeline.New@Example.com"
+    response = steward.post(url, data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    target.refresh_from_db()
+    assert target.first_name == "Adeline"
+    entry = target.history.filter(action="update", actor="user:steward").get()
+    assert entry.after["first_name"] == "Adeline" and entry.after["contact_points"] == "edited"
+    assert ChangeEvent.objects.filter(master_id=target.master_id, change_type="updated").exists()
+    assert ContactPoint.objects.filter(individual=target, value_key="adeline.new@example.com").exists()
+    assert steward.get(f"/admin/customers/individual/{target.pk}/delete/").status_code == 403
