@@ -93,13 +93,14 @@ def find_golden_record(*, system: str, external_id: str, source: SourceIndividua
     xref = CrossReference.objects.filter(system=system, external_id=external_id).first()
     unknown: list[str] = []
     for master_id in source.master_ids:
-        individual = Individual.objects.select_for_update().filter(master_id=master_id).first()
+        individual = Individual.objects.select_for_update().filter(master_id=master_id, erased_at__isnull=True).first()
         if individual is not None:
             return GoldenRecordMatch(individual, "master_id", "carried master ID found", unknown, xref)
         unknown.append(master_id)
     if xref is not None:
         individual = Individual.objects.select_for_update().get(pk=xref.individual_id)
-        return GoldenRecordMatch(individual, "cross_reference", f"{system} record already linked", unknown, xref)
+        if individual.erased_at is None:
+            return GoldenRecordMatch(individual, "cross_reference", f"{system} record already linked", unknown, xref)
     email_keys = [e.value_key for e in source.emails]
     if email_keys:
         point = (
@@ -266,6 +267,7 @@ def upsert_cross_reference(
     elif xref.individual_id != individual.pk:
         moved_from = Individual.objects.filter(pk=xref.individual_id).values_list("master_id", flat=True).first()
         xref.individual = individual
+        xref.status = "VALID"  # a source record coming back after its person was erased
     xref.last_seen_at = now
     xref.source_payload = source.raw
     if source.system_id:
@@ -425,6 +427,55 @@ def record_steward_edit(
         actor=actor,
         change={"changedFields": changed_fields, "contactPointsEdited": contact_points_changed, "source": "STEWARD"},
     )
+
+
+PERSONAL_FIELDS = ("salutation", "first_name", "middle_name", "last_name", "name_suffix", "gender")
+
+
+def erase_individual(individual: Individual, *, actor: str, actor_user: Any = None) -> list[tuple[str, str]]:
+    """Forget a person (GDPR): personal data scrubbed everywhere the hub keeps it, erasure recorded.
+
+    The golden record stays as a tombstone (its master ID, the erasure date) so the
+    erasure itself is on record; contact points go; cross references keep only their
+    (system, external ID) and are marked invalid; history and change events lose
+    their values; the source systems are told through their connectors (the write-back
+    clears the master ID there). Returns the (system, external ID) pairs erased.
+    """
+    _require_atomic()
+    from customers.signals import individual_erased
+
+    individual = Individual.objects.select_for_update().get(pk=individual.pk)
+    if individual.erased_at is not None:
+        return []
+    now = timezone.now()
+    for name in PERSONAL_FIELDS:
+        setattr(individual, name, "")
+    individual.birth_date = None
+    individual.erased_at = now
+    individual.save()
+    individual.contact_points.all().delete()
+    xrefs = list(individual.cross_references.select_for_update())
+    for xref in xrefs:
+        xref.source_payload = {}
+        xref.status = "INVALID"
+        xref.source_status = "erased"
+        xref.save(update_fields=["source_payload", "status", "source_status", "updated_at"])
+    scrubbed = {"erased": True}
+    HistoryEntry.objects.filter(individual=individual).update(before=None, after=scrubbed)
+    ChangeEvent.objects.filter(master_id=individual.master_id).update(snapshot=None, change=scrubbed)
+    record_history(
+        individual=individual,
+        master_id=individual.master_id,
+        action=HistoryAction.ERASE,
+        obj=individual,
+        actor=actor,
+        actor_user=actor_user,
+        after={"erased_at": now},
+    )
+    publish_change(individual, change_type=ChangeType.ERASED, actor=actor, change={"erasedAt": now})
+    pairs = [(x.system, x.external_id) for x in xrefs]
+    individual_erased.send(sender=Individual, individual=individual, source_records=pairs, actor=actor)
+    return pairs
 
 
 @transaction.atomic

@@ -6,11 +6,12 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from customers.actions import record_steward_edit, request_resync
+from customers.actions import erase_individual, record_steward_edit, request_resync
 from customers.choices import ContactPointKind
 from customers.models import ContactPoint, CrossReference, HistoryEntry, Individual
 from customers.normalize import address_key, normalize_email, normalize_phone
@@ -133,7 +134,16 @@ class SourceSystemFilter(admin.SimpleListFilter):
 
 @admin.register(Individual)
 class IndividualAdmin(admin.ModelAdmin):
-    list_display = ["master_id", "first_name", "last_name", "primary_email", "sources", "consent", "updated_at"]
+    list_display = [
+        "master_id",
+        "first_name",
+        "last_name",
+        "primary_email",
+        "sources",
+        "consent",
+        "erased_at",
+        "updated_at",
+    ]
     list_filter = [SourceSystemFilter, "created_at", "updated_at"]
     search_fields = [
         "=master_id",
@@ -142,16 +152,24 @@ class IndividualAdmin(admin.ModelAdmin):
         "=contact_points__value_key",
         "=cross_references__external_id",
     ]
-    readonly_fields = ["master_id", "party_type", "do_not_market_since", "consent_source", "created_at", "updated_at"]
+    readonly_fields = [
+        "master_id",
+        "party_type",
+        "do_not_market_since",
+        "consent_source",
+        "erased_at",
+        "created_at",
+        "updated_at",
+    ]
     fieldsets = [
         (None, {"fields": ["master_id", "party_type"]}),
         ("Name", {"fields": [("salutation", "first_name", "middle_name", "last_name", "name_suffix")]}),
         ("Person", {"fields": [("birth_date", "gender")]}),
         ("Consent", {"fields": [("do_not_market_since", "consent_source")]}),
-        ("Audit", {"fields": [("created_at", "updated_at")]}),
+        ("Audit", {"fields": [("created_at", "updated_at", "erased_at")]}),
     ]
     inlines = [ContactPointInline, CrossReferenceInline, HistoryInline]
-    actions = ["resync"]
+    actions = ["resync", "erase"]
     show_full_result_count = False
     list_per_page = 50
 
@@ -192,6 +210,18 @@ class IndividualAdmin(admin.ModelAdmin):
     @admin.display(description="do not market", boolean=True)
     def consent(self, obj: Individual) -> bool:
         return obj.do_not_market_since is not None
+
+    @admin.action(description="Erase personal data of selected people (GDPR, irreversible)", permissions=["erase"])
+    def erase(self, request: HttpRequest, queryset: QuerySet[Individual]) -> None:
+        count = 0
+        for individual in queryset.filter(erased_at__isnull=True)[:100]:
+            with transaction.atomic():
+                erase_individual(individual, actor=f"user:{request.user.get_username()}", actor_user=request.user)
+            count += 1
+        self.message_user(request, f"Erased {count} record(s); source systems are being told.", messages.SUCCESS)
+
+    def has_erase_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("customers.erase_individual")
 
     @admin.action(description="Re-sync selected records to Marketing Cloud and downstream systems")
     def resync(self, request: HttpRequest, queryset: QuerySet[Individual]) -> None:

@@ -111,11 +111,19 @@ def bulk_upsert(
         )
 
     carried = {m for r in batch for m in r.source.master_ids}
-    by_master = dict(Individual.objects.filter(master_id__in=carried).values_list("master_id", "id"))
+    by_master = dict(
+        Individual.objects.filter(master_id__in=carried, erased_at__isnull=True).values_list("master_id", "id")
+    )
     xrefs = {
         x.external_id: x
         for x in CrossReference.objects.filter(system=system, external_id__in=[r.external_id for r in batch])
     }
+    # A source record of an erased person starts a new golden record (the tombstone stays as it is).
+    erased = set(
+        Individual.objects.filter(
+            pk__in={x.individual_id for x in xrefs.values()}, erased_at__isnull=False
+        ).values_list("pk", flat=True)
+    )
     emails = {e.value_key for r in batch for e in r.source.emails}
     by_email: dict[str, int] = {}
     for value_key, individual_id in (
@@ -139,7 +147,7 @@ def bulk_upsert(
             continue
         target = next((by_master[m] for m in record.source.master_ids if m in by_master), None)
         rule = "master_id"
-        if target is None and xref is not None:
+        if target is None and xref is not None and xref.individual_id not in erased:
             target, rule = xref.individual_id, "cross_reference"
         if target is None:
             for email in record.source.emails:

@@ -29,6 +29,7 @@ class HistoryAction(models.TextChoices):
     CONSENT = "consent", "Consent"
     WRITEBACK = "writeback", "Master ID written back"
     RESYNC = "resync", "Re-sync requested"
+    ERASE = "erase", "Personal data erased"
 
 
 # externalIdType values that carry a golden record's master ID (CIM usage guide:

@@ -31,12 +31,15 @@ class Individual(models.Model):
     # Consent lives on the Individual in CIM (doNotMarketFromUpdateDate).
     do_not_market_since = models.DateTimeField(null=True, blank=True)
     consent_source = models.CharField(max_length=40, blank=True)
+    # Set when the person's data was erased (GDPR): the record stays as a tombstone without personal data.
+    erased_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
 
     class Meta:
         verbose_name = "golden record"
         ordering = ["-id"]
+        permissions = [("erase_individual", "Can erase a person's data (GDPR)")]
         indexes = [
             models.Index(Lower("last_name"), Lower("first_name"), name="individual_name_idx"),
         ]

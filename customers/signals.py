@@ -12,3 +12,8 @@ resync_requested = Signal()
 # Sent inside the transaction that wrote a ChangeEvent (the outbox row); receivers
 # queue its delivery with the same commit. Arguments: change_event.
 change_recorded = Signal()
+
+# Sent inside the erasure's transaction, so the other stores (inbound events, dead
+# letters, notifications) are scrubbed in it too. Arguments: individual, source_records
+# (a list of (system, external_id)), actor.
+individual_erased = Signal()

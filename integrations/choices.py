@@ -51,6 +51,7 @@ class StepOutcome(models.TextChoices):
 class ApiScope(models.TextChoices):
     INGEST = "ingest", "Ingest events"
     READ = "read", "Read records"
+    ERASE = "erase", "Erase a person's data (GDPR)"
 
 
 MARKETING_CLOUD = "MARKETING_CLOUD"

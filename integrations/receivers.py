@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.dispatch import receiver
+from django.utils import timezone
 
-from customers.signals import resync_requested
+from customers.signals import individual_erased, resync_requested
 
 
 @receiver(resync_requested)
@@ -14,3 +15,31 @@ def queue_resync(sender: Any, individual: Any, actor: str, **kwargs: Any) -> Non
     from integrations.process import start_resync
 
     start_resync(individual, actor=actor)
+
+
+@receiver(individual_erased)
+def scrub_integration_stores(
+    sender: Any, individual: Any, source_records: list[tuple[str, str]], actor: str, **kwargs: Any
+) -> None:
+    """Personal data the sync machinery keeps about the person goes too; the source systems are told."""
+    from django.db.models import Q
+
+    from customers.choices import WritebackState
+    from customers.models import CrossReference
+    from integrations.marketing_cloud.models import EnsNotification
+    from integrations.marketing_cloud.writeback import queue_flush
+    from integrations.models import DeadLetter, InboundEvent
+
+    if source_records:
+        match = Q()
+        for system, external_id in source_records:
+            match |= Q(system=system, external_id=external_id)
+        events = InboundEvent.objects.filter(match)
+        DeadLetter.objects.filter(event__in=events).update(original_event={"erased": True})
+        events.update(raw_body=b"", payload=None, individual_cim=None, headers={}, reason="(erased)")
+    EnsNotification.objects.filter(master_id=individual.master_id).update(payload={"erased": True}, email_address="")
+    pending = CrossReference.objects.filter(individual=individual, system__in=["MARKETING_CLOUD"])
+    if pending.exists():
+        # Marketing Cloud is told by clearing the master ID it holds (see the write-back).
+        pending.update(writeback_state=WritebackState.PENDING, writeback_due_at=timezone.now(), writeback_attempts=0)
+        queue_flush()

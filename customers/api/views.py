@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import transaction
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import generics, permissions, serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
+from rest_framework.response import Response
 
+from customers.actions import erase_individual
 from customers.choices import ContactPointKind
 from customers.cim import render_individual
 from customers.models import Individual
@@ -25,6 +28,14 @@ class ReadScope(permissions.BasePermission):
     def has_permission(self, request: Request, view: Any) -> bool:
         has_scope = getattr(request.user, "has_scope", None)
         return bool(callable(has_scope) and has_scope("read"))
+
+
+class EraseScope(permissions.BasePermission):
+    message = "This API key lacks the erase scope."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        has_scope = getattr(request.user, "has_scope", None)
+        return bool(callable(has_scope) and has_scope("erase"))
 
 
 class CimIndividualSerializer(serializers.BaseSerializer):
@@ -86,3 +97,41 @@ class IndividualListView(generics.ListAPIView):
                 contact_points__kind=ContactPointKind.EMAIL, contact_points__value_key=key
             ).distinct()
         raise ValidationError({"externalId": ["Filter by externalIdType + externalId, or by email."]})
+
+
+@extend_schema_view(
+    post=extend_schema(
+        tags=["individuals"],
+        operation_id="individual_erase",
+        request=None,
+        summary="Erase a person's personal data (GDPR); the erasure itself is recorded",
+        responses={
+            202: inline_serializer(
+                "ErasureAccepted",
+                {
+                    "masterId": serializers.CharField(),
+                    "erasedAt": serializers.DateTimeField(),
+                    "sourceRecords": serializers.IntegerField(),
+                },
+            ),
+            404: OpenApiTypes.OBJECT,
+        },
+    )
+)
+class IndividualErasureView(generics.GenericAPIView):
+    """``POST /api/v1/individuals/{masterId}/erasure``"""
+
+    permission_classes = [EraseScope]
+    lookup_field = "master_id"
+    lookup_url_kwarg = "master_id"
+    queryset = Individual.objects.all()
+
+    def post(self, request: Request, master_id: str) -> Response:
+        individual = self.get_object()
+        with transaction.atomic():
+            pairs = erase_individual(individual, actor=str(request.user))
+        individual.refresh_from_db()
+        return Response(
+            {"masterId": individual.master_id, "erasedAt": individual.erased_at, "sourceRecords": len(pairs)},
+            status=202,
+        )

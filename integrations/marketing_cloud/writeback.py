@@ -64,7 +64,8 @@ class RowResult:
 def _send(client: Any, xrefs: list[CrossReference]) -> tuple[list[RowResult], int]:
     """Call Marketing Cloud for the claimed rows; returns per-row results and calls made."""
     de_key, pk_name, field = settings.MC_DE_KEY, settings.MC_DE_PRIMARY_KEY, settings.MC_MASTER_ID_FIELD
-    rows = [RowResult(x, x.individual.master_id) for x in xrefs]
+    # An erased person's subscriber keeps no master ID in Marketing Cloud: the write clears it.
+    rows = [RowResult(x, "" if x.individual.erased_at else x.individual.master_id) for x in xrefs]
     if len(rows) == 1:
         return _send_one(client, rows[0], de_key, pk_name, field), 1
     try:
@@ -120,7 +121,10 @@ def flush_writebacks(client: Any = None) -> str:
             client = client or MarketingCloudClient.from_settings()
             results, calls = _send(client, xrefs)
         except TransportError as exc:  # not configured, or no token: every row shares the fate
-            results, calls = [RowResult(x, x.individual.master_id, exc) for x in xrefs], 0
+            results, calls = (
+                [RowResult(x, "" if x.individual.erased_at else x.individual.master_id, exc) for x in xrefs],
+                0,
+            )
         _apply(results, started=started, batch_size=len(xrefs))
     _record_connector_health(results)
     _queue_next_flush()

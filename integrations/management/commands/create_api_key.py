@@ -25,6 +25,6 @@ class Command(BaseCommand):
     def handle(self, *args: Any, name: str, scope: list[str] | None, **options: Any) -> None:
         if ApiClient.objects.filter(name=name).exists():
             raise CommandError(f"An API key named {name!r} exists; revoke it in admin or pick another name.")
-        client, key = ApiClient.issue(name, sorted(set(scope or ApiScope.values)))
+        client, key = ApiClient.issue(name, sorted(set(scope or [ApiScope.INGEST, ApiScope.READ])))
         self.stderr.write(f"API key {client.name} ({client.key_prefix}), scopes: {', '.join(client.scopes)}")
         self.stdout.write(key)
