@@ -31,6 +31,8 @@ KNOWN_NAMES: frozenset[str] = frozenset(
         "HUB_SECURE",
         "HUB_PORT",
         "HUB_TESTING",
+        "HUB_FAULT_POINT",
+        "HUB_FAULT_MARKER",
         "MC_AUTH_BASE_URL",
         "MC_REST_BASE_URL",
         "MC_CLIENT_ID",

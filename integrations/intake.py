@@ -15,6 +15,7 @@ from typing import Any
 from django.db import transaction
 
 from integrations.choices import EventChannel, EventStatus
+from integrations.faults import fault_point
 from integrations.models import ApiClient, InboundEvent
 from integrations.queue import enqueue
 
@@ -96,6 +97,7 @@ def store_events(events: list[AcceptedEvent]) -> list[tuple[InboundEvent, bool]]
         if fresh:
             # A concurrent delivery of the same key makes this insert wait, then skip the row.
             InboundEvent.objects.bulk_create(list(fresh.values()), ignore_conflicts=True)
+            fault_point("intake-mid-batch")
             stored = {ev.idempotency_key: ev for ev in InboundEvent.objects.filter(idempotency_key__in=list(fresh))}
             for key, model in stored.items():
                 # Enqueue only the rows this transaction inserted (same received_at as our model).

@@ -30,6 +30,7 @@ from customers.choices import ChangeType, WritebackState
 from customers.cim import CimValidationError, parse_individual
 from customers.models import ChangeEvent, CrossReference, Individual
 from integrations.choices import MARKETING_CLOUD, EventStatus, RunStatus, RunTrigger, StepOutcome
+from integrations.faults import fault_point
 from integrations.marketing_cloud.writeback import queue_flush
 from integrations.models import DeadLetter, InboundEvent, SyncRun
 from integrations.queue import enqueue
@@ -50,7 +51,9 @@ WRITABLE_SYSTEMS = {MARKETING_CLOUD}
 def process_event(event_id: int) -> str:
     """django-q2 entry point for one stored event."""
     try:
-        return _process_event(event_id)
+        result = _process_event(event_id)
+        fault_point("after-commit")
+        return result
     except Exception as exc:  # recorded, then retried by us with backoff (never left to silently loop)
         logger.warning("event %s processing failed: %s", event_id, type(exc).__name__)
         return _record_process_failure(event_id, exc)
@@ -88,6 +91,7 @@ def _process_event(event_id: int) -> str:
             if match.unknown_master_ids:
                 step.data["unknownMasterIds"] = match.unknown_master_ids
         run.match_rule = match.rule
+        fault_point("after-match")
 
         if is_superseded(match.cross_reference, event.occurred_at):
             log.add(

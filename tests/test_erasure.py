@@ -21,13 +21,25 @@ def dump_tables() -> str:
     """Everything the hub stores, as text, to look for personal data in."""
     chunks = []
     with connection.cursor() as cursor:
-        for table in ["customers_individual", "customers_contactpoint", "customers_crossreference",
-                      "customers_historyentry", "customers_changeevent", "integrations_inboundevent",
-                      "integrations_deadletter", "integrations_syncstep", "integrations_syncrun"]:
+        for table in [
+            "customers_individual",
+            "customers_contactpoint",
+            "customers_crossreference",
+            "customers_historyentry",
+            "customers_changeevent",
+            "integrations_inboundevent",
+            "integrations_deadletter",
+            "integrations_syncstep",
+            "integrations_syncrun",
+        ]:
             cursor.execute(f"SELECT * FROM {table}")  # noqa: S608 - fixed table names
             for row in cursor.fetchall():
-                chunks.append(" ".join(bytes(v).decode(errors="replace") if isinstance(v, memoryview) else
-                                       json.dumps(v, default=str) for v in row))
+                chunks.append(
+                    " ".join(
+                        bytes(v).decode(errors="replace") if isinstance(v, memoryview) else json.dumps(v, default=str)
+                        for v in row
+                    )
+                )
     return "\n".join(chunks)
 
 
@@ -61,8 +73,12 @@ def test_erasure_through_the_api(journey, sandbox, eraser):
     # Marketing Cloud was told: the subscriber's row no longer holds the master ID.
     assert sandbox.rows("Individual")["SK-1001"]["GlobalPartyId"] == ""
     # A second erasure changes nothing.
-    assert eraser.post(f"{eraser.base_url}/api/v1/individuals/{individual.master_id}/erasure",
-                       timeout=10).json()["sourceRecords"] == 0
+    assert (
+        eraser.post(f"{eraser.base_url}/api/v1/individuals/{individual.master_id}/erasure", timeout=10).json()[
+            "sourceRecords"
+        ]
+        == 0
+    )
 
 
 def test_erasure_needs_the_erase_scope(api, journey, sandbox):

@@ -30,6 +30,7 @@ from customers.choices import WritebackState
 from customers.models import CrossReference
 from integrations import connector
 from integrations.choices import MARKETING_CLOUD, EventStatus, RunStatus, StepOutcome
+from integrations.faults import fault_point
 from integrations.models import InboundEvent, SyncRun
 from integrations.queue import enqueue, enqueue_once, task_started
 from integrations.runs import dead_letter, finish_run
@@ -119,7 +120,9 @@ def flush_writebacks(client: Any = None) -> str:
         started = timezone.now()
         try:
             client = client or MarketingCloudClient.from_settings()
+            fault_point("before-mc-call")
             results, calls = _send(client, xrefs)
+            fault_point("after-mc-call")
         except TransportError as exc:  # not configured, or no token: every row shares the fate
             results, calls = (
                 [RowResult(x, "" if x.individual.erased_at else x.individual.master_id, exc) for x in xrefs],
