@@ -31,6 +31,7 @@ KNOWN_NAMES: frozenset[str] = frozenset(
         "HUB_SECURE",
         "HUB_PORT",
         "HUB_TESTING",
+        "HUB_API_KEY_RATE",
         "HUB_FAULT_POINT",
         "HUB_FAULT_MARKER",
         "MC_AUTH_BASE_URL",

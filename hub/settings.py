@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -149,7 +150,17 @@ SECURE_REFERRER_POLICY = "same-origin"
 # ---------------------------------------------------------------------------
 # Django REST framework and the OpenAPI schema
 # ---------------------------------------------------------------------------
+# A cache every process shares (throttle counters); the table comes with the migrations.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "shared": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "hub_shared_cache"},
+}
+API_KEY_RATE = env_str("HUB_API_KEY_RATE", "6000/min")
+if API_KEY_RATE and not re.fullmatch(r"\d+/(s|sec|m|min|h|hour|d|day)", API_KEY_RATE):
+    raise ImproperlyConfigured(f"HUB_API_KEY_RATE must look like 6000/min, not {API_KEY_RATE!r}.")
+
 REST_FRAMEWORK = {
+    "DEFAULT_THROTTLE_CLASSES": ["integrations.throttling.ApiKeyRateThrottle"],
     "DEFAULT_AUTHENTICATION_CLASSES": ["integrations.auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",

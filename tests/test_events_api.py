@@ -151,3 +151,18 @@ def test_journey_and_api_events_for_one_person_share_a_golden_record(api, journe
     run_queued()
     individual = Individual.objects.get()
     assert set(individual.cross_references.values_list("system", flat=True)) == {"MARKETING_CLOUD", "B2C_COMMERCE"}
+
+
+def test_each_api_key_is_throttled_with_a_shared_counter(api, settings):
+    from django.core.cache import caches
+
+    caches["shared"].clear()
+    settings.API_KEY_RATE = "3/min"
+    url = f"{api.base_url}/api/v1/individuals"
+    codes = [api.get(url, params={"email": "x@example.com"}, timeout=10).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    refused = api.get(url, params={"email": "x@example.com"}, timeout=10)
+    assert refused.headers["Content-Type"].startswith("application/problem+json")
+    assert int(refused.headers["Retry-After"]) > 0
+    # The counter lives in the database cache, where every gunicorn worker sees it.
+    assert caches["shared"].get(f"throttle:api-key:{ApiClient.objects.get().pk}")
