@@ -180,7 +180,7 @@ def parse_individual(data: Any, path: str = "individual") -> SourceIndividual:
         data.get("doNotMarketFromUpdateDate"), f"{path}.doNotMarketFromUpdateDate"
     )
     system_id = data.get("id")
-    if system_id is not None and not isinstance(system_id, str | int):
+    if system_id is not None and (isinstance(system_id, bool) or not isinstance(system_id, str | int)):
         raise CimValidationError(f"{path}.id", "must be a string")
     result.system_id = clean_text(system_id)
 

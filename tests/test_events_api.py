@@ -141,8 +141,12 @@ def test_keys_are_required_hashed_scoped_and_revocable(api, live_server):
 
 def test_read_api_errors(api):
     assert api.get(f"{api.base_url}/api/v1/individuals/unknown", timeout=10).status_code == 404
-    missing = api.get(f"{api.base_url}/api/v1/individuals", timeout=10)
-    assert missing.status_code == 400 and missing.json()["errors"][0]["field"] == "externalId"
+    by_id_only = api.get(f"{api.base_url}/api/v1/individuals", params={"externalId": "x"}, timeout=10)
+    assert by_id_only.status_code == 200 and by_id_only.json()["count"] == 0
+    bad_email = api.get(f"{api.base_url}/api/v1/individuals", params={"email": "nope"}, timeout=10)
+    assert bad_email.status_code == 400 and bad_email.json()["errors"][0]["field"] == "email"
+    everyone = api.get(f"{api.base_url}/api/v1/individuals", timeout=10)
+    assert everyone.status_code == 200 and everyone.json()["count"] == 0  # no filter: all, paginated
 
 
 def test_journey_and_api_events_for_one_person_share_a_golden_record(api, journey, sandbox):
@@ -166,3 +170,25 @@ def test_each_api_key_is_throttled_with_a_shared_counter(api, settings):
     assert int(refused.headers["Retry-After"]) > 0
     # The counter lives in the database cache, where every gunicorn worker sees it.
     assert caches["shared"].get(f"throttle:api-key:{ApiClient.objects.get().pk}")
+
+
+def test_filters_apply_to_one_cross_reference(api):
+    post(
+        api,
+        "/api/v1/events",
+        {
+            "events": [
+                cim_event("e1", "cust-1", "one@example.com"),
+                cim_event("e2", "cust-2", "two@example.com", source="POS"),
+            ]
+        },
+    )
+    run_queued()
+    url = f"{api.base_url}/api/v1/individuals"
+    assert api.get(url, params={"externalIdType": "POS"}, timeout=10).json()["count"] == 1
+    assert api.get(url, params={"externalIdType": "POS", "externalId": "cust-1"}, timeout=10).json()["count"] == 0
+    assert (
+        api.get(url, params={"externalIdType": "b2c_commerce", "externalId": "cust-1"}, timeout=10).json()["count"] == 1
+    )
+    bad = post(api, "/api/v1/events", {"events": [cim_event("e3", "x", "x@example.com", id=False)]})
+    assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "events[0].individual.id"

@@ -7,7 +7,13 @@ from typing import Any
 from django.db import transaction
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import generics, permissions, serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
@@ -47,8 +53,19 @@ def _individuals() -> QuerySet[Individual]:
     return Individual.objects.prefetch_related("contact_points", "cross_references")
 
 
+_ERRORS = {
+    401: OpenApiResponse(description="Missing or invalid API key"),
+    403: OpenApiResponse(description="The key lacks the scope"),
+    429: OpenApiResponse(description="Throttled (per API key)"),
+}
+
+
 @extend_schema_view(
-    get=extend_schema(tags=["individuals"], operation_id="individual_retrieve", responses={200: OpenApiTypes.OBJECT})
+    get=extend_schema(
+        tags=["individuals"],
+        operation_id="individual_retrieve",
+        responses={200: OpenApiTypes.OBJECT, 404: OpenApiResponse(description="No such golden record"), **_ERRORS},
+    )
 )
 class IndividualDetailView(generics.RetrieveAPIView):
     """``GET /api/v1/individuals/{masterId}``: the golden record as a CIM Individual."""
@@ -71,7 +88,7 @@ class IndividualDetailView(generics.RetrieveAPIView):
             OpenApiParameter("externalId", str, description="The record's ID in that system"),
             OpenApiParameter("email", str, description="Email address (matched normalised)"),
         ],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: OpenApiTypes.OBJECT, 400: OpenApiResponse(description="Invalid filter"), **_ERRORS},
     )
 )
 class IndividualListView(generics.ListAPIView):
@@ -83,20 +100,24 @@ class IndividualListView(generics.ListAPIView):
     def get_queryset(self) -> QuerySet[Individual]:
         params = self.request.query_params
         queryset = _individuals().order_by("id")
+        # Empty parameters count as absent; no filter lists every golden record, a page at a time.
         id_type, external_id, email = params.get("externalIdType"), params.get("externalId"), params.get("email")
-        if external_id or id_type:
-            if not (external_id and id_type):
-                raise ValidationError({"externalId": ["externalId and externalIdType go together."]})
-            return queryset.filter(cross_references__system=id_type.upper(), cross_references__external_id=external_id)
+        link: dict[str, str] = {}
+        if id_type:
+            link["cross_references__system"] = id_type.upper()
+        if external_id:
+            link["cross_references__external_id"] = external_id
+        if link:  # one filter() call: both conditions hold for the same cross reference
+            queryset = queryset.filter(**link).distinct()
         if email:
             try:
                 key = normalize_email(email)
             except ValueError:
                 raise ValidationError({"email": ["is not a valid email address"]}) from None
-            return queryset.filter(
+            queryset = queryset.filter(
                 contact_points__kind=ContactPointKind.EMAIL, contact_points__value_key=key
             ).distinct()
-        raise ValidationError({"externalId": ["Filter by externalIdType + externalId, or by email."]})
+        return queryset
 
 
 @extend_schema_view(
@@ -114,7 +135,8 @@ class IndividualListView(generics.ListAPIView):
                     "sourceRecords": serializers.IntegerField(),
                 },
             ),
-            404: OpenApiTypes.OBJECT,
+            404: OpenApiResponse(description="No such golden record"),
+            **_ERRORS,
         },
     )
 )

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
+from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -40,12 +41,13 @@ class CimEventSerializer(serializers.Serializer):
 
 
 class CimBatchSerializer(serializers.Serializer):
-    events = CimEventSerializer(many=True)
+    events = serializers.ListField(child=CimEventSerializer(), min_length=1, max_length=1000)
 
 
 class EventsView(APIView):
     """``POST /api/v1/events``: a batch of up to 1,000 CIM Individual events, all or nothing."""
 
+    parser_classes = [JSONParser]  # the view reads the raw body; JSON is the only format
     permission_classes = [HasScope]
     required_scope = "ingest"
 
@@ -74,6 +76,8 @@ class EventsView(APIView):
             401: OpenApiResponse(description="Missing or invalid API key"),
             403: OpenApiResponse(description="The key lacks the ingest scope"),
             413: OpenApiResponse(description="Body too large"),
+            415: OpenApiResponse(description="Content-Type is not application/json"),
+            429: OpenApiResponse(description="Throttled (per API key)"),
         },
         tags=["events"],
     )
@@ -224,7 +228,17 @@ class SyncRunDetailView(generics.RetrieveAPIView):
     serializer_class = SyncRunSerializer
     queryset = SyncRun.objects.prefetch_related("steps")
 
-    @extend_schema(summary="A sync run with its ordered step log", tags=["sync"])
+    @extend_schema(
+        summary="A sync run with its ordered step log",
+        tags=["sync"],
+        responses={
+            200: SyncRunSerializer,
+            401: OpenApiResponse(description="Missing or invalid API key"),
+            403: OpenApiResponse(description="The key lacks the read scope"),
+            404: OpenApiResponse(description="No such sync run"),
+            429: OpenApiResponse(description="Throttled"),
+        },
+    )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 
