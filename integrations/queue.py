@@ -78,3 +78,16 @@ def task_started(flag: str) -> None:
     from integrations.models import QueuedFlag
 
     QueuedFlag.objects.filter(name=flag, queued=True).update(queued=False)
+
+
+STALL_SECONDS = 90.0
+
+
+def cluster_stalled(threshold: float = STALL_SECONDS) -> bool:
+    """True when a task has been ready longer than ``threshold``: no cluster is taking tasks.
+
+    What a supervisor (systemd, Kubernetes liveness on /api/health, ``run_hub``) acts on by
+    restarting ``qcluster``.
+    """
+    _, oldest = queue_depth()
+    return oldest is not None and oldest > threshold

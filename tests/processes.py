@@ -83,6 +83,13 @@ class HubProcesses:
             stderr=subprocess.STDOUT if output else None,
         )
 
+    def restart_cluster(self) -> None:
+        """What a supervisor does with a wedged cluster: kill it, start a new one."""
+        proc = self.procs.pop("qcluster")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        self.start_cluster(self.cluster_log)
+
     def worker_pids(self) -> list[int]:
         """PIDs of the cluster's live task workers, from its own log ("ready for work at PID")."""
         import re

@@ -25,7 +25,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from integrations.choices import EventStatus
 from integrations.models import InboundEvent
+from integrations.queue import cluster_stalled
 
+WATCHDOG_INTERVAL = 15.0
 DEMO_CLIENT_ID = "hub-demo-client"
 DEMO_CLIENT_SECRET = "hub-demo-client-secret"  # the sandbox's, not a real tenant's
 DEMO_JWT_SECRET = "hub-demo-jwt-signing-secret-for-the-local-sandbox"
@@ -124,12 +126,29 @@ class Command(BaseCommand):
                     f"(rows: /__sandbox/rows/{settings.MC_DE_KEY})"
                 )
             self.stdout.write("Ctrl-C stops everything.")
+            last_check = time.monotonic()
             while not stopping:
                 for name, proc in processes:
                     if proc.poll() is not None and not stopping:
                         self.stderr.write(f"{name} exited with {proc.returncode}; stopping the rest.")
                         stop()
                         raise CommandError(f"{name} exited unexpectedly")
+                if time.monotonic() - last_check > WATCHDOG_INTERVAL:
+                    last_check = time.monotonic()
+                    if cluster_stalled():
+                        # django-q2 can wedge when a worker dies holding its internal queue lock
+                        # (django-q2#23): a fresh cluster picks the tasks up again.
+                        self.stderr.write("The task cluster stopped taking tasks; restarting it.")
+                        index = next(i for i, (name, _) in enumerate(processes) if name == "qcluster")
+                        _, old = processes[index]
+                        os.killpg(old.pid, signal.SIGKILL)
+                        old.wait()
+                        processes[index] = (
+                            "qcluster",
+                            subprocess.Popen(  # noqa: S603 - our own argv
+                                [python, "manage.py", "qcluster"], cwd=base_dir, env=env, start_new_session=True
+                            ),
+                        )
                 time.sleep(0.5)
         finally:
             stop()

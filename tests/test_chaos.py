@@ -1,0 +1,157 @@
+"""The chaos run: 10,000 events through gunicorn while workers are killed at random and the
+Marketing Cloud sandbox fails 20% of calls. Afterwards the invariants hold; the counts are reported."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from integrations.marketing_cloud.sandbox.journey import build_execute_payload, sign_execute
+from integrations.models import InboundEvent
+from integrations.queue import cluster_stalled
+from tests.conftest import CLIENT_ID, CLIENT_SECRET, JWT_SECRET, subscriber
+from tests.processes import HubProcesses, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+EVENTS = int(os.environ.get("CHAOS_EVENTS", "10000"))
+REPORT = Path(__file__).resolve().parent.parent / "var" / "chaos-report.json"
+
+
+def _bodies(rng: random.Random) -> list[bytes]:
+    people = int(EVENTS * 0.8)
+    bodies = []
+    for i in range(EVENTS):
+        person = i if i < people else rng.randrange(people)  # 20%: a second change of someone
+        day = rng.randrange(1, 28)
+        args = subscriber(
+            key=f"C{person}",
+            email=f"c{person}@example.com",
+            FirstName=f"v{i}",
+            ModifiedDate=f"2026-11-{day:02d}T{rng.randrange(24):02d}:00:00Z",
+        )
+        if rng.random() < 0.01:
+            args["EmailAddress"] = "not-an-email"  # refused, kept as rejected
+        bodies.append(sign_execute(build_execute_payload(args), JWT_SECRET))
+    return bodies
+
+
+def test_chaos(sandbox, tmp_path):
+    rng = random.Random(20261127)
+    bodies = _bodies(rng)
+    sandbox.configure(fail_rate=0.2)
+    hub = HubProcesses(
+        {
+            "MC_AUTH_BASE_URL": sandbox.url,
+            "MC_CLIENT_ID": CLIENT_ID,
+            "MC_CLIENT_SECRET": CLIENT_SECRET,
+            "MC_JWT_SECRET": JWT_SECRET,
+            "MC_HTTP_TIMEOUT": "3",
+            "HUB_Q_TIMEOUT": "8",
+            "HUB_Q_RETRY": "20",
+            "HUB_WRITEBACK_MAX_ATTEMPTS": "14",
+        },
+        web_workers=3,
+    )
+    answers: dict[int, tuple[int, int | None]] = {}
+    kills = {"qcluster worker": 0, "gunicorn worker": 0, "cluster restarts by the watchdog": 0}
+    stop = threading.Event()
+    posting_done = threading.Event()
+    try:
+        hub.start_web()
+        hub.start_cluster(log_path=tmp_path / "qcluster.log")
+        url = f"{hub.url}/api/v1/marketing-cloud/journey/execute"
+        sessions = [requests.Session() for _ in range(6)]
+
+        def post(i: int) -> None:
+            for _ in range(5):  # as Journey Builder retries a 5xx or a dropped connection
+                try:
+                    r = sessions[i % 6].post(
+                        url, data=bodies[i], timeout=30, headers={"Content-Type": "application/jwt"}
+                    )
+                except requests.RequestException:
+                    continue
+                if r.status_code < 500:
+                    answers[i] = (r.status_code, r.json().get("eventId") if r.status_code == 200 else None)
+                    return
+            answers[i] = (0, None)
+
+        def killer() -> None:
+            while not stop.wait(rng.uniform(1, 4)):
+                # The supervisor's part: a cluster that stopped taking tasks is restarted
+                # (django-q2#23: a worker killed holding the internal queue lock wedges it).
+                if cluster_stalled(threshold=45):
+                    hub.restart_cluster()
+                    kills["cluster restarts by the watchdog"] += 1
+                    continue
+                if posting_done.is_set():
+                    continue  # the tail drains undisturbed; the watchdog keeps watching
+                workers = hub.worker_pids()
+                if workers:
+                    os.kill(rng.choice(workers), signal.SIGKILL)
+                    kills["qcluster worker"] += 1
+                web = psutil.Process(hub.procs["web"].pid).children()
+                if web and rng.random() < 0.5:
+                    os.kill(rng.choice(web).pid, signal.SIGKILL)
+                    kills["gunicorn worker"] += 1
+
+        chaos = threading.Thread(target=killer)
+        chaos.start()
+        with ThreadPoolExecutor(6) as pool:
+            list(pool.map(post, range(EVENTS)))
+        posting_done.set()
+
+        def settled() -> bool:
+            return not InboundEvent.objects.exclude(status__in=["synced", "superseded", "rejected", "dead"]).exists()
+
+        # Keep killing and watching until everything settled; the watchdog must also see the tail.
+        assert wait_until(settled, timeout=1500, interval=5)
+        stop.set()
+        chaos.join(15)
+    finally:
+        stop.set()
+        hub.stop()
+    accepted = sorted({event_id for status, event_id in answers.values() if status == 200})
+    ledger = tmp_path / "ledger.txt"
+    ledger.write_text("\n".join(map(str, accepted)))
+    out = io.StringIO()
+    try:
+        call_command(
+            "verify_invariants", "--window", "0", "--ledger", str(ledger), "--compare-marketing-cloud", stdout=out
+        )
+        ok = True
+    except CommandError:
+        ok = False
+    counts = {
+        status: InboundEvent.objects.filter(status=status).count()
+        for status in ("synced", "superseded", "rejected", "dead")
+    }
+    report = {
+        "events_sent": EVENTS,
+        "answered_200": len(accepted),
+        "answered_400": sum(1 for s, _ in answers.values() if s == 400),
+        "never_answered": sum(1 for s, _ in answers.values() if s == 0),
+        **counts,
+        "lost": len(set(accepted) - set(InboundEvent.objects.values_list("pk", flat=True))),
+        "kills": kills,
+        "sandbox_calls": len(sandbox.requests_log()),
+        "invariants": out.getvalue().splitlines(),
+    }
+    REPORT.parent.mkdir(exist_ok=True)
+    REPORT.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    assert ok, out.getvalue()
+    assert report["lost"] == 0 and report["never_answered"] == 0
+    assert kills["qcluster worker"] > 0
