@@ -216,6 +216,8 @@ class QueuedFlag(models.Model):
 
     name = models.CharField(max_length=80, unique=True)
     queued = models.BooleanField(default=False)
+    # For timed wake-ups: when the one queued wake-up is due (a later one is then not needed).
+    wake_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:

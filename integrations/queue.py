@@ -91,3 +91,33 @@ def cluster_stalled(threshold: float = STALL_SECONDS) -> bool:
     """
     _, oldest = queue_depth()
     return oldest is not None and oldest > threshold
+
+
+def enqueue_wake_up(func: str, *args: Any, flag: str, delay: float) -> bool:
+    """Queue ``func`` to run in ``delay`` seconds, unless a wake-up at least as early is queued.
+
+    The earliest wake-up runs and asks for the next one, so however many callers want
+    "run me later", one delayed task at a time is waiting.
+    """
+    from django.db.models import Q
+
+    from integrations.models import QueuedFlag
+
+    when = timezone.now() + dt.timedelta(seconds=max(delay, 0.0))
+    QueuedFlag.objects.get_or_create(name=flag)
+    stale = timezone.now() - dt.timedelta(seconds=Conf.RETRY)  # a wake-up lost with a dead worker
+    claimed = (
+        QueuedFlag.objects.filter(name=flag)
+        .filter(Q(wake_at__isnull=True) | Q(wake_at__gt=when) | Q(wake_at__lt=stale))
+        .update(wake_at=when)
+    )
+    if claimed:
+        enqueue(func, *args, delay=delay, task_name=f"{flag}-wake-up")
+        return True
+    return False
+
+
+def wake_up_started(flag: str) -> None:
+    from integrations.models import QueuedFlag
+
+    QueuedFlag.objects.filter(name=flag, wake_at__lte=timezone.now()).update(wake_at=None)

@@ -40,6 +40,9 @@ def fast_forward(delta: dt.timedelta) -> None:
     from integrations.downstream.models import Delivery, DownstreamTarget
 
     Delivery.objects.filter(status=Delivery.PENDING).update(next_attempt_at=F("next_attempt_at") - delta)
+    from integrations.models import QueuedFlag
+
+    QueuedFlag.objects.filter(wake_at__isnull=False).update(wake_at=F("wake_at") - delta)
     DownstreamTarget.objects.filter(paused_until__isnull=False).update(paused_until=F("paused_until") - delta)
 
 

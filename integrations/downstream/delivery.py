@@ -27,7 +27,7 @@ from django.utils import timezone
 from customers.models import ChangeEvent
 from integrations.downstream.models import Delivery, DownstreamTarget
 from integrations.downstream.senders import SENDERS
-from integrations.queue import enqueue, enqueue_once, task_started
+from integrations.queue import enqueue_once, enqueue_wake_up, task_started, wake_up_started
 from integrations.transport import TransportError, backoff_delay
 
 logger = logging.getLogger(__name__)
@@ -69,6 +69,11 @@ WHERE status = 'pending'
 
 def deliver_flag(target_id: int) -> str:
     return f"downstream-deliver-{target_id}"
+
+
+def enqueue_wake_up_for(target_id: int, delay: float) -> None:
+    with transaction.atomic():
+        enqueue_wake_up(DELIVER_TASK, target_id, flag=f"{deliver_flag(target_id)}-later", delay=delay)
 
 
 def queue_fan_out() -> None:
@@ -120,6 +125,7 @@ def _unlock(target_id: int) -> None:
 def deliver(target_id: int, session: requests.Session | None = None) -> str:
     """django-q2 entry point: send the due heads of one target's per-person queues."""
     task_started(deliver_flag(target_id))
+    wake_up_started(f"{deliver_flag(target_id)}-later")
     # A session-level lock: one sender per target; it goes with the connection if the worker dies.
     if not _try_lock(target_id):
         return "another sender is busy with this target"
@@ -135,12 +141,7 @@ def _deliver(target_id: int, session: requests.Session) -> str:
         return "target gone or disabled"
     now = timezone.now()
     if target.paused_until and target.paused_until > now:
-        enqueue(
-            DELIVER_TASK,
-            target_id,
-            delay=(target.paused_until - now).total_seconds(),
-            task_name=f"{deliver_flag(target_id)}-after-pause",
-        )
+        enqueue_wake_up_for(target_id, (target.paused_until - now).total_seconds())
         return f"paused: {target.pause_reason}"
     sent = failed = 0
     deadline = time.monotonic() + ROUND_SECONDS
@@ -217,12 +218,7 @@ def _pause(target: DownstreamTarget) -> None:
 def _schedule_next(target: DownstreamTarget) -> None:
     now = timezone.now()
     if target.paused_until and target.paused_until > now:
-        enqueue(
-            DELIVER_TASK,
-            target.pk,
-            delay=(target.paused_until - now).total_seconds(),
-            task_name=f"{deliver_flag(target.pk)}-after-pause",
-        )
+        enqueue_wake_up_for(target.pk, (target.paused_until - now).total_seconds())
         return
     with connection.cursor() as cursor:
         cursor.execute(_NEXT_HEAD_SQL, [target.pk])
@@ -233,12 +229,7 @@ def _schedule_next(target: DownstreamTarget) -> None:
         if soonest <= now:
             enqueue_once(DELIVER_TASK, target.pk, flag=deliver_flag(target.pk))
         else:
-            enqueue(
-                DELIVER_TASK,
-                target.pk,
-                delay=(soonest - now).total_seconds(),
-                task_name=f"{deliver_flag(target.pk)}-retry",
-            )
+            enqueue_wake_up_for(target.pk, (soonest - now).total_seconds())
 
 
 def replay(delivery: Delivery) -> None:

@@ -32,7 +32,7 @@ from integrations import connector
 from integrations.choices import MARKETING_CLOUD, EventStatus, RunStatus, StepOutcome
 from integrations.faults import fault_point
 from integrations.models import InboundEvent, SyncRun
-from integrations.queue import enqueue, enqueue_once, task_started
+from integrations.queue import enqueue_once, enqueue_wake_up, task_started, wake_up_started
 from integrations.runs import dead_letter, finish_run
 from integrations.steps import StepLog
 from integrations.transport import TransportError, backoff_delay
@@ -45,12 +45,13 @@ STEP = "write back master ID"
 
 
 FLUSH_FLAG = "write-back-flush"
+FLUSH_WAKE_UP = "write-back-flush-later"
 
 
 def queue_flush(*, delay: float = 0.0) -> None:
     """Ask for a flush: now (coalesced with any flush already waiting), or a timed wake-up."""
     if delay > 0:
-        enqueue(FLUSH_TASK, delay=delay, task_name="write-back-flush-later")
+        enqueue_wake_up(FLUSH_TASK, flag=FLUSH_WAKE_UP, delay=delay)
     else:
         enqueue_once(FLUSH_TASK, flag=FLUSH_FLAG)
 
@@ -100,6 +101,7 @@ def flush_writebacks(client: Any = None) -> str:
     from integrations.marketing_cloud.client import MarketingCloudClient
 
     task_started(FLUSH_FLAG)
+    wake_up_started(FLUSH_WAKE_UP)
     gate = connector.check_gate(MARKETING_CLOUD)
     if not gate.allowed:
         if _pending().exists():
