@@ -83,14 +83,29 @@ def task_started(flag: str) -> None:
 STALL_SECONDS = 90.0
 
 
-def cluster_stalled(threshold: float = STALL_SECONDS) -> bool:
-    """True when a task has been ready longer than ``threshold``: no cluster is taking tasks.
+def last_task_finished_at() -> dt.datetime | None:
+    from django_q.models import Task
 
-    What a supervisor (systemd, Kubernetes liveness on /api/health, ``run_hub``) acts on by
-    restarting ``qcluster``.
+    return Task.objects.order_by("-stopped").values_list("stopped", flat=True).first()
+
+
+def cluster_stalled(threshold: float = STALL_SECONDS) -> bool:
+    """True when tasks are ready but no task has finished for ``threshold`` seconds.
+
+    Progress, not the age of the oldest ready task: with a backlog that age grows while
+    the cluster works flat out. What a supervisor (systemd, a liveness check on
+    /api/health, ``run_hub``) acts on by restarting ``qcluster``.
     """
-    _, oldest = queue_depth()
-    return oldest is not None and oldest > threshold
+    from django_q.models import OrmQ
+
+    now = timezone.now()
+    if not OrmQ.objects.using(Conf.ORM).filter(lock__lte=now).exists():
+        return False
+    last = last_task_finished_at()
+    if last is None:
+        _, oldest = queue_depth()
+        return oldest is not None and oldest > threshold
+    return (now - last).total_seconds() > threshold
 
 
 def enqueue_wake_up(func: str, *args: Any, flag: str, delay: float) -> bool:

@@ -90,22 +90,25 @@ def test_chaos(sandbox, tmp_path):
 
         def killer() -> None:
             while not stop.wait(rng.uniform(1, 4)):
-                # The supervisor's part: a cluster that stopped taking tasks is restarted
-                # (django-q2#23: a worker killed holding the internal queue lock wedges it).
-                if cluster_stalled(threshold=45):
-                    hub.restart_cluster()
-                    kills["cluster restarts by the watchdog"] += 1
-                    continue
-                if posting_done.is_set():
-                    continue  # the tail drains undisturbed; the watchdog keeps watching
-                workers = hub.worker_pids()
-                if workers:
-                    os.kill(rng.choice(workers), signal.SIGKILL)
-                    kills["qcluster worker"] += 1
-                web = psutil.Process(hub.procs["web"].pid).children()
-                if web and rng.random() < 0.5:
-                    os.kill(rng.choice(web).pid, signal.SIGKILL)
-                    kills["gunicorn worker"] += 1
+                try:
+                    # The supervisor's part: a cluster that stopped finishing tasks is restarted
+                    # (django-q2#23: a worker killed holding the internal queue lock wedges it).
+                    if cluster_stalled(threshold=45):
+                        hub.restart_cluster()
+                        kills["cluster restarts by the watchdog"] += 1
+                        continue
+                    if posting_done.is_set():
+                        continue  # the tail drains undisturbed; the watchdog keeps watching
+                    workers = hub.worker_pids()
+                    if workers:
+                        os.kill(rng.choice(workers), signal.SIGKILL)
+                        kills["qcluster worker"] += 1
+                    web = psutil.Process(hub.procs["web"].pid).children()
+                    if web and rng.random() < 0.5:
+                        os.kill(rng.choice(web).pid, signal.SIGKILL)
+                        kills["gunicorn worker"] += 1
+                except (ProcessLookupError, psutil.NoSuchProcess):
+                    continue  # it died between the listing and the kill
 
         chaos = threading.Thread(target=killer)
         chaos.start()

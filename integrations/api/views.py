@@ -24,7 +24,7 @@ from integrations.choices import MARKETING_CLOUD, EventChannel
 from integrations.intake import AcceptedEvent, request_headers, store_events, store_rejected
 from integrations.models import SyncRun
 from integrations.problems import problem
-from integrations.queue import queue_depth
+from integrations.queue import cluster_stalled, queue_depth
 
 MAX_BATCH = 1000
 QUEUE_STALL_SECONDS = 120
@@ -275,7 +275,7 @@ class HealthView(APIView):
             body.update(status="unavailable", database="unreachable")
             return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         body["connectors"] = [connector.describe(MARKETING_CLOUD)]
-        stalled = oldest is not None and oldest > QUEUE_STALL_SECONDS
+        stalled = cluster_stalled(QUEUE_STALL_SECONDS)
         body["queue"] = {"status": "stalled" if stalled else "ok", "depth": depth, "oldestReadySeconds": oldest}
         if stalled:
             # Ready tasks nobody picked up: no qcluster is running, or it is wedged.
