@@ -142,3 +142,17 @@ def test_security_headers_on_admin_and_api(client):
     # The Journey Builder page keeps its own policy (it is framed by Marketing Cloud).
     activity = client.get("/api/v1/marketing-cloud/journey/index.html")
     assert "frame-ancestors https://*.exacttarget.com" in activity.headers["Content-Security-Policy"]
+
+
+@pytest.mark.django_db
+def test_a_busy_cluster_with_a_backlog_is_not_called_stalled(client):
+    import datetime as dt
+
+    from django.utils import timezone
+    from django_q.models import OrmQ, Task
+
+    OrmQ.objects.create(key="hub", payload="x", lock=timezone.now() - dt.timedelta(minutes=10))
+    Task.objects.create(id="t1", name="t1", func="f", started=timezone.now(), stopped=timezone.now(), success=True)
+    assert client.get("/api/health").json()["queue"]["status"] == "ok"
+    Task.objects.filter(id="t1").update(stopped=timezone.now() - dt.timedelta(minutes=5))
+    assert client.get("/api/health").json()["queue"]["status"] == "stalled"
