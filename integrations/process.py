@@ -31,7 +31,7 @@ from customers.cim import CimValidationError, parse_individual
 from customers.models import ChangeEvent, CrossReference, Individual
 from integrations.choices import MARKETING_CLOUD, EventStatus, RunStatus, RunTrigger, StepOutcome
 from integrations.faults import fault_point
-from integrations.marketing_cloud.writeback import queue_flush
+from integrations.marketing_cloud.writeback import flush_if_starved, queue_flush
 from integrations.models import DeadLetter, InboundEvent, SyncRun
 from integrations.queue import enqueue
 from integrations.runs import dead_letter, finish_run, notify_downstream
@@ -53,6 +53,7 @@ def process_event(event_id: int) -> str:
     try:
         result = _process_event(event_id)
         fault_point("after-commit")
+        flush_if_starved()
         return result
     except Exception as exc:  # recorded, then retried by us with backoff (never left to silently loop)
         logger.warning("event %s processing failed: %s", event_id, type(exc).__name__)

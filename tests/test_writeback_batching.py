@@ -49,7 +49,10 @@ def process_only() -> None:
             process_event(*task["args"])
 
 
-def test_piled_up_write_backs_go_out_in_rowsets_of_at_most_50(sandbox):
+def test_piled_up_write_backs_go_out_in_rowsets_of_at_most_50(sandbox, monkeypatch):
+    import integrations.marketing_cloud.writeback as writeback
+
+    monkeypatch.setattr(writeback, "STARVED_AFTER", 3600.0)  # the queued flush does the work here
     store(120)
     process_only()
     run_queued()
@@ -164,3 +167,23 @@ def test_write_back_state_is_in_the_api(api, journey, sandbox):
     body = api.get(f"{api.base_url}/api/v1/individuals/{master_id}", timeout=10).json()
     writeback = body["externalIds"][0]["writeback"]
     assert writeback["state"] == "failed" and "Insufficient privileges" in writeback["error"]
+
+
+def test_a_starved_flush_is_done_by_the_next_event_worker(sandbox):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from integrations.models import QueuedFlag
+    from integrations.process import process_event
+
+    store(3)
+    ids = list(InboundEvent.objects.order_by("id").values_list("pk", flat=True))
+    for event_id in ids[:2]:
+        process_event(event_id)
+    assert sandbox.count("POST", "/hub/v1/dataevents") == 0  # the flush is queued, behind the backlog
+    # The queued flush has waited: the next worker to finish an event flushes itself.
+    QueuedFlag.objects.filter(name="write-back-flush").update(updated_at=timezone.now() - dt.timedelta(seconds=10))
+    process_event(ids[2])
+    assert sandbox.count("POST", "/hub/v1/dataevents/key:Individual/rowset") == 1
+    assert CrossReference.objects.filter(writeback_state="written").count() == 3

@@ -56,6 +56,25 @@ def queue_flush(*, delay: float = 0.0) -> None:
         enqueue_once(FLUSH_TASK, flag=FLUSH_FLAG)
 
 
+STARVED_AFTER = 3.0
+
+
+def flush_if_starved(client: Any = None) -> str | None:
+    """Run a flush here when the queued one has waited too long.
+
+    django-q2's ORM broker hands out ready tasks in no particular order, so behind a
+    backlog of thousands of events the one queued flush can wait minutes while the
+    Marketing Cloud write-backs pile up. A worker that just finished an event does a
+    flush itself then (flushes claim rows with SKIP LOCKED, so several can run).
+    """
+    from integrations.models import QueuedFlag
+
+    starved = QueuedFlag.objects.filter(
+        name=FLUSH_FLAG, queued=True, updated_at__lt=timezone.now() - dt.timedelta(seconds=STARVED_AFTER)
+    ).exists()
+    return flush_writebacks(client) if starved else None
+
+
 @dataclass
 class RowResult:
     xref: CrossReference
