@@ -187,3 +187,22 @@ def test_a_starved_flush_is_done_by_the_next_event_worker(sandbox):
     process_event(ids[2])
     assert sandbox.count("POST", "/hub/v1/dataevents/key:Individual/rowset") == 1
     assert CrossReference.objects.filter(writeback_state="written").count() == 3
+
+
+def test_an_inline_flush_leaves_the_queued_flush_and_its_flag_alone(sandbox):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from integrations.models import QueuedFlag
+    from integrations.process import process_event
+
+    store(4)
+    ids = list(InboundEvent.objects.order_by("id").values_list("pk", flat=True))
+    process_event(ids[0])
+    QueuedFlag.objects.filter(name="write-back-flush").update(updated_at=timezone.now() - dt.timedelta(seconds=10))
+    for event_id in ids[1:]:
+        process_event(event_id)  # each relieves the starved flush inline
+    flushes = [t for t in queued_tasks() if t["func"] == FLUSH]
+    assert len(flushes) == 1  # still the one queued flush: no pile of copies
+    assert QueuedFlag.objects.get(name="write-back-flush").queued

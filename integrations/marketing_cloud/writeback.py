@@ -72,7 +72,8 @@ def flush_if_starved(client: Any = None) -> str | None:
     starved = QueuedFlag.objects.filter(
         name=FLUSH_FLAG, queued=True, updated_at__lt=timezone.now() - dt.timedelta(seconds=STARVED_AFTER)
     ).exists()
-    return flush_writebacks(client) if starved else None
+    # Inline: the queued flush (and any wake-up) stays queued, so its flags stay set.
+    return flush_writebacks(client, from_queue=False) if starved else None
 
 
 @dataclass
@@ -115,12 +116,13 @@ def _send_one(client: Any, row: RowResult, de_key: str, pk_name: str, field: str
     return [row]
 
 
-def flush_writebacks(client: Any = None) -> str:
+def flush_writebacks(client: Any = None, *, from_queue: bool = True) -> str:
     """django-q2 entry point: write one batch of due master IDs, then queue the next flush."""
     from integrations.marketing_cloud.client import MarketingCloudClient
 
-    task_started(FLUSH_FLAG)
-    wake_up_started(FLUSH_WAKE_UP)
+    if from_queue:
+        task_started(FLUSH_FLAG)
+        wake_up_started(FLUSH_WAKE_UP)
     gate = connector.check_gate(MARKETING_CLOUD)
     if not gate.allowed:
         if _pending().exists():
