@@ -128,8 +128,18 @@ class Command(BaseCommand):
             self.stdout.write("Ctrl-C stops everything.")
             last_check = time.monotonic()
             while not stopping:
-                for name, proc in processes:
+                for index, (name, proc) in enumerate(processes):
                     if proc.poll() is not None and not stopping:
+                        if name == "qcluster":
+                            # It can die with its database (a PostgreSQL restart): start it again.
+                            self.stderr.write(f"qcluster exited with {proc.returncode}; starting it again.")
+                            processes[index] = (
+                                "qcluster",
+                                subprocess.Popen(  # noqa: S603 - our own argv
+                                    [python, "manage.py", "qcluster"], cwd=base_dir, env=env, start_new_session=True
+                                ),
+                            )
+                            continue
                         self.stderr.write(f"{name} exited with {proc.returncode}; stopping the rest.")
                         stop()
                         raise CommandError(f"{name} exited unexpectedly")
