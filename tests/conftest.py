@@ -96,3 +96,14 @@ def api(live_server: Any, api_key: str) -> requests.Session:
     session.headers["Authorization"] = f"Bearer {api_key}"
     session.base_url = live_server.url  # type: ignore[attr-defined]
     return session
+
+
+@pytest.fixture(autouse=True)
+def _no_starvation_relief(monkeypatch):
+    """Tests count Marketing Cloud calls exactly: no inline flush because a slow machine took > 3 s.
+
+    The starvation relief itself is tested with its own setting (test_writeback_batching).
+    """
+    import integrations.marketing_cloud.writeback as writeback
+
+    monkeypatch.setattr(writeback, "STARVED_AFTER", 3600.0)

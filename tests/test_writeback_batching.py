@@ -169,14 +169,16 @@ def test_write_back_state_is_in_the_api(api, journey, sandbox):
     assert writeback["state"] == "failed" and "Insufficient privileges" in writeback["error"]
 
 
-def test_a_starved_flush_is_done_by_the_next_event_worker(sandbox):
+def test_a_starved_flush_is_done_by_the_next_event_worker(sandbox, monkeypatch):
     import datetime as dt
 
     from django.utils import timezone
 
+    import integrations.marketing_cloud.writeback as writeback
     from integrations.models import QueuedFlag
     from integrations.process import process_event
 
+    monkeypatch.setattr(writeback, "STARVED_AFTER", 3.0)
     store(3)
     ids = list(InboundEvent.objects.order_by("id").values_list("pk", flat=True))
     for event_id in ids[:2]:
@@ -189,14 +191,16 @@ def test_a_starved_flush_is_done_by_the_next_event_worker(sandbox):
     assert CrossReference.objects.filter(writeback_state="written").count() == 3
 
 
-def test_an_inline_flush_leaves_the_queued_flush_and_its_flag_alone(sandbox):
+def test_an_inline_flush_leaves_the_queued_flush_and_its_flag_alone(sandbox, monkeypatch):
     import datetime as dt
 
     from django.utils import timezone
 
+    import integrations.marketing_cloud.writeback as writeback
     from integrations.models import QueuedFlag
     from integrations.process import process_event
 
+    monkeypatch.setattr(writeback, "STARVED_AFTER", 3.0)
     store(4)
     ids = list(InboundEvent.objects.order_by("id").values_list("pk", flat=True))
     process_event(ids[0])
