@@ -51,4 +51,4 @@ def test_api_conforms_to_its_schema(live_server, api_key, tmp_path):
     # A fresh working directory: no example database from earlier runs replays old cases.
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-6000:]
-    assert "not_a_server_error" in result.stdout or "passed" in result.stdout
+    assert "Operations:       5 selected" in result.stdout  # it really tested the API, not nothing
