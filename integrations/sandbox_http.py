@@ -23,7 +23,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 from urllib.parse import urlsplit
@@ -241,6 +241,8 @@ class EmulatorServer(ABC, Generic[ConfigT]):
 
     def __init__(self, host: str, port: int, config: ConfigT | None, *, verbose: bool) -> None:
         self.config: ConfigT = config or self.config_class()
+        # What reset() goes back to: run-time configure() changes (a fail rate, latency) end with it.
+        self._initial_config: ConfigT = replace(self.config)
         self.verbose = verbose
         self._lock = threading.Lock()
         self._random = random.Random(self.config.seed)
@@ -375,8 +377,10 @@ class EmulatorServer(ABC, Generic[ConfigT]):
             return sum(1 for e in self._log if e["method"] == method and e["path"].startswith(path_prefix))
 
     def reset(self) -> None:
-        """Forget the emulated system's data, the issued tokens, the queued faults and the log."""
+        """Forget the data, the issued tokens, the queued faults, the log and run-time config changes."""
         with self._lock:
+            self.config = replace(self._initial_config)
+            self._random.seed(self.config.seed)
             self._tokens.clear()
             self._faults.clear()
             self._log.clear()

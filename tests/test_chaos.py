@@ -126,6 +126,8 @@ def test_chaos(sandbox, tmp_path):
     finally:
         stop.set()
         hub.stop()
+    # The chaos is over: the comparison below reads what Marketing Cloud holds, without random 500s.
+    sandbox.configure(fail_rate=0.0)
     accepted = sorted({event_id for status, event_id in answers.values() if status == 200})
     ledger = tmp_path / "ledger.txt"
     ledger.write_text("\n".join(map(str, accepted)))

@@ -480,7 +480,9 @@ def test_reset_method(sandbox: MarketingCloudSandbox) -> None:
     token = get_token(sandbox)
     put_row(sandbox, token, "SK-1", {})
     sandbox.inject("500")
+    sandbox.configure(fail_rate=1.0, latency_ms=5)
     sandbox.reset()
+    assert (sandbox.config.fail_rate, sandbox.config.latency_ms) == (0.0, 0)
     assert sandbox.rows(DE) == {}
     assert sandbox.requests_log() == []
     assert sandbox.faults() == []
