@@ -14,9 +14,9 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from customers.choices import ChangeType, ContactPointKind, HistoryAction, WritebackState
+from customers.choices import ChangeType, HistoryAction, WritebackState
 from customers.cim import SourceIndividual
-from customers.models import ChangeEvent, ContactPoint, CrossReference, HistoryEntry, Individual
+from customers.models import ChangeEvent, CrossReference, HistoryEntry, Individual
 
 GOLDEN_FIELDS = ("salutation", "first_name", "middle_name", "last_name", "name_suffix", "birth_date", "gender")
 
@@ -64,54 +64,99 @@ def lock_identity(*, system: str, external_id: str, source: SourceIndividual) ->
     """Serialize every writer that could touch the same person.
 
     One transaction-scoped advisory lock per identifying key (the source record,
-    each normalised email, each carried master ID), taken in sorted order so two
-    writers never wait on each other in a cycle. Returns the keys locked.
+    each carried master ID, each blocking key: normalised email, phone, phonetic
+    name with birth date...), taken in sorted order so two writers never wait on
+    each other in a cycle. Two events for one person from different systems share a
+    blocking key, so the second waits and then finds the first's golden record.
+    Returns the keys locked.
     """
+    from customers.matching import blocking_keys, profile_from_source
+
     _require_atomic()
     keys = {f"xref:{system}:{external_id}"}
-    keys.update(f"email:{e.value_key}" for e in source.emails)
     keys.update(f"master:{m}" for m in source.master_ids)
+    keys.update(f"key:{kind}:{value}" for kind, value in blocking_keys(profile_from_source(source)))
     ordered = sorted(keys)
     with connection.cursor() as cursor:
-        for key in ordered:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key])
+        cursor.execute(
+            "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) FROM unnest(%s::text[]) AS k", [ordered]
+        )
     return ordered
 
 
 @dataclass
 class GoldenRecordMatch:
     individual: Individual | None
-    rule: str  # master_id | cross_reference | email | none
+    rule: str  # master_id | cross_reference | the match rule's name | none
     detail: str
     unknown_master_ids: list[str] = field(default_factory=list)
     cross_reference: CrossReference | None = None
+    # The rules' explanation when they decided (outcome, rule, score, per-attribute comparison).
+    decision: dict[str, Any] | None = None
+    # Pairs for a steward: (golden record id, Decision) the rules found close but not certain.
+    suspects: list[Any] = field(default_factory=list)
+    compared: int = 0
 
 
 def find_golden_record(*, system: str, external_id: str, source: SourceIndividual) -> GoldenRecordMatch:
-    """Exact rules, in order: a carried master ID, the cross reference, the normalised email."""
+    """A carried master ID (redirects followed), then the cross reference, then the match rules.
+
+    The rules compare the record with the golden records sharing a blocking key:
+    an auto-merge rule links it to the best of them; suspect pairs are returned for
+    the review queue. A record already linked is still compared, so a change that
+    makes it look like someone else reaches a steward (never an automatic merge).
+    """
+    from customers.matching import profile_from_source
+    from customers.resolution import is_active, match_profile, not_a_match_with, resolve_master_id
+
     _require_atomic()
     xref = CrossReference.objects.filter(system=system, external_id=external_id).first()
     unknown: list[str] = []
+    profile = profile_from_source(source)
+    found: GoldenRecordMatch | None = None
     for master_id in source.master_ids:
-        individual = Individual.objects.select_for_update().filter(master_id=master_id, erased_at__isnull=True).first()
-        if individual is not None:
-            return GoldenRecordMatch(individual, "master_id", "carried master ID found", unknown, xref)
+        individual = resolve_master_id(master_id)
+        if individual is not None and is_active(individual):
+            individual = Individual.objects.select_for_update().get(pk=individual.pk)
+            detail = "carried master ID found"
+            if individual.master_id != master_id:
+                detail = f"carried master ID {master_id} was merged into {individual.master_id}"
+            found = GoldenRecordMatch(individual, "master_id", detail, unknown, xref)
+            break
         unknown.append(master_id)
-    if xref is not None:
+    if found is None and xref is not None:
         individual = Individual.objects.select_for_update().get(pk=xref.individual_id)
-        if individual.erased_at is None:
-            return GoldenRecordMatch(individual, "cross_reference", f"{system} record already linked", unknown, xref)
-    email_keys = [e.value_key for e in source.emails]
-    if email_keys:
-        point = (
-            ContactPoint.objects.filter(kind=ContactPointKind.EMAIL, value_key__in=email_keys)
-            .order_by("individual_id")
-            .first()
+        if is_active(individual):
+            found = GoldenRecordMatch(individual, "cross_reference", f"{system} record already linked", unknown, xref)
+    if found is not None:
+        exclude = {found.individual.pk} | not_a_match_with(found.individual.pk)
+        result = match_profile(profile, exclude=exclude)
+        # For a record that already has its golden record, even an auto-merge verdict only queues a review.
+        found.suspects = ([(result.best[0].pk, result.best[1])] if result.best else []) + result.suspects
+        found.compared = result.compared
+        return found
+    result = match_profile(profile)
+    if result.best is not None:
+        individual, decision = result.best
+        return GoldenRecordMatch(
+            individual,
+            decision.rule,
+            f"match rule {decision.rule!r} (score {decision.score:.2f})",
+            unknown,
+            xref,
+            decision=decision.explanation(),
+            suspects=result.suspects,
+            compared=result.compared,
         )
-        if point is not None:
-            individual = Individual.objects.select_for_update().get(pk=point.individual_id)
-            return GoldenRecordMatch(individual, "email", "same normalised email", unknown, xref)
-    return GoldenRecordMatch(None, "none", "no golden record matched", unknown, xref)
+    return GoldenRecordMatch(
+        None,
+        "none",
+        f"no golden record matched ({result.compared} compared)",
+        unknown,
+        xref,
+        suspects=result.suspects,
+        compared=result.compared,
+    )
 
 
 def is_superseded(xref: CrossReference | None, source_modified_at: dt.datetime | None) -> bool:
@@ -142,30 +187,30 @@ def apply_source_to_golden_record(
     system: str,
     actor: str,
     actor_user: Any = None,
+    external_id: str = "",
+    changed_at: dt.datetime | None = None,
 ) -> GoldenRecordChange:
-    """Create the golden record, or update it with the source's non-empty values.
+    """Create the golden record or recompute it with this source record's new values.
 
-    Survivorship for now: the latest non-empty value wins and contact points
-    accumulate (one row per normalised value).
+    Survivorship runs per attribute over every source record of the person (see
+    ``customers.survivorship``), the incoming one standing in for its stored row.
     """
+    from customers.resolution import recompute_golden_record
+    from customers.survivorship import SourceValues
+
     _require_atomic()
     created = individual is None
     if individual is None:
-        individual = Individual()
-    before = {name: getattr(individual, name) for name in GOLDEN_FIELDS}
-    changed: list[str] = []
-    for name in GOLDEN_FIELDS:
-        value = getattr(source, name)
-        if value not in ("", None) and getattr(individual, name) != value:
-            setattr(individual, name, value)
-            changed.append(name)
-    if source.do_not_market_since and individual.do_not_market_since is None:
-        individual.do_not_market_since = source.do_not_market_since
-        individual.consent_source = system
-        changed.append("do_not_market_since")
-    if created or changed:
-        individual.save()
-    added = _merge_contact_points(individual, source, system=system)
+        individual = Individual.objects.create()
+    xref_id = CrossReference.objects.filter(system=system, external_id=external_id).values_list("pk", flat=True).first()
+    incoming = SourceValues(system, external_id, xref_id, changed_at or timezone.now(), source)
+    recomputed = recompute_golden_record(
+        individual,
+        actor=actor,
+        actor_user=actor_user,
+        incoming=incoming,
+        history_action=None if created else HistoryAction.UPDATE,
+    )
     if created:
         record_history(
             individual=individual,
@@ -176,60 +221,9 @@ def apply_source_to_golden_record(
             actor_user=actor_user,
             after={name: getattr(individual, name) for name in GOLDEN_FIELDS},
         )
-    elif changed:
-        record_history(
-            individual=individual,
-            master_id=individual.master_id,
-            action=HistoryAction.CONSENT if changed == ["do_not_market_since"] else HistoryAction.UPDATE,
-            obj=individual,
-            actor=actor,
-            actor_user=actor_user,
-            before={k: before.get(k) for k in changed if k in before},
-            after={k: getattr(individual, k) for k in changed},
-        )
-    return GoldenRecordChange(individual, created, changed, added)
-
-
-def _merge_contact_points(individual: Individual, source: SourceIndividual, *, system: str) -> int:
-    existing = set(individual.contact_points.values_list("kind", "value_key")) if individual.pk else set()
-    has_primary = {kind for kind in individual.contact_points.filter(is_primary=True).values_list("kind", flat=True)}
-    today = timezone.now().date()
-    new_rows: list[ContactPoint] = []
-
-    def add(kind: str, value_key: str, **values: str) -> None:
-        if (kind, value_key) in existing:
-            return
-        existing.add((kind, value_key))
-        new_rows.append(
-            ContactPoint(
-                individual=individual,
-                kind=kind,
-                value_key=value_key,
-                is_primary=kind not in has_primary,
-                active_from_date=today,
-                source_system=system,
-                **values,
-            )
-        )
-        has_primary.add(kind)
-
-    for email in source.emails:
-        add(ContactPointKind.EMAIL, email.value_key, email_address=email.email_address)
-    for phone in source.phones:
-        add(ContactPointKind.PHONE, phone.value_key, telephone_number=phone.telephone_number)
-    for address in source.addresses:
-        add(
-            ContactPointKind.ADDRESS,
-            address.value_key,
-            address_line1=address.address_line1,
-            city_name=address.city_name,
-            postal_code_text=address.postal_code_text,
-            state_province_name=address.state_province_name,
-            country_name=address.country_name,
-        )
-    if new_rows:
-        ContactPoint.objects.bulk_create(new_rows)
-    return len(new_rows)
+    return GoldenRecordChange(
+        individual, created, [] if created else recomputed.changed_fields, recomputed.added_contact_points
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -253,6 +247,8 @@ def upsert_cross_reference(
     carried_master_id: str = "",
     actor: str,
     actor_user: Any = None,
+    match_rule: str = "",
+    match_detail: dict[str, Any] | None = None,
 ) -> CrossReferenceChange:
     """Link (system, external ID) to the golden record, keeping the source's latest payload."""
     _require_atomic()
@@ -278,7 +274,18 @@ def upsert_cross_reference(
         xref.source_modified_at = source_modified_at
     if carried_master_id:
         xref.source_master_id = carried_master_id
+    if created or moved_from:
+        xref.match_rule = match_rule[:120]
+        xref.match_detail = match_detail
     xref.save()
+    if created:
+        # The golden record's lineage was computed before this row existed: name it now.
+        lineage = individual.lineage or {}
+        for entry in lineage.values():
+            if entry.get("system") == system and entry.get("externalId") == external_id:
+                entry["crossReferenceId"] = xref.pk
+        if lineage:
+            Individual.objects.filter(pk=individual.pk).update(lineage=lineage)
     if created or moved_from:
         record_history(
             individual=individual,

@@ -22,7 +22,17 @@ from django.utils import timezone
 from customers.actions import GOLDEN_FIELDS, _require_atomic
 from customers.choices import ContactPointKind, HistoryAction, WritebackState
 from customers.cim import SourceIndividual
-from customers.models import ChangeEvent, ContactPoint, CrossReference, HistoryEntry, Individual, new_master_id
+from customers.matching import blocking_keys, profile_from_source
+from customers.models import (
+    ChangeEvent,
+    ContactPoint,
+    CrossReference,
+    HistoryEntry,
+    Individual,
+    MatchKey,
+    new_master_id,
+)
+from customers.resolution import recompute_golden_record
 
 
 @dataclass
@@ -59,7 +69,9 @@ _COPY_TYPES = {
     "DateField": "date",
     "DateTimeField": "timestamptz",
     "BooleanField": "bool",
-    "JSONField": "jsonb",
+    # JSON goes as its text: the server parses it into jsonb (a str typed as jsonb would be
+    # stored as one JSON string).
+    "JSONField": "text",
 }
 
 
@@ -188,6 +200,8 @@ def bulk_upsert(
                 src.gender,
                 src.do_not_market_since,
                 system if src.do_not_market_since else "",
+                "{}",
+                json.dumps(_lineage(src, system, record, now)),
                 now,
                 now,
             )
@@ -212,60 +226,27 @@ def bulk_upsert(
             "gender",
             "do_not_market_since",
             "consent_source",
+            "pins",
+            "lineage",
             "created_at",
             "updated_at",
         ],
         individual_rows,
     )
 
-    # Existing golden records: the latest non-empty values win, as in the per-event path.
     existing_ids = {owner[r.external_id] for r in applied if owner[r.external_id] > 0}
-    existing = Individual.objects.in_bulk(existing_ids)
-    for pk, individual in existing.items():
-        master_ids[pk] = individual.master_id
-    changed: dict[int, Individual] = {}
-    for record in applied:
-        pk = owner[record.external_id]
-        if pk < 0:
-            continue
-        individual = existing[pk]
-        before = {}
-        for name in GOLDEN_FIELDS:
-            value = getattr(record.source, name)
-            if value not in ("", None) and getattr(individual, name) != value:
-                before[name] = getattr(individual, name)
-                setattr(individual, name, value)
-        if record.source.do_not_market_since and individual.do_not_market_since is None:
-            before["do_not_market_since"] = None
-            individual.do_not_market_since = record.source.do_not_market_since
-            individual.consent_source = system
-        if before:
-            individual.updated_at = now
-            changed[pk] = individual
-            history_rows.append(
-                (
-                    pk,
-                    individual.master_id,
-                    HistoryAction.UPDATE,
-                    "Individual",
-                    pk,
-                    actor,
-                    json.dumps({k: _jsonable(v) for k, v in before.items()}),
-                    json.dumps({k: _jsonable(getattr(individual, k)) for k in before}),
-                    now,
-                )
-            )
-    if changed:
-        Individual.objects.bulk_update(
-            list(changed.values()),
-            [*GOLDEN_FIELDS, "do_not_market_since", "consent_source", "updated_at"],
-            batch_size=1000,
-        )
-
+    for pk, master_id in Individual.objects.filter(pk__in=existing_ids).values_list("pk", "master_id"):
+        master_ids[pk] = master_id
     _contact_points(applied, owner, real_id, existing_ids, system, now)
     result.writebacks, result.linked = _cross_references(
-        applied, owner, real_id, xrefs, master_ids, system, actor, now, writeback_systems, history_rows
+        applied, owner, real_id, xrefs, master_ids, system, actor, now, writeback_systems, history_rows, rule_of
     )
+    _match_keys(applied, owner, real_id)
+    # Golden records the hub already had: survivorship over all their source records, as per event.
+    changed: dict[int, Individual] = {}
+    for individual in Individual.objects.filter(pk__in=existing_ids).order_by("pk"):
+        if recompute_golden_record(individual, actor=actor).changed_fields:
+            changed[individual.pk] = individual
     _copy(
         HistoryEntry,
         ["individual_id", "master_id", "action", "object_type", "object_id", "actor", "before", "after", "created_at"],
@@ -292,6 +273,32 @@ def bulk_upsert(
 
         change_recorded.send(sender=None, change_event=None)
     return result
+
+
+def _lineage(src: SourceIndividual, system: str, record: SourceRecord, now: dt.datetime) -> dict[str, Any]:
+    """A new golden record's lineage: every value comes from its one source record."""
+    at = (record.modified_at or now).isoformat()
+    return {
+        name: {
+            "system": system,
+            "externalId": record.external_id,
+            "crossReferenceId": None,
+            "at": at,
+            "rule": "only source",
+        }
+        for name in GOLDEN_FIELDS
+        if getattr(src, name) not in ("", None)
+    }
+
+
+def _match_keys(applied: list[SourceRecord], owner: dict[str, int], real_id: dict[int, int]) -> None:
+    """Blocking keys of the golden records this batch created (existing ones are recomputed)."""
+    keys: dict[int, set[tuple[str, str]]] = defaultdict(set)
+    for record in applied:
+        placeholder = owner[record.external_id]
+        if placeholder < 0:
+            keys[real_id[placeholder]] |= blocking_keys(profile_from_source(record.source))
+    _copy(MatchKey, ["individual_id", "kind", "value"], [(pk, k, v) for pk, ks in keys.items() for k, v in sorted(ks)])
 
 
 def _contact_points(
@@ -408,6 +415,7 @@ def _cross_references(
     now: dt.datetime,
     writeback_systems: frozenset[str],
     history_rows: list[tuple[Any, ...]],
+    rule_of: dict[str, str],
 ) -> tuple[int, int]:
     new_rows: list[tuple[Any, ...]] = []
     updated: list[CrossReference] = []
@@ -441,6 +449,7 @@ def _cross_references(
                     "",
                     now if needs else None,
                     0,
+                    rule_of.get(record.external_id, ""),
                     now,
                     now,
                 )
@@ -508,6 +517,7 @@ def _cross_references(
             "writeback_error",
             "writeback_due_at",
             "writeback_attempts",
+            "match_rule",
             "created_at",
             "updated_at",
         ],

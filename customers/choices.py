@@ -30,6 +30,35 @@ class HistoryAction(models.TextChoices):
     WRITEBACK = "writeback", "Master ID written back"
     RESYNC = "resync", "Re-sync requested"
     ERASE = "erase", "Personal data erased"
+    MERGE = "merge", "Merged"
+    UNMERGE = "unmerge", "Unmerged"
+    PIN = "pin", "Value pinned"
+    UNPIN = "unpin", "Pin removed"
+    NOT_A_MATCH = "not_a_match", "Marked not a match"
+    SUSPECT = "suspect", "Queued as a possible match"
+
+
+class MatchOutcome(models.TextChoices):
+    AUTO_MERGE = "auto_merge", "Auto-merge"
+    SUSPECT = "suspect", "Suspect (review)"
+
+
+class CandidateStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    MERGED = "merged", "Merged"
+    NOT_A_MATCH = "not_a_match", "Not a match"
+    SKIPPED = "skipped", "Skipped"
+    CLOSED = "closed", "Closed (record changed)"
+
+
+class SurvivorshipStrategy(models.TextChoices):
+    SOURCE_PRIORITY = "source_priority", "Source priority"
+    MOST_RECENT = "most_recent", "Most recent"
+    MOST_FREQUENT = "most_frequent", "Most frequent"
+
+
+# The steward's own edits are a source system of their own (as Informatica's Admin source).
+STEWARD_SYSTEM = "STEWARD"
 
 
 # externalIdType values that carry a golden record's master ID (CIM usage guide:

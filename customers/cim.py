@@ -15,6 +15,7 @@ from typing import Any
 from django.utils.dateparse import parse_date, parse_datetime
 
 from customers.choices import MASTER_ID_TYPES, ContactPointKind
+from customers.matching import e164
 from customers.normalize import address_key, clean_text, normalize_email, normalize_phone
 
 
@@ -123,6 +124,11 @@ def _normalized_point(
         raise CimValidationError(f"{path}.{key}", str(exc)) from None
 
 
+def phone_key(value: str) -> str:
+    """A telephone number's matching key: E.164 when it parses (``customers.matching.e164``)."""
+    return e164(normalize_phone(value))
+
+
 def parse_cim_date(value: Any, path: str) -> dt.date | None:
     if value in (None, ""):
         return None
@@ -198,7 +204,7 @@ def parse_individual(data: Any, path: str = "individual") -> SourceIndividual:
             if (kind, key) not in seen:
                 result.emails.append(EmailPoint(raw_email, key))
         elif kind == ContactPointKind.PHONE:
-            raw_phone, key = _normalized_point(point, "telephoneNumber", p, 40, normalize_phone, kind)
+            raw_phone, key = _normalized_point(point, "telephoneNumber", p, 40, phone_key, kind)
             if (kind, key) not in seen:
                 result.phones.append(PhonePoint(raw_phone, key))
         elif kind == ContactPointKind.ADDRESS:

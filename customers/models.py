@@ -8,7 +8,15 @@ from django.conf import settings
 from django.db import models
 from django.db.models.functions import Lower
 
-from customers.choices import ContactPointKind, CrossReferenceStatus, HistoryAction, WritebackState
+from customers.choices import (
+    CandidateStatus,
+    ContactPointKind,
+    CrossReferenceStatus,
+    HistoryAction,
+    MatchOutcome,
+    SurvivorshipStrategy,
+    WritebackState,
+)
 
 
 def new_master_id() -> str:
@@ -33,13 +41,27 @@ class Individual(models.Model):
     consent_source = models.CharField(max_length=40, blank=True)
     # Set when the person's data was erased (GDPR): the record stays as a tombstone without personal data.
     erased_at = models.DateTimeField(null=True, blank=True)
+    # Merged into another golden record: this master ID redirects to the survivor forever.
+    merged_into = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="merged_records"
+    )
+    merged_at = models.DateTimeField(null=True, blank=True)
+    # Values a steward pinned ({attribute: value}); they win over every source.
+    pins = models.JSONField(default=dict, blank=True)
+    # Per golden attribute: which system and record supplied it, when, and by which rule.
+    lineage = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
 
     class Meta:
         verbose_name = "golden record"
         ordering = ["-id"]
-        permissions = [("erase_individual", "Can erase a person's data (GDPR)")]
+        permissions = [
+            ("erase_individual", "Can erase a person's data (GDPR)"),
+            ("merge_individual", "Can merge, unmerge and mark not-a-match"),
+            ("pin_individual", "Can pin golden values"),
+            ("resync_individual", "Can re-sync golden records to connected systems"),
+        ]
         indexes = [
             models.Index(Lower("last_name"), Lower("first_name"), name="individual_name_idx"),
         ]
@@ -108,6 +130,9 @@ class CrossReference(models.Model):
     # Pending write-backs form a queue: due time, attempts so far (reset when written).
     writeback_due_at = models.DateTimeField(null=True, blank=True)
     writeback_attempts = models.PositiveIntegerField(default=0)
+    # The decision that linked this source record to its golden record: rule and comparison.
+    match_rule = models.CharField(max_length=120, blank=True)
+    match_detail = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -183,4 +208,121 @@ class ChangeEvent(models.Model):
         return f"{self.change_type} {self.master_id} #{self.pk}"
 
 
-__all__ = ["ChangeEvent", "ContactPoint", "CrossReference", "HistoryEntry", "Individual", "new_master_id"]
+class MatchKey(models.Model):
+    """A blocking key of a golden record: candidates are the records sharing a key, never the table."""
+
+    individual = models.ForeignKey(Individual, on_delete=models.CASCADE, related_name="match_keys")
+    kind = models.CharField(max_length=16)
+    value = models.CharField(max_length=200)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["kind", "value", "individual"], name="match_key_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.value}"
+
+
+class MatchRule(models.Model):
+    """A match rule stewards maintain: all criteria must hold; the outcome is auto-merge or suspect."""
+
+    name = models.CharField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    outcome = models.CharField(max_length=12, choices=MatchOutcome.choices)
+    # Lower runs first among rules with the same outcome (auto-merge rules are always tried first).
+    priority = models.PositiveIntegerField(default=100)
+    enabled = models.BooleanField(default=True)
+    # [{"attribute": "last_name", "method": "fuzzy", "threshold": 0.9, "blank_matches": false}, ...]
+    criteria = models.JSONField(default=list)
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.CharField(max_length=120, blank=True)
+
+    class Meta:
+        ordering = ["outcome", "priority", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SurvivorshipRule(models.Model):
+    """How one golden attribute is chosen among the source records' values."""
+
+    attribute = models.CharField(max_length=24, unique=True)
+    strategy = models.CharField(max_length=16, choices=SurvivorshipStrategy.choices)
+    # Systems in order of trust, comma separated; also breaks ties of the other strategies.
+    source_priority = models.CharField(max_length=300, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["attribute"]
+
+    def __str__(self) -> str:
+        return f"{self.attribute}: {self.get_strategy_display()}"
+
+    @property
+    def priority_list(self) -> list[str]:
+        return [part.strip().upper() for part in self.source_priority.split(",") if part.strip()]
+
+
+class MatchCandidate(models.Model):
+    """A suspect pair waiting for a steward (or decided by one); ``left`` is always the older record."""
+
+    left = models.ForeignKey(Individual, on_delete=models.CASCADE, related_name="+")
+    right = models.ForeignKey(Individual, on_delete=models.CASCADE, related_name="+")
+    rule = models.CharField(max_length=120)
+    score = models.FloatField(default=0.0)
+    comparison = models.JSONField(default=dict)
+    status = models.CharField(max_length=12, choices=CandidateStatus.choices, default=CandidateStatus.OPEN)
+    actor = models.CharField(max_length=120, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.CharField(max_length=120, blank=True)
+
+    class Meta:
+        verbose_name = "match candidate"
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["left", "right"], condition=models.Q(status="open"), name="match_candidate_open_pair"
+            ),
+            models.CheckConstraint(condition=models.Q(left__lt=models.F("right")), name="match_candidate_ordered"),
+        ]
+        indexes = [models.Index(fields=["status", "created_at"], name="match_candidate_queue_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.left_id} ~ {self.right_id} ({self.rule})"
+
+
+class NotAMatch(models.Model):
+    """A pair a steward said are different people: never auto-merged or queued again until cleared."""
+
+    left = models.ForeignKey(Individual, on_delete=models.CASCADE, related_name="+")
+    right = models.ForeignKey(Individual, on_delete=models.CASCADE, related_name="+")
+    actor = models.CharField(max_length=120)
+    reason = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "not-a-match pair"
+        constraints = [
+            models.UniqueConstraint(fields=["left", "right"], name="not_a_match_pair"),
+            models.CheckConstraint(condition=models.Q(left__lt=models.F("right")), name="not_a_match_ordered"),
+        ]
+        indexes = [models.Index(fields=["right", "left"], name="not_a_match_reverse_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.left_id} != {self.right_id}"
+
+
+__all__ = [
+    "ChangeEvent",
+    "ContactPoint",
+    "CrossReference",
+    "HistoryEntry",
+    "Individual",
+    "MatchCandidate",
+    "MatchKey",
+    "MatchRule",
+    "NotAMatch",
+    "SurvivorshipRule",
+    "new_master_id",
+]

@@ -17,3 +17,11 @@ change_recorded = Signal()
 # letters, notifications) are scrubbed in it too. Arguments: individual, source_records
 # (a list of (system, external_id)), actor.
 individual_erased = Signal()
+
+# Sent inside a merge's transaction: the survivor's source records now carry another
+# master ID, so connectors queue the survivor's write-back. Arguments: survivor, retired, actor.
+golden_records_merged = Signal()
+
+# Sent inside an unmerge's transaction: the split-off source record has a new master ID
+# to write back. Arguments: cross_reference, original, split, actor.
+cross_reference_unmerged = Signal()

@@ -52,6 +52,7 @@ KNOWN_NAMES: frozenset[str] = frozenset(
         "SF_SOBJECT",
         "SF_MASTER_ID_FIELD",
         "HUB_DOWNSTREAM_MAX_ATTEMPTS",
+        "HUB_DEFAULT_PHONE_REGION",
     }
 )
 CHECKED_PREFIXES: tuple[str, ...] = ("HUB_", "MC_", "SF_")

@@ -130,6 +130,11 @@ WHITENOISE_USE_FINDERS = True
 MAX_BODY_BYTES = env_int("HUB_MAX_BODY_BYTES", 5 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_BODY_BYTES
 
+# Region for phone numbers sent without a country code (ISO 3166 alpha-2), for E.164 matching keys.
+HUB_DEFAULT_PHONE_REGION = env_str("HUB_DEFAULT_PHONE_REGION", "US").upper()
+if len(HUB_DEFAULT_PHONE_REGION) != 2 or not HUB_DEFAULT_PHONE_REGION.isalpha():
+    raise ImproperlyConfigured("HUB_DEFAULT_PHONE_REGION must be a two-letter country code such as US or GB")
+
 # ---------------------------------------------------------------------------
 # Security (production defaults; HUB_SECURE=false only behind no TLS at all)
 # ---------------------------------------------------------------------------

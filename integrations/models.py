@@ -92,7 +92,7 @@ class SyncRun(models.Model):
     system = models.CharField(max_length=40, blank=True)
     external_id = models.CharField(max_length=255, blank=True)
     master_id = models.CharField(max_length=36, blank=True, db_index=True)
-    match_rule = models.CharField(max_length=20, blank=True)
+    match_rule = models.CharField(max_length=120, blank=True)
     started_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
     writeback_attempts = models.PositiveIntegerField(default=0)

@@ -29,6 +29,7 @@ from customers.actions import (
 from customers.choices import ChangeType, WritebackState
 from customers.cim import CimValidationError, parse_individual
 from customers.models import ChangeEvent, CrossReference, Individual
+from customers.resolution import queue_suspect
 from integrations.choices import MARKETING_CLOUD, EventStatus, RunStatus, RunTrigger, StepOutcome
 from integrations.faults import fault_point
 from integrations.marketing_cloud.writeback import flush_if_starved, queue_flush
@@ -87,8 +88,11 @@ def _process_event(event_id: int) -> str:
             step.data = {
                 "rule": match.rule,
                 "locks": len(locked),
+                "compared": match.compared,
                 "masterId": match.individual.master_id if match.individual else None,
             }
+            if match.decision:
+                step.data["decision"] = match.decision
             if match.unknown_master_ids:
                 step.data["unknownMasterIds"] = match.unknown_master_ids
         run.match_rule = match.rule
@@ -111,7 +115,14 @@ def _process_event(event_id: int) -> str:
             )
 
         with log.step("upsert golden record") as step:
-            change = apply_source_to_golden_record(match.individual, source, system=system, actor=actor)
+            change = apply_source_to_golden_record(
+                match.individual,
+                source,
+                system=system,
+                actor=actor,
+                external_id=external_id,
+                changed_at=event.occurred_at,
+            )
             individual = change.individual
             step.detail = ("created" if change.created else "updated" if change.changed_fields else "unchanged") + (
                 f" {individual.master_id}"
@@ -136,6 +147,8 @@ def _process_event(event_id: int) -> str:
                 source_modified_at=event.occurred_at,
                 carried_master_id=carried[0] if carried else "",
                 actor=actor,
+                match_rule=match.rule,
+                match_detail=match.decision or {"rule": match.rule, "detail": match.detail},
             )
             xref = xref_change.cross_reference
             step.detail = f"{'linked' if xref_change.created else 'updated'} {system} cross reference {xref.pk}"
@@ -146,6 +159,17 @@ def _process_event(event_id: int) -> str:
                 "created": xref_change.created,
                 "movedFrom": xref_change.moved_from,
             }
+
+        if match.suspects:
+            with log.step("queue match candidates") as step:
+                queued = [
+                    candidate.pk
+                    for pk, decision in match.suspects
+                    if pk != individual.pk
+                    and (candidate := queue_suspect(individual, pk, decision, actor=actor)) is not None
+                ]
+                step.detail = f"{len(queued)} possible match(es) queued for review"
+                step.data = {"candidates": queued, "found": len(match.suspects)}
 
         change_event = None
         if (

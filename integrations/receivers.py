@@ -7,7 +7,12 @@ from typing import Any
 from django.dispatch import receiver
 from django.utils import timezone
 
-from customers.signals import individual_erased, resync_requested
+from customers.signals import (
+    cross_reference_unmerged,
+    golden_records_merged,
+    individual_erased,
+    resync_requested,
+)
 
 
 @receiver(resync_requested)
@@ -43,3 +48,37 @@ def scrub_integration_stores(
         # Marketing Cloud is told by clearing the master ID it holds (see the write-back).
         pending.update(writeback_state=WritebackState.PENDING, writeback_due_at=timezone.now(), writeback_attempts=0)
         queue_flush()
+
+
+def _queue_master_id_writeback(individual: Any, **filters: Any) -> int:
+    """Marketing Cloud records of ``individual`` holding another master ID get the current one written."""
+    from customers.actions import mark_writeback
+    from customers.choices import WritebackState
+    from customers.models import CrossReference
+    from integrations.choices import MARKETING_CLOUD
+    from integrations.marketing_cloud.writeback import queue_flush
+
+    stale = (
+        CrossReference.objects.select_for_update()
+        .filter(individual=individual, system=MARKETING_CLOUD, status="VALID", **filters)
+        .exclude(source_master_id=individual.master_id, writeback_state=WritebackState.WRITTEN)
+    )
+    count = 0
+    for xref in stale:
+        mark_writeback(xref, state=WritebackState.PENDING, actor="merge")
+        count += 1
+    if count:
+        queue_flush()
+    return count
+
+
+@receiver(golden_records_merged)
+def write_back_survivor(sender: Any, survivor: Any, retired: Any, actor: str, **kwargs: Any) -> None:
+    """After a merge, every Marketing Cloud record of the person gets the surviving master ID."""
+    _queue_master_id_writeback(survivor)
+
+
+@receiver(cross_reference_unmerged)
+def write_back_split(sender: Any, cross_reference: Any, original: Any, split: Any, actor: str, **kwargs: Any) -> None:
+    """A source record split off into its own golden record gets the new master ID."""
+    _queue_master_id_writeback(split, pk=cross_reference.pk)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -55,6 +56,12 @@ def subscriber(key: str = "SK-1001", email: str = "ada.lovelace@example.com", **
         "CreatedDate": "2026-11-01T09:00:00Z",
         "ModifiedDate": "2026-11-01T09:00:00Z",
     }
+    if key != "SK-1001":
+        # Another subscriber key is another person unless the test says otherwise: their own
+        # phone and postcode, so the match rules (same phone and name...) do not join them.
+        digits = f"{zlib.crc32(key.encode()) % 10_000:04d}"
+        args["MobileNumber"] = f"+44 20 7946 {digits}"
+        args["PostalCode"] = f"SW{digits[:2]} {digits[2]}JH"
     args.update(extra)
     return {k: v for k, v in args.items() if v is not None}
 
@@ -107,3 +114,18 @@ def _no_starvation_relief(monkeypatch):
     import integrations.marketing_cloud.writeback as writeback
 
     monkeypatch.setattr(writeback, "STARVED_AFTER", 3600.0)
+
+
+@pytest.fixture(autouse=True)
+def _default_rules(request: pytest.FixtureRequest) -> None:
+    """The default match and survivorship rules, as the migration seeds them.
+
+    Transactional tests empty every table afterwards, migration data included.
+    """
+    if request.node.get_closest_marker("django_db") is None:
+        return
+    request.getfixturevalue("_django_db_helper")
+    from customers.defaults import seed_rules
+    from customers.models import MatchRule, SurvivorshipRule
+
+    seed_rules(MatchRule, SurvivorshipRule)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 
 from customers.models import Individual
@@ -21,7 +23,11 @@ def cim_event(event_id: str, record_id: str, email: str, source: str = "B2C_COMM
         "lastName": "Hopper",
         "contactPoints": [
             {"contactPointType": ["ContactPointEmail"], "emailAddress": email},
-            {"contactPointType": "ContactPointPhone", "telephoneNumber": "+1 (555) 010-0199"},
+            # One phone per record: a shared phone and name would make them one person.
+            {
+                "contactPointType": "ContactPointPhone",
+                "telephoneNumber": f"+1 (555) 010-{zlib.crc32(record_id.encode()) % 10_000:04d}",
+            },
         ],
         "externalIds": [{"id": "", "externalId": "", "externalIdType": ["MDM"]}],
     }
@@ -151,7 +157,11 @@ def test_read_api_errors(api):
 
 def test_journey_and_api_events_for_one_person_share_a_golden_record(api, journey, sandbox):
     journey.execute(subscriber(email="ada@example.com"))
-    post(api, "/api/v1/events", {"events": [cim_event("e1", "cust-9", "ADA@example.com")]})
+    post(
+        api,
+        "/api/v1/events",
+        {"events": [cim_event("e1", "cust-9", "ADA@example.com", firstName="Ada", lastName="Lovelace")]},
+    )
     run_queued()
     individual = Individual.objects.get()
     assert set(individual.cross_references.values_list("system", flat=True)) == {"MARKETING_CLOUD", "B2C_COMMERCE"}

@@ -1,0 +1,131 @@
+"""The match and survivorship rules a new hub starts with (seeded by a migration, editable in admin)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+FIRST_NAME = {"attribute": "first_name", "method": "nickname", "threshold": 0.9}
+LAST_NAME = {"attribute": "last_name", "method": "fuzzy", "threshold": 0.9}
+
+DEFAULT_MATCH_RULES: list[dict[str, Any]] = [
+    {
+        "name": "Same email, same name",
+        "outcome": "auto_merge",
+        "priority": 10,
+        "description": "The same address (case-insensitive) and names that agree or are missing.",
+        "criteria": [
+            {"attribute": "email", "method": "normalized"},
+            FIRST_NAME | {"blank_matches": True},
+            LAST_NAME | {"blank_matches": True},
+            {"attribute": "birth_date", "method": "exact", "blank_matches": True},
+        ],
+    },
+    {
+        "name": "Same mailbox by provider rules, same name",
+        "outcome": "auto_merge",
+        "priority": 20,
+        "description": "Gmail dots and +tags ignored (only for providers that ignore them), both names present.",
+        "criteria": [
+            {"attribute": "email", "method": "provider"},
+            FIRST_NAME,
+            LAST_NAME,
+            {"attribute": "birth_date", "method": "exact", "blank_matches": True},
+        ],
+    },
+    {
+        "name": "Same phone, same name",
+        "outcome": "auto_merge",
+        "priority": 30,
+        "description": "The same E.164 phone number and both names agreeing.",
+        "criteria": [
+            {"attribute": "phone", "method": "normalized"},
+            FIRST_NAME,
+            LAST_NAME,
+            {"attribute": "birth_date", "method": "exact", "blank_matches": True},
+        ],
+    },
+    {
+        "name": "Name, birth date and postcode",
+        "outcome": "auto_merge",
+        "priority": 40,
+        "description": "Names agreeing (nicknames, typos), the same birth date and postcode.",
+        "criteria": [
+            FIRST_NAME,
+            LAST_NAME,
+            {"attribute": "birth_date", "method": "exact"},
+            {"attribute": "postal_code", "method": "normalized"},
+        ],
+    },
+    {
+        "name": "Name and birth date",
+        "outcome": "suspect",
+        "priority": 10,
+        "description": "Names sounding alike with the same birth date: someone who moved or changed email.",
+        "criteria": [
+            {"attribute": "first_name", "method": "nickname", "threshold": 0.85},
+            {"attribute": "last_name", "method": "phonetic"},
+            {"attribute": "birth_date", "method": "exact"},
+        ],
+    },
+    {
+        "name": "Shared mailbox",
+        "outcome": "suspect",
+        "priority": 20,
+        "description": "One mailbox, names that differ: a household address or a changed name.",
+        "criteria": [{"attribute": "email", "method": "provider"}],
+    },
+    {
+        "name": "Shared phone",
+        "outcome": "suspect",
+        "priority": 30,
+        "description": "One phone number, names that differ.",
+        "criteria": [{"attribute": "phone", "method": "normalized"}],
+    },
+    {
+        "name": "Name and postcode",
+        "outcome": "suspect",
+        "priority": 40,
+        "description": "Names agreeing loosely in the same postcode.",
+        "criteria": [
+            {"attribute": "first_name", "method": "nickname", "threshold": 0.85},
+            {"attribute": "last_name", "method": "fuzzy", "threshold": 0.85},
+            {"attribute": "postal_code", "method": "normalized"},
+        ],
+    },
+    {
+        "name": "First name and birth date, surname changed",
+        "outcome": "suspect",
+        "priority": 50,
+        "description": "Same first name and birth date with another surname and a shared postcode or phone.",
+        "criteria": [
+            {"attribute": "first_name", "method": "nickname", "threshold": 0.92},
+            {"attribute": "birth_date", "method": "exact"},
+            {"attribute": "postal_code", "method": "normalized"},
+        ],
+    },
+]
+
+PRIORITY = "STEWARD, SALESFORCE, MARKETING_CLOUD"
+DEFAULT_SURVIVORSHIP: dict[str, str] = {
+    "salutation": "most_recent",
+    "first_name": "most_recent",
+    "middle_name": "most_recent",
+    "last_name": "most_recent",
+    "name_suffix": "most_recent",
+    "birth_date": "source_priority",
+    "gender": "most_frequent",
+}
+
+
+def seed_rules(match_rule_model: Any, survivorship_rule_model: Any) -> None:
+    """Create the default rules that are missing (models passed in, so migrations can use it too)."""
+    for rule in DEFAULT_MATCH_RULES:
+        match_rule_model.objects.get_or_create(
+            name=rule["name"],
+            defaults={key: rule[key] for key in ("outcome", "priority", "description", "criteria")}
+            | {"updated_by": "migration"},
+        )
+    for attribute, strategy in DEFAULT_SURVIVORSHIP.items():
+        survivorship_rule_model.objects.get_or_create(
+            attribute=attribute, defaults={"strategy": strategy, "source_priority": PRIORITY}
+        )
