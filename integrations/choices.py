@@ -52,6 +52,7 @@ class ApiScope(models.TextChoices):
     INGEST = "ingest", "Ingest events"
     READ = "read", "Read records"
     ERASE = "erase", "Erase a person's data (GDPR)"
+    STEWARD = "steward", "Merge, unmerge, not-a-match and pins"
 
 
 MARKETING_CLOUD = "MARKETING_CLOUD"

@@ -78,6 +78,13 @@ class IndividualDetailView(generics.RetrieveAPIView):
     def get_queryset(self) -> QuerySet[Individual]:
         return _individuals()
 
+    def get_object(self) -> Individual:
+        # A merged (retired) master ID reads as its survivor, forever.
+        individual = super().get_object()
+        if individual.merged_into_id is not None:
+            individual = _individuals().get(pk=individual.merged_into_id)
+        return individual
+
 
 @extend_schema_view(
     get=extend_schema(
@@ -99,7 +106,7 @@ class IndividualListView(generics.ListAPIView):
 
     def get_queryset(self) -> QuerySet[Individual]:
         params = self.request.query_params
-        queryset = _individuals().order_by("id")
+        queryset = _individuals().filter(merged_into__isnull=True).order_by("id")
         # Empty parameters count as absent; no filter lists every golden record, a page at a time.
         id_type, external_id, email = params.get("externalIdType"), params.get("externalId"), params.get("email")
         link: dict[str, str] = {}

@@ -1,0 +1,308 @@
+"""Stewardship API: merge, unmerge, not-a-match, pins, the suspect queue, sources and history.
+
+Every write runs in one transaction (``customers.resolution``) and is recorded in
+the record's history with the API key as the actor. Old (merged) master IDs are
+accepted everywhere and resolve to their survivor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import permissions, serializers, status
+from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from customers.api.views import ReadScope
+from customers.choices import CandidateStatus
+from customers.models import CrossReference, HistoryEntry, Individual, MatchCandidate
+from customers.resolution import (
+    ResolutionError,
+    clear_not_a_match,
+    mark_not_a_match,
+    merge_individuals,
+    pin_value,
+    resolve_master_id,
+    unmerge_cross_reference,
+    unpin_value,
+)
+from customers.survivorship import SURVIVING_FIELDS
+
+
+class StewardScope(permissions.BasePermission):
+    message = "This API key lacks the steward scope."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        has_scope = getattr(request.user, "has_scope", None)
+        return bool(callable(has_scope) and has_scope("steward"))
+
+
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The request conflicts with the record's state."
+    default_code = "conflict"
+
+
+_ERRORS = {
+    400: OpenApiResponse(description="Invalid body (problem details name the field)"),
+    401: OpenApiResponse(description="Missing or invalid API key"),
+    403: OpenApiResponse(description="The key lacks the scope"),
+    404: OpenApiResponse(description="No such golden record"),
+    409: OpenApiResponse(description="Not possible in the record's state (merged, erased...)"),
+}
+
+
+OTHER_RECORD = inline_serializer("OtherRecord", {"masterId": serializers.CharField()})
+NOT_A_MATCH = inline_serializer(
+    "NotAMatchRequest", {"masterId": serializers.CharField(), "reason": serializers.CharField(required=False)}
+)
+SOURCE_RECORD = inline_serializer(
+    "SourceRecordRef", {"externalIdType": serializers.CharField(), "externalId": serializers.CharField()}
+)
+PIN = inline_serializer("PinRequest", {"value": serializers.CharField(allow_null=True, max_length=100)})
+
+
+def golden(master_id: str) -> Individual:
+    individual = resolve_master_id(master_id)
+    if individual is None:
+        raise Http404
+    return individual
+
+
+def _other(request: Request, field: str = "masterId") -> Individual:
+    value = request.data.get(field) if isinstance(request.data, dict) else None
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError({field: ["is required (a master ID)"]})
+    other = resolve_master_id(value.strip())
+    if other is None:
+        raise ValidationError({field: ["no golden record has this master ID"]})
+    return other
+
+
+def _actor(request: Request) -> str:
+    return str(request.user)
+
+
+class _Steward(APIView):
+    permission_classes = [StewardScope]
+
+
+def _mine(individual: Individual) -> dict[str, Any]:
+    return {"masterId": individual.master_id}
+
+
+class MergeView(_Steward):
+    @extend_schema(
+        tags=["stewardship"],
+        operation_id="individual_merge",
+        summary="Merge another golden record into this one (the older master ID survives)",
+        request=OTHER_RECORD,
+        responses={200: OpenApiTypes.OBJECT, **_ERRORS},
+    )
+    def post(self, request: Request, master_id: str) -> Response:
+        individual, other = golden(master_id), _other(request)
+        try:
+            survivor = merge_individuals(individual, other, actor=_actor(request), rule="api")
+        except ResolutionError as exc:
+            raise Conflict(str(exc)) from None
+        retired = other if survivor.pk == individual.pk else individual
+        return Response({"survivingId": survivor.master_id, "retiredId": retired.master_id})
+
+
+class UnmergeView(_Steward):
+    @extend_schema(
+        tags=["stewardship"],
+        operation_id="individual_unmerge",
+        summary="Split one source record off into a golden record of its own",
+        request=SOURCE_RECORD,
+        responses={201: OpenApiTypes.OBJECT, **_ERRORS},
+    )
+    def post(self, request: Request, master_id: str) -> Response:
+        individual = golden(master_id)
+        data = request.data if isinstance(request.data, dict) else {}
+        errors = {name: ["is required"] for name in ("externalIdType", "externalId") if not data.get(name)}
+        if errors:
+            raise ValidationError(errors)
+        xref = CrossReference.objects.filter(
+            individual=individual, system=str(data["externalIdType"]).upper(), external_id=str(data["externalId"])
+        ).first()
+        if xref is None:
+            raise ValidationError({"externalId": ["this golden record has no such source record"]})
+        try:
+            split = unmerge_cross_reference(xref, actor=_actor(request))
+        except ResolutionError as exc:
+            raise Conflict(str(exc)) from None
+        return Response({"originalId": individual.master_id, "splitId": split.master_id}, status=201)
+
+
+class NotAMatchView(_Steward):
+    @extend_schema(
+        tags=["stewardship"],
+        operation_id="individual_not_a_match",
+        summary="Remember that two golden records are different people",
+        request=NOT_A_MATCH,
+        responses={201: OpenApiTypes.OBJECT, **_ERRORS},
+    )
+    def post(self, request: Request, master_id: str) -> Response:
+        individual, other = golden(master_id), _other(request)
+        reason = request.data.get("reason", "") if isinstance(request.data, dict) else ""
+        if not isinstance(reason, str):
+            raise ValidationError({"reason": ["must be a string"]})
+        try:
+            mark_not_a_match(individual, other, actor=_actor(request), reason=reason)
+        except ResolutionError as exc:
+            raise Conflict(str(exc)) from None
+        return Response({"masterId": individual.master_id, "notAMatch": other.master_id}, status=201)
+
+    @extend_schema(
+        tags=["stewardship"],
+        operation_id="individual_not_a_match_clear",
+        summary="Clear a not-a-match, so the rules may pair the records again",
+        parameters=[OpenApiParameter("masterId", str, required=True)],
+        responses={204: None, **_ERRORS},
+    )
+    def delete(self, request: Request, master_id: str) -> Response:
+        individual = golden(master_id)
+        value = request.query_params.get("masterId", "")
+        other = resolve_master_id(value) if value else None
+        if other is None:
+            raise ValidationError({"masterId": ["is required (the other record's master ID)"]})
+        if not clear_not_a_match(individual, other, actor=_actor(request)):
+            raise Http404
+        return Response(status=204)
+
+
+class PinView(_Steward):
+    @extend_schema(
+        tags=["stewardship"],
+        operation_id="individual_pin",
+        summary="Pin a golden value: it wins over every source until unpinned",
+        request=PIN,
+        responses={200: OpenApiTypes.OBJECT, **_ERRORS},
+    )
+    def put(self, request: Request, master_id: str, attribute: str) -> Response:
+        individual = golden(master_id)
+        if attribute not in SURVIVING_FIELDS:
+            raise ValidationError({"attribute": [f"must be one of {', '.join(SURVIVING_FIELDS)}"]})
+        if not isinstance(request.data, dict) or "value" not in request.data:
+            raise ValidationError({"value": ["is required"]})
+        value = request.data["value"]
+        if not isinstance(value, str | type(None)) or (isinstance(value, str) and len(value) > 100):
+            raise ValidationError({"value": ["must be a string of at most 100 characters, or null"]})
+        try:
+            individual = pin_value(individual, attribute, value, actor=_actor(request))
+        except ValueError as exc:  # ResolutionError, or a birth date that is not one
+            raise ValidationError({"value": [str(exc)]}) from None
+        return Response({"masterId": individual.master_id, "pins": individual.pins})
+
+    @extend_schema(tags=["stewardship"], operation_id="individual_unpin", responses={200: OpenApiTypes.OBJECT})
+    def delete(self, request: Request, master_id: str, attribute: str) -> Response:
+        individual = unpin_value(golden(master_id), attribute, actor=_actor(request))
+        return Response({"masterId": individual.master_id, "pins": individual.pins})
+
+
+class SourcesView(APIView):
+    """Source records (cross references) with their payload and match decision, plus lineage and pins."""
+
+    permission_classes = [ReadScope]
+
+    @extend_schema(tags=["individuals"], operation_id="individual_sources", responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request, master_id: str) -> Response:
+        individual = golden(master_id)
+        merged = list(individual.merged_records.values_list("master_id", flat=True))
+        return Response(
+            {
+                "masterId": individual.master_id,
+                "requestedId": master_id,
+                "mergedIds": merged,
+                "lineage": individual.lineage,
+                "pins": individual.pins,
+                "sourceRecords": [
+                    {
+                        "externalIdType": x.system,
+                        "externalId": x.external_id,
+                        "status": x.status,
+                        "lastSeenAt": x.last_seen_at,
+                        "sourceModifiedAt": x.source_modified_at,
+                        "matchRule": x.match_rule,
+                        "matchDecision": x.match_detail,
+                        "payload": x.source_payload,
+                    }
+                    for x in individual.cross_references.order_by("system", "external_id")
+                ],
+            }
+        )
+
+
+class HistoryView(APIView):
+    permission_classes = [ReadScope]
+
+    @extend_schema(tags=["individuals"], operation_id="individual_history", responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request, master_id: str) -> Response:
+        individual = golden(master_id)
+        ids = [individual.pk, *individual.merged_records.values_list("pk", flat=True)]
+        entries = HistoryEntry.objects.filter(individual_id__in=ids).order_by("-created_at", "-id")[:500]
+        return Response(
+            {
+                "masterId": individual.master_id,
+                "history": [
+                    {
+                        "at": e.created_at,
+                        "masterId": e.master_id,
+                        "action": e.action,
+                        "object": e.object_type,
+                        "actor": e.actor,
+                        "before": e.before,
+                        "after": e.after,
+                    }
+                    for e in entries
+                ],
+            }
+        )
+
+
+class CandidatePagination(CursorPagination):
+    ordering = ("created_at", "id")
+    page_size = 50
+
+
+class CandidateListView(APIView):
+    """The suspect queue, oldest first (``?status=open`` by default)."""
+
+    permission_classes = [ReadScope]
+
+    @extend_schema(
+        tags=["stewardship"],
+        operation_id="match_candidate_list",
+        parameters=[OpenApiParameter("status", str, enum=[c.value for c in CandidateStatus])],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request: Request) -> Response:
+        wanted = request.query_params.get("status", CandidateStatus.OPEN)
+        if wanted not in CandidateStatus.values:
+            raise ValidationError({"status": [f"must be one of {', '.join(CandidateStatus.values)}"]})
+        queryset = MatchCandidate.objects.filter(status=wanted).select_related("left", "right")
+        paginator = CandidatePagination()
+        page = paginator.paginate_queryset(queryset, request, view=self)
+        return paginator.get_paginated_response(
+            [
+                {
+                    "id": c.pk,
+                    "left": c.left.master_id,
+                    "right": c.right.master_id,
+                    "rule": c.rule,
+                    "score": c.score,
+                    "status": c.status,
+                    "comparison": c.comparison,
+                    "createdAt": c.created_at,
+                    "decidedBy": c.decided_by or None,
+                }
+                for c in page or []
+            ]
+        )

@@ -1,0 +1,177 @@
+"""Matching building blocks and every rule kind, without a database."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import pytest
+
+from customers.cim import parse_individual
+from customers.matching import (
+    OUTCOME_AUTO,
+    OUTCOME_NONE,
+    OUTCOME_SUSPECT,
+    Criterion,
+    RuleSpec,
+    blocking_keys,
+    country_code,
+    decide,
+    e164,
+    fold,
+    jaro_winkler,
+    normalize_postal_code,
+    parse_criteria,
+    profile_from_source,
+    provider_email,
+    soundex,
+)
+from customers.nicknames import canonical_first_name, name_groups
+
+
+def person(first="Robert", last="Smith", email="rob@example.com", phone="+1 415 555 0100", **extra):
+    points = []
+    if email:
+        points.append({"contactPointType": "ContactPointEmail", "emailAddress": email})
+    if phone:
+        points.append({"contactPointType": "ContactPointPhone", "telephoneNumber": phone})
+    if extra.get("postal"):
+        points.append(
+            {
+                "contactPointType": "ContactPointAddress",
+                "addressLine1": extra.get("street", "1 Main St"),
+                "postalCodeText": extra["postal"],
+                "countryName": extra.get("country", "US"),
+            }
+        )
+    data = {"firstName": first, "lastName": last, "contactPoints": points}
+    if extra.get("birth"):
+        data["birthDate"] = extra["birth"]
+    return profile_from_source(parse_individual(data))
+
+
+def rule(outcome, *criteria):
+    return RuleSpec("r", outcome, tuple(criteria))
+
+
+def test_normalisation_building_blocks():
+    assert fold("  ZOË  Müller ") == "zoe muller"
+    assert e164("(415) 555-0100") == "+14155550100"
+    assert e164("+44 20 7946 0018") == "+442079460018"
+    assert e164("020 7946 0018", "GB") == "+442079460018"
+    assert provider_email("j.o.h.n+shop@googlemail.com") == "john@gmail.com"
+    assert provider_email("j.o.h.n+shop@example.com") == "j.o.h.n+shop@example.com"  # not a known provider
+    assert provider_email("ann+news@outlook.com") == "ann@outlook.com"
+    assert soundex("Robert") == soundex("Rupert") == "R163"
+    assert soundex("Tymczak") == "T522" and soundex("Ashcraft") == "A261"
+    assert jaro_winkler("martha", "marhta") == pytest.approx(0.961, abs=0.001)
+    assert jaro_winkler("", "x") == 0.0 and jaro_winkler("same", "same") == 1.0
+    assert country_code("United Kingdom") == "GB" and country_code("u.s.a") == "US" and country_code("de") == "DE"
+    assert normalize_postal_code("94105-1234", "US") == "94105" and normalize_postal_code("sw1y 4jh", "GB") == "SW1Y4JH"
+    assert "robert" in name_groups("bob") and canonical_first_name("bob") == canonical_first_name("robert")
+
+
+def test_nfc_and_nfd_names_and_emails_are_the_same_values():
+    nfc = person(first="Zoë", email="zoë@example.com")
+    nfd = person(first="Zoe\u0308", email="zoe\u0308@example.com")
+    assert nfc.keys("first_name") == nfd.keys("first_name") == {"zoe"}
+    assert nfc.keys("email") == nfd.keys("email")
+
+
+def test_blocking_keys_cover_email_phone_and_phonetic_name_with_birth_date():
+    keys = blocking_keys(person(email="Rob.Smith+x@gmail.com", birth="1980-02-03", postal="94105"))
+    kinds = {kind for kind, _ in keys}
+    assert kinds == {"email", "phone", "name_dob", "first_dob", "postal_name"}
+    assert ("email", "robsmith@gmail.com") in keys
+    assert ("name_dob", "S530|1980-02-03") in keys
+    assert ("first_dob", "robert|1980-02-03") in keys
+
+
+@pytest.mark.parametrize(
+    ("criterion", "left", "right", "holds"),
+    [
+        (Criterion("email", "exact"), {"email": "Rob@Example.com"}, {"email": "Rob@Example.com"}, True),
+        (Criterion("email", "exact"), {"email": "Rob@Example.com"}, {"email": "rob@example.com"}, False),
+        (Criterion("email", "normalized"), {"email": "Rob@Example.com"}, {"email": "rob@example.com"}, True),
+        (Criterion("email", "normalized"), {"email": "r.ob@gmail.com"}, {"email": "rob@gmail.com"}, False),
+        (Criterion("email", "provider"), {"email": "r.ob+x@gmail.com"}, {"email": "rob@gmail.com"}, True),
+        (Criterion("last_name", "fuzzy", 0.9), {"last": "Smith"}, {"last": "Smiht"}, True),
+        (Criterion("last_name", "fuzzy", 0.97), {"last": "Smith"}, {"last": "Smiht"}, False),
+        (Criterion("last_name", "fuzzy", 0.9), {"last": "Smith"}, {"last": "Jones"}, False),
+        (Criterion("last_name", "phonetic"), {"last": "Meyer"}, {"last": "Maier"}, True),
+        (Criterion("last_name", "phonetic"), {"last": "Meyer"}, {"last": "Fischer"}, False),
+        (Criterion("first_name", "nickname"), {"first": "Bob"}, {"first": "Robert"}, True),
+        (Criterion("first_name", "nickname"), {"first": "Bob"}, {"first": "William"}, False),
+        (Criterion("first_name", "nickname", 0.9), {"first": "Jonh"}, {"first": "John"}, True),
+        (Criterion("phone", "normalized"), {"phone": "(415) 555-0100"}, {"phone": "+1 415 555 0100"}, True),
+    ],
+)
+def test_each_comparison_method(criterion, left, right, holds):
+    def build(spec):
+        return person(
+            first=spec.get("first", "Robert"),
+            last=spec.get("last", "Smith"),
+            email=spec.get("email", ""),
+            phone=spec.get("phone", ""),
+        )
+
+    decision = decide([rule(OUTCOME_AUTO, criterion)], build(left), build(right))
+    assert (decision.outcome == OUTCOME_AUTO) is holds
+    assert set(decision.comparisons) >= {"first_name", "last_name", "email", "phone", "birth_date"}
+
+
+def test_auto_rules_win_over_suspect_rules_and_blanks_alone_prove_nothing():
+    auto = rule(OUTCOME_AUTO, Criterion("email", "normalized"), Criterion("first_name", "nickname"))
+    suspect = rule(OUTCOME_SUSPECT, Criterion("email", "normalized"))
+    assert decide([suspect, auto], person(first="Bob"), person(first="Robert")).outcome == OUTCOME_AUTO
+    assert decide([suspect, auto], person(first="Ann"), person(first="Robert")).outcome == OUTCOME_SUSPECT
+    with_blank = rule(
+        OUTCOME_AUTO, Criterion("email", "normalized"), Criterion("birth_date", "exact", blank_matches=True)
+    )
+    without_blank = rule(OUTCOME_AUTO, Criterion("email", "normalized"), Criterion("birth_date", "exact"))
+    assert decide([with_blank], person(), person(birth="1980-01-01")).outcome == OUTCOME_AUTO
+    assert decide([without_blank], person(), person(birth="1980-01-01")).outcome == OUTCOME_NONE
+    blank_only = rule(OUTCOME_AUTO, Criterion("postal_code", "normalized", blank_matches=True))
+    assert decide([blank_only], person(), person()).outcome == OUTCOME_NONE
+
+
+def test_a_decision_explains_itself():
+    decision = decide(
+        [rule(OUTCOME_AUTO, Criterion("email", "normalized"), Criterion("last_name", "fuzzy", 0.9))],
+        person(last="Smiht"),
+        person(last="Smith"),
+    )
+    explained = decision.explanation()
+    assert explained["outcome"] == "auto_merge" and 0.9 < explained["score"] <= 1.0
+    assert explained["attributes"]["last_name"]["verdict"] == "phonetic"
+    assert explained["attributes"]["last_name"]["incoming"] == ["Smiht"]
+    assert explained["attributes"]["email"]["verdict"] == "exact"
+
+
+@pytest.mark.parametrize(
+    ("criteria", "message"),
+    [
+        ([], "non-empty"),
+        ([{"attribute": "shoe_size", "method": "exact"}], "criteria[0].attribute"),
+        ([{"attribute": "birth_date", "method": "fuzzy", "threshold": 0.9}], "criteria[0].method"),
+        ([{"attribute": "last_name", "method": "fuzzy"}], "threshold is required"),
+        ([{"attribute": "last_name", "method": "fuzzy", "threshold": 2}], "between 0 and 1"),
+        ([{"attribute": "last_name", "method": "exact", "weight": 1}], "unknown keys"),
+    ],
+)
+def test_invalid_criteria_are_refused_with_the_culprit_named(criteria, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_criteria(criteria)
+
+
+def test_birth_dates_compare_exactly():
+    left = person(birth="1980-02-03")
+    assert (
+        decide([rule(OUTCOME_AUTO, Criterion("birth_date", "exact"))], left, person(birth="1980-02-03")).outcome
+        == OUTCOME_AUTO
+    )
+    assert (
+        decide([rule(OUTCOME_AUTO, Criterion("birth_date", "exact"))], left, person(birth="1980-03-02")).outcome
+        == OUTCOME_NONE
+    )
+    assert dt.date(1980, 2, 3).isoformat() in left.keys("birth_date")
