@@ -2,62 +2,49 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.safestring import SafeString, mark_safe
 
-from customers.actions import erase_individual, record_steward_edit, request_resync
-from customers.choices import ContactPointKind
+from customers.actions import erase_individual, request_resync
+from customers.choices import ContactPointKind, WritebackState
 from customers.models import ContactPoint, CrossReference, HistoryEntry, Individual
-from customers.normalize import address_key, normalize_email, normalize_phone
+from customers.resolution import (
+    ResolutionError,
+    merge_individuals,
+    pin_value,
+    recompute_golden_record,
+    steward_edit,
+    unmerge_cross_reference,
+    unpin_value,
+)
+from customers.survivorship import SURVIVING_FIELDS
+
+# Panels other apps add to a golden record's page (integrations adds its sync runs): each
+# takes the record and returns HTML. customers never imports integrations; they register here.
+RECORD_PANELS: list[tuple[str, Callable[[Individual], SafeString]]] = []
 
 
-class ContactPointForm(forms.ModelForm):
-    """Recomputes the normalised matching key from what the steward typed."""
-
-    class Meta:
-        model = ContactPoint
-        fields = [
-            "kind",
-            "is_primary",
-            "email_address",
-            "telephone_number",
-            "address_line1",
-            "city_name",
-            "postal_code_text",
-            "state_province_name",
-            "country_name",
-        ]
-
-    def clean(self) -> dict[str, Any]:
-        data = super().clean()
-        kind = data.get("kind")
-        try:
-            if kind == ContactPointKind.EMAIL:
-                self.instance.value_key = normalize_email(data.get("email_address") or "")
-            elif kind == ContactPointKind.PHONE:
-                self.instance.value_key = normalize_phone(data.get("telephone_number") or "")
-            elif kind == ContactPointKind.ADDRESS:
-                self.instance.value_key = address_key(
-                    data.get("address_line1") or "",
-                    data.get("city_name") or "",
-                    data.get("postal_code_text") or "",
-                    data.get("country_name") or "",
-                )
-        except ValueError as exc:
-            field = "email_address" if kind == ContactPointKind.EMAIL else "telephone_number"
-            raise forms.ValidationError({field: str(exc)}) from None
-        return data
+def actor_of(request: HttpRequest) -> str:
+    return f"user:{request.user.get_username()}"
 
 
 class ContactPointInline(admin.TabularInline):
+    """Contact points are computed from the source records (kept all); stewards add theirs as a source."""
+
     model = ContactPoint
-    form = ContactPointForm
     extra = 0
     fields = [
         "kind",
@@ -71,8 +58,12 @@ class ContactPointInline(admin.TabularInline):
         "source_system",
         "active_from_date",
     ]
-    readonly_fields = ["source_system", "active_from_date"]
+    readonly_fields = fields
+    can_delete = False
     show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 class CrossReferenceInline(admin.TabularInline):
@@ -82,40 +73,27 @@ class CrossReferenceInline(admin.TabularInline):
         "system",
         "external_id",
         "status",
-        "source_status",
+        "match_rule",
         "writeback_state",
         "source_master_id",
         "written_at",
         "writeback_error",
-        "first_seen_at",
         "last_seen_at",
+        "unmerge_link",
     ]
-    readonly_fields = [
-        "system",
-        "external_id",
-        "source_status",
-        "writeback_state",
-        "source_master_id",
-        "written_at",
-        "writeback_error",
-        "first_seen_at",
-        "last_seen_at",
-    ]
+    readonly_fields = [f for f in fields if f != "status"]
     show_change_link = True
     can_delete = False
 
-
-class HistoryInline(admin.TabularInline):
-    model = HistoryEntry
-    extra = 0
-    fields = ["created_at", "action", "object_type", "object_id", "actor", "before", "after"]
-    readonly_fields = fields
-    can_delete = False
-    ordering = ["-created_at", "-id"]
-    verbose_name_plural = "history (newest first)"
-
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    @admin.display(description="")
+    def unmerge_link(self, obj: CrossReference) -> str:
+        if not obj.pk:
+            return ""
+        url = reverse("admin:customers_crossreference_unmerge", args=[obj.pk])
+        return format_html('<a class="button" href="{}">Unmerge…</a>', url)
 
 
 class SourceSystemFilter(admin.SimpleListFilter):
@@ -132,8 +110,63 @@ class SourceSystemFilter(admin.SimpleListFilter):
         return queryset
 
 
+class RecordStatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("active", "Active"), ("merged", "Merged (redirects)"), ("erased", "Erased")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Individual]) -> QuerySet[Individual]:
+        value = self.value()
+        if value == "active":
+            return queryset.filter(merged_into__isnull=True, erased_at__isnull=True)
+        if value == "merged":
+            return queryset.filter(merged_into__isnull=False)
+        if value == "erased":
+            return queryset.filter(erased_at__isnull=False)
+        return queryset
+
+
+class ConsentFilter(admin.SimpleListFilter):
+    title = "consent"
+    parameter_name = "consent"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("do_not_market", "Do not market"), ("marketable", "No opt-out")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Individual]) -> QuerySet[Individual]:
+        if self.value() == "do_not_market":
+            return queryset.filter(do_not_market_since__isnull=False)
+        if self.value() == "marketable":
+            return queryset.filter(do_not_market_since__isnull=True)
+        return queryset
+
+
+class WritebackFilter(admin.SimpleListFilter):
+    title = "write-back state"
+    parameter_name = "writeback"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return list(WritebackState.choices)
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Individual]) -> QuerySet[Individual]:
+        if self.value():
+            # A subquery, not a join: no duplicate rows and no DISTINCT over a large table.
+            ids = CrossReference.objects.filter(writeback_state=self.value()).values("individual_id")
+            return queryset.filter(pk__in=ids)
+        return queryset
+
+
+class GoldenRecordForm(forms.ModelForm):
+    class Meta:
+        model = Individual
+        fields = ["salutation", "first_name", "middle_name", "last_name", "name_suffix", "birth_date", "gender"]
+
+
 @admin.register(Individual)
 class IndividualAdmin(admin.ModelAdmin):
+    form = GoldenRecordForm
     list_display = [
         "master_id",
         "first_name",
@@ -141,12 +174,13 @@ class IndividualAdmin(admin.ModelAdmin):
         "primary_email",
         "sources",
         "consent",
-        "erased_at",
+        "record_status",
         "updated_at",
     ]
-    list_filter = [SourceSystemFilter, "created_at", "updated_at"]
+    list_filter = [RecordStatusFilter, SourceSystemFilter, ConsentFilter, WritebackFilter, "created_at", "updated_at"]
     search_fields = [
         "=master_id",
+        "=merged_records__master_id",
         "first_name",
         "last_name",
         "=contact_points__value_key",
@@ -155,48 +189,84 @@ class IndividualAdmin(admin.ModelAdmin):
     readonly_fields = [
         "master_id",
         "party_type",
+        "redirect",
         "do_not_market_since",
         "consent_source",
         "erased_at",
         "created_at",
         "updated_at",
+        "lineage_table",
     ]
     fieldsets = [
-        (None, {"fields": ["master_id", "party_type"]}),
-        ("Name", {"fields": [("salutation", "first_name", "middle_name", "last_name", "name_suffix")]}),
-        ("Person", {"fields": [("birth_date", "gender")]}),
+        (None, {"fields": ["master_id", "redirect"]}),
+        (
+            "Golden values (an edit is kept as the steward's own source record)",
+            {
+                "fields": [
+                    ("salutation", "first_name", "middle_name", "last_name", "name_suffix"),
+                    ("birth_date", "gender"),
+                ]
+            },
+        ),
+        ("Lineage: where each value comes from", {"fields": ["lineage_table"]}),
         ("Consent", {"fields": [("do_not_market_since", "consent_source")]}),
         ("Audit", {"fields": [("created_at", "updated_at", "erased_at")]}),
     ]
-    inlines = [ContactPointInline, CrossReferenceInline, HistoryInline]
-    actions = ["resync", "erase"]
+    inlines = [ContactPointInline, CrossReferenceInline]
+    actions = ["resync", "merge_two", "recompute", "erase"]
+    change_form_template = "admin/customers/individual/change_form.html"
     show_full_result_count = False
     list_per_page = 50
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Individual]:
         return super().get_queryset(request).prefetch_related("contact_points", "cross_references")
 
+    def get_search_results(self, request: HttpRequest, queryset: Any, search_term: str) -> tuple[Any, bool]:
+        queryset, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        from customers.normalize import normalize_email
+
+        term = search_term.strip()
+        extra = Individual.objects.none()
+        try:  # an email as typed (any case) or a phone in any format finds its contact point
+            extra = Individual.objects.filter(contact_points__value_key=normalize_email(term))
+        except ValueError:
+            from customers.cim import phone_key
+
+            with contextlib.suppress(ValueError):
+                extra = Individual.objects.filter(contact_points__value_key=phone_key(term))
+        if term:
+            queryset = queryset | extra
+        return queryset, True
+
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # golden records are never deleted here: merges and erasure keep their trail
 
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and (obj.merged_into_id or obj.erased_at):
+            return False  # retired and erased records are read-only
+        return super().has_change_permission(request, obj)
+
     def save_model(self, request: HttpRequest, obj: Individual, form: Any, change: bool) -> None:
-        # Kept for save_related, which writes the history and change event once the inlines are saved.
-        request._hub_before = {name: form.initial.get(name) for name in form.changed_data}  # type: ignore[attr-defined]
-        super().save_model(request, obj, form, change)
+        if not change:
+            raise PermissionDenied("golden records are created by their sources")
+        values = {name: form.cleaned_data.get(name) for name in form.changed_data if name in SURVIVING_FIELDS}
+        # The edit becomes the steward's source record; survivorship (steward first) yields the values.
+        fresh = Individual.objects.get(pk=obj.pk)
+        for name in values:
+            setattr(obj, name, getattr(fresh, name))
+        if values:
+            try:
+                steward_edit(obj, values, actor=actor_of(request), actor_user=request.user)
+            except ResolutionError as exc:
+                messages.error(request, str(exc))
+        obj.refresh_from_db()
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
-        super().save_related(request, form, formsets, change)
-        contact_points_changed = any(
-            fs.model is ContactPoint and (fs.new_objects or fs.changed_objects or fs.deleted_objects) for fs in formsets
-        )
-        record_steward_edit(
-            form.instance,
-            before=getattr(request, "_hub_before", {}),
-            changed_fields=list(form.changed_data),
-            contact_points_changed=contact_points_changed,
-            user=request.user,
-        )
+        # Contact points and cross references are read-only here: nothing of theirs is saved.
+        for formset in formsets:
+            formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
 
+    # -- display -------------------------------------------------------------------------------
     @admin.display(description="email")
     def primary_email(self, obj: Individual) -> str:
         emails = [cp for cp in obj.contact_points.all() if cp.kind == ContactPointKind.EMAIL]
@@ -211,25 +281,190 @@ class IndividualAdmin(admin.ModelAdmin):
     def consent(self, obj: Individual) -> bool:
         return obj.do_not_market_since is not None
 
+    @admin.display(description="status")
+    def record_status(self, obj: Individual) -> str:
+        return "merged" if obj.merged_into_id else "erased" if obj.erased_at else "active"
+
+    @admin.display(description="merged into")
+    def redirect(self, obj: Individual) -> str:
+        if obj.merged_into_id is None:
+            merged = list(obj.merged_records.values_list("master_id", flat=True)[:20])
+            return f"(survivor of {', '.join(merged)})" if merged else "-"
+        url = reverse("admin:customers_individual_change", args=[obj.merged_into_id])
+        return format_html('<a href="{}">{}</a> (this ID redirects there)', url, obj.merged_into.master_id)
+
+    @admin.display(description="lineage")
+    def lineage_table(self, obj: Individual) -> str:
+        if obj.pk is None:
+            return "-"
+        rows = []
+        for name in SURVIVING_FIELDS:
+            entry = (obj.lineage or {}).get(name) or {}
+            value = getattr(obj, name)
+            pinned = name in (obj.pins or {})
+            pin_url = reverse("admin:customers_individual_pin", args=[obj.pk]) + f"?attribute={name}"
+            source = f"{entry.get('system', '')} {entry.get('externalId', '')}".strip()
+            rows.append(
+                format_html(
+                    "<tr><th>{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><a href='{}'>{}</a></td></tr>",
+                    name.replace("_", " "),
+                    value if value not in (None, "") else "-",
+                    source or ("steward pin" if pinned else "-"),
+                    (entry.get("at") or "")[:19],
+                    entry.get("rule", ""),
+                    pin_url,
+                    "unpin" if pinned else "pin",
+                )
+            )
+        head = "<tr><th>attribute</th><th>value</th><th>source record</th><th>when</th><th>why</th><th></th></tr>"
+        return mark_safe(f'<table class="lineage">{head}{"".join(rows)}</table>')  # noqa: S308 (parts escaped)
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        obj = self.get_object(request, object_id)
+        context = dict(extra_context or {})
+        if obj is not None:
+            context["timeline"] = timeline(obj)
+            context["panels"] = [(title, render(obj)) for title, render in RECORD_PANELS]
+        return super().change_view(request, object_id, form_url, context)
+
+    # -- steward views -------------------------------------------------------------------------
+    def get_urls(self) -> list[Any]:
+        own = [
+            path("<int:pk>/pin/", self.admin_site.admin_view(self.pin_view), name="customers_individual_pin"),
+            path("merge/", self.admin_site.admin_view(self.merge_view), name="customers_individual_merge"),
+        ]
+        return own + super().get_urls()
+
+    def pin_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        if not request.user.has_perm("customers.pin_individual"):
+            raise PermissionDenied
+        individual = get_object_or_404(Individual, pk=pk)
+        attribute = request.GET.get("attribute") or request.POST.get("attribute", "")
+        if attribute not in SURVIVING_FIELDS:
+            raise PermissionDenied("not a pinnable attribute")
+        change_url = reverse("admin:customers_individual_change", args=[pk])
+        if request.method == "POST":
+            try:
+                if "_unpin" in request.POST:
+                    unpin_value(individual, attribute, actor=actor_of(request), actor_user=request.user)
+                    messages.success(request, f"{attribute} unpinned: survivorship chooses it again.")
+                else:
+                    value = request.POST.get("value", "").strip()
+                    pin_value(individual, attribute, value, actor=actor_of(request), actor_user=request.user)
+                    messages.success(request, f"{attribute} pinned.")
+            except ValueError as exc:
+                messages.error(request, str(exc))
+            return HttpResponseRedirect(change_url)
+        return TemplateResponse(
+            request,
+            "admin/customers/individual/pin.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": f"Pin {attribute.replace('_', ' ')} of {individual.master_id}",
+                "individual": individual,
+                "attribute": attribute,
+                "current": getattr(individual, attribute),
+                "pinned": attribute in (individual.pins or {}),
+                "opts": self.model._meta,
+                "change_url": change_url,
+            },
+        )
+
+    def merge_view(self, request: HttpRequest) -> HttpResponse:
+        """Merge two records a steward found (ids in the query): preview, then confirm."""
+        if not request.user.has_perm("customers.merge_individual"):
+            raise PermissionDenied
+        ids = [int(i) for i in (request.GET.get("ids") or request.POST.get("ids", "")).split(",") if i.isdigit()]
+        records = list(Individual.objects.filter(pk__in=ids).order_by("created_at", "pk"))
+        if len(records) != 2:
+            messages.error(request, "Select exactly two golden records to merge.")
+            return HttpResponseRedirect(reverse("admin:customers_individual_changelist"))
+        if request.method == "POST":
+            try:
+                survivor = merge_individuals(*records, actor=actor_of(request), actor_user=request.user)
+            except ResolutionError as exc:
+                messages.error(request, str(exc))
+                return HttpResponseRedirect(reverse("admin:customers_individual_changelist"))
+            messages.success(request, f"Merged: {survivor.master_id} survives; the other ID redirects to it.")
+            return HttpResponseRedirect(reverse("admin:customers_individual_change", args=[survivor.pk]))
+        from customers.review import compare_records
+
+        return TemplateResponse(
+            request,
+            "admin/customers/individual/merge.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Merge two golden records",
+                "comparison": compare_records(records[0], records[1]),
+                "ids": ",".join(str(r.pk) for r in records),
+                "opts": self.model._meta,
+            },
+        )
+
+    # -- actions -------------------------------------------------------------------------------
     @admin.action(description="Erase personal data of selected people (GDPR, irreversible)", permissions=["erase"])
     def erase(self, request: HttpRequest, queryset: QuerySet[Individual]) -> None:
         count = 0
         for individual in queryset.filter(erased_at__isnull=True)[:100]:
             with transaction.atomic():
-                erase_individual(individual, actor=f"user:{request.user.get_username()}", actor_user=request.user)
+                erase_individual(individual, actor=actor_of(request), actor_user=request.user)
             count += 1
         self.message_user(request, f"Erased {count} record(s); source systems are being told.", messages.SUCCESS)
 
     def has_erase_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("customers.erase_individual")
 
-    @admin.action(description="Re-sync selected records to Marketing Cloud and downstream systems")
+    @admin.action(description="Merge the two selected records (preview first)", permissions=["merge"])
+    def merge_two(self, request: HttpRequest, queryset: QuerySet[Individual]) -> HttpResponse | None:
+        ids = list(queryset.values_list("pk", flat=True)[:3])
+        if len(ids) != 2:
+            self.message_user(request, "Select exactly two golden records to merge.", messages.WARNING)
+            return None
+        return HttpResponseRedirect(reverse("admin:customers_individual_merge") + f"?ids={ids[0]},{ids[1]}")
+
+    def has_merge_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("customers.merge_individual")
+
+    @admin.action(
+        description="Recompute selected records from their sources (survivorship rules)", permissions=["change"]
+    )
+    def recompute(self, request: HttpRequest, queryset: QuerySet[Individual]) -> None:
+        count = 0
+        for individual in queryset.filter(merged_into__isnull=True, erased_at__isnull=True)[:500]:
+            with transaction.atomic():
+                recompute_golden_record(individual, actor=actor_of(request), actor_user=request.user)
+            count += 1
+        self.message_user(request, f"Recomputed {count} record(s).", messages.SUCCESS)
+
+    @admin.action(
+        description="Re-sync selected records to Marketing Cloud and downstream systems", permissions=["resync"]
+    )
     def resync(self, request: HttpRequest, queryset: QuerySet[Individual]) -> None:
         count = 0
-        for individual in queryset[:500]:
-            request_resync(individual, actor=f"user:{request.user.get_username()}", actor_user=request.user)
+        for individual in queryset.filter(merged_into__isnull=True, erased_at__isnull=True)[:500]:
+            request_resync(individual, actor=actor_of(request), actor_user=request.user)
             count += 1
-        self.message_user(request, f"Re-sync queued for {count} record(s); see Sync runs.", messages.SUCCESS)
+        url = reverse("admin:integrations_syncrun_changelist") + "?trigger__exact=resync"
+        self.message_user(
+            request,
+            format_html('Re-sync queued for {} record(s): <a href="{}">see the new sync runs</a>.', count, url),
+            messages.SUCCESS,
+        )
+
+    def has_resync_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("customers.resync_individual")
+
+
+def timeline(individual: Individual, limit: int = 200) -> list[HistoryEntry]:
+    """The record's history newest first, with that of the records merged into it."""
+    ids = [individual.pk, *individual.merged_records.values_list("pk", flat=True)]
+    return list(
+        HistoryEntry.objects.filter(individual_id__in=ids)
+        .select_related("actor_user")
+        .order_by("-created_at", "-id")[:limit]
+    )
 
 
 @admin.register(CrossReference)
@@ -237,6 +472,7 @@ class CrossReferenceAdmin(admin.ModelAdmin):
     list_display = [
         "__str__",
         "golden_record",
+        "match_rule",
         "status",
         "source_status",
         "writeback_state",
@@ -256,6 +492,8 @@ class CrossReferenceAdmin(admin.ModelAdmin):
         "written_at",
         "writeback_error",
         "writeback_state",
+        "match_rule",
+        "match_detail",
         "created_at",
         "updated_at",
     ]
@@ -263,7 +501,41 @@ class CrossReferenceAdmin(admin.ModelAdmin):
 
     @admin.display(description="golden record", ordering="individual__master_id")
     def golden_record(self, obj: CrossReference) -> str:
-        return format_html('<a href="../individual/{}/change/">{}</a>', obj.individual_id, obj.individual.master_id)
+        url = reverse("admin:customers_individual_change", args=[obj.individual_id])
+        return format_html('<a href="{}">{}</a>', url, obj.individual.master_id)
+
+    def get_urls(self) -> list[Any]:
+        view = self.admin_site.admin_view(self.unmerge_view)
+        return [path("<int:pk>/unmerge/", view, name="customers_crossreference_unmerge"), *super().get_urls()]
+
+    def unmerge_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """Confirm, then split this source record off into its own golden record."""
+        if not request.user.has_perm("customers.merge_individual"):
+            raise PermissionDenied
+        xref = get_object_or_404(CrossReference.objects.select_related("individual"), pk=pk)
+        back = reverse("admin:customers_individual_change", args=[xref.individual_id])
+        if request.method == "POST":
+            try:
+                split = unmerge_cross_reference(xref, actor=actor_of(request), actor_user=request.user)
+            except ResolutionError as exc:
+                messages.error(request, str(exc))
+                return HttpResponseRedirect(back)
+            messages.success(
+                request, f"{xref} now has its own golden record {split.master_id}; its new master ID is written back."
+            )
+            return HttpResponseRedirect(reverse("admin:customers_individual_change", args=[split.pk]))
+        return TemplateResponse(
+            request,
+            "admin/customers/crossreference/unmerge.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": f"Unmerge {xref}",
+                "xref": xref,
+                "siblings": xref.individual.cross_references.exclude(pk=xref.pk),
+                "back": back,
+                "opts": self.model._meta,
+            },
+        )
 
 
 @admin.register(HistoryEntry)
@@ -282,3 +554,6 @@ class HistoryEntryAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+from customers import admin_review, admin_rules  # noqa: E402, F401  (registers their admin classes)

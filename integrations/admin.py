@@ -7,8 +7,11 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils.html import format_html
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
 
+from customers.admin import RECORD_PANELS
 from integrations.models import AccessToken, ApiClient, ConnectorState, DeadLetter, InboundEvent, SyncRun, SyncStep
 from integrations.process import replay_dead_letter
 
@@ -223,3 +226,32 @@ class ConnectorStateAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.has_perm("integrations.change_connectorstate")
+
+
+def _sync_runs_panel(individual: Any) -> SafeString:
+    """The sync runs that touched a golden record (its master ID or one merged into it), newest first."""
+    ids = [individual.master_id, *individual.merged_records.values_list("master_id", flat=True)]
+    runs = SyncRun.objects.filter(master_id__in=ids).order_by("-id")[:20]
+    rows = format_html_join(
+        "",
+        "<tr><td><a href='{}'>#{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        (
+            (
+                reverse("admin:integrations_syncrun_change", args=[run.pk]),
+                run.pk,
+                run.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+                run.get_trigger_display(),
+                run.system,
+                run.get_status_display(),
+                run.match_rule,
+            )
+            for run in runs
+        ),
+    )
+    if not rows:
+        return format_html("<p>{}</p>", "No sync run has touched this record yet.")
+    head = "<tr><th>run</th><th>started</th><th>trigger</th><th>system</th><th>status</th><th>match rule</th></tr>"
+    return format_html('<table class="sync-runs">{}{}</table>', mark_safe(head), rows)  # noqa: S308
+
+
+RECORD_PANELS.append(("Sync runs that touched this record (their step logs are one click away)", _sync_runs_panel))

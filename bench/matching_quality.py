@@ -1,0 +1,445 @@
+"""Matching quality and scale: precision and recall of the match rules, and match latency by golden-set size.
+
+    psql -h 127.0.0.1 -U postgres -c 'create database hub_bench'
+    export DATABASE_URL=postgresql://postgres@127.0.0.1:5432/hub_bench HUB_DEBUG=true
+    python manage.py migrate
+    python bench/matching_quality.py --golden 10000 --incoming 4000
+
+1. Loads ``--golden`` clean records (``bench/make_customers.py``: one per person,
+   households and twins included) with ``customers.bulk.bulk_upsert`` in batches,
+   then ``VACUUM ANALYZE`` (what autovacuum would have done by the time records arrive).
+2. For each of ``--incoming`` later records (duplicates of golden people and hard
+   negatives: household members, twins, namesakes, unrelated people) runs
+   ``customers.resolution.match_profile`` inside a transaction that is rolled back
+   (the tables never change), timing each call, and scores the verdicts against
+   the generator's labels.
+
+Auto-merge precision: auto-merges into the golden record of the same person / all
+auto-merges. Recall (auto): duplicates auto-merged into their own golden record /
+duplicates. Recall (auto + suspect): the own golden record is the auto pick or among
+the suspects. The JSON report goes to stdout and ``bench/results/`` (git-ignored);
+``--baseline`` adds the p99 ratio to an earlier (smaller) run. ``--reuse`` skips the
+load when the database already holds this very golden set (same --golden and --seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hub.settings")
+os.environ.setdefault("HUB_DEBUG", "true")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+from django.db import connection, reset_queries, transaction  # noqa: E402
+
+from bench.harness import percentile  # noqa: E402
+from bench.make_customers import CustomerGenerator, Labelled  # noqa: E402
+from customers.bulk import SourceRecord, bulk_upsert  # noqa: E402
+from customers.cim import parse_individual  # noqa: E402
+from customers.defaults import DEFAULT_MATCH_RULES  # noqa: E402
+from customers.matching import MatchProfile, blocking_keys, normalize_name, profile_from_source  # noqa: E402
+from customers.models import CrossReference, Individual, MatchKey, MatchRule  # noqa: E402
+from customers.nicknames import name_groups  # noqa: E402
+from customers.resolution import candidate_ids, match_profile  # noqa: E402
+
+SYSTEM = "BENCH_CRM"
+TARGETS = {"precision": 0.995, "recall_auto_suspect": 0.95, "p99_ratio": 1.5}
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# Database
+# ---------------------------------------------------------------------------
+def check_database() -> str:
+    name = connection.settings_dict["NAME"]
+    if name in ("postgres", "test_postgres"):
+        raise SystemExit(f"refusing to run against the database {name!r}: point DATABASE_URL at a scratch database")
+    return name
+
+
+def sync_rules() -> None:
+    """Make the MatchRule rows what customers/defaults.py says (the migration only creates missing ones)."""
+    names = set()
+    for rule in DEFAULT_MATCH_RULES:
+        names.add(rule["name"])
+        MatchRule.objects.update_or_create(
+            name=rule["name"],
+            defaults={k: rule[k] for k in ("outcome", "priority", "description", "criteria")}
+            | {"enabled": True, "updated_by": "bench"},
+        )
+    MatchRule.objects.exclude(name__in=names).update(enabled=False)
+
+
+def rules_in_force() -> list[dict[str, Any]]:
+    return [
+        {"name": r.name, "outcome": r.outcome, "priority": r.priority, "criteria": r.criteria}
+        for r in MatchRule.objects.filter(enabled=True).order_by("outcome", "priority", "id")
+    ]
+
+
+def load_golden(generator: CustomerGenerator, batch_size: int, reuse: bool) -> dict[str, Any]:
+    existing = Individual.objects.count()
+    if reuse:
+        if existing != generator.size:
+            raise SystemExit(f"--reuse: the database holds {existing} golden records, not {generator.size}")
+        started = time.perf_counter()
+        first: list[Labelled] = []
+        for item in generator.golden():  # regenerated (same seed) for the incoming records' reservoirs
+            if len(first) < 50:
+                first.append(item)
+        found = dict(
+            CrossReference.objects.filter(system=SYSTEM, external_id__in=[x.external_id for x in first])
+            .select_related("individual")
+            .values_list("external_id", "individual__first_name")
+        )
+        if any(found.get(x.external_id) != x.record["firstName"] for x in first):
+            raise SystemExit("--reuse: the database holds another golden set (other --seed?)")
+        return {"reused": True, "generate_seconds": round(time.perf_counter() - started, 1)}
+    if existing:
+        raise SystemExit(f"the database already holds {existing} golden records: recreate it, or pass --reuse")
+    started = time.perf_counter()
+    upsert_seconds = 0.0
+    batch: list[SourceRecord] = []
+    done = 0
+
+    def flush() -> None:
+        nonlocal upsert_seconds, done
+        t0 = time.perf_counter()
+        with transaction.atomic():
+            result = bulk_upsert(batch, system=SYSTEM, actor="bench")
+        upsert_seconds += time.perf_counter() - t0
+        if result.created != len(batch):
+            raise SystemExit(f"bulk_upsert folded {len(batch) - result.created} golden records into others")
+        done += len(batch)
+        batch.clear()
+        reset_queries()
+        if done % 100_000 == 0 or done == generator.size:
+            log(f"  loaded {done:,} golden records in {time.perf_counter() - started:.0f} s")
+
+    for item in generator.golden():
+        batch.append(SourceRecord(item.external_id, parse_individual(item.record)))
+        if len(batch) >= batch_size:
+            flush()
+    if batch:
+        flush()
+    load_seconds = time.perf_counter() - started
+    t0 = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
+    vacuum_seconds = time.perf_counter() - t0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM customers_matchkey")
+        match_keys = cursor.fetchone()[0]
+        cursor.execute("SELECT pg_database_size(current_database())")
+        size = cursor.fetchone()[0]
+    return {
+        "reused": False,
+        "batch_size": batch_size,
+        "load_seconds": round(load_seconds, 1),
+        "bulk_upsert_seconds": round(upsert_seconds, 1),
+        "vacuum_analyze_seconds": round(vacuum_seconds, 1),
+        "match_keys": match_keys,
+        "database_mib": round(size / 2**20),
+    }
+
+
+def individual_ids(external_ids: set[str]) -> dict[str, int]:
+    result: dict[str, int] = {}
+    ordered = sorted(external_ids)
+    for i in range(0, len(ordered), 5000):
+        rows = CrossReference.objects.filter(system=SYSTEM, external_id__in=ordered[i : i + 5000])
+        result.update(rows.values_list("external_id", "individual_id"))
+    return result
+
+
+def entities_of(ids: set[int]) -> dict[int, str]:
+    rows = CrossReference.objects.filter(system=SYSTEM, individual_id__in=ids).values_list(
+        "individual_id", "external_id"
+    )
+    return dict(rows)
+
+
+# ---------------------------------------------------------------------------
+# Matching
+# ---------------------------------------------------------------------------
+def run_one(profile: MatchProfile) -> tuple[float, int | None, str, list[tuple[int, str]], int]:
+    with transaction.atomic():
+        t0 = time.perf_counter()
+        result = match_profile(profile)
+        elapsed = time.perf_counter() - t0
+        transaction.set_rollback(True)
+    best = result.best[0].pk if result.best else None
+    rule = result.best[1].rule if result.best else ""
+    return elapsed, best, rule, [(pk, d.rule) for pk, d in result.suspects], result.compared
+
+
+def same_name(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Same surname and a first name that is the same or a nickname of it."""
+    if normalize_name(a.get("lastName") or "") != normalize_name(b.get("lastName") or ""):
+        return False
+    fa, fb = normalize_name(a.get("firstName") or ""), normalize_name(b.get("firstName") or "")
+    return fa == fb or bool(name_groups(fa) & name_groups(fb))
+
+
+def relation(item: Labelled, other_entity: str, other: Individual) -> str:
+    """How the person ``item`` is and the golden person it was wrongly put with are related."""
+    other_group = other_entity.split(".")[0] if "." in other_entity else ""
+    if item.group and other_group == item.group:
+        return "twin" if item.group.startswith("t") else "household"
+    if same_name(item.record, {"firstName": other.first_name, "lastName": other.last_name}):
+        return "common_name"
+    return "other"
+
+
+def summary(record: dict[str, Any]) -> str:
+    points = []
+    for p in record.get("contactPoints", []):
+        kind = p["contactPointType"]
+        if kind == "ContactPointEmail":
+            points.append(p["emailAddress"])
+        elif kind == "ContactPointPhone":
+            points.append(p["telephoneNumber"])
+        else:
+            points.append(f"{p.get('addressLine1', '')}, {p.get('postalCodeText', '')}")
+    name = f"{record.get('firstName', '')} {record.get('lastName', '')}"
+    if record.get("nameSuffix"):
+        name += f" {record['nameSuffix']}"
+    return f"{name} | {record.get('birthDate', '-')} | {record.get('gender', '-')} | {' ; '.join(points)}"
+
+
+def golden_summary(pk: int) -> str:
+    ind = Individual.objects.prefetch_related("contact_points").get(pk=pk)
+    points = [
+        cp.email_address or cp.telephone_number or f"{cp.address_line1}, {cp.postal_code_text}"
+        for cp in ind.contact_points.all()
+    ]
+    name = " ".join(x for x in (ind.first_name, ind.last_name, ind.name_suffix) if x)
+    return f"{name} | {ind.birth_date or '-'} | {ind.gender or '-'} | {' ; '.join(points)}"
+
+
+def why_missed(profile: MatchProfile, truth: int) -> str:
+    """A missed duplicate: no blocking key shared, cut by the candidate limit, or the rules said no match."""
+    keys = blocking_keys(profile)
+    theirs = set(MatchKey.objects.filter(individual_id=truth).values_list("kind", "value"))
+    if not keys & theirs:
+        return "no_shared_blocking_key"
+    if truth not in candidate_ids(keys):
+        return "cut_by_candidate_limit"
+    return "rules_no_match"
+
+
+def rate(numerator: int, denominator: int) -> float | None:
+    return round(numerator / denominator, 4) if denominator else None
+
+
+def evaluate(generator: CustomerGenerator, examples: int) -> dict[str, Any]:
+    incoming = generator.incoming()
+    wanted = {x.entity for x in incoming} | {x.related for x in incoming if x.related}
+    golden_of = individual_ids(wanted)
+    warmups = [x for x in incoming if x.kind == "warmup"]
+    measured = [x for x in incoming if x.kind != "warmup"]
+    for item in warmups:
+        run_one(profile_from_source(parse_individual(item.record)))
+    log(f"  matching {len(measured)} incoming records ({len(warmups)} warm-up calls done)")
+    rows = []
+    started = time.perf_counter()
+    for n, item in enumerate(measured, 1):
+        profile = profile_from_source(parse_individual(item.record))
+        elapsed, best, rule, suspects, compared = run_one(profile)
+        rows.append((item, profile, elapsed, best, rule, suspects, compared))
+        if n % 1000 == 0:
+            log(f"  {n} matched, {time.perf_counter() - started:.0f} s")
+    picked = {r[3] for r in rows if r[3]} | {pk for r in rows for pk, _ in r[5]}
+    entity_of = entities_of(picked)
+
+    auto_total = auto_correct = dup_total = dup_auto = dup_any = 0
+    false_by_relation: Counter[str] = Counter()
+    false_by_kind: Counter[str] = Counter()
+    false_by_rule: Counter[str] = Counter()
+    outcome_by_kind: dict[str, Counter[str]] = defaultdict(Counter)
+    by_perturbation: dict[str, Counter[str]] = defaultdict(Counter)
+    missed_why: Counter[str] = Counter()
+    false_examples: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    missed_examples: list[dict[str, Any]] = []
+    suspects_per_record = []
+    for item, profile, _, best, rule, suspects, _ in rows:
+        truth = golden_of.get(item.entity)
+        suspect_ids = {pk for pk, _ in suspects}
+        suspects_per_record.append(len(suspects))
+        if best is not None:
+            auto_total += 1
+        is_dup = item.kind == "duplicate"
+        correct_auto = is_dup and best is not None and best == truth
+        if is_dup:
+            if truth is None:
+                raise SystemExit(f"no golden record for duplicate {item.entity}")
+            dup_total += 1
+            found = correct_auto or truth in suspect_ids
+            dup_auto += correct_auto
+            dup_any += found
+            for p in item.perturbations or ["none"]:
+                by_perturbation[p]["n"] += 1
+                by_perturbation[p]["auto"] += correct_auto
+                by_perturbation[p]["auto_or_suspect"] += found
+            if not found:
+                why = why_missed(profile, truth)
+                missed_why[why] += 1
+                if len(missed_examples) < examples:
+                    missed_examples.append(
+                        {
+                            "why": why,
+                            "perturbations": item.perturbations,
+                            "incoming": summary(item.record),
+                            "golden": golden_summary(truth),
+                            "wrong_auto_pick": golden_summary(best) if best else None,
+                        }
+                    )
+        if correct_auto:
+            auto_correct += 1
+            outcome = "auto_merge (right)"
+        elif best is not None:
+            outcome = "auto_merge (wrong)"
+            kind = relation(item, entity_of.get(best, "?"), Individual.objects.get(pk=best))
+            false_by_relation[kind] += 1
+            false_by_kind[item.kind] += 1
+            false_by_rule[rule] += 1
+            if len(false_examples[kind]) < examples:
+                false_examples[kind].append(
+                    {
+                        "incoming_kind": item.kind,
+                        "rule": rule,
+                        "perturbations": item.perturbations,
+                        "incoming": summary(item.record),
+                        "merged_into": golden_summary(best),
+                        "own_golden": golden_summary(truth) if truth else None,
+                    }
+                )
+        elif truth is not None and truth in suspect_ids:
+            outcome = "suspect (right)"
+        elif suspects:
+            outcome = "suspect (others)"
+        else:
+            outcome = "no_match"
+        outcome_by_kind[item.kind][outcome] += 1
+
+    latencies = [r[2] * 1000 for r in rows]
+    compared = [r[6] for r in rows]
+    return {
+        "incoming": dict(Counter(x.kind for x in measured)),
+        "precision": rate(auto_correct, auto_total),
+        "recall_auto": rate(dup_auto, dup_total),
+        "recall_auto_suspect": rate(dup_any, dup_total),
+        "auto_merges": auto_total,
+        "false_auto_merges": auto_total - auto_correct,
+        "false_auto_by_relation": dict(false_by_relation),
+        "false_auto_by_incoming_kind": dict(false_by_kind),
+        "false_auto_by_rule": dict(false_by_rule),
+        "outcomes_by_incoming_kind": {k: dict(v) for k, v in sorted(outcome_by_kind.items())},
+        "missed_duplicates_why": dict(missed_why),
+        "suspects_per_record_mean": round(statistics.fmean(suspects_per_record), 2),
+        "recall_by_perturbation": {
+            p: {
+                "n": c["n"],
+                "auto": rate(c["auto"], c["n"]),
+                "auto_or_suspect": rate(c["auto_or_suspect"], c["n"]),
+            }
+            for p, c in sorted(by_perturbation.items())
+        },
+        "latency_ms": {
+            "calls": len(latencies),
+            "p50": round(percentile(latencies, 0.50), 2),
+            "p95": round(percentile(latencies, 0.95), 2),
+            "p99": round(percentile(latencies, 0.99), 2),
+            "max": round(max(latencies), 2),
+            "mean": round(statistics.fmean(latencies), 2),
+        },
+        "candidates_compared": {
+            "mean": round(statistics.fmean(compared), 2),
+            "p99": percentile([float(c) for c in compared], 0.99),
+            "max": max(compared),
+        },
+        "match_seconds": round(time.perf_counter() - started, 1),
+        "examples": {"false_auto_merges": dict(false_examples), "missed_duplicates": missed_examples},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--golden", type=int, default=10_000)
+    parser.add_argument("--incoming", type=int, default=4_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--batch-size", type=int, default=5_000)
+    parser.add_argument("--reuse", action="store_true", help="the database already holds this golden set")
+    parser.add_argument("--sync-rules", action="store_true", help="set the MatchRule rows from customers/defaults.py")
+    parser.add_argument("--baseline", type=Path, help="an earlier report, for the p99 ratio")
+    parser.add_argument("--examples", type=int, default=8, help="misclassified examples kept per kind")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    # Django's debug query log off, as in production (HUB_DEBUG only spares us a secret key here).
+    settings.DEBUG = False
+    database = check_database()
+    if args.sync_rules:
+        sync_rules()
+    generator = CustomerGenerator(args.golden, args.incoming, args.seed)
+    log(f"{database}: {'checking' if args.reuse else 'loading'} {args.golden:,} golden records")
+    load = load_golden(generator, args.batch_size, args.reuse)
+    quality = evaluate(generator, args.examples)
+    examples = quality.pop("examples")
+    report: dict[str, Any] = {
+        "benchmark": "matching_quality",
+        "golden": args.golden,
+        "seed": args.seed,
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
+        "postgres": connection.connection.info.server_version,
+        "load": load,
+        "rules": rules_in_force(),
+        **quality,
+    }
+    targets = {
+        "precision": report["precision"] is not None and report["precision"] >= TARGETS["precision"],
+        "recall_auto_suspect": report["recall_auto_suspect"] >= TARGETS["recall_auto_suspect"],
+    }
+    if args.baseline:
+        base = json.loads(args.baseline.read_text())
+        ratio = report["latency_ms"]["p99"] / base["latency_ms"]["p99"]
+        report["p99_ratio"] = {"baseline_golden": base["golden"], "baseline_p99_ms": base["latency_ms"]["p99"]}
+        report["p99_ratio"]["ratio"] = round(ratio, 2)
+        targets["p99_ratio"] = ratio <= TARGETS["p99_ratio"]
+    report["targets_met"] = targets
+    out = args.out or ROOT / "bench" / "results" / f"matching-quality-{args.golden}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report | {"examples": examples}, indent=2, ensure_ascii=False))
+    for kind, items in examples["false_auto_merges"].items():
+        log(f"\n== false auto-merges ({kind}) ==")
+        for e in items:
+            log(f"  [{e['incoming_kind']}; {e['rule']}; {','.join(e['perturbations'])}]")
+            log(f"    incoming : {e['incoming']}\n    merged to: {e['merged_into']}\n    own      : {e['own_golden']}")
+    if examples["missed_duplicates"]:
+        log("\n== missed duplicates ==")
+        for e in examples["missed_duplicates"]:
+            log(f"  [{e['why']}; {','.join(e['perturbations'])}]")
+            log(f"    incoming: {e['incoming']}\n    golden  : {e['golden']}")
+    print(json.dumps(report, indent=2, ensure_ascii=False))
+    log(f"\nreport written to {out}")
+
+
+if __name__ == "__main__":
+    main()

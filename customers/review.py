@@ -1,0 +1,74 @@
+"""Side-by-side comparison of two golden records, with the rules' verdict and a merge preview."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from customers.matching import decide
+from customers.models import Individual
+from customers.resolution import golden_profile, load_rules, load_strategies, source_values
+from customers.survivorship import SURVIVING_FIELDS, compute
+from customers.survivorship import contact_points as union_of_contact_points
+
+
+@dataclass
+class Comparison:
+    left: Individual
+    right: Individual
+    survivor: Individual
+    rows: list[dict[str, Any]]
+    contact_rows: list[dict[str, Any]]
+    decision: dict[str, Any]
+    left_sources: list[Any]
+    right_sources: list[Any]
+
+
+def _show(value: Any) -> str:
+    return "" if value in (None, "") else str(value)
+
+
+def compare_records(left: Individual, right: Individual) -> Comparison:
+    """What differs, what the rules say, and what the merged record would hold (nothing is saved)."""
+    left_sources, right_sources = source_values(left), source_values(right)
+    decision = decide(load_rules(), golden_profile(right, right_sources), golden_profile(left, left_sources))
+    survivor = min((left, right), key=lambda i: (i.created_at, i.pk))
+    retired = right if survivor is left else left
+    pins = dict(retired.pins or {}) | dict(survivor.pins or {})
+    preview = compute(left_sources + right_sources, load_strategies(), pins)
+    rows = []
+    for name in SURVIVING_FIELDS:
+        a, b = _show(getattr(left, name)), _show(getattr(right, name))
+        verdict = decision.comparisons.get(name)
+        rows.append(
+            {
+                "attribute": name.replace("_", " "),
+                "left": a,
+                "right": b,
+                "differs": bool(a and b and a != b),
+                "verdict": verdict.verdict if verdict else "",
+                "merged": _show(preview.values.get(name)),
+                "merged_from": (preview.lineage.get(name) or {}).get("system", ""),
+            }
+        )
+    left_points = {key for key in union_of_contact_points(left_sources)}
+    right_points = {key for key in union_of_contact_points(right_sources)}
+    contact_rows = [
+        {
+            "kind": kind.replace("ContactPoint", ""),
+            "value": value,
+            "left": (kind, value) in left_points,
+            "right": (kind, value) in right_points,
+        }
+        for kind, value in sorted(left_points | right_points)
+    ]
+    return Comparison(
+        left=left,
+        right=right,
+        survivor=survivor,
+        rows=rows,
+        contact_rows=contact_rows,
+        decision=decision.explanation(),
+        left_sources=left_sources,
+        right_sources=right_sources,
+    )

@@ -1,0 +1,141 @@
+"""The steward's admin pages for matching, merge, unmerge, pins, rules and their dry run."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.urls import reverse
+
+from customers.models import CrossReference, HistoryEntry, Individual, MatchCandidate, MatchRule
+from tests.test_mdm import cim, ingest
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def steward(client):
+    user = get_user_model().objects.create_superuser("lead", "", "pw-for-tests")
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def household(sandbox):
+    ann = ingest("POS", "p-1", cim("Ann", "Jones", email="home@example.com"))
+    tom = ingest("POS", "p-2", cim("Tom", "Jones", email="home@example.com", phone="+1 415 555 0100"))
+    return ann, tom
+
+
+def test_record_page_shows_lineage_sources_timeline_and_sync_runs(steward, household):
+    ann, _ = household
+    page = steward.get(reverse("admin:customers_individual_change", args=[ann.pk]))
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert 'class="lineage"' in html and "POS p-1" in html and "most recent" in html
+    assert 'id="timeline"' in html and "by sync-run:" in html
+    assert "Sync runs that touched this record" in html and "/admin/integrations/syncrun/" in html
+    assert "Unmerge" in html
+
+
+def test_review_queue_merge_from_the_comparison_page(steward, household):
+    ann, tom = household
+    queue = steward.get(reverse("admin:customers_matchcandidate_changelist"), follow=True)
+    assert queue.status_code == 200 and "Shared mailbox" in queue.content.decode()
+    candidate = MatchCandidate.objects.get()
+    review = steward.get(reverse("admin:customers_matchcandidate_change", args=[candidate.pk]))
+    html = review.content.decode()
+    assert 'class="differs"' in html and "Survives:" in html and "Merge (m)" in html
+    steward.post(reverse("admin:customers_matchcandidate_change", args=[candidate.pk]), {"decision": "merge"})
+    tom.refresh_from_db()
+    candidate.refresh_from_db()
+    assert tom.merged_into_id == ann.pk and candidate.status == "merged" and candidate.decided_by == "user:lead"
+    entry = HistoryEntry.objects.filter(action="merge", individual=ann).get()
+    assert entry.actor_user.username == "lead"
+
+
+def test_not_a_match_and_bulk_skip_from_the_queue(steward, household):
+    candidate = MatchCandidate.objects.get()
+    steward.post(reverse("admin:customers_matchcandidate_change", args=[candidate.pk]), {"decision": "not_a_match"})
+    candidate.refresh_from_db()
+    assert candidate.status == "not_a_match"
+
+
+def test_search_finds_old_master_ids_emails_and_phones(steward, household):
+    ann, tom = household
+    changelist = reverse("admin:customers_individual_changelist")
+    for term in ("HOME@example.com", "(415) 555-0100", "p-2"):
+        html = steward.get(changelist, {"q": term}).content.decode()
+        assert tom.master_id in html, term
+    from customers.resolution import merge_individuals
+
+    merge_individuals(ann, tom, actor="test")
+    html = steward.get(changelist, {"q": tom.master_id}).content.decode()
+    assert ann.master_id in html
+
+
+def test_merge_two_found_by_search_then_unmerge_and_pin(steward, household):
+    ann, tom = household
+    preview = steward.get(reverse("admin:customers_individual_merge"), {"ids": f"{ann.pk},{tom.pk}"})
+    assert preview.status_code == 200 and "after a merge (preview)" in preview.content.decode()
+    steward.post(reverse("admin:customers_individual_merge"), {"ids": f"{ann.pk},{tom.pk}"})
+    assert Individual.objects.get(pk=tom.pk).merged_into_id == ann.pk
+
+    xref = CrossReference.objects.get(external_id="p-2")
+    confirm = steward.get(reverse("admin:customers_crossreference_unmerge", args=[xref.pk]))
+    assert confirm.status_code == 200 and "not a match" in confirm.content.decode()
+    steward.post(reverse("admin:customers_crossreference_unmerge", args=[xref.pk]))
+    xref.refresh_from_db()
+    assert xref.individual_id != ann.pk
+
+    pin_url = reverse("admin:customers_individual_pin", args=[ann.pk]) + "?attribute=first_name"
+    assert steward.get(pin_url).status_code == 200
+    steward.post(pin_url, {"attribute": "first_name", "value": "Annabel"})
+    ann.refresh_from_db()
+    assert ann.first_name == "Annabel" and ann.pins["first_name"]["by"] == "user:lead"
+
+
+def test_an_edit_is_kept_as_the_stewards_own_source(steward, household):
+    ann, _ = household
+    url = reverse("admin:customers_individual_change", args=[ann.pk])
+    data = {
+        "salutation": "",
+        "first_name": "Anne",
+        "middle_name": "",
+        "last_name": "Jones",
+        "name_suffix": "",
+        "birth_date": "",
+        "gender": "",
+        "contact_points-TOTAL_FORMS": "0",
+        "contact_points-INITIAL_FORMS": "0",
+        "cross_references-TOTAL_FORMS": "0",
+        "cross_references-INITIAL_FORMS": "0",
+    }
+    response = steward.post(url, data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    ann.refresh_from_db()
+    assert ann.first_name == "Anne" and ann.lineage["first_name"]["system"] == "STEWARD"
+    assert CrossReference.objects.get(system="STEWARD").source_payload["firstName"] == "Anne"
+    assert HistoryEntry.objects.filter(individual=ann, action="update", actor="user:lead").exists()
+
+
+def test_rule_dry_run_reports_without_saving(steward, household):
+    rule = MatchRule.objects.get(name="Shared mailbox")
+    url = reverse("admin:customers_matchrule_change", args=[rule.pk])
+    form = {
+        "name": rule.name,
+        "description": rule.description,
+        "outcome": "auto_merge",
+        "priority": "5",
+        "enabled": "on",
+        "criteria": '[{"attribute": "email", "method": "provider"}]',
+        "_dryrun": "1",
+    }
+    page = steward.post(url, form)
+    html = page.content.decode()
+    assert page.status_code == 200 and 'id="dry-run-report"' in html
+    assert "1 pair would change" in html and "auto_merge: Shared mailbox" in html
+    rule.refresh_from_db()
+    assert rule.outcome == "suspect"  # nothing saved
+
+    bad = steward.post(url, form | {"criteria": '[{"attribute": "email", "method": "phonetic"}]'})
+    assert "criteria[0].method" in bad.content.decode()
