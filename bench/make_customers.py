@@ -8,8 +8,8 @@ labels: ``entity`` (the person it really is), ``group`` (household or twin pair)
 ``kind`` and, for duplicates, the ``perturbations`` applied.
 
 The golden set is people as a CRM holds them: realistic, skewed name frequencies
-(a few hundred US first names and surnames with census-like weights, plus a long tail
-of rarer surnames), birth dates, personal emails at real providers, US phones and
+(a few hundred US first names and surnames with census-like weights, then rarer first
+names and a long tail of rarer surnames), birth dates, personal emails at real providers, US phones and
 addresses. Households (one shared family email; only its owner carries it in the golden
 set, as an email-keyed bulk load would otherwise fold them into one record) and twins
 (same surname, birth date, address and email) are part of it.
@@ -102,6 +102,24 @@ Davidson Acosta Brewer May Holland Juarez Newman Pearson Curtis Cortez Douglas S
 Keller Avila Wade Molina Stanley Hopkins Campos Barnett Bates Chambers Caldwell Beck Lambert Miranda Byrd Craig Ayala
 Lowe Frazier Powers Neal Leonard Gregory Carrillo Sutton Fleming Rhodes Shelton Schwartz Norris Jennings Watts Duran
 Walters Cohen McDaniel Moran Parks Steele Vaughn Becker Holt DeLeon Barker Terry Hale Leon Ng"""
+)
+# Rarer first names (together about 12% of people), equally likely.
+MALE_TAIL = _words(
+    """Abel Abram Ahmad Alden Alvin Amos Angel Archer Ari Armando Arturo Asher Barry Beau Bernard Boris Brady Brent
+Brock Byron Cedric Cesar Chad Chester Clarence Clay Clifford Clyde Conrad Cornelius Curtis Dallas Damian Dante Darius
+Darnell Darren Desmond Dominic Duane Easton Edgar Elias Elliot Emmett Enrique Ezra Felix Fernando Floyd Forrest Garrett
+Gideon Grady Hector Herman Hugo Ivan Jasper Jerome Joel Julian Kendrick Kirk Lance Lionel Lorenzo Luther Malcolm Marvin
+Maurice Milton Nolan Norman Otis Percy Quentin Rafael Ramon Reginald Rex Rodney Roland Rudy Rufus Salvador Silas Simon
+Solomon Sterling Stuart Terrence Tobias Troy Ulysses Vernon Wesley Xavier Yusuf Zane"""
+)
+FEMALE_TAIL = _words(
+    """Adele Adriana Agnes Alma Alyssa Amelia Annette Antoinette April Ariana Audrey Beatrice Bernice Bianca Blanche
+Bonnie Caitlin Candice Cassandra Cecilia Celeste Clara Claudia Colleen Constance Daphne Darlene Delia Della Dolores
+Edith Edna Elaine Eloise Elsie Esther Estelle Faith Felicia Fiona Flora Genevieve Georgia Gwendolyn Harriet Hazel Ida
+Imogen Ingrid Irene Iris Ivy Jeanette Jocelyn Juanita June Kara Lillian Lorraine Lucille Lydia Mabel Marcia Margot Mavis
+Maxine Mildred Miriam Muriel Nadia Naomi Nina Noreen Opal Pearl Penelope Phoebe Priscilla Ramona Regina Rhonda Rita
+Rochelle Rosalind Roxanne Sabrina Selena Sheila Sonia Stella Sylvia Tamara Thelma Trudy Ursula Vera Viola Violet Wanda
+Yolanda Yvonne Zelda"""
 )
 # A long tail of rarer surnames (about 60% of people), from stems and endings.
 TAIL_STEMS = _words(
@@ -197,7 +215,7 @@ WORK_DOMAINS = ["acme-corp.com", "globex.com", "initech.com", "umbrella-health.o
 WORK_DOMAINS += ["northwind.com", "contoso.com", "fabrikam.com", "wayne-ent.com", "hooli.com", "piedpiper.io"]
 PLUS_TAGGABLE = {"gmail.com", "outlook.com", "hotmail.com", "live.com", "icloud.com", "me.com", "fastmail.com"}
 PLUS_TAGS = ["shop", "news", "promo", "amazon", "orders", "spam", "deals", "2024", "retail", "rewards"]
-FIRST_NAME_TAIL = 0.12  # share of people whose first name is none of the lists' (a rarer one)
+FIRST_NAME_TAIL = 0.12  # share of people with one of the rarer first names
 
 
 def _ranked_weights(count: int, offset: float, power: float) -> list[float]:
@@ -427,9 +445,7 @@ class CustomerGenerator:
     # -- people -------------------------------------------------------------
     def first_name(self, gender: str) -> str:
         if self.rng.random() < FIRST_NAME_TAIL:
-            # Rarer first names: a listed one with a changed ending stands in for them.
-            base = (self.male if gender == "Male" else self.female)(self.rng)
-            return base[:-1] + self.rng.choice(["on", "en", "yn", "a", "ie", "el", "o", "an", "ey"])
+            return self.rng.choice(MALE_TAIL if gender == "Male" else FEMALE_TAIL)
         name = (self.male if gender == "Male" else self.female)(self.rng)
         if self.rng.random() < 0.08 and (variants := nickname_variants(name)):
             name = self.rng.choice(variants)  # people known by their short name from the start
@@ -545,8 +561,8 @@ class CustomerGenerator:
                 dob = self.birth_date(low, min(owner.dob.year + 40, 2006))
                 gender = self.rng.choice(["Male", "Female"])
                 first = None
-                if gender == owner.gender and self.rng.random() < 0.05:
-                    first = owner.first
+                if gender == owner.gender == "Male" and self.rng.random() < 0.08:
+                    first = owner.first  # a junior
             member = self.person(
                 f"{group}.{m}",
                 group,

@@ -410,7 +410,6 @@ def main() -> None:
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
         "postgres": connection.connection.info.server_version,
         "load": load,
-        "rules": rules_in_force(),
         **quality,
     }
     targets = {
@@ -424,6 +423,7 @@ def main() -> None:
         report["p99_ratio"]["ratio"] = round(ratio, 2)
         targets["p99_ratio"] = ratio <= TARGETS["p99_ratio"]
     report["targets_met"] = targets
+    report["rules"] = rules_in_force()
     out = args.out or ROOT / "bench" / "results" / f"matching-quality-{args.golden}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report | {"examples": examples}, indent=2, ensure_ascii=False))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.contrib.postgres.indexes import OpClass
 from django.db import models
-from django.db.models.functions import Lower
+from django.db.models.functions import Lower, Upper
 
 from customers.choices import (
     CandidateStatus,
@@ -64,6 +65,9 @@ class Individual(models.Model):
         ]
         indexes = [
             models.Index(Lower("last_name"), Lower("first_name"), name="individual_name_idx"),
+            # Prefix search as the admin runs it (istartswith -> UPPER(col) LIKE 'X%').
+            models.Index(OpClass(Upper("last_name"), name="varchar_pattern_ops"), name="individual_last_prefix_idx"),
+            models.Index(OpClass(Upper("first_name"), name="varchar_pattern_ops"), name="individual_first_prefix_idx"),
         ]
 
     def __str__(self) -> str:
@@ -99,7 +103,10 @@ class ContactPoint(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["individual", "kind", "value_key"], name="contact_point_unique_value"),
         ]
-        indexes = [models.Index(fields=["kind", "value_key"], name="contact_point_lookup_idx")]
+        indexes = [
+            models.Index(fields=["kind", "value_key"], name="contact_point_lookup_idx"),
+            models.Index(fields=["value_key"], name="contact_point_value_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} #{self.pk}"
@@ -145,6 +152,7 @@ class CrossReference(models.Model):
         indexes = [
             models.Index(fields=["writeback_state", "system"], name="xref_writeback_idx"),
             models.Index(fields=["system", "system_record_id"], name="xref_system_record_idx"),
+            models.Index(fields=["external_id"], name="xref_external_id_idx"),
             models.Index(
                 fields=["system", "writeback_due_at"],
                 condition=models.Q(writeback_state="pending"),

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
+from integrations import dashboard
 from integrations.api.views import EventsView, HealthView, SyncRunDetailView
 from integrations.marketing_cloud import activity
 from integrations.marketing_cloud.ens import EnsCallbackView
@@ -25,6 +26,12 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    path("admin/dashboard/", admin.site.admin_view(dashboard.dashboard_view), name="admin-dashboard"),
+    path(
+        "admin/dashboard/replay/<int:pk>/",
+        admin.site.admin_view(dashboard.replay_view),
+        name="admin-dashboard-replay",
+    ),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/health", HealthView.as_view(), name="health"),

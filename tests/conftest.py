@@ -129,3 +129,8 @@ def _default_rules(request: pytest.FixtureRequest) -> None:
     from customers.models import MatchRule, SurvivorshipRule
 
     seed_rules(MatchRule, SurvivorshipRule)
+    from django.contrib.auth.models import Group, Permission
+
+    from integrations.roles import ensure_roles
+
+    ensure_roles(Group, Permission)

@@ -139,3 +139,118 @@ def test_rule_dry_run_reports_without_saving(steward, household):
 
     bad = steward.post(url, form | {"criteria": '[{"attribute": "email", "method": "phonetic"}]'})
     assert "criteria[0].method" in bad.content.decode()
+
+
+def test_dashboard_shows_the_figures_and_replays_a_dead_letter(steward, household):
+    from integrations.models import DeadLetter, SyncRun
+
+    run = SyncRun.objects.first()
+    dead = DeadLetter.objects.create(run=run, event=run.event, stage="writeback", reason="400 from Marketing Cloud")
+    page = steward.get(reverse("admin-dashboard"))
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert 'id="hourly-chart"' in html and "open match candidates" in html and "400 from Marketing Cloud" in html
+    assert "write-back backlog" in html and "Reconciliation poller" in html
+    steward.post(reverse("admin-dashboard-replay", args=[dead.pk]))
+    dead.refresh_from_db()
+    assert dead.replayed_at is not None and dead.replayed_by == "user:lead"
+    assert "Operations dashboard" in steward.get(reverse("admin:index")).content.decode()
+
+
+def _member(client, username, group):
+    from django.contrib.auth.models import Group
+
+    user = get_user_model().objects.create_user(username, password="pw-for-tests", is_staff=True)
+    user.groups.add(Group.objects.get(name=group))
+    client.force_login(user)
+    return client
+
+
+def test_viewer_sees_everything_and_changes_nothing(client, household):
+    ann, tom = household
+    viewer = _member(client, "vera", "Viewer")
+    candidate = MatchCandidate.objects.get()
+    for url in [
+        reverse("admin:customers_individual_changelist"),
+        reverse("admin:customers_individual_change", args=[ann.pk]),
+        reverse("admin:customers_matchcandidate_change", args=[candidate.pk]),
+        reverse("admin:customers_matchrule_changelist"),
+        reverse("admin:integrations_syncrun_changelist"),
+        reverse("admin-dashboard"),
+    ]:
+        assert viewer.get(url, follow=True).status_code == 200, url
+    review = viewer.get(reverse("admin:customers_matchcandidate_change", args=[candidate.pk])).content.decode()
+    assert "Merge (m)" not in review
+    refused = [
+        viewer.post(reverse("admin:customers_matchcandidate_change", args=[candidate.pk]), {"decision": "merge"}),
+        viewer.post(reverse("admin:customers_individual_merge"), {"ids": f"{ann.pk},{tom.pk}"}),
+        viewer.post(
+            reverse("admin:customers_individual_pin", args=[ann.pk]), {"attribute": "first_name", "value": "X"}
+        ),
+        viewer.post(reverse("admin:customers_crossreference_unmerge", args=[CrossReference.objects.first().pk])),
+        viewer.post(reverse("admin:customers_individual_change", args=[ann.pk]), {"first_name": "X"}),
+    ]
+    assert [r.status_code for r in refused] == [403] * 5
+    actions = viewer.post(
+        reverse("admin:customers_individual_changelist"), {"action": "resync", "_selected_action": [ann.pk]}
+    )
+    assert actions.status_code in (200, 302) and not HistoryEntry.objects.filter(action="resync").exists()
+    ann.refresh_from_db()
+    assert ann.first_name == "Ann" and not Individual.objects.filter(merged_into__isnull=False).exists()
+
+
+def test_a_data_steward_can_merge_from_the_queue_and_resync(client, household):
+    ann, tom = household
+    steward = _member(client, "stella", "Data steward")
+    candidate = MatchCandidate.objects.get()
+    steward.post(reverse("admin:customers_matchcandidate_change", args=[candidate.pk]), {"decision": "merge"})
+    tom.refresh_from_db()
+    assert tom.merged_into_id == ann.pk
+    steward.post(reverse("admin:customers_individual_changelist"), {"action": "resync", "_selected_action": [ann.pk]})
+    assert HistoryEntry.objects.filter(action="resync", actor="user:stella").exists()
+    # Erasure stays with admins.
+    steward.post(reverse("admin:customers_individual_changelist"), {"action": "erase", "_selected_action": [ann.pk]})
+    ann.refresh_from_db()
+    assert ann.erased_at is None
+
+
+def test_page_query_counts_stay_flat_as_records_grow(steward, household, capsys):
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    from customers.bulk import SourceRecord, bulk_upsert
+    from customers.cim import parse_individual
+
+    ann, _ = household
+    candidate = MatchCandidate.objects.get()
+    pages = {
+        "golden records": reverse("admin:customers_individual_changelist"),
+        "search": reverse("admin:customers_individual_changelist") + "?q=jones",
+        "record": reverse("admin:customers_individual_change", args=[ann.pk]),
+        "review queue": reverse("admin:customers_matchcandidate_changelist") + "?status__exact=open",
+        "review pair": reverse("admin:customers_matchcandidate_change", args=[candidate.pk]),
+        "cross references": reverse("admin:customers_crossreference_changelist"),
+        "sync runs": reverse("admin:integrations_syncrun_changelist"),
+        "dashboard": reverse("admin-dashboard"),
+    }
+
+    def counts():
+        result = {}
+        for name, url in pages.items():
+            with CaptureQueriesContext(connection) as queries:
+                assert steward.get(url).status_code == 200, name
+            result[name] = len(queries)
+        return result
+
+    small = counts()
+    records = [
+        SourceRecord(f"bulk-{i}", parse_individual(cim(f"First{i}", "Jones", email=f"bulk{i}@example.com")))
+        for i in range(300)
+    ]
+    with transaction.atomic():
+        bulk_upsert(records, system="POS", actor="test")
+    large = counts()
+    with capsys.disabled():
+        print("\nqueries per page (3 records -> 303 records):", {k: (small[k], large[k]) for k in pages})
+    for name in pages:
+        assert large[name] <= small[name] + 1 and large[name] <= 40, (name, small[name], large[name])
