@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 
-.PHONY: run test lint audit bench clean-db help
+.PHONY: run test lint audit bench clean-db help browser
 
 help:
 	@echo "make run   - everything up (embedded PostgreSQL unless DATABASE_URL), demo data, admin URL"
@@ -32,8 +32,15 @@ lint: $(DEV)
 	$(BIN)/ruff format --check .
 	HUB_DEBUG=true $(BIN)/python manage.py makemigrations --check --dry-run
 
+# The browser tests drive Debian's Chromium through Playwright: install it when it is missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "Installing Debian's chromium for the browser tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -q chromium || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }; }
+
 # pytest's exit code 5 ("no tests collected") is a failure here, not a pass.
-test: lint
+test: lint browser
 	$(BIN)/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 

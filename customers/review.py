@@ -28,6 +28,11 @@ def _show(value: Any) -> str:
     return "" if value in (None, "") else str(value)
 
 
+def _readable(values: dict[str, str]) -> str:
+    """A contact point as a steward reads it (the address parts joined), not its matching key."""
+    return ", ".join(v for v in values.values() if v)
+
+
 def compare_records(left: Individual, right: Individual) -> Comparison:
     """What differs, what the rules say, and what the merged record would hold (nothing is saved)."""
     left_sources, right_sources = source_values(left), source_values(right)
@@ -51,16 +56,17 @@ def compare_records(left: Individual, right: Individual) -> Comparison:
                 "merged_from": (preview.lineage.get(name) or {}).get("system", ""),
             }
         )
-    left_points = {key for key in union_of_contact_points(left_sources)}
-    right_points = {key for key in union_of_contact_points(right_sources)}
+    left_points = union_of_contact_points(left_sources)
+    right_points = union_of_contact_points(right_sources)
+    shown = {key: _readable(values) for key, (values, _) in (left_points | right_points).items()}
     contact_rows = [
         {
             "kind": kind.replace("ContactPoint", ""),
-            "value": value,
+            "value": shown[(kind, value)],
             "left": (kind, value) in left_points,
             "right": (kind, value) in right_points,
         }
-        for kind, value in sorted(left_points | right_points)
+        for kind, value in sorted(shown)
     ]
     return Comparison(
         left=left,
