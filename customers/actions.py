@@ -465,6 +465,7 @@ def erase_individual(individual: Individual, *, actor: str, actor_user: Any = No
     individual.erased_at = now
     individual.save()
     individual.contact_points.all().delete()
+    individual.match_keys.all().delete()  # blocking keys are personal data too
     xrefs = list(individual.cross_references.select_for_update())
     for xref in xrefs:
         xref.source_payload = {}

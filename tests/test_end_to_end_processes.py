@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from customers.models import CrossReference, Individual
+from customers.models import CrossReference, Individual, MatchCandidate
 from integrations.choices import EventStatus
 from integrations.marketing_cloud.sandbox.journey import DEMO_SUBSCRIBERS, send_demo, send_execute
 from integrations.models import InboundEvent
@@ -49,8 +49,13 @@ def test_demo_subscribers_become_golden_records_written_back(hub, sandbox):
     assert keys <= set(rows)
     for xref in CrossReference.objects.select_related("individual"):
         assert rows[xref.external_id]["GlobalPartyId"] == xref.individual.master_id
-    # The demo's two Sofia Marquez subscribers (one email, two spellings) are one person.
-    assert Individual.objects.count() == len(keys) - 1
+    # Sofia Marquez twice (one email, two spellings) and Ava Thompson twice (a typo, one phone) are one
+    # person each; Mia O'Connor, on her brother's mailbox, is her own person, queued for review.
+    assert Individual.objects.count() == len(keys) - 2
+    ava = CrossReference.objects.get(external_id="SK-DEMO-0007")
+    assert ava.individual_id == CrossReference.objects.get(external_id="SK-DEMO-0002").individual_id
+    assert ava.match_rule == "Same phone, same name"
+    assert MatchCandidate.objects.filter(status="open", rule="Shared mailbox").count() == 1
 
 
 def test_throttling_and_server_errors_through_the_real_cluster(hub, sandbox):

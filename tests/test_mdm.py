@@ -419,3 +419,23 @@ def test_steward_endpoints_need_the_steward_scope(api):
     ann = ingest("POS", "p-1", cim("Ann", "Jones", email="a@example.com"))
     response = api.post(f"{api.base_url}/api/v1/individuals/{ann.master_id}/merge", json={"masterId": "x"}, timeout=10)
     assert response.status_code == 403
+
+
+def test_rebuild_match_keys_command_and_erasure_drops_keys(sandbox):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from customers.actions import erase_individual
+
+    golden = ingest("POS", "p-1", cim("Ann", "Jones", email="a@example.com", birth="1980-01-01"))
+    keys = set(MatchKey.objects.values_list("kind", "value"))
+    MatchKey.objects.all().delete()
+    out = StringIO()
+    call_command("rebuild_match_keys", stdout=out, stderr=StringIO())
+    assert "1 golden records" in out.getvalue() and set(MatchKey.objects.values_list("kind", "value")) == keys
+    from django.db import transaction
+
+    with transaction.atomic():
+        erase_individual(golden, actor="test")
+    assert not MatchKey.objects.exists()

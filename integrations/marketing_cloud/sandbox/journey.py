@@ -73,11 +73,13 @@ def send_execute(
     return sender.post(url, data=body, headers={"Content-Type": JWT_CONTENT_TYPE}, timeout=timeout)
 
 
-# Six obviously fake retail subscribers (example.com/.org mail, 555-01xx and Ofcom drama numbers).
+# Eight obviously fake retail subscribers (example.com/.org mail, 555-01xx and Ofcom drama numbers).
 # - Ava Thompson and Noah Fischer share nothing with anyone: each should become its own customer.
 # - Sofia Marquez appears twice: once from the web shop, once from a store sign-up whose email was
 #   typed in upper case with stray spaces; normalisation should match the two.
 # - Liam and Emma O'Connor share a household address but not contact details.
+# - Ava Thomson (sic) is Ava Thompson again: the match rules join her by phone and name.
+# - Mia O'Connor shares Liam's mailbox: a possible match for a steward to review, not a merge.
 DEMO_SUBSCRIBERS: list[dict[str, str]] = [
     {
         "SubscriberKey": "SK-DEMO-0001",
@@ -186,6 +188,29 @@ DEMO_SUBSCRIBERS: list[dict[str, str]] = [
         "Status": "Active",
         "CreatedDate": "2024-01-09T10:07:00Z",
         "ModifiedDate": "2025-08-27T12:10:00Z",
+    },
+    {
+        # Ava again, from the loyalty app: surname mistyped, a new email, the same mobile.
+        "SubscriberKey": "SK-DEMO-0007",
+        "EmailAddress": "ava.t@example.net",
+        "SubscriberId": "71000007",
+        "FirstName": "Ava",
+        "LastName": "Thomson",
+        "MobileNumber": "(312) 555-0142",
+        "Status": "Active",
+        "CreatedDate": "2025-10-01T08:00:00Z",
+        "ModifiedDate": "2025-10-01T08:00:00Z",
+    },
+    {
+        # Mia O'Connor signed up with her brother Liam's address: the same mailbox, another person.
+        "SubscriberKey": "SK-DEMO-0008",
+        "EmailAddress": "liam.oconnor@example.org",
+        "SubscriberId": "71000008",
+        "FirstName": "Mia",
+        "LastName": "O'Connor",
+        "Status": "Active",
+        "CreatedDate": "2025-11-11T11:00:00Z",
+        "ModifiedDate": "2025-11-11T11:00:00Z",
     },
 ]
 
