@@ -18,8 +18,8 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
-from customers.actions import erase_individual, request_resync
-from customers.choices import ContactPointKind, WritebackState
+from customers.actions import erase_individual, record_history, request_resync
+from customers.choices import ContactPointKind, HistoryAction, WritebackState
 from customers.models import ContactPoint, CrossReference, HistoryEntry, Individual
 from customers.resolution import (
     ResolutionError,
@@ -81,7 +81,7 @@ class CrossReferenceInline(admin.TabularInline):
         "last_seen_at",
         "unmerge_link",
     ]
-    readonly_fields = [f for f in fields if f != "status"]
+    readonly_fields = fields  # a source record is changed on its own page (status) or by unmerge
     show_change_link = True
     can_delete = False
 
@@ -501,8 +501,12 @@ class CrossReferenceAdmin(admin.ModelAdmin):
     list_filter = ["system", "status", "writeback_state", "last_seen_at"]
     search_fields = ["=external_id", "=individual__master_id"]
     list_select_related = ["individual"]
-    raw_id_fields = ["individual"]
     readonly_fields = [
+        "individual",
+        "system",
+        "external_id",
+        "system_record_id",
+        "source_status",
         "first_seen_at",
         "last_seen_at",
         "source_modified_at",
@@ -516,12 +520,32 @@ class CrossReferenceAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
     ]
+    fields = ["status", *readonly_fields]
     show_full_result_count = False
 
     @admin.display(description="golden record", ordering="individual__master_id")
     def golden_record(self, obj: CrossReference) -> str:
         url = reverse("admin:customers_individual_change", args=[obj.individual_id])
         return format_html('<a href="{}">{}</a>', url, obj.individual.master_id)
+
+    def save_model(self, request: HttpRequest, obj: CrossReference, form: Any, change: bool) -> None:
+        """Only the status is editable: an invalid source record stops supplying the golden record."""
+        if not change or "status" not in form.changed_data:
+            return
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            individual = Individual.objects.select_for_update().get(pk=obj.individual_id)
+            record_history(
+                individual=individual,
+                master_id=individual.master_id,
+                action=HistoryAction.UPDATE,
+                obj=obj,
+                actor=actor_of(request),
+                actor_user=request.user,
+                before={"status": form.initial.get("status")},
+                after={"status": obj.status, "system": obj.system, "external_id": obj.external_id},
+            )
+            recompute_golden_record(individual, actor=actor_of(request), actor_user=request.user)
 
     def get_urls(self) -> list[Any]:
         view = self.admin_site.admin_view(self.unmerge_view)

@@ -254,3 +254,17 @@ def test_page_query_counts_stay_flat_as_records_grow(steward, household, capsys)
         print("\nqueries per page (3 records -> 303 records):", {k: (small[k], large[k]) for k in pages})
     for name in pages:
         assert large[name] <= small[name] + 1 and large[name] <= 40, (name, small[name], large[name])
+
+
+def test_marking_a_cross_reference_invalid_recomputes_the_record(steward, sandbox):
+    golden = ingest("POS", "p-1", cim("Robert", "Smith", email="rs@example.com"), "2026-01-01T00:00:00Z")
+    ingest("ERP", "e-1", cim("Bob", "Smith", email="rs@example.com"), "2026-02-01T00:00:00Z")
+    golden.refresh_from_db()
+    assert golden.first_name == "Bob"
+    xref = CrossReference.objects.get(system="ERP")
+    response = steward.post(reverse("admin:customers_crossreference_change", args=[xref.pk]), {"status": "INVALID"})
+    assert response.status_code == 302
+    golden.refresh_from_db()
+    assert golden.first_name == "Robert" and golden.lineage["first_name"]["system"] == "POS"
+    entry = HistoryEntry.objects.filter(individual=golden, object_type="CrossReference", actor="user:lead").get()
+    assert entry.after["status"] == "INVALID"
