@@ -31,6 +31,7 @@ from customers.resolution import (
     unpin_value,
 )
 from customers.survivorship import SURVIVING_FIELDS
+from hub.paging import CappedCountPaginator
 
 # Panels other apps add to a golden record's page (integrations adds its sync runs): each
 # takes the record and returns HTML. customers never imports integrations; they register here.
@@ -166,6 +167,7 @@ class GoldenRecordForm(forms.ModelForm):
 
 @admin.register(Individual)
 class IndividualAdmin(admin.ModelAdmin):
+    paginator = CappedCountPaginator
     form = GoldenRecordForm
     list_display = [
         "master_id",
@@ -488,6 +490,7 @@ def timeline(individual: Individual, limit: int = 200) -> list[HistoryEntry]:
 
 @admin.register(CrossReference)
 class CrossReferenceAdmin(admin.ModelAdmin):
+    paginator = CappedCountPaginator
     list_display = [
         "__str__",
         "golden_record",
@@ -583,6 +586,7 @@ class CrossReferenceAdmin(admin.ModelAdmin):
 
 @admin.register(HistoryEntry)
 class HistoryEntryAdmin(admin.ModelAdmin):
+    paginator = CappedCountPaginator
     list_display = ["created_at", "master_id", "action", "object_type", "actor"]
     list_filter = ["action", "object_type", "created_at"]
     search_fields = ["=master_id", "actor"]

@@ -15,6 +15,7 @@ from customers.choices import CandidateStatus
 from customers.models import MatchCandidate
 from customers.resolution import ResolutionError, mark_not_a_match, merge_individuals, skip_candidate
 from customers.review import compare_records
+from hub.paging import CappedCountPaginator
 
 
 def _actor(request: HttpRequest) -> str:
@@ -23,6 +24,7 @@ def _actor(request: HttpRequest) -> str:
 
 @admin.register(MatchCandidate)
 class MatchCandidateAdmin(admin.ModelAdmin):
+    paginator = CappedCountPaginator
     list_display = ["created_at", "left_record", "right_record", "rule", "score_display", "status", "decided_by"]
     list_filter = ["status", "rule", "created_at"]
     list_select_related = ["left", "right"]

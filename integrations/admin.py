@@ -12,6 +12,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from customers.admin import RECORD_PANELS
+from hub.paging import CappedCountPaginator
 from integrations.models import AccessToken, ApiClient, ConnectorState, DeadLetter, InboundEvent, SyncRun, SyncStep
 from integrations.process import replay_dead_letter
 
@@ -47,6 +48,7 @@ class SyncRunInline(ReadOnlyMixin, admin.TabularInline):
 
 @admin.register(InboundEvent)
 class InboundEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    paginator = CappedCountPaginator
     list_display = ["id", "received_at", "channel", "system", "status", "master_id", "attempts", "short_reason"]
     list_filter = ["status", "channel", "system", "received_at"]
     search_fields = ["=id", "=external_id", "=master_id", "=idempotency_key"]
@@ -85,6 +87,7 @@ class InboundEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 @admin.register(SyncRun)
 class SyncRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    paginator = CappedCountPaginator
     list_display = [
         "id",
         "started_at",
@@ -132,6 +135,7 @@ class SyncRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 @admin.register(DeadLetter)
 class DeadLetterAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    paginator = CappedCountPaginator
     list_display = ["id", "created_at", "stage", "http_status", "error_code", "short_reason", "run", "replayed_at"]
     list_filter = ["stage", "http_status", ("replayed_at", admin.EmptyFieldListFilter), "created_at"]
     search_fields = ["=id", "=run__master_id", "=run__external_id"]
