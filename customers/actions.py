@@ -68,18 +68,24 @@ def lock_identity(*, system: str, external_id: str, source: SourceIndividual) ->
     """Serialize every writer that could touch the same person.
 
     One transaction-scoped advisory lock per identifying key (the source record,
-    each carried master ID, each blocking key: normalised email, phone, phonetic
-    name with birth date...), taken in sorted order so two writers never wait on
-    each other in a cycle. Two events for one person from different systems share a
-    blocking key, so the second waits and then finds the first's golden record.
+    each carried master ID, each blocking key an auto-merge rule relies on: the
+    mailbox, the phone, postcode with surname), taken in sorted order so two writers
+    never wait on each other in a cycle. Two events for one person from different
+    systems share such a key, so the second waits and then finds the first's golden
+    record. The looser keys (phonetic name with birth date) only feed suspect rules
+    and are not locked: a common name must not serialize every writer.
     Returns the keys locked.
     """
-    from customers.matching import blocking_keys, profile_from_source
+    from customers.matching import IDENTITY_KEY_KINDS, blocking_keys, profile_from_source
 
     _require_atomic()
     keys = {f"xref:{system}:{external_id}"}
     keys.update(f"master:{m}" for m in source.master_ids)
-    keys.update(f"key:{kind}:{value}" for kind, value in blocking_keys(profile_from_source(source)))
+    keys.update(
+        f"key:{kind}:{value}"
+        for kind, value in blocking_keys(profile_from_source(source))
+        if kind in IDENTITY_KEY_KINDS
+    )
     ordered = sorted(keys)
     with connection.cursor() as cursor:
         cursor.execute(

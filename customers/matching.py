@@ -17,6 +17,7 @@ import datetime as dt
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import phonenumbers
@@ -80,6 +81,7 @@ def normalize_name(text: str) -> str:
     return "".join(ch for ch in fold(text) if ch.isalpha())
 
 
+@lru_cache(maxsize=65536)
 def provider_email(email: str) -> str:
     """The mailbox an address delivers to, by its provider's rules (Gmail ignores dots and +tags)."""
     local, _, domain = email.lower().rpartition("@")
@@ -122,6 +124,7 @@ def normalize_postal_code(code: str, country: str = "") -> str:
     return compact
 
 
+@lru_cache(maxsize=65536)
 def soundex(name: str) -> str:
     """American Soundex of a normalised name ('robert' and 'rupert' -> 'R163'); '' for no letters."""
     letters = [ch for ch in normalize_name(name) if "a" <= ch <= "z"]
@@ -140,6 +143,7 @@ def soundex(name: str) -> str:
     return ("".join(result) + "000")[:4]
 
 
+@lru_cache(maxsize=262144)
 def jaro_winkler(a: str, b: str) -> float:
     """Jaro-Winkler similarity in [0, 1] (prefix scale 0.1, up to four characters)."""
     if a == b:
@@ -252,6 +256,8 @@ KEY_NAME_DOB = "name_dob"  # Soundex of the surname + birth date
 KEY_FIRST_DOB = "first_dob"  # nickname-canonical first name + birth date (a surname changed)
 KEY_POSTAL_NAME = "postal_name"  # postal code + Soundex of the surname
 BLOCKING_KEY_KINDS = (KEY_EMAIL, KEY_PHONE, KEY_NAME_DOB, KEY_FIRST_DOB, KEY_POSTAL_NAME)
+# The keys writers lock on (see customers.actions.lock_identity): those the auto-merge rules need.
+IDENTITY_KEY_KINDS = frozenset({KEY_EMAIL, KEY_PHONE, KEY_POSTAL_NAME})
 
 
 def blocking_keys(profile: MatchProfile) -> set[tuple[str, str]]:
@@ -337,13 +343,15 @@ def compare_attribute(name: str, left: MatchProfile, right: MatchProfile) -> Att
         lgroups = set().union(*(name_groups(v) for v in lkeys))
         rgroups = set().union(*(name_groups(v) for v in rkeys))
         result.nickname = bool(lgroups & rgroups)
-    if name != "birth_date":
-        result.similarity = max(jaro_winkler(a, b) for a in lkeys for b in rkeys)
-    elif result.normalized:
-        result.similarity = 1.0
     if result.normalized:
         result.similarity = 1.0
+    elif name in FUZZY_ATTRIBUTES:
+        result.similarity = max(jaro_winkler(a, b) for a in lkeys for b in rkeys)
     return result
+
+
+# Attributes whose similarity is worth a Jaro-Winkler (a phone or a date is equal or not).
+FUZZY_ATTRIBUTES = frozenset({"first_name", "last_name", "email", "address"})
 
 
 @dataclass(frozen=True)

@@ -33,11 +33,9 @@ from customers.matching import (
     Decision,
     MatchProfile,
     RuleSpec,
-    add_address,
     add_person,
     blocking_keys,
     decide,
-    e164,
     parse_criteria,
     profile_from_source,
     rank,
@@ -54,8 +52,10 @@ from customers.models import (
 )
 from customers.survivorship import SURVIVING_FIELDS, SourceValues, Strategy, compute, contact_points
 
-# At most this many golden records are compared with one incoming record, however common its keys.
+# At most this many golden records are compared with one incoming record, however common its keys,
+# and at most MAX_SUSPECTS pairs (the best) are queued for review from one record.
 MAX_CANDIDATES = 60
+MAX_SUSPECTS = 5
 
 
 class ResolutionError(ValueError):
@@ -99,11 +99,39 @@ def load_strategies() -> dict[str, Strategy]:
 # ---------------------------------------------------------------------------
 # Profiles, keys, candidates
 # ---------------------------------------------------------------------------
-def _parsed(xref: CrossReference) -> SourceIndividual | None:
+# Parsed payloads and their match profiles, per cross reference version: a worker compares the
+# same popular candidates again and again, and parsing (E.164 above all) dominates a comparison.
+_PARSED: dict[tuple[int, Any], tuple[SourceIndividual, MatchProfile] | None] = {}
+_PARSED_MAX = 20_000
+
+
+def _parsed_with_profile(xref: CrossReference) -> tuple[SourceIndividual, MatchProfile] | None:
+    key = (xref.pk, xref.updated_at)
+    if xref.pk is not None and key in _PARSED:
+        return _PARSED[key]
     try:
-        return parse_individual(xref.source_payload or {})
+        source = parse_individual(xref.source_payload or {})
+        result: tuple[SourceIndividual, MatchProfile] | None = (source, profile_from_source(source))
     except CimValidationError:
-        return None
+        result = None
+    if xref.pk is not None:
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[key] = result
+    return result
+
+
+def _parsed(xref: CrossReference) -> SourceIndividual | None:
+    parsed = _parsed_with_profile(xref)
+    return parsed[0] if parsed else None
+
+
+def _profile_of(source: SourceValues) -> MatchProfile:
+    if source.cross_reference_id is not None and source.changed_key is not None:
+        cached = _PARSED.get((source.cross_reference_id, source.changed_key))
+        if cached is not None:
+            return cached[1]
+    return profile_from_source(source.source)
 
 
 def source_values(individual: Individual, *, incoming: SourceValues | None = None) -> list[SourceValues]:
@@ -115,7 +143,7 @@ def source_values(individual: Individual, *, incoming: SourceValues | None = Non
         parsed = _parsed(xref)
         if parsed is not None:
             changed = xref.source_modified_at or xref.last_seen_at
-            result.append(SourceValues(xref.system, xref.external_id, xref.pk, changed, parsed))
+            result.append(SourceValues(xref.system, xref.external_id, xref.pk, changed, parsed, xref.updated_at))
     if incoming is not None:
         result.append(incoming)
     return result
@@ -123,9 +151,10 @@ def source_values(individual: Individual, *, incoming: SourceValues | None = Non
 
 def golden_profile(individual: Individual, sources: list[SourceValues] | None = None) -> MatchProfile:
     """Everything the golden record and its sources hold: a candidate is compared on all of it."""
+    # Contact points come from the sources (kept all), so the sources and the golden values say it all.
     profile = MatchProfile()
     for source in sources if sources is not None else source_values(individual):
-        profile.update(profile_from_source(source.source))
+        profile.update(_profile_of(source))
     add_person(
         profile,
         first_name=individual.first_name,
@@ -133,19 +162,6 @@ def golden_profile(individual: Individual, sources: list[SourceValues] | None = 
         birth_date=individual.birth_date,
         gender=individual.gender,
     )
-    for point in individual.contact_points.all():
-        if point.kind == ContactPointKind.EMAIL:
-            profile.add("email", point.email_address, point.value_key)
-        elif point.kind == ContactPointKind.PHONE:
-            profile.add("phone", point.telephone_number, e164(point.telephone_number))
-        else:
-            add_address(
-                profile,
-                line1=point.address_line1,
-                city=point.city_name,
-                postal_code=point.postal_code_text,
-                country=point.country_name,
-            )
     return profile
 
 
@@ -208,24 +224,22 @@ def match_profile(
     result = MatchResult(compared=len(ids))
     if not ids:
         return result
-    candidates = (
-        Individual.objects.filter(pk__in=ids, merged_into__isnull=True, erased_at__isnull=True)
-        .prefetch_related("contact_points")
-        .in_bulk()
-    )
+    candidates = Individual.objects.filter(pk__in=ids, merged_into__isnull=True, erased_at__isnull=True).in_bulk()
     xrefs: dict[int, list[SourceValues]] = {pk: [] for pk in candidates}
     for xref in CrossReference.objects.filter(individual_id__in=candidates, status=CrossReferenceStatus.VALID):
         parsed = _parsed(xref)
         if parsed is not None:
             changed = xref.source_modified_at or xref.last_seen_at
-            xrefs[xref.individual_id].append(SourceValues(xref.system, xref.external_id, xref.pk, changed, parsed))
+            xrefs[xref.individual_id].append(
+                SourceValues(xref.system, xref.external_id, xref.pk, changed, parsed, xref.updated_at)
+            )
     decisions = [(pk, decide(rules, profile, golden_profile(ind, xrefs[pk]))) for pk, ind in candidates.items()]
     ranked = [item for item in rank(decisions) if item[1].outcome != OUTCOME_NONE]
     if ranked and ranked[0][1].outcome == OUTCOME_AUTO:
         pk, decision = ranked[0]
         result.best = (Individual.objects.select_for_update().get(pk=pk), decision)
         ranked = ranked[1:]
-    result.suspects = ranked
+    result.suspects = ranked[:MAX_SUSPECTS]
     return result
 
 

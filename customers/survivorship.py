@@ -32,6 +32,8 @@ class SourceValues:
     cross_reference_id: int | None
     changed_at: dt.datetime
     source: Any  # customers.cim.SourceIndividual
+    # The cross reference row's version (its updated_at), for caches keyed by row and version.
+    changed_key: Any = None
 
 
 @dataclass(frozen=True)

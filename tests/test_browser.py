@@ -18,8 +18,6 @@ from customers.models import CrossReference, HistoryEntry, Individual, MatchCand
 from integrations.models import DeadLetter, SyncRun
 from tests.test_mdm import cim, ingest
 
-# Playwright's sync API runs an event loop in this thread; the ORM calls below are ordinary sync code.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
@@ -36,7 +34,11 @@ def chromium_path() -> str:
 
 @pytest.fixture(scope="module")
 def browser():
-    with playwright_api.sync_playwright() as playwright:
+    # Playwright's sync API runs an event loop in this thread; the ORM calls of these tests are
+    # ordinary sync code. Allowed for this module only (a deployment must never set it: check
+    # --deploy refuses it).
+    with pytest.MonkeyPatch.context() as patch, playwright_api.sync_playwright() as playwright:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         instance = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
         yield instance
         instance.close()

@@ -121,6 +121,7 @@ def test_production_settings_pass_the_deploy_check():
         "HUB_DEBUG": "false",
     }
     env.pop("HUB_TESTING", None)
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # a test-only switch (browser tests), never a deployment's
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=ROOT,

@@ -55,6 +55,7 @@ _ERRORS = {
     403: OpenApiResponse(description="The key lacks the scope"),
     404: OpenApiResponse(description="No such golden record"),
     409: OpenApiResponse(description="Not possible in the record's state (merged, erased...)"),
+    429: OpenApiResponse(description="Throttled (per API key)"),
 }
 
 
@@ -66,6 +67,15 @@ SOURCE_RECORD = inline_serializer(
     "SourceRecordRef", {"externalIdType": serializers.CharField(), "externalId": serializers.CharField()}
 )
 PIN = inline_serializer("PinRequest", {"value": serializers.CharField(allow_null=True, max_length=100)})
+
+
+_READ_ERRORS = {
+    400: OpenApiResponse(description="Invalid parameter (problem details name it)"),
+    401: OpenApiResponse(description="Missing or invalid API key"),
+    403: OpenApiResponse(description="The key lacks the read scope"),
+    404: OpenApiResponse(description="No such golden record"),
+    429: OpenApiResponse(description="Throttled (per API key)"),
+}
 
 
 def golden(master_id: str) -> Individual:
@@ -201,7 +211,9 @@ class PinView(_Steward):
             raise ValidationError({"value": [str(exc)]}) from None
         return Response({"masterId": individual.master_id, "pins": individual.pins})
 
-    @extend_schema(tags=["stewardship"], operation_id="individual_unpin", responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(
+        tags=["stewardship"], operation_id="individual_unpin", responses={200: OpenApiTypes.OBJECT, **_ERRORS}
+    )
     def delete(self, request: Request, master_id: str, attribute: str) -> Response:
         individual = unpin_value(golden(master_id), attribute, actor=_actor(request))
         return Response({"masterId": individual.master_id, "pins": individual.pins})
@@ -212,7 +224,9 @@ class SourcesView(APIView):
 
     permission_classes = [ReadScope]
 
-    @extend_schema(tags=["individuals"], operation_id="individual_sources", responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(
+        tags=["individuals"], operation_id="individual_sources", responses={200: OpenApiTypes.OBJECT, **_READ_ERRORS}
+    )
     def get(self, request: Request, master_id: str) -> Response:
         individual = golden(master_id)
         merged = list(individual.merged_records.values_list("master_id", flat=True))
@@ -243,7 +257,9 @@ class SourcesView(APIView):
 class HistoryView(APIView):
     permission_classes = [ReadScope]
 
-    @extend_schema(tags=["individuals"], operation_id="individual_history", responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(
+        tags=["individuals"], operation_id="individual_history", responses={200: OpenApiTypes.OBJECT, **_READ_ERRORS}
+    )
     def get(self, request: Request, master_id: str) -> Response:
         individual = golden(master_id)
         ids = [individual.pk, *individual.merged_records.values_list("pk", flat=True)]
@@ -271,6 +287,14 @@ class CandidatePagination(CursorPagination):
     ordering = ("created_at", "id")
     page_size = 50
 
+    def decode_cursor(self, request: Request) -> Any:
+        from rest_framework.exceptions import NotFound
+
+        try:
+            return super().decode_cursor(request)
+        except NotFound:  # a bad cursor is the caller's mistake, not a missing page
+            raise ValidationError({"cursor": ["is not a cursor this API issued"]}) from None
+
 
 class CandidateListView(APIView):
     """The suspect queue, oldest first (``?status=open`` by default)."""
@@ -280,8 +304,11 @@ class CandidateListView(APIView):
     @extend_schema(
         tags=["stewardship"],
         operation_id="match_candidate_list",
-        parameters=[OpenApiParameter("status", str, enum=[c.value for c in CandidateStatus])],
-        responses={200: OpenApiTypes.OBJECT},
+        parameters=[
+            OpenApiParameter("status", str, enum=[c.value for c in CandidateStatus]),
+            OpenApiParameter("cursor", str, description="Opaque cursor from the previous page's next/previous link"),
+        ],
+        responses={200: OpenApiTypes.OBJECT, **{k: v for k, v in _READ_ERRORS.items() if k != 404}},
     )
     def get(self, request: Request) -> Response:
         wanted = request.query_params.get("status", CandidateStatus.OPEN)
