@@ -1,11 +1,12 @@
-"""Set-based upsert of many source records at once (backfills), with the per-event rules.
+"""Set-based upsert of many source records at once (backfills), with the per-event exact rules.
 
-The same exact rules as ``customers.actions`` (a carried master ID, then the
-cross reference, then the normalised email; an older change never overwrites a
-newer one), applied to a whole batch with a handful of statements: one to take
-the per-person advisory locks, three lookups, ``COPY`` for new rows and set-based
-updates for existing ones, history rows included. It runs in the caller's
-transaction, so a batch lands whole or not at all.
+The exact rules of ``customers.actions`` (a carried master ID, then the cross
+reference, then the normalised email when the names agree: a household's shared
+mailbox is not one person; an older change never overwrites a newer one), applied
+to a whole batch with a handful of statements: one to take the per-person advisory
+locks, three lookups, ``COPY`` for new rows and set-based updates for existing
+ones, history rows included. It runs in the caller's transaction, so a batch lands
+whole or not at all.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from django.utils import timezone
 from customers.actions import GOLDEN_FIELDS, _require_atomic
 from customers.choices import ContactPointKind, HistoryAction, WritebackState
 from customers.cim import SourceIndividual
-from customers.matching import blocking_keys, profile_from_source
+from customers.matching import blocking_keys, names_agree, profile_from_source
 from customers.models import (
     ChangeEvent,
     ContactPoint,
@@ -145,6 +146,12 @@ def bulk_upsert(
     ):
         by_email.setdefault(value_key, individual_id)
 
+    names = {
+        pk: (first, last)
+        for pk, first, last in Individual.objects.filter(pk__in=set(by_email.values())).values_list(
+            "pk", "first_name", "last_name"
+        )
+    }
     now = timezone.now()
     # Decide who each record belongs to; new people in this batch are negative placeholders.
     owner: dict[str, int] = {}
@@ -163,9 +170,10 @@ def bulk_upsert(
             target, rule = xref.individual_id, "cross_reference"
         if target is None:
             for email in record.source.emails:
-                target = by_email.get(email.value_key) or new_by_email.get(email.value_key)
-                if target is not None:
-                    rule = "email"
+                found = by_email.get(email.value_key) or new_by_email.get(email.value_key)
+                # One mailbox is one person only when the names agree (a household shares one).
+                if found is not None and _names_agree(record, found, names, new_people):
+                    target, rule = found, "email"
                     break
         if target is None:
             target, rule = -(len(new_people) + 1), "none"
@@ -273,6 +281,17 @@ def bulk_upsert(
 
         change_recorded.send(sender=None, change_event=None)
     return result
+
+
+def _names_agree(
+    record: SourceRecord, owner_id: int, names: dict[int, tuple[str, str]], new_people: dict[int, SourceRecord]
+) -> bool:
+    if owner_id < 0:
+        other = new_people[owner_id].source
+        first, last = other.first_name, other.last_name
+    else:
+        first, last = names.get(owner_id, ("", ""))
+    return names_agree(record.source.first_name, record.source.last_name, first, last)
 
 
 def _lineage(src: SourceIndividual, system: str, record: SourceRecord, now: dt.datetime) -> dict[str, Any]:

@@ -6,6 +6,11 @@ from typing import Any
 
 FIRST_NAME = {"attribute": "first_name", "method": "nickname", "threshold": 0.9}
 LAST_NAME = {"attribute": "last_name", "method": "fuzzy", "threshold": 0.9}
+# Father and junior, brother and sister (twins above all) differ here when both sides say.
+NOT_CONTRADICTED = [
+    {"attribute": "gender", "method": "normalized", "blank_matches": True},
+    {"attribute": "name_suffix", "method": "normalized", "blank_matches": True},
+]
 
 DEFAULT_MATCH_RULES: list[dict[str, Any]] = [
     {
@@ -18,6 +23,7 @@ DEFAULT_MATCH_RULES: list[dict[str, Any]] = [
             FIRST_NAME | {"blank_matches": True},
             LAST_NAME | {"blank_matches": True},
             {"attribute": "birth_date", "method": "exact", "blank_matches": True},
+            *NOT_CONTRADICTED,
         ],
     },
     {
@@ -30,6 +36,7 @@ DEFAULT_MATCH_RULES: list[dict[str, Any]] = [
             FIRST_NAME,
             LAST_NAME,
             {"attribute": "birth_date", "method": "exact", "blank_matches": True},
+            *NOT_CONTRADICTED,
         ],
     },
     {
@@ -42,6 +49,7 @@ DEFAULT_MATCH_RULES: list[dict[str, Any]] = [
             FIRST_NAME,
             LAST_NAME,
             {"attribute": "birth_date", "method": "exact", "blank_matches": True},
+            *NOT_CONTRADICTED,
         ],
     },
     {
@@ -54,6 +62,7 @@ DEFAULT_MATCH_RULES: list[dict[str, Any]] = [
             LAST_NAME,
             {"attribute": "birth_date", "method": "exact"},
             {"attribute": "postal_code", "method": "normalized"},
+            *NOT_CONTRADICTED,
         ],
     },
     {
@@ -118,13 +127,19 @@ DEFAULT_SURVIVORSHIP: dict[str, str] = {
 
 
 def seed_rules(match_rule_model: Any, survivorship_rule_model: Any) -> None:
-    """Create the default rules that are missing (models passed in, so migrations can use it too)."""
+    """Create the default rules that are missing, and bring up to date those no steward has edited.
+
+    Models are passed in, so migrations can use it too.
+    """
     for rule in DEFAULT_MATCH_RULES:
-        match_rule_model.objects.get_or_create(
-            name=rule["name"],
-            defaults={key: rule[key] for key in ("outcome", "priority", "description", "criteria")}
-            | {"updated_by": "migration"},
+        values = {key: rule[key] for key in ("outcome", "priority", "description", "criteria")}
+        existing, created = match_rule_model.objects.get_or_create(
+            name=rule["name"], defaults=values | {"updated_by": "migration"}
         )
+        if not created and existing.updated_by == "migration" and existing.criteria != rule["criteria"]:
+            for key, value in values.items():
+                setattr(existing, key, value)
+            existing.save()
     for attribute, strategy in DEFAULT_SURVIVORSHIP.items():
         survivorship_rule_model.objects.get_or_create(
             attribute=attribute, defaults={"strategy": strategy, "source_priority": PRIORITY}

@@ -177,7 +177,17 @@ def jaro_winkler(a: str, b: str) -> float:
 # ---------------------------------------------------------------------------
 # Profiles and blocking keys
 # ---------------------------------------------------------------------------
-ATTRIBUTES = ("first_name", "last_name", "birth_date", "email", "phone", "postal_code", "address", "gender")
+ATTRIBUTES = (
+    "first_name",
+    "last_name",
+    "name_suffix",
+    "birth_date",
+    "email",
+    "phone",
+    "postal_code",
+    "address",
+    "gender",
+)
 
 
 @dataclass
@@ -208,9 +218,12 @@ class MatchProfile:
         return not any(self.values.values())
 
 
-def add_person(profile: MatchProfile, *, first_name: str, last_name: str, birth_date: Any, gender: str) -> None:
+def add_person(
+    profile: MatchProfile, *, first_name: str, last_name: str, birth_date: Any, gender: str, name_suffix: str = ""
+) -> None:
     profile.add("first_name", first_name, normalize_name(first_name))
     profile.add("last_name", last_name, normalize_name(last_name))
+    profile.add("name_suffix", name_suffix, normalize_name(name_suffix))
     profile.add("birth_date", birth_date)
     profile.add("gender", gender, fold(gender)[:1])
 
@@ -223,6 +236,18 @@ def add_address(profile: MatchProfile, *, line1: str, city: str, postal_code: st
         profile.add("address", line1, f"{street}|{postal or fold(city)}|{country_code(country)}")
 
 
+def names_agree(first_a: str, last_a: str, first_b: str, last_b: str) -> bool:
+    """First names (nicknames, typos) and surnames (typos) agree, a missing one agreeing with any."""
+    profile_a, profile_b = MatchProfile(), MatchProfile()
+    add_person(profile_a, first_name=first_a, last_name=last_a, birth_date=None, gender="")
+    add_person(profile_b, first_name=first_b, last_name=last_b, birth_date=None, gender="")
+    first = compare_attribute("first_name", profile_a, profile_b)
+    last = compare_attribute("last_name", profile_a, profile_b)
+    return Criterion("first_name", "nickname", 0.9, True).holds(first) and Criterion(
+        "last_name", "fuzzy", 0.9, True
+    ).holds(last)
+
+
 def profile_from_source(source: Any) -> MatchProfile:
     """The profile of a parsed CIM Individual (``customers.cim.SourceIndividual``)."""
     profile = MatchProfile()
@@ -232,6 +257,7 @@ def profile_from_source(source: Any) -> MatchProfile:
         last_name=source.last_name,
         birth_date=source.birth_date,
         gender=source.gender,
+        name_suffix=source.name_suffix,
     )
     for email in source.emails:
         profile.add("email", email.email_address, email.value_key)
@@ -256,8 +282,9 @@ KEY_NAME_DOB = "name_dob"  # Soundex of the surname + birth date
 KEY_FIRST_DOB = "first_dob"  # nickname-canonical first name + birth date (a surname changed)
 KEY_POSTAL_NAME = "postal_name"  # postal code + Soundex of the surname
 BLOCKING_KEY_KINDS = (KEY_EMAIL, KEY_PHONE, KEY_NAME_DOB, KEY_FIRST_DOB, KEY_POSTAL_NAME)
-# The keys writers lock on (see customers.actions.lock_identity): those the auto-merge rules need.
-IDENTITY_KEY_KINDS = frozenset({KEY_EMAIL, KEY_PHONE, KEY_POSTAL_NAME})
+# The keys writers lock on (see customers.actions.lock_identity): every key through which an
+# auto-merge rule can find its candidate, which with the default rules is all of them.
+IDENTITY_KEY_KINDS = frozenset(BLOCKING_KEY_KINDS)
 
 
 def blocking_keys(profile: MatchProfile) -> set[tuple[str, str]]:
@@ -285,6 +312,7 @@ OUTCOME_NONE = "no_match"
 METHODS_BY_ATTRIBUTE = {
     "first_name": ("exact", "normalized", "fuzzy", "phonetic", "nickname"),
     "last_name": ("exact", "normalized", "fuzzy", "phonetic"),
+    "name_suffix": ("normalized",),
     "birth_date": ("exact",),
     "email": ("exact", "normalized", "provider", "fuzzy"),
     "phone": ("exact", "normalized"),

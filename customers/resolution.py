@@ -161,6 +161,7 @@ def golden_profile(individual: Individual, sources: list[SourceValues] | None = 
         last_name=individual.last_name,
         birth_date=individual.birth_date,
         gender=individual.gender,
+        name_suffix=individual.name_suffix,
     )
     return profile
 
@@ -181,18 +182,27 @@ def lock_keys(keys: set[tuple[str, str]]) -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"key:{kind}:{value}"])
 
 
+# Rows read per blocking key: a key many records share (a placeholder phone, a family mailbox)
+# cannot crowd out the records that share the incoming record's other keys.
+PER_KEY = 50
+
+
 def candidate_ids(keys: set[tuple[str, str]], *, exclude: set[int] = frozenset()) -> list[int]:
-    """Golden records sharing at least one blocking key, most keys shared first, bounded."""
+    """Golden records sharing at least one blocking key, most keys shared first, bounded.
+
+    One LIMITed, ordered lookup per key (a UNION ALL in one statement), so the true match,
+    which shares several keys, survives however crowded any single key is.
+    """
     if not keys:
         return []
-    condition = Q()
-    for kind, value in keys:
-        condition |= Q(kind=kind, value=value)
-    rows = (
-        MatchKey.objects.filter(condition)
+    per_key = [
+        MatchKey.objects.filter(kind=kind, value=value)
         .exclude(individual_id__in=exclude)
-        .values_list("individual_id", flat=True)[: MAX_CANDIDATES * 4]
-    )
+        .order_by("individual_id")
+        .values_list("individual_id", flat=True)[:PER_KEY]
+        for kind, value in sorted(keys)
+    ]
+    rows = per_key[0].union(*per_key[1:], all=True) if len(per_key) > 1 else per_key[0]
     counts: dict[int, int] = {}
     for individual_id in rows:
         counts[individual_id] = counts.get(individual_id, 0) + 1

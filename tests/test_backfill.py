@@ -91,7 +91,8 @@ def test_import_applies_the_rules_reports_bad_rows_and_queues_write_backs(tmp_pa
 
 def test_import_matches_records_the_hub_already_has(tmp_path, journey, sandbox):
     journey.execute(subscriber(key="IMP-00001", email="imp1@example.com", ModifiedDate="2026-10-01T00:00:00Z"))
-    journey.execute(subscriber(key="OTHER-KEY", email="imp2@example.com"))
+    # The same mailbox and the same name: the export's IMP-00002 is this person.
+    journey.execute(subscriber(key="OTHER-KEY", email="imp2@example.com", FirstName="Imp", LastName="Person2"))
     run_queued()
     master_1 = Individual.objects.get(cross_references__external_id="IMP-00001").master_id
     job = import_subscribers(write_csv(tmp_path / "e.csv", people(3)), batch_size=100)

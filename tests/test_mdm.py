@@ -439,3 +439,54 @@ def test_rebuild_match_keys_command_and_erasure_drops_keys(sandbox):
     with transaction.atomic():
         erase_individual(golden, actor="test")
     assert not MatchKey.objects.exists()
+
+
+def test_a_backfill_does_not_fold_a_household_into_one_record(sandbox):
+    from django.db import transaction
+
+    from customers.bulk import SourceRecord, bulk_upsert
+    from customers.cim import parse_individual
+
+    records = [
+        SourceRecord("h-1", parse_individual(cim("Richard", "Watley", email="watleys@example.com"))),
+        SourceRecord("h-2", parse_individual(cim("Christopher", "Watley", email="watleys@example.com"))),
+        SourceRecord("h-3", parse_individual(cim("Rick", "Watley", email="WATLEYS@example.com"))),
+    ]
+    with transaction.atomic():
+        bulk_upsert(records, system="POS", actor="test")
+    owner = dict(CrossReference.objects.values_list("external_id", "individual_id"))
+    assert owner["h-1"] != owner["h-2"] and owner["h-1"] == owner["h-3"]  # Rick is Richard
+
+
+def test_a_crowded_key_does_not_hide_the_true_match(sandbox):
+    from django.db import transaction
+
+    from customers.bulk import SourceRecord, bulk_upsert
+    from customers.cim import parse_individual
+
+    # 300 people give the shop's placeholder phone; the real person also has her own email.
+    filler = [
+        SourceRecord(
+            f"f-{i}", parse_individual(cim(f"Filler{i}", "Person", email=f"f{i}@example.com", phone="+1 555 000 0000"))
+        )
+        for i in range(300)
+    ]
+    with transaction.atomic():
+        bulk_upsert(filler, system="POS", actor="test")
+    real = ingest("POS", "real", cim("Zora", "Neale", email="zora@example.com", phone="+1 555 000 0000"))
+    again = ingest("ERP", "e-1", cim("Zora", "Neale", email="zora@example.com", phone="+1 555 000 0000"))
+    assert again == real
+
+
+def test_father_and_junior_or_brother_and_sister_are_not_auto_merged(sandbox):
+    father = ingest("POS", "p-1", cim("John", "Smith", email="smiths@example.com", nameSuffix="Sr"))
+    junior = ingest("POS", "p-2", cim("John", "Smith", email="smiths@example.com", nameSuffix="Jr"))
+    assert father != junior
+    michael = ingest(
+        "POS", "p-3", cim("Michael", "Okafor", email="okafor@example.com", gender="Male", birth="2001-02-03")
+    )
+    michelle = ingest(
+        "POS", "p-4", cim("Michelle", "Okafor", email="okafor@example.com", gender="Female", birth="2001-02-03")
+    )
+    assert michael != michelle
+    assert MatchCandidate.objects.filter(status="open").count() == 2
