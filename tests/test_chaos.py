@@ -3,6 +3,7 @@ Marketing Cloud sandbox fails 20% of calls. Afterwards the invariants hold; the 
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import os
@@ -30,16 +31,32 @@ EVENTS = int(os.environ.get("CHAOS_EVENTS", "10000"))
 REPORT = Path(__file__).resolve().parent.parent / "var" / "chaos-report.json"
 
 
+FIRST_NAMES = [
+    "Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Margaret", "Dennis",
+    "Radia", "Tim", "Katherine", "John", "Sophie", "Linus", "Hedy", "Claude", "Annie", "Niklaus",
+]  # fmt: skip
+LAST_NAMES = [
+    "Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson", "Hamilton",
+    "Ritchie", "Perlman", "Berners", "Johnson", "McCarthy", "Wilson", "Torvalds", "Lamarr", "Shannon",
+    "Easley", "Wirth", "Backus", "Kay", "Goldberg", "Engelbart", "Sammet",
+]  # fmt: skip
+
+
 def _bodies(rng: random.Random) -> list[bytes]:
     people = int(EVENTS * 0.8)
     bodies = []
     for i in range(EVENTS):
         person = i if i < people else rng.randrange(people)  # 20%: a second change of someone
         day = rng.randrange(1, 28)
+        # A population of distinct people (names and birth dates vary as they do in life); each
+        # change of a person moves their address, so a later change really differs.
         args = subscriber(
             key=f"C{person}",
             email=f"c{person}@example.com",
-            FirstName=f"v{i}",
+            FirstName=FIRST_NAMES[person % len(FIRST_NAMES)],
+            LastName=LAST_NAMES[(person // len(FIRST_NAMES)) % len(LAST_NAMES)],
+            BirthDate=(dt.date(1950, 1, 1) + dt.timedelta(days=(person * 7919) % 20000)).isoformat(),
+            AddressLine1=f"{i} Chaos Street",
             ModifiedDate=f"2026-11-{day:02d}T{rng.randrange(24):02d}:00:00Z",
         )
         if rng.random() < 0.01:
