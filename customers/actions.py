@@ -64,29 +64,34 @@ def record_history(
 # ---------------------------------------------------------------------------
 # Locking and finding
 # ---------------------------------------------------------------------------
+def identity_lock_names(
+    system: str, external_id: str, source: SourceIndividual, *, kinds: frozenset[str] | set[str]
+) -> set[str]:
+    """The advisory-lock names of a source record: itself, carried master IDs, its blocking keys of ``kinds``."""
+    from customers.matching import blocking_keys, profile_from_source
+
+    names = {f"xref:{system}:{external_id}"}
+    names.update(f"master:{m}" for m in source.master_ids)
+    names.update(f"key:{kind}:{value}" for kind, value in blocking_keys(profile_from_source(source)) if kind in kinds)
+    return names
+
+
 def lock_identity(*, system: str, external_id: str, source: SourceIndividual) -> list[str]:
     """Serialize every writer that could touch the same person.
 
     One transaction-scoped advisory lock per identifying key (the source record,
-    each carried master ID, each blocking key an auto-merge rule relies on: the
-    mailbox, the phone, postcode with surname), taken in sorted order so two writers
-    never wait on each other in a cycle. Two events for one person from different
-    systems share such a key, so the second waits and then finds the first's golden
-    record. The looser keys (phonetic name with birth date) only feed suspect rules
-    and are not locked: a common name must not serialize every writer.
+    each carried master ID, each blocking key through which an auto-merge rule can
+    find a candidate), taken in sorted order so two writers never wait on each other
+    in a cycle. Two events for one person from different systems share such a key,
+    so the second waits and then finds the first's golden record. Backfills take the
+    same names for the source record, master IDs, mailbox and phone
+    (``identity_lock_names``), so a backfill and an event serialize too.
     Returns the keys locked.
     """
-    from customers.matching import IDENTITY_KEY_KINDS, blocking_keys, profile_from_source
+    from customers.matching import IDENTITY_KEY_KINDS
 
     _require_atomic()
-    keys = {f"xref:{system}:{external_id}"}
-    keys.update(f"master:{m}" for m in source.master_ids)
-    keys.update(
-        f"key:{kind}:{value}"
-        for kind, value in blocking_keys(profile_from_source(source))
-        if kind in IDENTITY_KEY_KINDS
-    )
-    ordered = sorted(keys)
+    ordered = sorted(identity_lock_names(system, external_id, source, kinds=IDENTITY_KEY_KINDS))
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) FROM unnest(%s::text[]) AS k", [ordered]

@@ -20,10 +20,10 @@ from typing import Any
 from django.db import connection
 from django.utils import timezone
 
-from customers.actions import GOLDEN_FIELDS, _require_atomic
+from customers.actions import GOLDEN_FIELDS, _require_atomic, identity_lock_names
 from customers.choices import ContactPointKind, HistoryAction, WritebackState
 from customers.cim import SourceIndividual
-from customers.matching import blocking_keys, names_agree, profile_from_source
+from customers.matching import KEY_EMAIL, KEY_PHONE, blocking_keys, names_agree, profile_from_source
 from customers.models import (
     ChangeEvent,
     ContactPoint,
@@ -114,9 +114,11 @@ def bulk_upsert(
     if not batch:
         return result
 
-    keys = {f"xref:{system}:{r.external_id}" for r in batch}
-    keys.update(f"email:{e.value_key}" for r in batch for e in r.source.emails)
-    keys.update(f"master:{m}" for r in batch for m in r.source.master_ids)
+    # The names the per-event path locks (mailbox and phone; the name keys feed fuzzy rules a
+    # backfill does not run, and would multiply a batch's locks).
+    keys: set[str] = set()
+    for r in batch:
+        keys |= identity_lock_names(system, r.external_id, r.source, kinds={KEY_EMAIL, KEY_PHONE})
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) FROM unnest(%s::text[]) AS k",
