@@ -419,38 +419,6 @@ def publish_change(
     return event
 
 
-def record_steward_edit(
-    individual: Individual,
-    *,
-    before: dict[str, Any],
-    changed_fields: list[str],
-    contact_points_changed: bool,
-    user: Any,
-) -> None:
-    """An edit saved in the admin: its history row and its change event, in the admin's transaction."""
-    _require_atomic()
-    if not changed_fields and not contact_points_changed:
-        return
-    actor = f"user:{user.get_username()}"
-    record_history(
-        individual=individual,
-        master_id=individual.master_id,
-        action=HistoryAction.UPDATE,
-        obj=individual,
-        actor=actor,
-        actor_user=user,
-        before={k: before.get(k) for k in changed_fields},
-        after={k: getattr(individual, k) for k in changed_fields}
-        | ({"contact_points": "edited"} if contact_points_changed else {}),
-    )
-    publish_change(
-        individual,
-        change_type=ChangeType.UPDATED,
-        actor=actor,
-        change={"changedFields": changed_fields, "contactPointsEdited": contact_points_changed, "source": "STEWARD"},
-    )
-
-
 PERSONAL_FIELDS = ("salutation", "first_name", "middle_name", "last_name", "name_suffix", "gender")
 
 

@@ -11,15 +11,12 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
+from customers.admin import actor_of  # defined before customers.admin imports this module
 from customers.choices import CandidateStatus
 from customers.models import MatchCandidate
 from customers.resolution import ResolutionError, mark_not_a_match, merge_individuals, skip_candidate
 from customers.review import compare_records
 from hub.paging import CappedCountPaginator
-
-
-def _actor(request: HttpRequest) -> str:
-    return f"user:{request.user.get_username()}"
 
 
 @admin.register(MatchCandidate)
@@ -99,17 +96,17 @@ class MatchCandidateAdmin(admin.ModelAdmin):
                 survivor = merge_individuals(
                     candidate.left,
                     candidate.right,
-                    actor=_actor(request),
+                    actor=actor_of(request),
                     actor_user=request.user,
                     rule=f"steward (suspect: {candidate.rule})",
                     candidate=candidate,
                 )
                 messages.success(request, f"Merged into {survivor.master_id}.")
             elif decision == "not_a_match":
-                mark_not_a_match(candidate.left, candidate.right, actor=_actor(request), actor_user=request.user)
+                mark_not_a_match(candidate.left, candidate.right, actor=actor_of(request), actor_user=request.user)
                 messages.success(request, "Marked not a match: the pair will not be proposed again.")
             elif decision == "skip":
-                skip_candidate(candidate, actor=_actor(request))
+                skip_candidate(candidate, actor=actor_of(request))
                 messages.info(request, "Skipped.")
             else:
                 raise ResolutionError("unknown decision")
@@ -137,7 +134,7 @@ class MatchCandidateAdmin(admin.ModelAdmin):
             merge_individuals(
                 c.left,
                 c.right,
-                actor=_actor(request),
+                actor=actor_of(request),
                 actor_user=request.user,
                 rule=f"steward bulk ({c.rule})",
                 candidate=c,
@@ -150,10 +147,10 @@ class MatchCandidateAdmin(admin.ModelAdmin):
         self._each_open(
             request,
             queryset,
-            lambda c: mark_not_a_match(c.left, c.right, actor=_actor(request), actor_user=request.user),
+            lambda c: mark_not_a_match(c.left, c.right, actor=actor_of(request), actor_user=request.user),
             "Marked not a match:",
         )
 
     @admin.action(description="Skip selected pairs", permissions=["decide"])
     def skip_selected(self, request: HttpRequest, queryset: QuerySet[MatchCandidate]) -> None:
-        self._each_open(request, queryset, lambda c: skip_candidate(c, actor=_actor(request)), "Skipped")
+        self._each_open(request, queryset, lambda c: skip_candidate(c, actor=actor_of(request)), "Skipped")

@@ -39,10 +39,10 @@ class DryRunReport:
         ]
 
 
-def proposed_rules(rule_id: int | None, proposed: RuleSpec | None, *, delete: bool = False) -> list[RuleSpec]:
-    """The enabled rules with one of them replaced (or added, or removed) as a steward proposes."""
+def proposed_rules(rule_id: int | None, proposed: RuleSpec | None) -> list[RuleSpec]:
+    """The enabled rules with one of them replaced, added, or (``proposed`` None) left out."""
     current = [r for r in load_rules() if r.rule_id != rule_id]
-    if proposed is not None and not delete:
+    if proposed is not None:
         current.append(proposed)
     return current
 

@@ -214,9 +214,6 @@ class MatchProfile:
         for name in ATTRIBUTES:
             self.values[name] |= other.values[name]
 
-    def is_empty(self) -> bool:
-        return not any(self.values.values())
-
 
 def add_person(
     profile: MatchProfile, *, first_name: str, last_name: str, birth_date: Any, gender: str, name_suffix: str = ""

@@ -16,7 +16,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from customers.actions import _require_atomic, publish_change, record_history
+from customers.actions import _jsonable, _require_atomic, publish_change, record_history
 from customers.choices import (
     STEWARD_SYSTEM,
     CandidateStatus,
@@ -566,10 +566,6 @@ def skip_candidate(candidate: MatchCandidate, *, actor: str) -> None:
 # ---------------------------------------------------------------------------
 # Pins and steward edits
 # ---------------------------------------------------------------------------
-def _jsonable(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, dt.date | dt.datetime) else value
-
-
 @transaction.atomic
 def pin_value(individual: Individual, attribute: str, value: Any, *, actor: str, actor_user: Any = None) -> Individual:
     """Pin a golden value: it wins over every source until unpinned."""
@@ -691,10 +687,6 @@ def steward_edit(
         change={"changedFields": recomputed.changed_fields, "source": STEWARD_SYSTEM},
     )
     return recomputed
-
-
-def decision_summary(decision: Decision | None) -> dict[str, Any] | None:
-    return decision.explanation() if decision is not None else None
 
 
 __all__ = [

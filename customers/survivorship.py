@@ -20,7 +20,6 @@ SURVIVING_FIELDS = ("salutation", "first_name", "middle_name", "last_name", "nam
 
 # Used when an attribute has no SurvivorshipRule row (a migration seeds one per attribute).
 DEFAULT_STRATEGY = SurvivorshipStrategy.MOST_RECENT
-DEFAULT_PRIORITY = [STEWARD_SYSTEM]
 
 
 @dataclass(frozen=True)

@@ -35,39 +35,18 @@ def _hourly(since: dt.datetime) -> list[dict[str, Any]]:
     hours = [since + dt.timedelta(hours=i) for i in range(HOURS)]
     buckets = {h: {"hour": h, "received": 0, "synced": 0, "failed": 0, "dead": 0} for h in hours}
 
-    def add(rows: Any, name: str) -> None:
-        for row in rows:
+    terminal = [EventStatus.SYNCED, EventStatus.SUPERSEDED]
+    failing = [RunStatus.FAILED, RunStatus.WAITING]
+    series = [
+        ("received", InboundEvent.objects.filter(received_at__gte=since), "received_at"),
+        ("synced", InboundEvent.objects.filter(received_at__gte=since, status__in=terminal), "received_at"),
+        ("failed", SyncRun.objects.filter(started_at__gte=since, status__in=failing), "started_at"),
+        ("dead", DeadLetter.objects.filter(created_at__gte=since), "created_at"),
+    ]
+    for name, queryset, when in series:
+        for row in queryset.annotate(hour=TruncHour(when)).values("hour").annotate(n=Count("id")):
             if row["hour"] in buckets:
                 buckets[row["hour"]][name] = row["n"]
-
-    add(
-        InboundEvent.objects.filter(received_at__gte=since)
-        .annotate(hour=TruncHour("received_at"))
-        .values("hour")
-        .annotate(n=Count("id")),
-        "received",
-    )
-    add(
-        InboundEvent.objects.filter(received_at__gte=since, status__in=[EventStatus.SYNCED, EventStatus.SUPERSEDED])
-        .annotate(hour=TruncHour("received_at"))
-        .values("hour")
-        .annotate(n=Count("id")),
-        "synced",
-    )
-    add(
-        SyncRun.objects.filter(started_at__gte=since, status__in=[RunStatus.FAILED, RunStatus.WAITING])
-        .annotate(hour=TruncHour("started_at"))
-        .values("hour")
-        .annotate(n=Count("id")),
-        "failed",
-    )
-    add(
-        DeadLetter.objects.filter(created_at__gte=since)
-        .annotate(hour=TruncHour("created_at"))
-        .values("hour")
-        .annotate(n=Count("id")),
-        "dead",
-    )
     return [buckets[h] for h in hours]
 
 
