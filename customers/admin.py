@@ -18,19 +18,21 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
-from customers.actions import erase_individual, record_history, request_resync
 from customers.choices import ContactPointKind, HistoryAction, WritebackState
+from customers.history import record_history
 from customers.models import ContactPoint, CrossReference, HistoryEntry, Individual
-from customers.resolution import (
+from customers.resolution.survivorship import SURVIVING_FIELDS
+from customers.stewardship import (
     ResolutionError,
+    erase_individual,
     merge_individuals,
     pin_value,
     recompute_golden_record,
+    request_resync,
     steward_edit,
     unmerge_cross_reference,
     unpin_value,
 )
-from customers.survivorship import SURVIVING_FIELDS
 from hub.paging import CappedCountPaginator
 
 # Panels other apps add to a golden record's page (integrations adds its sync runs): each

@@ -14,8 +14,8 @@ from django.urls import reverse
 from customers.admin import actor_of  # defined before customers.admin imports this module
 from customers.choices import CandidateStatus
 from customers.models import MatchCandidate
-from customers.resolution import ResolutionError, mark_not_a_match, merge_individuals, skip_candidate
 from customers.review import compare_records
+from customers.stewardship import ResolutionError, mark_not_a_match, merge_individuals, skip_candidate
 from hub.paging import CappedCountPaginator
 
 

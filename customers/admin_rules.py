@@ -11,9 +11,9 @@ from django.contrib.admin import helpers
 from django.http import HttpRequest, HttpResponse
 
 from customers.dryrun import proposed_rules, run_dry_run
-from customers.matching import METHODS_BY_ATTRIBUTE, RuleSpec, parse_criteria
 from customers.models import MatchRule, SurvivorshipRule
-from customers.survivorship import SURVIVING_FIELDS
+from customers.resolution.rules import METHODS_BY_ATTRIBUTE, RuleSpec, parse_criteria
+from customers.resolution.survivorship import SURVIVING_FIELDS
 
 
 class CriteriaField(forms.JSONField):

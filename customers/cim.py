@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.utils.dateparse import parse_date, parse_datetime
 
 from customers.choices import MASTER_ID_TYPES, ContactPointKind
-from customers.matching import e164
-from customers.normalize import address_key, clean_text, normalize_email, normalize_phone
+from customers.normalize import address_key, clean_text, e164, normalize_email, normalize_phone
 
 
 class CimValidationError(ValueError):
@@ -251,65 +251,131 @@ def _iso(value: dt.datetime | dt.date | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
-def render_individual(individual: Any) -> dict[str, Any]:
-    """A golden record as a process-level CIM Individual (``id`` = master ID).
+CONTACT_POINT_COLUMNS = (
+    "id",
+    "kind",
+    "is_primary",
+    "active_from_date",
+    "value_key",
+    "email_address",
+    "telephone_number",
+    "address_line1",
+    "city_name",
+    "postal_code_text",
+    "state_province_name",
+    "country_name",
+)
+CROSS_REFERENCE_COLUMNS = (
+    "id",
+    "system",
+    "external_id",
+    "status",
+    "last_seen_at",
+    "writeback_state",
+    "written_at",
+    "writeback_error",
+)
 
-    Expects ``contact_points`` and ``cross_references`` prefetched when rendering many.
+
+def render_cim(
+    record: Mapping[str, Any],
+    contact_points: Iterable[Mapping[str, Any]],
+    cross_references: Iterable[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """A golden record as a process-level CIM Individual (``id`` = master ID), from plain values.
+
+    ``record`` holds the golden record's columns, ``contact_points`` and
+    ``cross_references`` theirs (``CONTACT_POINT_COLUMNS``, ``CROSS_REFERENCE_COLUMNS``),
+    in the order they are to be listed.
     """
-    contact_points: list[dict[str, Any]] = []
-    for cp in individual.contact_points.all():
+    points: list[dict[str, Any]] = []
+    for cp in contact_points:
         item: dict[str, Any] = {
-            "contactPointType": cp.kind,
-            "id": str(cp.pk),
-            "primaryFlag": cp.is_primary,
-            "activeFromDate": _iso(cp.active_from_date),
+            "contactPointType": cp["kind"],
+            "id": str(cp["id"]),
+            "primaryFlag": cp["is_primary"],
+            "activeFromDate": _iso(cp["active_from_date"]),
         }
-        if cp.kind == ContactPointKind.EMAIL:
-            item["emailAddress"] = cp.email_address
-        elif cp.kind == ContactPointKind.PHONE:
-            item["telephoneNumber"] = cp.telephone_number
-            item["formattedE164PhoneNumber"] = cp.value_key if cp.value_key.startswith("+") else None
+        if cp["kind"] == ContactPointKind.EMAIL:
+            item["emailAddress"] = cp["email_address"]
+        elif cp["kind"] == ContactPointKind.PHONE:
+            item["telephoneNumber"] = cp["telephone_number"]
+            item["formattedE164PhoneNumber"] = cp["value_key"] if cp["value_key"].startswith("+") else None
         else:
             item.update(
-                addressLine1=cp.address_line1,
-                cityName=cp.city_name,
-                postalCodeText=cp.postal_code_text,
-                stateProvinceName=cp.state_province_name,
-                countryName=cp.country_name,
+                addressLine1=cp["address_line1"],
+                cityName=cp["city_name"],
+                postalCodeText=cp["postal_code_text"],
+                stateProvinceName=cp["state_province_name"],
+                countryName=cp["country_name"],
             )
-        contact_points.append(item)
+        points.append(item)
     external_ids = [
         {
-            "id": str(x.pk),
-            "externalId": x.external_id,
-            "externalIdType": x.system,
-            "status": x.status,
-            "statusLastChangedDate": _iso(x.last_seen_at),
+            "id": str(x["id"]),
+            "externalId": x["external_id"],
+            "externalIdType": x["system"],
+            "status": x["status"],
+            "statusLastChangedDate": _iso(x["last_seen_at"]),
             "writeback": {
-                "state": x.writeback_state,
-                "writtenAt": _iso(x.written_at),
-                "error": x.writeback_error or None,
+                "state": x["writeback_state"],
+                "writtenAt": _iso(x["written_at"]),
+                "error": x["writeback_error"] or None,
             },
         }
-        for x in individual.cross_references.all()
+        for x in cross_references
     ]
+    person_name = " ".join(part for part in (record["first_name"], record["middle_name"], record["last_name"]) if part)
     return {
-        "id": individual.master_id,
+        "id": record["master_id"],
         "partyType": "Individual",
-        "salutation": individual.salutation or None,
-        "personName": individual.person_name or None,
-        "firstName": individual.first_name or None,
-        "middleName": individual.middle_name or None,
-        "lastName": individual.last_name or None,
-        "nameSuffix": individual.name_suffix or None,
-        "birthDate": _iso(individual.birth_date),
-        "gender": individual.gender or None,
-        "doNotMarketFromUpdateDate": _iso(individual.do_not_market_since),
-        "contactPoints": contact_points,
+        "salutation": record["salutation"] or None,
+        "personName": person_name or None,
+        "firstName": record["first_name"] or None,
+        "middleName": record["middle_name"] or None,
+        "lastName": record["last_name"] or None,
+        "nameSuffix": record["name_suffix"] or None,
+        "birthDate": _iso(record["birth_date"]),
+        "gender": record["gender"] or None,
+        "doNotMarketFromUpdateDate": _iso(record["do_not_market_since"]),
+        "contactPoints": points,
         "externalIds": external_ids,
         "auditInfo": {
-            "createdDate": _iso(individual.created_at),
-            "updatedDate": _iso(individual.updated_at),
+            "createdDate": _iso(record["created_at"]),
+            "updatedDate": _iso(record["updated_at"]),
             "isDeleted": False,
         },
     }
+
+
+RECORD_COLUMNS = (
+    "master_id",
+    "salutation",
+    "first_name",
+    "middle_name",
+    "last_name",
+    "name_suffix",
+    "birth_date",
+    "gender",
+    "do_not_market_since",
+    "created_at",
+    "updated_at",
+)
+
+
+def render_individual(individual: Any) -> dict[str, Any]:
+    """A golden record (model instance) as a process-level CIM Individual.
+
+    Expects ``contact_points`` and ``cross_references`` prefetched when rendering many.
+    """
+    return render_cim(
+        {name: getattr(individual, name) for name in RECORD_COLUMNS},
+        (
+            {name: getattr(cp, "pk" if name == "id" else name) for name in CONTACT_POINT_COLUMNS}
+            for cp in individual.contact_points.all()
+        ),
+        (
+            {name: getattr(x, "pk" if name == "id" else name) for name in CROSS_REFERENCE_COLUMNS}
+            for x in individual.cross_references.all()
+        ),
+    )

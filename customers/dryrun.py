@@ -13,9 +13,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from customers.matching import Decision, MatchProfile, RuleSpec, blocking_keys, decide
-from customers.models import Individual, NotAMatch
-from customers.resolution import candidate_ids, golden_profile, load_rules, rule_spec
+from customers.models import Individual
+from customers.resolution.blocking import blocking_keys
+from customers.resolution.rules import Decision, RuleSpec, decide, load_rules, rule_spec
+from customers.resolution.store import Golden, UnitOfWork
 
 DEFAULT_SAMPLE = 2000
 
@@ -51,44 +52,37 @@ def run_dry_run(proposed: list[RuleSpec], *, sample: int = DEFAULT_SAMPLE, examp
     """Decide each candidate pair with today's rules and the proposed ones; report the differences."""
     current = load_rules()
     report = DryRunReport()
-    records = list(
+    ids = list(
         Individual.objects.filter(merged_into__isnull=True, erased_at__isnull=True)
         .order_by("-updated_at", "-id")
-        .prefetch_related("contact_points")[:sample]
+        .values_list("pk", flat=True)[:sample]
     )
-    profiles: dict[int, MatchProfile] = {}
-    names: dict[int, Individual] = {}
-
-    def profile_of(individual: Individual) -> MatchProfile:
-        if individual.pk not in profiles:
-            profiles[individual.pk] = golden_profile(individual)
-            names[individual.pk] = individual
-        return profiles[individual.pk]
-
+    work = UnitOfWork()
+    work.load_goldens(ids)
+    records = [work.golden(pk) for pk in ids if pk in work.goldens]
+    keys = {pk: blocking_keys(work.profile_of(golden)) for pk, golden in ((g.pk, g) for g in records)}
+    work.load_keys(key for ks in keys.values() for key in ks)
     seen: set[tuple[int, int]] = set()
-    for individual in records:
+    for golden in records:
         report.records_scanned += 1
-        profile = profile_of(individual)
-        others = candidate_ids(blocking_keys(profile), exclude={individual.pk})
-        missing = [pk for pk in others if pk not in profiles]
-        for other in Individual.objects.filter(pk__in=missing, merged_into__isnull=True, erased_at__isnull=True):
-            profile_of(other)
-        for other_id in others:
-            pair = (min(individual.pk, other_id), max(individual.pk, other_id))
-            if pair in seen or other_id not in profiles:
+        for other_id in work.candidate_ids(keys[golden.pk], exclude={golden.pk}):
+            other = work.goldens.get(other_id)
+            pair = (min(golden.pk, other_id), max(golden.pk, other_id))
+            if pair in seen or other is None or not other.active:
                 continue
             seen.add(pair)
-            if NotAMatch.objects.filter(left_id=pair[0], right_id=pair[1]).exists():
+            if other_id in work.not_a_match_with(golden.pk):
                 continue  # a steward's word stands whatever the rules say
+            left, right = work.golden(pair[0]), work.golden(pair[1])
             report.pairs_compared += 1
-            before = decide(current, profiles[pair[1]], profiles[pair[0]])
-            after = decide(proposed, profiles[pair[1]], profiles[pair[0]])
+            before = decide(current, work.profile_of(right), work.profile_of(left))
+            after = decide(proposed, work.profile_of(right), work.profile_of(left))
             if (before.outcome, before.rule) == (after.outcome, after.rule):
                 report.unchanged += 1
                 continue
             report.transitions[(_label(before), _label(after))] += 1
             if len(report.examples) < examples:
-                report.examples.append(_example(names[pair[0]], names[pair[1]], before, after))
+                report.examples.append(_example(left, right, before, after))
     return report
 
 
@@ -96,14 +90,18 @@ def _label(decision: Decision) -> str:
     return f"{decision.outcome}: {decision.rule}" if decision.rule else decision.outcome
 
 
-def _example(left: Individual, right: Individual, before: Decision, after: Decision) -> dict[str, Any]:
+def _name(golden: Golden) -> str:
+    return " ".join(golden.values[n] for n in ("first_name", "middle_name", "last_name") if golden.values[n])
+
+
+def _example(left: Golden, right: Golden, before: Decision, after: Decision) -> dict[str, Any]:
     return {
         "left": left.master_id,
         "left_id": left.pk,
-        "left_name": left.person_name,
+        "left_name": _name(left),
         "right": right.master_id,
         "right_id": right.pk,
-        "right_name": right.person_name,
+        "right_name": _name(right),
         "before": _label(before),
         "after": _label(after),
         "score": round(after.score, 3),

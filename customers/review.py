@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from customers.matching import decide
 from customers.models import Individual
-from customers.resolution import golden_profile, load_rules, load_strategies, source_values
-from customers.survivorship import SURVIVING_FIELDS, compute
-from customers.survivorship import contact_points as union_of_contact_points
+from customers.resolution.rules import decide
+from customers.resolution.store import UnitOfWork
+from customers.resolution.survivorship import SURVIVING_FIELDS, compute
+from customers.resolution.survivorship import contact_points as union_of_contact_points
 
 
 @dataclass
@@ -35,12 +35,15 @@ def _readable(values: dict[str, str]) -> str:
 
 def compare_records(left: Individual, right: Individual) -> Comparison:
     """What differs, what the rules say, and what the merged record would hold (nothing is saved)."""
-    left_sources, right_sources = source_values(left), source_values(right)
-    decision = decide(load_rules(), golden_profile(right, right_sources), golden_profile(left, left_sources))
+    work = UnitOfWork()
+    work.load_goldens([left.pk, right.pk])
+    golden_left, golden_right = work.golden(left.pk), work.golden(right.pk)
+    left_sources, right_sources = golden_left.valid_sources(), golden_right.valid_sources()
+    decision = decide(work.rules, work.profile_of(golden_right), work.profile_of(golden_left), explain_all=True)
     survivor = min((left, right), key=lambda i: (i.created_at, i.pk))
     retired = right if survivor is left else left
     pins = dict(retired.pins or {}) | dict(survivor.pins or {})
-    preview = compute(left_sources + right_sources, load_strategies(), pins)
+    preview = compute(left_sources + right_sources, work.strategies, pins)
     rows = []
     for name in SURVIVING_FIELDS:
         a, b = _show(getattr(left, name)), _show(getattr(right, name))

@@ -23,6 +23,7 @@ KNOWN_NAMES: frozenset[str] = frozenset(
         "HUB_LOG_LEVEL",
         "HUB_DATA_DIR",
         "HUB_Q_WORKERS",
+        "HUB_RESOLVER_BATCH",
         "HUB_Q_TIMEOUT",
         "HUB_Q_RETRY",
         "HUB_Q_MAX_ATTEMPTS",

@@ -194,6 +194,10 @@ if Q_RETRY <= Q_TIMEOUT * 2:
         f"HUB_Q_RETRY ({Q_RETRY}s) must be more than twice HUB_Q_TIMEOUT ({Q_TIMEOUT}s), "
         "or a running task is handed to a second worker."
     )
+# The resolver (integrations.resolver): events per batch, a claim's lease, one task's working time.
+RESOLVER_BATCH = env_int("HUB_RESOLVER_BATCH", 100, minimum=1, maximum=1000)
+RESOLVER_LEASE = 2 * Q_TIMEOUT
+RESOLVER_TASK_SECONDS = Q_TIMEOUT / 2
 Q_CLUSTER = {
     "name": "hub",
     "orm": "default",

@@ -14,7 +14,7 @@ from django.utils.safestring import SafeString, mark_safe
 from customers.admin import RECORD_PANELS
 from hub.paging import CappedCountPaginator
 from integrations.models import AccessToken, ApiClient, ConnectorState, DeadLetter, InboundEvent, SyncRun, SyncStep
-from integrations.process import replay_dead_letter
+from integrations.replay import replay_dead_letter
 
 
 class ReadOnlyMixin:

@@ -13,6 +13,7 @@ class EventChannel(models.TextChoices):
 
 class EventStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
+    PROCESSING = "processing", "Processing"
     RETRYING = "retrying", "Retrying"
     WRITEBACK = "writeback", "Awaiting write-back"
     SYNCED = "synced", "Synced"
@@ -21,6 +22,8 @@ class EventStatus(models.TextChoices):
     DEAD = "dead", "Dead-lettered"
 
 
+# The statuses of an event still in the resolver's queue (claimable once its visible_at has passed).
+PENDING_EVENT_STATUSES = (EventStatus.QUEUED, EventStatus.RETRYING, EventStatus.PROCESSING)
 TERMINAL_EVENT_STATUSES = frozenset(
     {EventStatus.SYNCED, EventStatus.SUPERSEDED, EventStatus.REJECTED, EventStatus.DEAD}
 )

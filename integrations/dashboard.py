@@ -24,8 +24,8 @@ from customers.models import CrossReference, MatchCandidate
 from integrations.choices import EventStatus, RunStatus
 from integrations.marketing_cloud.models import ReconciliationState
 from integrations.models import ConnectorState, DeadLetter, InboundEvent, SyncRun
-from integrations.process import replay_dead_letter
 from integrations.queue import cluster_stalled, queue_depth
+from integrations.replay import replay_dead_letter
 
 HOURS = 24
 SERIES = (("received", "#79aec8"), ("synced", "#2a7d2a"), ("failed", "#e0a000"), ("dead", "#ba2121"))

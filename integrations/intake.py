@@ -1,25 +1,27 @@
-"""Storing inbound events: accepted ones with their queued task, in one transaction.
+"""Storing inbound events from every channel: the minimum durable work, then the answer.
 
-The queue row (django-q2's ORM broker) is written through the same connection as
-the event row, so the HTTP 200 is sent only after both are durable, and a failure
-leaves neither behind.
+An accepted event is one row of ``InboundEvent``, and that row is its queue entry (see
+``integrations.resolver``): storing a batch of events is one SQL statement that inserts
+the new rows (a repeated idempotency key inserts nothing), and, when the resolver is not
+already asked to run, flips its wake-up flag and queues its django-q2 task. In autocommit
+that one statement is its own transaction, so the HTTP 200 goes out only after the rows
+are durable, and a failure leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from integrations.choices import EventChannel, EventStatus
-from integrations.faults import fault_point
-from integrations.models import ApiClient, InboundEvent
-from integrations.queue import enqueue
-
-PROCESS_TASK = "integrations.process.process_event"
+from integrations.models import ApiClient, InboundEvent, QueuedFlag
+from integrations.queue import broker_key, enqueue_once, task_package
+from integrations.resolver import RESOLVE_TASK, RESOLVER_FLAG
 
 # Request headers worth keeping with the raw event (never Authorization or cookies).
 KEPT_HEADERS = (
@@ -63,59 +65,107 @@ class AcceptedEvent:
     occurred_at: dt.datetime | None = None
     api_client: ApiClient | None = None
 
-    def to_model(self) -> InboundEvent:
-        return InboundEvent(
-            channel=self.channel,
-            system=self.system,
-            external_id=json_safe(self.external_id[:255]),
-            idempotency_key=json_safe(self.idempotency_key[:200]),
-            status=EventStatus.QUEUED,
-            occurred_at=self.occurred_at,
-            content_type=self.content_type[:100],
-            headers=json_safe(self.headers),
-            raw_body=self.raw_body,
-            payload=json_safe(self.payload),
-            individual_cim=json_safe(self.individual_cim),
-            api_client=self.api_client,
-        )
+    @property
+    def key(self) -> str:
+        return json_safe(self.idempotency_key[:200])
 
 
-def store_events(events: list[AcceptedEvent]) -> list[tuple[InboundEvent, bool]]:
-    """Store events and queue each new one; returns (event, is_duplicate) in input order.
+@dataclass(frozen=True)
+class StoredEvent:
+    """The stored row an accepted event answers with (its first copy, for a duplicate)."""
 
-    All or nothing: runs in one transaction. Duplicates (same idempotency key, in
-    this batch or stored before) are answered with the first copy and queue nothing.
+    pk: int
+
+
+_TABLE = InboundEvent._meta.db_table
+_STORE = f"""
+WITH incoming AS (
+    SELECT * FROM unnest(
+        %s::int[], %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::text[], %s::text[],
+        %s::bytea[], %s::text[], %s::text[], %s::bigint[]
+    ) AS t(ord, channel, system, external_id, idempotency_key, occurred_at, content_type, headers,
+           raw_body, payload, individual_cim, api_client_id)
+),
+inserted AS (
+    INSERT INTO {_TABLE} (
+        channel, system, external_id, idempotency_key, status, reason, received_at, occurred_at,
+        content_type, headers, raw_body, payload, individual_cim, api_client_id, master_id, attempts,
+        visible_at, claimed_by
+    )
+    SELECT channel, system, external_id, idempotency_key, '{EventStatus.QUEUED}', '', now(), occurred_at,
+           content_type, headers::jsonb, raw_body, payload::jsonb, individual_cim::jsonb, api_client_id, '', 0,
+           now(), ''
+    FROM incoming ORDER BY ord
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id, idempotency_key
+),
+woken AS (
+    UPDATE {QueuedFlag._meta.db_table} SET queued = true, updated_at = now()
+    WHERE name = %s AND NOT queued AND EXISTS (SELECT 1 FROM inserted)
+    RETURNING 1
+),
+task AS (
+    INSERT INTO django_q_ormq (key, payload, lock) SELECT %s, %s, now() FROM woken RETURNING id
+)
+SELECT idempotency_key, id, (SELECT count(*) FROM {QueuedFlag._meta.db_table} WHERE name = %s)
+FROM inserted
+"""
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else json.dumps(json_safe(value), separators=(",", ":"), default=str)
+
+
+def store_events(events: list[AcceptedEvent]) -> list[tuple[StoredEvent, bool]]:
+    """Store events and wake the resolver; returns (stored event, is duplicate) per event, in input order.
+
+    All or nothing: one statement. Duplicates (same idempotency key, in this batch or
+    stored before) answer with the first copy and store nothing.
     """
-    with transaction.atomic():
-        keys = [json_safe(e.idempotency_key[:200]) for e in events]
-        existing = {ev.idempotency_key: ev for ev in InboundEvent.objects.filter(idempotency_key__in=keys)}
-        fresh: dict[str, InboundEvent] = {}
-        for event in events:
-            key = json_safe(event.idempotency_key[:200])
-            if key not in existing and key not in fresh:
-                fresh[key] = event.to_model()
-        if fresh:
-            # A concurrent delivery of the same key makes this insert wait, then skip the row.
-            InboundEvent.objects.bulk_create(list(fresh.values()), ignore_conflicts=True)
-            fault_point("intake-mid-batch")
-            stored = {ev.idempotency_key: ev for ev in InboundEvent.objects.filter(idempotency_key__in=list(fresh))}
-            for key, model in stored.items():
-                # Enqueue only the rows this transaction inserted (same received_at as our model).
-                if fresh[key].received_at == model.received_at:
-                    enqueue(PROCESS_TASK, model.pk, task_name=f"process-event-{model.pk}")
-                    fresh[key] = model
-                else:
-                    existing[key] = model
-                    del fresh[key]
-        result: list[tuple[InboundEvent, bool]] = []
-        seen: set[str] = set()
-        for key in keys:
-            if key in fresh and key not in seen:
-                result.append((fresh[key], False))
-            else:
-                result.append((fresh.get(key) or existing[key], True))
-            seen.add(key)
-        return result
+    first: dict[str, AcceptedEvent] = {}
+    for event in events:
+        first.setdefault(event.key, event)
+    fresh = list(first.values())
+    columns: list[list[Any]] = [[] for _ in range(12)]
+    for i, event in enumerate(fresh):
+        row = (
+            i,
+            event.channel,
+            event.system,
+            json_safe(event.external_id[:255]),
+            event.key,
+            event.occurred_at,
+            event.content_type[:100],
+            _json_text(event.headers),
+            bytes(event.raw_body),
+            _json_text(event.payload),
+            _json_text(event.individual_cim),
+            event.api_client.pk if event.api_client else None,
+        )
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _STORE,
+            [*columns, RESOLVER_FLAG, broker_key(), task_package(RESOLVE_TASK, name=RESOLVER_FLAG), RESOLVER_FLAG],
+        )
+        rows = cursor.fetchall()
+    inserted = {key: pk for key, pk, _ in rows}
+    stored = dict(inserted)
+    missing = [key for key in first if key not in stored]
+    if missing:
+        # Stored before (or by a concurrent delivery that committed first): answer with that copy.
+        stored.update(InboundEvent.objects.filter(idempotency_key__in=missing).values_list("idempotency_key", "pk"))
+    if rows and rows[0][2] == 0:
+        with transaction.atomic():  # a database without the flag row yet
+            enqueue_once(RESOLVE_TASK, flag=RESOLVER_FLAG)
+    seen: set[str] = set()
+    result = []
+    for event in events:
+        key = event.key
+        result.append((StoredEvent(stored[key]), key not in inserted or key in seen))
+        seen.add(key)
+    return result
 
 
 def store_rejected(
@@ -150,4 +200,4 @@ def store_rejected(
     return event
 
 
-__all__ = ["AcceptedEvent", "EventChannel", "request_headers", "store_events", "store_rejected"]
+__all__ = ["AcceptedEvent", "EventChannel", "StoredEvent", "request_headers", "store_events", "store_rejected"]

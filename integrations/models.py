@@ -9,7 +9,15 @@ from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.utils import timezone
 
-from integrations.choices import ApiScope, EventChannel, EventStatus, RunStatus, RunTrigger, StepOutcome
+from integrations.choices import (
+    PENDING_EVENT_STATUSES,
+    ApiScope,
+    EventChannel,
+    EventStatus,
+    RunStatus,
+    RunTrigger,
+    StepOutcome,
+)
 
 
 class ApiClient(models.Model):
@@ -48,7 +56,13 @@ class ApiClient(models.Model):
 
 
 class InboundEvent(models.Model):
-    """An event as it arrived, stored before anything else happens to it."""
+    """An event as it arrived, stored before anything else happens to it; also its own queue entry.
+
+    The resolver claims ready events (pending status, ``visible_at`` passed) with ``FOR UPDATE
+    SKIP LOCKED``: a claim sets ``processing``, a lease (``visible_at`` in the future) and
+    ``claimed_by``; a failure sets ``retrying`` with the backoff as ``visible_at``. A claim
+    whose worker died becomes visible again when its lease ends.
+    """
 
     channel = models.CharField(max_length=16, choices=EventChannel.choices)
     system = models.CharField(max_length=40, blank=True)
@@ -69,6 +83,9 @@ class InboundEvent(models.Model):
     api_client = models.ForeignKey(ApiClient, on_delete=models.SET_NULL, null=True, blank=True)
     master_id = models.CharField(max_length=36, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # The queue: when the event may be claimed (now, after a backoff, or when a claim's lease ends).
+    visible_at = models.DateTimeField(default=timezone.now)
+    claimed_by = models.CharField(max_length=36, blank=True)
 
     class Meta:
         verbose_name = "inbound event"
@@ -77,6 +94,13 @@ class InboundEvent(models.Model):
             models.Index(fields=["status", "received_at"], name="event_status_idx"),
             models.Index(fields=["system", "external_id"], name="event_source_record_idx"),
             models.Index(fields=["received_at"], name="event_received_idx"),
+            # Only events still queued are in these two, so the claim stays cheap however many are done.
+            models.Index(fields=["id"], condition=models.Q(status__in=PENDING_EVENT_STATUSES), name="event_queue_idx"),
+            models.Index(
+                fields=["system", "external_id", "id"],
+                condition=models.Q(status__in=PENDING_EVENT_STATUSES),
+                name="event_queue_source_idx",
+            ),
         ]
 
     def __str__(self) -> str:

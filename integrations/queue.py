@@ -1,11 +1,14 @@
-"""The task queue: django-q2's ORM broker, plus delayed enqueue.
+"""The task queue: django-q2's ORM broker, delayed enqueue, coalesced wake-ups, and the health of both queues.
 
-django-q2's ORM broker hands out a queued row once its ``lock`` time has passed
-(that column is its visibility timeout). Writing a future ``lock`` at insert time
-therefore delays a task without any worker sleeping, which is how retries honour
-``Retry-After`` and back off. The row is written through the default database
-connection, so an enqueue inside ``transaction.atomic()`` commits or rolls back
-with the data it belongs to.
+Two queues share the database. Inbound events are their own queue (``InboundEvent``,
+claimed by ``integrations.resolver``); everything else (the resolver's wake-ups, write-back
+flushes, downstream deliveries, reconciliation) is a django-q2 task in its ORM broker.
+
+django-q2's ORM broker hands out a queued row once its ``lock`` time has passed (that
+column is its visibility timeout). Writing a future ``lock`` at insert time therefore
+delays a task without any worker sleeping, which is how retries honour ``Retry-After``
+and back off. The row is written through the default database connection, so an
+enqueue inside ``transaction.atomic()`` commits or rolls back with the data it belongs to.
 """
 
 from __future__ import annotations
@@ -14,10 +17,17 @@ import contextvars
 import datetime as dt
 from typing import Any
 
+from django.db.models import Q
 from django.utils import timezone
 from django_q.brokers.orm import ORM
 from django_q.conf import Conf
+from django_q.humanhash import uuid
+from django_q.models import OrmQ, Task
+from django_q.signing import SignedPackage
 from django_q.tasks import async_task
+
+from integrations.choices import PENDING_EVENT_STATUSES
+from integrations.models import InboundEvent, QueuedFlag
 
 _not_before: contextvars.ContextVar[dt.datetime | None] = contextvars.ContextVar("hub_not_before", default=None)
 
@@ -34,6 +44,27 @@ class HubOrmBroker(ORM):
         return package.pk
 
 
+def broker_key() -> str:
+    """The ``key`` column django-q2's ORM broker files this cluster's tasks under (its list key).
+
+    Read from the settings, not from a broker instance: making an ORM broker outside a
+    transaction closes the database connection (django-q2 calls ``close_old_connections``).
+    """
+    return Conf.CLUSTER_NAME
+
+
+def task_package(func: str, *args: Any, name: str) -> str:
+    """A task as django-q2 signs it for its broker (what ``async_task`` would enqueue).
+
+    For statements that write the queue row themselves, in the same statement as the
+    data it belongs to (``integrations.intake``).
+    """
+    tag = uuid()
+    return SignedPackage.dumps(
+        {"id": tag[1], "name": name, "func": func, "args": args, "kwargs": {}, "started": timezone.now()}
+    )
+
+
 def enqueue(func: str, *args: Any, delay: float = 0.0, task_name: str | None = None) -> str:
     """Queue ``func`` (dotted path) with ``args``; with ``delay`` seconds, not before then."""
     token = _not_before.set(timezone.now() + dt.timedelta(seconds=delay) if delay > 0 else None)
@@ -46,17 +77,6 @@ def enqueue(func: str, *args: Any, delay: float = 0.0, task_name: str | None = N
         _not_before.reset(token)
 
 
-def queue_depth() -> tuple[int, float | None]:
-    """(tasks waiting or running, age in seconds of the oldest one ready to run)."""
-    from django_q.models import OrmQ
-
-    now = timezone.now()
-    rows = OrmQ.objects.using(Conf.ORM)
-    depth = rows.count()
-    oldest = rows.filter(lock__lte=now).order_by("lock").values_list("lock", flat=True).first()
-    return depth, (now - oldest).total_seconds() if oldest else None
-
-
 def enqueue_once(func: str, *args: Any, flag: str) -> bool:
     """Queue ``func`` unless a run of it is already queued and not yet started.
 
@@ -64,8 +84,6 @@ def enqueue_once(func: str, *args: Any, flag: str) -> bool:
     task must call ``task_started(flag)`` first thing, so requests arriving while it
     runs queue the next run. Returns True when a task was queued.
     """
-    from integrations.models import QueuedFlag
-
     QueuedFlag.objects.get_or_create(name=flag)
     # Matches (and locks) only while idle; once a committed "queued" is seen, no lock is taken.
     if QueuedFlag.objects.filter(name=flag, queued=False).update(queued=True):
@@ -75,37 +93,7 @@ def enqueue_once(func: str, *args: Any, flag: str) -> bool:
 
 
 def task_started(flag: str) -> None:
-    from integrations.models import QueuedFlag
-
     QueuedFlag.objects.filter(name=flag, queued=True).update(queued=False)
-
-
-STALL_SECONDS = 90.0
-
-
-def last_task_finished_at() -> dt.datetime | None:
-    from django_q.models import Task
-
-    return Task.objects.order_by("-stopped").values_list("stopped", flat=True).first()
-
-
-def cluster_stalled(threshold: float = STALL_SECONDS) -> bool:
-    """True when tasks are ready but no task has finished for ``threshold`` seconds.
-
-    Progress, not the age of the oldest ready task: with a backlog that age grows while
-    the cluster works flat out. What a supervisor (systemd, a liveness check on
-    /api/health, ``run_hub``) acts on by restarting ``qcluster``.
-    """
-    from django_q.models import OrmQ
-
-    now = timezone.now()
-    if not OrmQ.objects.using(Conf.ORM).filter(lock__lte=now).exists():
-        return False
-    last = last_task_finished_at()
-    if last is None:
-        _, oldest = queue_depth()
-        return oldest is not None and oldest > threshold
-    return (now - last).total_seconds() > threshold
 
 
 def enqueue_wake_up(func: str, *args: Any, flag: str, delay: float) -> bool:
@@ -114,10 +102,6 @@ def enqueue_wake_up(func: str, *args: Any, flag: str, delay: float) -> bool:
     The earliest wake-up runs and asks for the next one, so however many callers want
     "run me later", one delayed task at a time is waiting.
     """
-    from django.db.models import Q
-
-    from integrations.models import QueuedFlag
-
     when = timezone.now() + dt.timedelta(seconds=max(delay, 0.0))
     QueuedFlag.objects.get_or_create(name=flag)
     stale = timezone.now() - dt.timedelta(seconds=Conf.RETRY)  # a wake-up lost with a dead worker
@@ -133,6 +117,46 @@ def enqueue_wake_up(func: str, *args: Any, flag: str, delay: float) -> bool:
 
 
 def wake_up_started(flag: str) -> None:
-    from integrations.models import QueuedFlag
-
     QueuedFlag.objects.filter(name=flag, wake_at__lte=timezone.now()).update(wake_at=None)
+
+
+# ---------------------------------------------------------------------------
+# Health of the queues
+# ---------------------------------------------------------------------------
+def _ready_events() -> Any:
+    return InboundEvent.objects.filter(status__in=PENDING_EVENT_STATUSES, visible_at__lte=timezone.now())
+
+
+def queue_depth() -> tuple[int, float | None]:
+    """(work waiting or running: tasks plus events, age in seconds of the oldest ready item)."""
+    now = timezone.now()
+    tasks = OrmQ.objects.using(Conf.ORM)
+    depth = tasks.count() + InboundEvent.objects.filter(status__in=PENDING_EVENT_STATUSES).count()
+    oldest_task = tasks.filter(lock__lte=now).order_by("lock").values_list("lock", flat=True).first()
+    oldest_event = _ready_events().order_by("id").values_list("visible_at", flat=True).first()
+    oldest = min((t for t in (oldest_task, oldest_event) if t is not None), default=None)
+    return depth, (now - oldest).total_seconds() if oldest else None
+
+
+STALL_SECONDS = 90.0
+
+
+def last_task_finished_at() -> dt.datetime | None:
+    return Task.objects.order_by("-stopped").values_list("stopped", flat=True).first()
+
+
+def cluster_stalled(threshold: float = STALL_SECONDS) -> bool:
+    """True when work is ready but no task has finished for ``threshold`` seconds.
+
+    Progress, not the age of the oldest ready item: with a backlog that age grows while
+    the cluster works flat out. What a supervisor (systemd, a liveness check on
+    /api/health, ``run_hub``) acts on by restarting ``qcluster``.
+    """
+    now = timezone.now()
+    if not OrmQ.objects.using(Conf.ORM).filter(lock__lte=now).exists() and not _ready_events().exists():
+        return False
+    last = last_task_finished_at()
+    if last is None:
+        _, oldest = queue_depth()
+        return oldest is not None and oldest > threshold
+    return (now - last).total_seconds() > threshold

@@ -17,7 +17,7 @@ from customers.signals import (
 
 @receiver(resync_requested)
 def queue_resync(sender: Any, individual: Any, actor: str, **kwargs: Any) -> None:
-    from integrations.process import start_resync
+    from integrations.replay import start_resync
 
     start_resync(individual, actor=actor)
 
@@ -52,21 +52,18 @@ def scrub_integration_stores(
 
 def _queue_master_id_writeback(individual: Any, **filters: Any) -> int:
     """Marketing Cloud records of ``individual`` holding another master ID get the current one written."""
-    from customers.actions import mark_writeback
     from customers.choices import WritebackState
     from customers.models import CrossReference
+    from customers.writeback_state import request_writeback
     from integrations.choices import MARKETING_CLOUD
     from integrations.marketing_cloud.writeback import queue_flush
 
     stale = (
-        CrossReference.objects.select_for_update()
-        .filter(individual=individual, system=MARKETING_CLOUD, status="VALID", **filters)
+        CrossReference.objects.filter(individual=individual, system=MARKETING_CLOUD, status="VALID", **filters)
         .exclude(source_master_id=individual.master_id, writeback_state=WritebackState.WRITTEN)
+        .values_list("pk", flat=True)
     )
-    count = 0
-    for xref in stale:
-        mark_writeback(xref, state=WritebackState.PENDING, actor="merge")
-        count += 1
+    count = request_writeback(list(stale))
     if count:
         queue_flush()
     return count

@@ -29,9 +29,10 @@ def queued_tasks(*, ready_only: bool = False) -> list[dict[str, Any]]:
 def fast_forward(delta: dt.timedelta) -> None:
     """Pretend ``delta`` has passed for everything the hub schedules by wall-clock time."""
     from customers.models import CrossReference
-    from integrations.models import ConnectorState, SyncRun
+    from integrations.models import ConnectorState, InboundEvent, SyncRun
 
     OrmQ.objects.update(lock=F("lock") - delta)
+    InboundEvent.objects.update(visible_at=F("visible_at") - delta)
     CrossReference.objects.filter(writeback_due_at__isnull=False).update(writeback_due_at=F("writeback_due_at") - delta)
     SyncRun.objects.filter(next_attempt_at__isnull=False).update(next_attempt_at=F("next_attempt_at") - delta)
     ConnectorState.objects.filter(paused_until__isnull=False).update(paused_until=F("paused_until") - delta)

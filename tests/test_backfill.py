@@ -9,7 +9,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from customers.models import ContactPoint, CrossReference, HistoryEntry, Individual
+from customers.models import ContactPoint, CrossReference, HistoryEntry, Individual, MatchCandidate
 from integrations.marketing_cloud.backfill import import_subscribers
 from integrations.marketing_cloud.models import ImportJob
 from tests.conftest import subscriber
@@ -91,15 +91,29 @@ def test_import_applies_the_rules_reports_bad_rows_and_queues_write_backs(tmp_pa
 
 def test_import_matches_records_the_hub_already_has(tmp_path, journey, sandbox):
     journey.execute(subscriber(key="IMP-00001", email="imp1@example.com", ModifiedDate="2026-10-01T00:00:00Z"))
-    # The same mailbox and the same name: the export's IMP-00002 is this person.
-    journey.execute(subscriber(key="OTHER-KEY", email="imp2@example.com", FirstName="Imp", LastName="Person2"))
+    # The same mailbox, name and birth date: the export's IMP-00002 is this person.
+    journey.execute(
+        subscriber(
+            key="OTHER-KEY", email="imp2@example.com", FirstName="Imp", LastName="Person2", BirthDate="1990-01-31"
+        )
+    )
+    # The same mailbox and name, another birth date: the full rules send the pair to review.
+    journey.execute(
+        subscriber(
+            key="NAMESAKE", email="imp0@example.com", FirstName="Imp", LastName="Person0", BirthDate="1950-05-05"
+        )
+    )
     run_queued()
     master_1 = Individual.objects.get(cross_references__external_id="IMP-00001").master_id
     job = import_subscribers(write_csv(tmp_path / "e.csv", people(3)), batch_size=100)
     assert job.created == 1 and job.matched == 2
-    assert Individual.objects.count() == 3
+    assert Individual.objects.count() == 4
     assert Individual.objects.get(cross_references__external_id="IMP-00001").master_id == master_1
     assert CrossReference.objects.get(external_id="IMP-00002").individual.cross_references.count() == 2
+    owner = dict(CrossReference.objects.values_list("external_id", "individual_id"))
+    pairs = set(MatchCandidate.objects.filter(status="open").values_list("left_id", "right_id"))
+    assert job.suspects_queued == len(pairs)
+    assert tuple(sorted((owner["NAMESAKE"], owner["IMP-00000"]))) in pairs
 
 
 def test_older_rows_do_not_overwrite_newer_changes(tmp_path, journey, sandbox):

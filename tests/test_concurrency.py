@@ -10,7 +10,7 @@ from django.db import connection
 from customers.models import CrossReference, Individual
 from integrations.intake import AcceptedEvent, store_events
 from integrations.marketing_cloud.mapping import subscriber_to_cim
-from integrations.process import process_event
+from integrations.resolver import process_event
 from tests.conftest import subscriber
 
 pytestmark = pytest.mark.django_db(transaction=True)

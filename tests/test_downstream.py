@@ -114,13 +114,13 @@ def test_consent_and_resync_are_published(journey, sandbox, target, receiver, ad
     from django.db import transaction
     from django.utils import timezone
 
-    from customers.actions import set_do_not_market
+    from customers.stewardship import OptOut, record_opt_outs
 
     journey.execute(subscriber())
     run_queued()
     individual = Individual.objects.get()
     with transaction.atomic():
-        set_do_not_market(individual, since=timezone.now(), source="TEST", actor="test")
+        record_opt_outs([OptOut(individual.pk, timezone.now(), "TEST", "test")])
     admin_client.post("/admin/customers/individual/", {"action": "resync", "_selected_action": [individual.pk]})
     run_queued()
     assert [m["type"] for m in receiver.received] == ["customer.created", "customer.consent", "customer.resync"]

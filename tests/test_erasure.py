@@ -92,7 +92,7 @@ def test_erasure_needs_the_erase_scope(api, journey, sandbox):
 def test_a_returning_subscriber_gets_a_new_golden_record(journey, sandbox):
     from django.db import transaction
 
-    from customers.actions import erase_individual
+    from customers.stewardship import erase_individual
 
     journey.execute(subscriber())
     run_queued()

@@ -6,37 +6,46 @@ import io
 
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 
 from customers.models import Individual
-from integrations.models import ApiClient, InboundEvent
+from integrations.models import ApiClient, InboundEvent, QueuedFlag
 from tests.conftest import subscriber
 from tests.queue import queued_tasks, run_queued
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_failed_enqueue_rolls_back_the_event_and_answers_5xx(journey, monkeypatch):
+def test_a_failing_wake_up_rolls_back_the_event_and_answers_5xx(journey, monkeypatch):
     import integrations.intake
 
-    def broken_enqueue(*args, **kwargs):
-        raise RuntimeError("queue unavailable")
-
-    monkeypatch.setattr(integrations.intake, "enqueue", broken_enqueue)
+    # The wake-up's queue row cannot be written (its key is longer than django-q2's column): the
+    # one statement that stores the event fails as a whole.
+    monkeypatch.setattr(integrations.intake, "broker_key", lambda: "k" * 500)
     response = journey.execute(subscriber())
     assert response.status_code == 500
     assert response.json()["title"] == "Internal error"
-    assert InboundEvent.objects.count() == 0
+    assert InboundEvent.objects.count() == 0 and queued_tasks() == []
     monkeypatch.undo()
     # Journey Builder retries (retryCount); the retry is accepted as new.
     assert journey.execute(subscriber()).status_code == 200
     assert InboundEvent.objects.count() == 1 and len(queued_tasks()) == 1
 
 
-def test_event_row_and_queue_row_commit_together(journey):
+def test_the_event_row_is_the_queue_entry_and_wake_ups_coalesce(journey):
     response = journey.execute(subscriber())
     event = InboundEvent.objects.get(pk=response.json()["eventId"])
+    assert event.status == "queued" and event.visible_at <= timezone.now() and event.attempts == 0
     [task] = queued_tasks()
-    assert task["func"] == "integrations.process.process_event" and task["args"] == (event.pk,)
+    assert task["func"] == "integrations.resolver.resolve_ready_events" and task["args"] == ()
+    assert QueuedFlag.objects.get(name="resolver").queued
+    # While that wake-up waits, more events queue no more tasks: one run will claim them all.
+    for i in range(3):
+        assert journey.execute(subscriber(key=f"SK-{i}", email=f"p{i}@example.com")).status_code == 200
+    assert len(queued_tasks()) == 1
+    run_queued()
+    assert set(InboundEvent.objects.values_list("status", flat=True)) == {"synced"}
+    assert not QueuedFlag.objects.get(name="resolver").queued
 
 
 def test_a_later_event_without_the_master_id_writes_it_again(journey, sandbox):

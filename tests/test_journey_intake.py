@@ -24,7 +24,7 @@ def test_new_subscriber_gets_master_id_cross_reference_and_write_back(journey, s
     event = InboundEvent.objects.get(pk=body["eventId"])
     assert event.status == EventStatus.QUEUED
     assert bytes(event.raw_body).count(b".") == 2  # the raw JWT, as received
-    assert [t["func"] for t in queued_tasks()] == ["integrations.process.process_event"]
+    assert [t["func"] for t in queued_tasks()] == ["integrations.resolver.resolve_ready_events"]
 
     run_queued()
 

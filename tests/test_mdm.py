@@ -20,7 +20,7 @@ from customers.models import (
     NotAMatch,
     SurvivorshipRule,
 )
-from customers.resolution import (
+from customers.stewardship import (
     ResolutionError,
     clear_not_a_match,
     mark_not_a_match,
@@ -33,7 +33,7 @@ from integrations.choices import EventChannel
 from integrations.intake import AcceptedEvent, store_events
 from integrations.marketing_cloud.mapping import subscriber_to_cim
 from integrations.models import ApiClient
-from integrations.process import process_event
+from integrations.resolver import process_event
 from tests.conftest import subscriber
 from tests.queue import run_queued
 
@@ -426,7 +426,7 @@ def test_rebuild_match_keys_command_and_erasure_drops_keys(sandbox):
 
     from django.core.management import call_command
 
-    from customers.actions import erase_individual
+    from customers.stewardship import erase_individual
 
     golden = ingest("POS", "p-1", cim("Ann", "Jones", email="a@example.com", birth="1980-01-01"))
     keys = set(MatchKey.objects.values_list("kind", "value"))
@@ -444,16 +444,16 @@ def test_rebuild_match_keys_command_and_erasure_drops_keys(sandbox):
 def test_a_backfill_does_not_fold_a_household_into_one_record(sandbox):
     from django.db import transaction
 
-    from customers.bulk import SourceRecord, bulk_upsert
     from customers.cim import parse_individual
+    from customers.resolution.engine import SourceChange, resolve
 
     records = [
-        SourceRecord("h-1", parse_individual(cim("Richard", "Watley", email="watleys@example.com"))),
-        SourceRecord("h-2", parse_individual(cim("Christopher", "Watley", email="watleys@example.com"))),
-        SourceRecord("h-3", parse_individual(cim("Rick", "Watley", email="WATLEYS@example.com"))),
+        SourceChange("POS", "h-1", parse_individual(cim("Richard", "Watley", email="watleys@example.com"))),
+        SourceChange("POS", "h-2", parse_individual(cim("Christopher", "Watley", email="watleys@example.com"))),
+        SourceChange("POS", "h-3", parse_individual(cim("Rick", "Watley", email="WATLEYS@example.com"))),
     ]
     with transaction.atomic():
-        bulk_upsert(records, system="POS", actor="test")
+        resolve(records)
     owner = dict(CrossReference.objects.values_list("external_id", "individual_id"))
     assert owner["h-1"] != owner["h-2"] and owner["h-1"] == owner["h-3"]  # Rick is Richard
 
@@ -461,18 +461,20 @@ def test_a_backfill_does_not_fold_a_household_into_one_record(sandbox):
 def test_a_crowded_key_does_not_hide_the_true_match(sandbox):
     from django.db import transaction
 
-    from customers.bulk import SourceRecord, bulk_upsert
     from customers.cim import parse_individual
+    from customers.resolution.engine import SourceChange, resolve
 
     # 300 people give the shop's placeholder phone; the real person also has her own email.
     filler = [
-        SourceRecord(
-            f"f-{i}", parse_individual(cim(f"Filler{i}", "Person", email=f"f{i}@example.com", phone="+1 555 000 0000"))
+        SourceChange(
+            "POS",
+            f"f-{i}",
+            parse_individual(cim(f"Filler{i}", "Person", email=f"f{i}@example.com", phone="+1 555 000 0000")),
         )
         for i in range(300)
     ]
     with transaction.atomic():
-        bulk_upsert(filler, system="POS", actor="test")
+        resolve(filler)
     real = ingest("POS", "real", cim("Zora", "Neale", email="zora@example.com", phone="+1 555 000 0000"))
     again = ingest("ERP", "e-1", cim("Zora", "Neale", email="zora@example.com", phone="+1 555 000 0000"))
     assert again == real

@@ -71,7 +71,7 @@ def test_a_second_run_sends_only_changes(small_pages, sandbox):
     assert "$orderBy=ModifiedDate asc" in paths[0]
     seed(1, start=3, modified="2026-11-11T09:00:00")
     assert poll_data_extension().endswith("1 sent")
-    assert queued_tasks()[0]["func"] == "integrations.process.process_event"
+    assert queued_tasks()[0]["func"] == "integrations.resolver.resolve_ready_events"
 
 
 def test_subscribers_seen_newer_through_the_journey_are_skipped(small_pages, journey, sandbox):

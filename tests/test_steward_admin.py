@@ -66,7 +66,7 @@ def test_search_finds_old_master_ids_emails_and_phones(steward, household):
     for term in ("HOME@example.com", "(415) 555-0100", "p-2"):
         html = steward.get(changelist, {"q": term}).content.decode()
         assert tom.master_id in html, term
-    from customers.resolution import merge_individuals
+    from customers.stewardship import merge_individuals
 
     merge_individuals(ann, tom, actor="test")
     html = steward.get(changelist, {"q": tom.master_id}).content.decode()
@@ -218,8 +218,8 @@ def test_page_query_counts_stay_flat_as_records_grow(steward, household, capsys)
     from django.db import connection, transaction
     from django.test.utils import CaptureQueriesContext
 
-    from customers.bulk import SourceRecord, bulk_upsert
     from customers.cim import parse_individual
+    from customers.resolution.engine import SourceChange, resolve
 
     ann, _ = household
     candidate = MatchCandidate.objects.get()
@@ -244,11 +244,11 @@ def test_page_query_counts_stay_flat_as_records_grow(steward, household, capsys)
 
     small = counts()
     records = [
-        SourceRecord(f"bulk-{i}", parse_individual(cim(f"First{i}", "Jones", email=f"bulk{i}@example.com")))
+        SourceChange("POS", f"bulk-{i}", parse_individual(cim(f"First{i}", "Jones", email=f"bulk{i}@example.com")))
         for i in range(300)
     ]
     with transaction.atomic():
-        bulk_upsert(records, system="POS", actor="test")
+        resolve(records)
     large = counts()
     with capsys.disabled():
         print("\nqueries per page (3 records -> 303 records):", {k: (small[k], large[k]) for k in pages})

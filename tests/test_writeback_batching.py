@@ -16,7 +16,7 @@ from tests.queue import queued_tasks, run_queued
 pytestmark = pytest.mark.django_db(transaction=True)
 
 FLUSH = "integrations.marketing_cloud.writeback.flush_writebacks"
-PROCESS = "integrations.process.process_event"
+PROCESS = "integrations.resolver.resolve_ready_events"
 
 
 def store(n: int, *, start: int = 0, **extra: str) -> None:
@@ -40,13 +40,13 @@ def store(n: int, *, start: int = 0, **extra: str) -> None:
 
 
 def process_only() -> None:
-    """Run the queued process_event tasks, leaving the write-back flushes queued."""
+    """Run the queued resolver tasks, leaving the write-back flushes queued."""
+    from integrations.resolver import resolve_ready_events
+
     for task in queued_tasks():
         if task["func"] == PROCESS:
             task["row"].delete()
-            from integrations.process import process_event
-
-            process_event(*task["args"])
+            resolve_ready_events(*task["args"])
 
 
 def test_piled_up_write_backs_go_out_in_rowsets_of_at_most_50(sandbox, monkeypatch):
@@ -176,7 +176,7 @@ def test_a_starved_flush_is_done_by_the_next_event_worker(sandbox, monkeypatch):
 
     import integrations.marketing_cloud.writeback as writeback
     from integrations.models import QueuedFlag
-    from integrations.process import process_event
+    from integrations.resolver import process_event
 
     monkeypatch.setattr(writeback, "STARVED_AFTER", 3.0)
     store(3)
@@ -198,7 +198,7 @@ def test_an_inline_flush_leaves_the_queued_flush_and_its_flag_alone(sandbox, mon
 
     import integrations.marketing_cloud.writeback as writeback
     from integrations.models import QueuedFlag
-    from integrations.process import process_event
+    from integrations.resolver import process_event
 
     monkeypatch.setattr(writeback, "STARVED_AFTER", 3.0)
     store(4)

@@ -8,7 +8,7 @@ from django.utils import timezone
 from customers.models import CrossReference, Individual
 from integrations.choices import EventStatus, RunStatus
 from integrations.models import DeadLetter, InboundEvent, SyncRun
-from integrations.process import replay_dead_letter
+from integrations.replay import replay_dead_letter
 from tests.conftest import subscriber
 from tests.queue import queued_tasks, run_queued
 

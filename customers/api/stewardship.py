@@ -22,7 +22,8 @@ from rest_framework.views import APIView
 from customers.api.views import ReadScope
 from customers.choices import CandidateStatus
 from customers.models import CrossReference, HistoryEntry, Individual, MatchCandidate
-from customers.resolution import (
+from customers.resolution.survivorship import SURVIVING_FIELDS
+from customers.stewardship import (
     ResolutionError,
     clear_not_a_match,
     mark_not_a_match,
@@ -32,7 +33,6 @@ from customers.resolution import (
     unmerge_cross_reference,
     unpin_value,
 )
-from customers.survivorship import SURVIVING_FIELDS
 
 
 class StewardScope(permissions.BasePermission):

@@ -19,11 +19,11 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from customers.actions import erase_individual
 from customers.choices import ContactPointKind
 from customers.cim import render_individual
 from customers.models import Individual
 from customers.normalize import normalize_email
+from customers.stewardship import erase_individual
 
 
 class ReadScope(permissions.BasePermission):

@@ -1,10 +1,13 @@
-"""Backfill from a Marketing Cloud subscriber export (CSV), through the same rules as events.
+"""Backfill from a Marketing Cloud subscriber export (CSV), through the same engine as events.
 
-Streaming: rows are read, validated and applied a batch at a time, so memory stays
-flat whatever the file's size. Each batch commits together with the job's progress,
-so an interrupted import resumes after its last committed row. Bad rows are reported
-with their line numbers (and written to ``FILE.errors.csv``) and skipped; every
-write-back the import makes necessary is queued.
+Every row goes through ``customers.resolution.engine.resolve``, the engine the journey
+calls, the events API and the reconciliation poller go through: the full match rules
+(fuzzy, nickname, phonetic), survivorship, suspects queued for review, history and
+outbox rows. Streaming: rows are read, validated and applied a batch at a time, so
+memory stays flat whatever the file's size. Each batch commits together with the
+job's progress, so an interrupted import resumes after its last committed row. Bad
+rows are reported with their line numbers (and written to ``FILE.errors.csv``) and
+skipped; every write-back the import makes necessary is queued.
 """
 
 from __future__ import annotations
@@ -23,13 +26,18 @@ from typing import IO, Any
 from django.db import reset_queries, transaction
 from django.utils import timezone
 
-from customers.bulk import SourceRecord, bulk_upsert
-from customers.cim import CimValidationError, parse_individual
+from customers.cim import CimValidationError, parse_cim_datetime, parse_individual
+from customers.resolution.engine import APPLIED, FAILED, SUPERSEDED, SourceChange, resolve
 from integrations.choices import MARKETING_CLOUD
 from integrations.marketing_cloud.mapping import IN_ARGUMENTS, subscriber_to_cim
 from integrations.marketing_cloud.models import ImportJob
+from integrations.marketing_cloud.writeback import queue_flush
 
 REQUIRED_COLUMNS = ("SubscriberKey", "EmailAddress")
+# Rows per transaction. Each row takes about seven advisory locks (its record, master ID and
+# blocking keys); PostgreSQL's default lock table (max_locks_per_transaction 64 x 100 connections)
+# holds 6,400 for all sessions together, so a batch stays well under half of it.
+DEFAULT_BATCH = 400
 MAX_STORED_ERRORS = 1000
 _CANONICAL = {name.lower(): name for name in IN_ARGUMENTS}
 
@@ -77,17 +85,17 @@ def _rows(reader: csv.reader, header: list[str], skip: int) -> Iterator[tuple[in
         yield reader.line_num, {c: v for c, v in zip(columns, values, strict=False) if c and v != ""}
 
 
-def _record(args: dict[str, str]) -> SourceRecord:
+def _change(args: dict[str, str], actor: str) -> SourceChange:
     cim = subscriber_to_cim(args, prefix="row")
     source = parse_individual(cim, "row")
-    from customers.cim import parse_cim_datetime
-
     modified = cim["auditInfo"].get("updatedDate") or cim["auditInfo"].get("createdDate")
-    return SourceRecord(
+    return SourceChange(
+        system=MARKETING_CLOUD,
         external_id=args["SubscriberKey"],
         source=source,
         modified_at=parse_cim_datetime(modified, "row.ModifiedDate") if modified else None,
         source_status=cim.get("subscriberStatus") or "",
+        actor=actor,
     )
 
 
@@ -105,15 +113,13 @@ def _check_header(path: Path) -> None:
 def import_subscribers(
     path: Path,
     *,
-    batch_size: int = 2000,
+    batch_size: int = DEFAULT_BATCH,
     restart: bool = False,
     writeback: bool = True,
     progress: Callable[[ImportJob, float, float], None] | None = None,
     stop_after_batches: int | None = None,
 ) -> ImportJob:
     """Import (or resume importing) ``path``; returns the job with its counts."""
-    from integrations.marketing_cloud.writeback import queue_flush
-
     _check_header(path)
     print_, size = fingerprint(path)
     job = ImportJob.objects.filter(fingerprint=print_).exclude(status=ImportJob.COMPLETED).first()
@@ -136,14 +142,17 @@ def import_subscribers(
         actor = f"import:{job.pk}"
         with errors_path.open("a", newline="", encoding="utf-8") as errors_file:
             errors_out = csv.writer(errors_file)
+            systems = frozenset({MARKETING_CLOUD}) if writeback else frozenset()
             while True:
-                records: list[SourceRecord] = []
+                changes: list[SourceChange] = []
+                lines: list[int] = []
                 bad: list[BadRow] = []
                 taken = 0
                 for line, args in rows:
                     taken += 1
                     try:
-                        records.append(_record(args))
+                        changes.append(_change(args, actor))
+                        lines.append(line)
                     except CimValidationError as exc:
                         bad.append(BadRow(line, exc.field.replace("row.", ""), exc.message))
                     if taken >= batch_size:
@@ -151,23 +160,25 @@ def import_subscribers(
                 if taken == 0:
                     break
                 with transaction.atomic():
-                    result = bulk_upsert(
-                        records,
-                        system=MARKETING_CLOUD,
-                        actor=actor,
-                        writeback_systems=frozenset({MARKETING_CLOUD}) if writeback else frozenset(),
-                    )
+                    resolutions = resolve(changes, writeback_systems=systems, render_snapshots=False)
+                    for line, resolution in zip(lines, resolutions, strict=True):
+                        if resolution.status == FAILED:
+                            bad.append(BadRow(line, "row", f"could not be applied: {type(resolution.error).__name__}"))
+                    bad.sort(key=lambda b: b.line)
+                    applied = [r for r in resolutions if r.status == APPLIED]
+                    writebacks = sum(1 for r in applied if r.writeback == "queued")
                     job = ImportJob.objects.select_for_update().get(pk=job.pk)
                     job.rows_done += taken
-                    job.created += result.created
-                    job.matched += sum(v for k, v in result.matched.items() if k != "none")
-                    job.superseded += result.superseded
+                    job.created += sum(1 for r in applied if r.created)
+                    job.matched += sum(1 for r in applied if not r.created)
+                    job.superseded += sum(1 for r in resolutions if r.status == SUPERSEDED)
+                    job.suspects_queued += sum(len(r.queued_candidates) for r in applied)
                     job.rejected += len(bad)
-                    job.writebacks_queued += result.writebacks
+                    job.writebacks_queued += writebacks
                     room = MAX_STORED_ERRORS - len(job.errors)
                     job.errors = job.errors + [b.__dict__ for b in bad[: max(room, 0)]]
                     job.save()
-                    if result.writebacks:
+                    if writebacks:
                         queue_flush()
                 for row in bad:
                     errors_out.writerow([row.line, row.field, row.message])

@@ -32,10 +32,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from customers.actions import set_do_not_market
 from customers.choices import ContactPointKind
 from customers.models import ContactPoint, CrossReference, Individual
 from customers.normalize import normalize_email
+from customers.stewardship import OptOut, record_opt_outs
 from integrations.bodies import read_body_or_problem
 from integrations.choices import MARKETING_CLOUD
 from integrations.intake import json_safe
@@ -166,7 +166,11 @@ class EnsCallbackView(APIView):
 
 
 def apply_notifications(limit: int = 5000) -> str:
-    """django-q2 entry point: act on received notifications (unsubscribes set do-not-market)."""
+    """django-q2 entry point: act on received notifications (unsubscribes set do-not-market).
+
+    The whole batch is one transaction: the golden records' opt-outs are written together,
+    through the same unit of work as every other golden-record change.
+    """
     task_started(APPLY_FLAG)
     applied = unmatched = stored = 0
     with transaction.atomic():
@@ -176,28 +180,29 @@ def apply_notifications(limit: int = 5000) -> str:
             .order_by("occurred_at", "id")[:limit]
         )
         now = timezone.now()
+        unsubscribes = [n for n in pending if n.event_type == EMAIL_UNSUBSCRIBE]
+        targets = _individuals_for(unsubscribes)
+        opt_outs = [
+            OptOut(individual_id, n.occurred_at or now, "MARKETING_CLOUD_ENS", f"ens:{n.composite_id}"[:120])
+            for n in unsubscribes
+            for individual_id in targets.get(n.pk, [])
+        ]
+        record_opt_outs(opt_outs)
+        master_ids = dict(
+            Individual.objects.filter(pk__in={o.individual_id for o in opt_outs}).values_list("pk", "master_id")
+        )
         for notification in pending:
             notification.applied_at = now
             if notification.event_type != EMAIL_UNSUBSCRIBE:
                 notification.status = EnsNotification.STORED
                 stored += 1
-                continue
-            individuals = _individuals_for(notification)
-            if not individuals:
+            elif not targets.get(notification.pk):
                 notification.status = EnsNotification.UNMATCHED
                 unmatched += 1
-                continue
-            since = notification.occurred_at or now
-            for individual in individuals:
-                set_do_not_market(
-                    individual,
-                    since=since,
-                    source="MARKETING_CLOUD_ENS",
-                    actor=f"ens:{notification.composite_id}"[:120],
-                )
-            notification.status = EnsNotification.APPLIED
-            notification.master_id = individuals[0].master_id
-            applied += 1
+            else:
+                notification.status = EnsNotification.APPLIED
+                notification.master_id = master_ids.get(targets[notification.pk][0], "")
+                applied += 1
         EnsNotification.objects.bulk_update(pending, ["status", "applied_at", "master_id"])
     if len(pending) == limit:
         with transaction.atomic():
@@ -205,24 +210,39 @@ def apply_notifications(limit: int = 5000) -> str:
     return f"{applied} applied, {unmatched} unmatched, {stored} stored"
 
 
-def _individuals_for(notification: EnsNotification) -> list[Individual]:
-    """The golden record(s) an engagement event is about: by SubscriberID, else by email address."""
-    if notification.subscriber_id:
-        xref = (
-            CrossReference.objects.filter(system=MARKETING_CLOUD, system_record_id=notification.subscriber_id)
-            .select_related("individual")
-            .first()
+def _individuals_for(notifications: list[EnsNotification]) -> dict[int, list[int]]:
+    """The golden records each engagement event is about: by SubscriberID, else by email address."""
+    by_subscriber: dict[str, int] = {}
+    subscriber_ids = {n.subscriber_id for n in notifications if n.subscriber_id}
+    if subscriber_ids:
+        rows = (
+            CrossReference.objects.filter(system=MARKETING_CLOUD, system_record_id__in=subscriber_ids)
+            .order_by("system", "external_id")
+            .values_list("system_record_id", "individual_id")
         )
-        if xref is not None:
-            return [Individual.objects.select_for_update().get(pk=xref.individual_id)]
-    if notification.email_address:
-        try:
-            key = normalize_email(notification.email_address)
-        except ValueError:
-            return []
-        ids = ContactPoint.objects.filter(kind=ContactPointKind.EMAIL, value_key=key).values_list(
-            "individual_id", flat=True
+        for subscriber_id, individual_id in rows:
+            by_subscriber.setdefault(subscriber_id, individual_id)
+    result: dict[int, list[int]] = {}
+    by_email: dict[int, str] = {}
+    for notification in notifications:
+        if notification.subscriber_id in by_subscriber:
+            result[notification.pk] = [by_subscriber[notification.subscriber_id]]
+        elif notification.email_address:
+            try:
+                by_email[notification.pk] = normalize_email(notification.email_address)
+            except ValueError:
+                continue
+    if by_email:
+        owners: dict[str, list[int]] = {}
+        rows = (
+            ContactPoint.objects.filter(kind=ContactPointKind.EMAIL, value_key__in=set(by_email.values()))
+            .order_by("individual_id")
+            .values_list("value_key", "individual_id")
         )
+        for value_key, individual_id in rows:
+            owners.setdefault(value_key, []).append(individual_id)
         # An unsubscribe is about the address: every person using it stops getting mail on it.
-        return list(Individual.objects.select_for_update().filter(pk__in=list(ids)).order_by("id"))
-    return []
+        for pk, key in by_email.items():
+            if owners.get(key):
+                result[pk] = owners[key]
+    return result

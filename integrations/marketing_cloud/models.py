@@ -101,6 +101,7 @@ class ImportJob(models.Model):
     created = models.BigIntegerField(default=0)
     matched = models.BigIntegerField(default=0)
     superseded = models.BigIntegerField(default=0)
+    suspects_queued = models.BigIntegerField(default=0)  # pairs the match rules sent to review
     rejected = models.BigIntegerField(default=0)
     writebacks_queued = models.BigIntegerField(default=0)
     errors = models.JSONField(default=list, blank=True)  # the first bad rows: line, field, message

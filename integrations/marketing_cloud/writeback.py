@@ -15,6 +15,7 @@ deferred flush is a queue row that becomes visible later.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import random
 from collections import defaultdict
@@ -22,19 +23,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
-from customers.actions import defer_writeback, mark_writeback
 from customers.choices import WritebackState
 from customers.models import CrossReference
+from customers.writeback_state import Written, record_deferred, record_failed, record_written
+from hub.sql import update_rows
 from integrations import connector
 from integrations.choices import MARKETING_CLOUD, EventStatus, RunStatus, StepOutcome
 from integrations.faults import fault_point
-from integrations.models import InboundEvent, SyncRun
+from integrations.models import DeadLetter, InboundEvent, QueuedFlag, SyncRun, SyncStep
 from integrations.queue import enqueue_once, enqueue_wake_up, task_started, wake_up_started
-from integrations.runs import dead_letter, finish_run
-from integrations.steps import StepLog
+from integrations.runs import event_snapshot
 from integrations.transport import TransportError, backoff_delay
 
 logger = logging.getLogger(__name__)
@@ -67,8 +68,6 @@ def flush_if_starved(client: Any = None) -> str | None:
     Marketing Cloud write-backs pile up. A worker that just finished an event does a
     flush itself then (flushes claim rows with SKIP LOCKED, so several can run).
     """
-    from integrations.models import QueuedFlag
-
     starved = QueuedFlag.objects.filter(
         name=FLUSH_FLAG, queued=True, updated_at__lt=timezone.now() - dt.timedelta(seconds=STARVED_AFTER)
     ).exists()
@@ -197,42 +196,69 @@ def _waiting_runs(xrefs: list[CrossReference]) -> dict[str, list[SyncRun]]:
     return runs
 
 
-def _apply(results: list[RowResult], *, started: dt.datetime, batch_size: int) -> None:
-    runs_by_key = _waiting_runs([r.xref for r in results])
-    events = {
-        e.pk: e
-        for e in InboundEvent.objects.select_for_update().filter(
-            pk__in=[run.event_id for runs in runs_by_key.values() for run in runs if run.event_id]
+# One new step per run, numbered after the run's last one.
+_APPEND_STEPS = f"""
+INSERT INTO {SyncStep._meta.db_table} (run_id, seq, name, started_at, finished_at, outcome, detail, data)
+SELECT v.run_id, coalesce((SELECT max(s.seq) FROM {SyncStep._meta.db_table} s WHERE s.run_id = v.run_id), 0) + 1,
+       %s, %s, %s, v.outcome, v.detail, v.data::jsonb
+FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[]) AS v(run_id, outcome, detail, data)
+"""
+
+
+def _append_steps(steps: list[tuple[int, str, str, dict[str, Any]]], started: dt.datetime) -> None:
+    if not steps:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _APPEND_STEPS,
+            [
+                STEP,
+                started,
+                max(started, timezone.now()),
+                [run_id for run_id, *_ in steps],
+                [outcome for _, outcome, _, _ in steps],
+                [detail for _, _, detail, _ in steps],
+                [json.dumps(data) for *_, data in steps],
+            ],
         )
-    }
+
+
+def _apply(results: list[RowResult], *, started: dt.datetime, batch_size: int) -> None:
+    """Record every row's outcome set-based: cross references, their runs, steps, events, history."""
+    now = timezone.now()
+    runs_by_key = _waiting_runs([r.xref for r in results])
     max_attempts = settings.WRITEBACK_MAX_ATTEMPTS
     how = "PUT row" if batch_size == 1 else f"POST rowset of {batch_size}"
+    written: list[Written] = []
+    failed: list[tuple[int, str]] = []
+    deferred: list[tuple[int, dt.datetime, str]] = []
+    steps: list[tuple[int, str, str, dict[str, Any]]] = []
+    finished_runs: list[tuple[Any, ...]] = []  # id, status, finished_at, next_attempt_at, master_id, last_error
+    events: list[tuple[Any, ...]] = []  # id, status, processed_at, master_id, reason
+    dead: list[tuple[SyncRun, str, TransportError]] = []
     for result in results:
         xref, runs = result.xref, runs_by_key.get(result.xref.external_id, [])
         attempt = xref.writeback_attempts + 1
-        for run in runs:
-            run.writeback_attempts += 1
         error = result.error
         if error is None:
-            actor = f"sync-run:{runs[-1].pk}" if runs else "write-back"
-            mark_writeback(xref, state=WritebackState.WRITTEN, master_id=result.master_id, actor=actor)
+            written.append(
+                Written(
+                    xref.pk,
+                    xref.individual_id,
+                    result.master_id,
+                    xref.individual.master_id,
+                    xref.system,
+                    xref.external_id,
+                    f"sync-run:{runs[-1].pk}" if runs else "write-back",
+                )
+            )
+            detail = f"{how}: {settings.MC_MASTER_ID_FIELD} written (attempt {attempt})"
+            data = {"attempt": attempt, "masterId": result.master_id, "batchSize": batch_size}
             for run in runs:
-                log = StepLog(run)
-                log.add(
-                    STEP,
-                    StepOutcome.OK,
-                    f"{how}: {settings.MC_MASTER_ID_FIELD} written (attempt {attempt})",
-                    {"attempt": attempt, "masterId": result.master_id, "batchSize": batch_size},
-                    started=started,
-                )
-                finish_run(
-                    events.get(run.event_id),
-                    run,
-                    log,
-                    EventStatus.SYNCED,
-                    RunStatus.SUCCEEDED,
-                    master_id=result.master_id,
-                )
+                steps.append((run.pk, StepOutcome.OK, detail, data))
+                finished_runs.append((run.pk, RunStatus.SUCCEEDED, now, None, result.master_id, run.last_error))
+                if run.event_id:
+                    events.append((run.event_id, EventStatus.SYNCED, now, result.master_id, ""))
             continue
         data = {
             "attempt": attempt,
@@ -244,20 +270,13 @@ def _apply(results: list[RowResult], *, started: dt.datetime, batch_size: int) -
         if error.permanent or attempt >= max_attempts:
             why = "permanent failure" if error.permanent else f"gave up after {attempt} attempts"
             reason = f"{why}: {error.message}"
-            mark_writeback(xref, state=WritebackState.FAILED, error=error.message, actor="write-back")
+            failed.append((xref.pk, error.message))
             for run in runs:
-                log = StepLog(run)
-                log.add(STEP, StepOutcome.FAILED, reason, data, started=started)
-                event = events.get(run.event_id)
-                dead_letter(
-                    event,
-                    run,
-                    stage="writeback",
-                    reason=reason,
-                    http_status=error.http_status,
-                    error_code=error.error_code,
-                )
-                finish_run(event, run, log, EventStatus.DEAD, RunStatus.DEAD, error=reason)
+                steps.append((run.pk, StepOutcome.FAILED, reason, data))
+                finished_runs.append((run.pk, RunStatus.DEAD, now, None, run.master_id, reason[:4000]))
+                if run.event_id:
+                    events.append((run.event_id, EventStatus.DEAD, now, run.master_id, reason[:4000]))
+                dead.append((run, reason, error))
             logger.warning(
                 "cross reference %s write-back dead-lettered (status %s, errorcode %s)",
                 xref.pk,
@@ -266,19 +285,52 @@ def _apply(results: list[RowResult], *, started: dt.datetime, batch_size: int) -
             )
             continue
         delay = backoff_delay(attempt, base=2.0, cap=300.0, floor=error.retry_after or 0.0)
-        due = timezone.now() + dt.timedelta(seconds=delay)
-        defer_writeback(xref, due_at=due, error=error.message)
+        due = now + dt.timedelta(seconds=delay)
+        deferred.append((xref.pk, due, error.message))
         for run in runs:
-            log = StepLog(run)
-            log.add(
-                STEP,
-                StepOutcome.RETRY,
-                f"{error.message}; attempt {attempt + 1} in {delay:.1f}s",
-                {**data, "delay": round(delay, 3)},
-                started=started,
+            steps.append(
+                (
+                    run.pk,
+                    StepOutcome.RETRY,
+                    f"{error.message}; attempt {attempt + 1} in {delay:.1f}s",
+                    data | {"delay": round(delay, 3)},
+                )
             )
-            log.save()
-            run.status = RunStatus.WAITING
-            run.next_attempt_at = due
-            run.last_error = error.message[:4000]
-            run.save()
+            finished_runs.append((run.pk, RunStatus.WAITING, None, due, run.master_id, error.message[:4000]))
+    record_written(written, now=now)
+    record_failed(failed, now=now)
+    record_deferred(deferred, now=now)
+    _append_steps(steps, started)
+    update_rows(
+        SyncRun._meta.db_table,
+        "id",
+        ("id", "status", "finished_at", "next_attempt_at", "master_id", "last_error"),
+        ("bigint", "text", "timestamptz", "timestamptz", "text", "text"),
+        finished_runs,
+        expressions={"writeback_attempts": "t.writeback_attempts + 1"},
+    )
+    update_rows(
+        InboundEvent._meta.db_table,
+        "id",
+        ("id", "status", "processed_at", "master_id", "reason"),
+        ("bigint", "text", "timestamptz", "text", "text"),
+        events,
+    )
+    if dead:
+        snapshots = {
+            e.pk: e for e in InboundEvent.objects.filter(pk__in={r.event_id for r, _, _ in dead if r.event_id})
+        }
+        DeadLetter.objects.bulk_create(
+            [
+                DeadLetter(
+                    event=snapshots.get(run.event_id),
+                    run=run,
+                    stage="writeback",
+                    reason=reason[:4000],
+                    http_status=error.http_status,
+                    error_code=(error.error_code or "")[:20],
+                    original_event=event_snapshot(snapshots[run.event_id]) if run.event_id in snapshots else {},
+                )
+                for run, reason, error in dead
+            ]
+        )

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from customers.models import Individual
-from customers.resolution import refresh_match_keys
+from customers.resolution.store import UnitOfWork
 
 
 class Command(BaseCommand):
@@ -23,14 +23,15 @@ class Command(BaseCommand):
             batch = list(
                 Individual.objects.filter(pk__gt=last, merged_into__isnull=True, erased_at__isnull=True)
                 .order_by("pk")
-                .prefetch_related("contact_points")[:batch_size]
+                .values_list("pk", flat=True)[:batch_size]
             )
             if not batch:
                 break
             with transaction.atomic():
-                for individual in batch:
-                    refresh_match_keys(individual)
-            last, done = batch[-1].pk, done + len(batch)
+                work = UnitOfWork()
+                work.load_goldens(batch)
+                work.rewrite_keys([work.golden(pk) for pk in batch])
+            last, done = batch[-1], done + len(batch)
             self.stderr.write(f"\r{done} golden records keyed", ending="")
         self.stderr.write("")
         self.stdout.write(f"Rebuilt the blocking keys of {done} golden records.")

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from integrations.marketing_cloud.backfill import ImportRefused, import_subscribers, print_progress
+from integrations.marketing_cloud.backfill import DEFAULT_BATCH, ImportRefused, import_subscribers, print_progress
 
 
 class Command(BaseCommand):
@@ -18,7 +18,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", type=Path)
-        parser.add_argument("--batch-size", type=int, default=2000)
+        parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
         parser.add_argument("--restart", action="store_true", help="Start over instead of resuming (or re-import)")
         parser.add_argument("--no-writeback", action="store_true", help="Do not queue master-ID write-backs")
         parser.add_argument("--quiet", action="store_true", help="No progress bar")
@@ -28,8 +28,8 @@ class Command(BaseCommand):
     ) -> None:
         if not file.is_file():
             raise CommandError(f"{file} is not a file")
-        if not 1 <= batch_size <= 20000:
-            raise CommandError("--batch-size must be between 1 and 20000")
+        if not 1 <= batch_size <= 2000:
+            raise CommandError("--batch-size must be between 1 and 2000")
         progress = (
             None if quiet else (lambda job, fraction, elapsed: print_progress(job, fraction, elapsed, self.stderr._out))
         )
@@ -49,6 +49,7 @@ class Command(BaseCommand):
             self.stderr.write(f"... {job.rejected - 20} more bad rows; see {file}.errors.csv")
         self.stdout.write(
             f"Import {job.pk}: {job.rows_done:,} rows, {job.created:,} golden records created, {job.matched:,} "
-            f"matched, {job.superseded:,} superseded, {job.rejected:,} bad rows skipped, "
+            f"matched, {job.superseded:,} superseded, {job.suspects_queued:,} possible duplicates queued for review, "
+            f"{job.rejected:,} bad rows skipped, "
             f"{job.writebacks_queued:,} write-backs queued."
         )

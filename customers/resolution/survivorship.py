@@ -14,7 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from customers.choices import STEWARD_SYSTEM, SurvivorshipStrategy
+from customers.choices import STEWARD_SYSTEM, ContactPointKind, SurvivorshipStrategy
+from customers.models import SurvivorshipRule
 
 SURVIVING_FIELDS = ("salutation", "first_name", "middle_name", "last_name", "name_suffix", "birth_date", "gender")
 
@@ -106,8 +107,6 @@ def compute(sources: list[SourceValues], strategies: dict[str, Strategy], pins: 
 
 def contact_points(sources: list[SourceValues]) -> dict[tuple[str, str], tuple[dict[str, Any], SourceValues]]:
     """Every source's contact points, one per (kind, normalised value); the newest source supplies it."""
-    from customers.choices import ContactPointKind
-
     result: dict[tuple[str, str], tuple[dict[str, Any], SourceValues]] = {}
     for source in sorted(sources, key=lambda s: s.changed_at):
         for email in source.source.emails:
@@ -126,3 +125,8 @@ def contact_points(sources: list[SourceValues]) -> dict[tuple[str, str], tuple[d
                 source,
             )
     return result
+
+
+def load_strategies() -> dict[str, Strategy]:
+    """Each attribute's survivorship rule as the stewards set it (admin → Survivorship rules)."""
+    return {r.attribute: Strategy(r.strategy, tuple(r.priority_list)) for r in SurvivorshipRule.objects.all()}

@@ -1,0 +1,146 @@
+"""Set-based SQL the apps share: many rows in one statement, ids reserved ahead, advisory locks.
+
+Every helper sends one statement through Django's connection (so it runs in the
+caller's transaction and shows in query counts), whatever the number of rows: the
+rows travel as one array per column and ``unnest`` turns them back into rows on the
+server (PostgreSQL's way of writing ``INSERT ... VALUES`` and ``UPDATE ... FROM (VALUES
+...)`` for any number of rows with a fixed statement text).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.db import connection
+
+# Column types as unnest reads them; JSON travels as text and is cast per row.
+_ARRAY_TYPE = {"jsonb": "text"}
+
+
+def _unnest(columns: Sequence[str], types: Sequence[str]) -> tuple[str, str]:
+    """(the SELECT list with casts, the unnest call with its column aliases)."""
+    arrays = ", ".join(f"%s::{_ARRAY_TYPE.get(t, t)}[]" for t in types)
+    select = ", ".join(
+        f"v.{c}::jsonb AS {c}" if t == "jsonb" else f"v.{c}" for c, t in zip(columns, types, strict=True)
+    )
+    return select, f"unnest({arrays}) AS v({', '.join(columns)})"
+
+
+def _columns_of(rows: Sequence[Sequence[Any]], types: Sequence[str]) -> list[list[Any]]:
+    arrays: list[list[Any]] = [[] for _ in types]
+    for row in rows:
+        for i, value in enumerate(row):
+            if types[i] == "jsonb" and value is not None:
+                value = json.dumps(value, separators=(",", ":"), default=str)
+            arrays[i].append(value)
+    return arrays
+
+
+def insert_rows(
+    table: str,
+    columns: Sequence[str],
+    types: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    on_conflict: str = "",
+    returning: str = "",
+) -> list[tuple[Any, ...]]:
+    """``INSERT INTO table (columns) SELECT ... FROM unnest(...)``; the RETURNING rows, if asked."""
+    if not rows:
+        return []
+    select, source = _unnest(columns, types)
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) SELECT {select} FROM {source}"
+    if on_conflict:
+        sql += f" ON CONFLICT {on_conflict}"
+    if returning:
+        sql += f" RETURNING {returning}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, _columns_of(rows, types))
+        return list(cursor.fetchall()) if returning else []
+
+
+def update_rows(
+    table: str,
+    key: str,
+    columns: Sequence[str],
+    types: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    expressions: dict[str, str] | None = None,
+) -> int:
+    """``UPDATE table AS t SET c = s.c ... FROM (unnest(...)) AS s WHERE t.key = s.key``.
+
+    ``columns``/``types``/``rows`` start with the key. A column named in ``expressions``
+    is set to that SQL expression (over ``t``, the row as it is, and ``s``, the values
+    passed) instead; a passed value that no table column has (an instruction such as
+    "leave it") is read by expressions only: list it in ``expressions`` as None.
+    """
+    if not rows:
+        return 0
+    expressions = expressions or {}
+    select, source = _unnest(columns, types)
+    sets = [f"{c} = s.{c}" for c in columns[1:] if c not in expressions]
+    sets += [f"{c} = {expression}" for c, expression in expressions.items() if expression is not None]
+    sql = (
+        f"UPDATE {table} AS t SET {', '.join(sets)} "
+        f"FROM (SELECT {select} FROM {source}) AS s WHERE t.{key} = s.{columns[0]}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, _columns_of(rows, types))
+        return cursor.rowcount
+
+
+def delete_rows(table: str, columns: Sequence[str], types: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+    """Delete the rows whose ``columns`` equal one of ``rows`` (one statement)."""
+    if not rows:
+        return 0
+    select, source = _unnest(columns, types)
+    match = " AND ".join(f"t.{c} = s.{c}" for c in columns)
+    sql = f"DELETE FROM {table} AS t USING (SELECT {select} FROM {source}) AS s WHERE {match}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, _columns_of(rows, types))
+        return cursor.rowcount
+
+
+def reserve_ids(counts: dict[str, int]) -> dict[str, list[int]]:
+    """The next ids of each table's sequence (``{table: n}``), all in one statement.
+
+    Rows written with reserved ids can reference each other before any is inserted;
+    an id reserved and not used leaves a gap, as a rolled-back insert does.
+    """
+    wanted = {table: n for table, n in counts.items() if n > 0}
+    if not wanted:
+        return {table: [] for table in counts}
+    parts = ", ".join(
+        "(SELECT coalesce(array_agg(nextval(pg_get_serial_sequence(%s, 'id'))), '{}') FROM generate_series(1, %s))"
+        for _ in wanted
+    )
+    params: list[Any] = []
+    for table, n in wanted.items():
+        params += [table, n]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {parts}", params)
+        row = cursor.fetchone()
+    reserved = {table: list(ids) for table, ids in zip(wanted, row, strict=True)}
+    return {table: reserved.get(table, []) for table in counts}
+
+
+def advisory_lock(names: Iterable[str]) -> list[str]:
+    """Transaction-scoped advisory locks on ``names``, taken in one statement in the locks' own order.
+
+    Each name is a 64-bit lock (its hash); every transaction takes its locks sorted by
+    that number, so two transactions wanting overlapping sets never wait on each other
+    in a cycle. Returns the names locked, sorted.
+    """
+    ordered = sorted(set(names))
+    if ordered:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM (SELECT pg_advisory_xact_lock(h) FROM ("
+                "SELECT DISTINCT hashtextextended(k, 0) AS h FROM unnest(%s::text[]) AS k ORDER BY h"
+                ") AS by_lock) AS taken",
+                [ordered],
+            )
+    return ordered
