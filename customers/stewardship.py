@@ -74,7 +74,9 @@ def _open(*individuals: Individual) -> tuple[UnitOfWork, list[Golden]]:
     advisory_lock(f"master:{i.master_id}" for i in individuals)
     ids = sorted({i.pk for i in individuals})
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT id FROM {Individual._meta.db_table} WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [ids])
+        cursor.execute(
+            f"SELECT id FROM {Individual._meta.db_table} WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE", [ids]
+        )
     work = UnitOfWork()
     work.load_goldens(ids)
     return work, [work.golden(i.pk) for i in individuals]

@@ -11,6 +11,11 @@ import os
 import time
 
 
+def armed(name: str) -> bool:
+    """True when a test asked to stop at ``name`` (``HUB_FAULT_POINT``)."""
+    return os.environ.get("HUB_FAULT_POINT", "").partition(":")[0] == name
+
+
 def fault_point(name: str) -> None:
     spec = os.environ.get("HUB_FAULT_POINT")
     if not spec:

@@ -19,6 +19,7 @@ from typing import Any
 from django.db import connection, transaction
 
 from integrations.choices import EventChannel, EventStatus
+from integrations.faults import armed, fault_point
 from integrations.models import ApiClient, InboundEvent, QueuedFlag
 from integrations.queue import broker_key, enqueue_once, task_package
 from integrations.resolver import RESOLVE_TASK, RESOLVER_FLAG
@@ -116,6 +117,12 @@ def _json_text(value: Any) -> str | None:
     return None if value is None else json.dumps(json_safe(value), separators=(",", ":"), default=str)
 
 
+def _execute(params: list[Any]) -> list[tuple[Any, ...]]:
+    with connection.cursor() as cursor:
+        cursor.execute(_STORE, params)
+        return cursor.fetchall()
+
+
 def store_events(events: list[AcceptedEvent]) -> list[tuple[StoredEvent, bool]]:
     """Store events and wake the resolver; returns (stored event, is duplicate) per event, in input order.
 
@@ -144,12 +151,14 @@ def store_events(events: list[AcceptedEvent]) -> list[tuple[StoredEvent, bool]]:
         )
         for column, value in zip(columns, row, strict=True):
             column.append(value)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _STORE,
-            [*columns, RESOLVER_FLAG, broker_key(), task_package(RESOLVE_TASK, name=RESOLVER_FLAG), RESOLVER_FLAG],
-        )
-        rows = cursor.fetchall()
+    params = [*columns, RESOLVER_FLAG, broker_key(), task_package(RESOLVE_TASK, name=RESOLVER_FLAG), RESOLVER_FLAG]
+    if armed("intake-mid-batch"):
+        # A test holds the worker after the statement and before its commit, to kill it there.
+        with transaction.atomic():
+            rows = _execute(params)
+            fault_point("intake-mid-batch")
+    else:
+        rows = _execute(params)
     inserted = {key: pk for key, pk, _ in rows}
     stored = dict(inserted)
     missing = [key for key in first if key not in stored]

@@ -4,21 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import Q
 from django.dispatch import receiver
 from django.utils import timezone
 
+from customers.choices import WritebackState
+from customers.models import CrossReference
 from customers.signals import (
     cross_reference_unmerged,
     golden_records_merged,
     individual_erased,
     resync_requested,
 )
+from customers.writeback_state import request_writeback
+from integrations.choices import MARKETING_CLOUD
+from integrations.marketing_cloud.models import EnsNotification
+from integrations.marketing_cloud.writeback import queue_flush
+from integrations.models import DeadLetter, InboundEvent
+from integrations.replay import start_resync
 
 
 @receiver(resync_requested)
 def queue_resync(sender: Any, individual: Any, actor: str, **kwargs: Any) -> None:
-    from integrations.replay import start_resync
-
     start_resync(individual, actor=actor)
 
 
@@ -27,13 +34,6 @@ def scrub_integration_stores(
     sender: Any, individual: Any, source_records: list[tuple[str, str]], actor: str, **kwargs: Any
 ) -> None:
     """Personal data the sync machinery keeps about the person goes too; the source systems are told."""
-    from django.db.models import Q
-
-    from customers.choices import WritebackState
-    from customers.models import CrossReference
-    from integrations.marketing_cloud.models import EnsNotification
-    from integrations.marketing_cloud.writeback import queue_flush
-    from integrations.models import DeadLetter, InboundEvent
 
     if source_records:
         match = Q()
@@ -52,11 +52,6 @@ def scrub_integration_stores(
 
 def _queue_master_id_writeback(individual: Any, **filters: Any) -> int:
     """Marketing Cloud records of ``individual`` holding another master ID get the current one written."""
-    from customers.choices import WritebackState
-    from customers.models import CrossReference
-    from customers.writeback_state import request_writeback
-    from integrations.choices import MARKETING_CLOUD
-    from integrations.marketing_cloud.writeback import queue_flush
 
     stale = (
         CrossReference.objects.filter(individual=individual, system=MARKETING_CLOUD, status="VALID", **filters)

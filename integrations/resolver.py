@@ -210,11 +210,16 @@ def _resolve_batch(claimed: list[Claimed]) -> Counter[str]:
 
 
 def _still_mine(claimed: list[Claimed]) -> list[Claimed]:
-    """Lock the claimed rows for this transaction; a row reclaimed by someone else is not ours anymore."""
+    """Lock the claimed rows for this transaction; a row reclaimed by someone else is not ours anymore.
+
+    It waits rather than skips: another resolver's claim statement may hold one of these rows
+    for a moment (it checked the row and found it claimed), and a resolver that reclaimed a row
+    after our lease ended has changed ``claimed_by`` by the time the wait is over.
+    """
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT id FROM {_EVENTS} WHERE id = ANY(%s) AND claimed_by = %s AND status = %s "
-            "ORDER BY id FOR UPDATE SKIP LOCKED",
+            "ORDER BY id FOR NO KEY UPDATE",
             [[c.pk for c in claimed], claimed[0].token, EventStatus.PROCESSING],
         )
         ids = {row[0] for row in cursor.fetchall()}

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from customers.models import Individual
 from integrations.choices import StepOutcome
+from integrations.downstream.models import DownstreamTarget
 from integrations.models import DeadLetter, InboundEvent, SyncRun
 from integrations.steps import StepLog
 
@@ -32,8 +33,6 @@ def event_snapshot(event: InboundEvent) -> dict[str, Any]:
 
 def notify_downstream(log: StepLog, individual: Individual, change_event: Any) -> None:
     """Log what downstream systems will be told (the outbox row was written with the change)."""
-    from integrations.downstream.models import DownstreamTarget
-
     if change_event is None:
         log.add(
             "notify downstream systems",

@@ -275,7 +275,7 @@ def _apply(work: UnitOfWork, change: SourceChange, writeback_systems: frozenset[
     if change.source.system_id:
         columns["system_record_id"] = change.source.system_id[:64]
     if change.source_status:
-        columns["source_status"] = change.source_status
+        columns["source_status"] = change.source_status[:40]
     if change.modified_at and (record.source_modified_at is None or change.modified_at > record.source_modified_at):
         columns["source_modified_at"] = change.modified_at
     if carried:

@@ -10,7 +10,8 @@ written one way only, for a batch of a thousand events or for one steward's clic
 Concurrency. Writers serialise on transaction-scoped advisory locks (``hub.sql.advisory_lock``:
 the source records, carried master IDs and blocking keys of the records they apply), so
 two writers that could decide about the same person run one after the other. ``flush``
-then locks the existing golden records it writes (``FOR UPDATE``, in id order) and raises
+then locks the existing golden records it writes (``FOR NO KEY UPDATE``, in id order: rows that
+merely reference them, a history row or a contact point, can still be written) and raises
 ``StaleState`` when one of them changed after it was loaded (a steward's merge, another
 source of the same person): the caller redoes its work on fresh data. The lock order is
 the same everywhere (advisory locks, golden records by id, cross references), so writers
@@ -736,7 +737,8 @@ class UnitOfWork:
         if existing:
             with connection.cursor() as cursor:
                 cursor.execute(
-                    f"SELECT id, updated_at FROM {_INDIVIDUAL} WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [existing]
+                    f"SELECT id, updated_at FROM {_INDIVIDUAL} WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
+                    [existing],
                 )
                 versions = dict(cursor.fetchall())
             stale = [pk for pk in existing if versions.get(pk) != self.goldens[pk].version]

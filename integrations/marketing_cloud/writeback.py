@@ -33,6 +33,7 @@ from hub.sql import update_rows
 from integrations import connector
 from integrations.choices import MARKETING_CLOUD, EventStatus, RunStatus, StepOutcome
 from integrations.faults import fault_point
+from integrations.marketing_cloud.client import MarketingCloudClient
 from integrations.models import DeadLetter, InboundEvent, QueuedFlag, SyncRun, SyncStep
 from integrations.queue import enqueue_once, enqueue_wake_up, task_started, wake_up_started
 from integrations.runs import event_snapshot
@@ -117,8 +118,6 @@ def _send_one(client: Any, row: RowResult, de_key: str, pk_name: str, field: str
 
 def flush_writebacks(client: Any = None, *, from_queue: bool = True) -> str:
     """django-q2 entry point: write one batch of due master IDs, then queue the next flush."""
-    from integrations.marketing_cloud.client import MarketingCloudClient
-
     if from_queue:
         task_started(FLUSH_FLAG)
         wake_up_started(FLUSH_WAKE_UP)
