@@ -37,7 +37,7 @@ from bench.harness import scratch_database  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("file", type=Path)
-    parser.add_argument("--batch-size", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, help="rows per transaction (default: the import's own)")
     args = parser.parse_args()
     db_url = scratch_database(settings.EFFECTIVE_DATABASE_URL, "hub_bench_backfill")
     env = {**os.environ, "DATABASE_URL": db_url, "HUB_DEBUG": "true", "HUB_LOG_LEVEL": "WARNING"}
@@ -51,8 +51,7 @@ def main() -> None:
             "import_subscribers",
             str(args.file),
             "--quiet",
-            "--batch-size",
-            str(args.batch_size),
+            *(["--batch-size", str(args.batch_size)] if args.batch_size else []),
             "--restart",
         ],
         cwd=ROOT,
@@ -73,6 +72,8 @@ def main() -> None:
                 "customers_crossreference",
                 "customers_contactpoint",
                 "customers_historyentry",
+                "customers_matchkey",
+                "customers_matchcandidate",
             )
         }
         pending = conn.execute(

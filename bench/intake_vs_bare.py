@@ -74,7 +74,7 @@ def wrk(url: str, bodies: Path, seconds: float, connections: int, threads: int) 
             "-c",
             str(connections),
             "-d",
-            f"{seconds}s",
+            f"{seconds:g}s",
             "--latency",
             "-s",
             str(BARE / "post_bodies.lua"),
@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--gunicorn-threads", type=int, default=1, help="gunicorn --threads (1: sync workers)")
     parser.add_argument("--bodies", type=int, default=60_000, help="Distinct intake bodies per round.")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -132,7 +133,18 @@ def main() -> None:
     write_bodies(bare_bodies, 1000, 0)
     port = 8931
     web = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "hub.wsgi", "-w", str(args.workers), "-b", f"127.0.0.1:{port}"],
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "hub.wsgi",
+            "-w",
+            str(args.workers),
+            "--threads",
+            str(args.gunicorn_threads),
+            "-b",
+            f"127.0.0.1:{port}",
+        ],
         cwd=tree,
         env=env,
         start_new_session=True,
@@ -148,7 +160,7 @@ def main() -> None:
             except requests.RequestException:
                 time.sleep(0.2)
         warm = scratch / "warm.txt"
-        write_bodies(warm, 2000, 10_000_000)
+        write_bodies(warm, 10_000, 10_000_000)
         wrk(f"{base}/bench/bare", bare_bodies, 2, args.connections, args.threads)
         warm_up = wrk(f"{base}{JOURNEY_PATH}", warm, 2, args.connections, args.threads)
         for r in range(args.rounds):
@@ -177,7 +189,7 @@ def main() -> None:
             {
                 "tree": str(tree),
                 "commit": commit.stdout.strip(),
-                "gunicorn_workers": args.workers,
+                "gunicorn": f"-w {args.workers} --threads {args.gunicorn_threads}",
                 "wrk": f"-t{args.threads} -c{args.connections} -d{args.seconds:g}s",
                 "rounds": rounds,
                 "bare_requests_per_second": round(bare_mean, 1),

@@ -13,8 +13,8 @@ them a second change of someone already sent, all signed as Journey Builder sign
 - ``drain``: posts every event with no cluster running, then starts ``qcluster`` and times
   until every event is terminal: syncs/s = synced events / that time.
 - ``offer``: starts the cluster first, posts at ``--rate`` events/s, then waits for the
-  backlog to clear: the achieved rate, and per event the time from ``received_at`` to its
-  cross reference's ``written_at`` (the sandbox's answer), p50/p99.
+  backlog to clear: per event, the time from its ``received_at`` to the end of its sync run
+  (for a subscriber whose master ID had to be written: the sandbox's answer), p50/p99.
 """
 
 from __future__ import annotations
@@ -141,10 +141,12 @@ def counts(db_url: str) -> dict[str, int]:
 
 def latencies(db_url: str) -> list[float]:
     with psycopg.connect(db_url) as conn:
+        # Per event: from its arrival to the end of its sync run, which for a subscriber whose master ID
+        # had to be written is the moment Marketing Cloud answered the write-back.
         rows = conn.execute(
-            "SELECT EXTRACT(EPOCH FROM (x.written_at - e.received_at)) FROM integrations_inboundevent e "
-            "JOIN customers_crossreference x ON x.system = e.system AND x.external_id = e.external_id "
-            "WHERE e.status = 'synced' AND x.written_at IS NOT NULL AND x.written_at >= e.received_at"
+            "SELECT EXTRACT(EPOCH FROM (max(r.finished_at) - e.received_at)) FROM integrations_inboundevent e "
+            "JOIN integrations_syncrun r ON r.event_id = e.id "
+            "WHERE e.status = 'synced' AND r.status = 'succeeded' GROUP BY e.id, e.received_at"
         ).fetchall()
     return [float(r[0]) for r in rows]
 

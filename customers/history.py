@@ -80,8 +80,8 @@ def write_history(rows: Sequence[HistoryRow]) -> int:
                 r.object_id,
                 actor_label(r.actor),
                 r.actor_user_id,
-                jsonable(r.before) if r.before is not None else None,
-                jsonable(r.after) if r.after is not None else None,
+                r.before,  # dates become ISO 8601 text as the rows are sent (hub.sql)
+                r.after,
                 r.created_at,
             )
             for r in rows

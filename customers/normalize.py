@@ -23,7 +23,10 @@ def clean_text(value: object) -> str:
     """NFC, no control characters, trimmed; None -> ''."""
     if value is None:
         return ""
-    text = unicodedata.normalize("NFC", str(value))
+    text = str(value)
+    if text.isascii() and text.isprintable():
+        return " ".join(text.split())  # the common case: already NFC, no control characters
+    text = unicodedata.normalize("NFC", text)
     text = "".join(ch for ch in text if ch in "\t " or unicodedata.category(ch)[0] != "C")
     return " ".join(text.split())
 
@@ -105,11 +108,14 @@ COUNTRY_CODES = {
 
 def fold(text: str) -> str:
     """NFKC, case-folded, accents stripped, whitespace collapsed: 'ZOË  Müller' -> 'zoe muller'."""
+    if text.isascii():
+        return " ".join(text.lower().split())  # what the Unicode steps do to ASCII
     decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text).casefold())
     stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     return " ".join(stripped.split())
 
 
+@lru_cache(maxsize=65536)
 def normalize_name(text: str) -> str:
     """A name for comparing: folded, letters and inner spaces only ("O'Brien-Smith" -> "obriensmith")."""
     return "".join(ch for ch in fold(text) if ch.isalpha())

@@ -79,13 +79,13 @@ class StoredEvent:
 
 
 _TABLE = InboundEvent._meta.db_table
+_FLAGS = QueuedFlag._meta.db_table
+# One row of the incoming events: its order in the request and the columns intake derives.
+_ROW = "(%s, %s, %s, %s, %s, %s::timestamptz, %s, %s::jsonb, %s::bytea, %s::jsonb, %s::jsonb, %s::bigint)"
 _STORE = f"""
-WITH incoming AS (
-    SELECT * FROM unnest(
-        %s::int[], %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::text[], %s::text[],
-        %s::bytea[], %s::text[], %s::text[], %s::bigint[]
-    ) AS t(ord, channel, system, external_id, idempotency_key, occurred_at, content_type, headers,
-           raw_body, payload, individual_cim, api_client_id)
+WITH incoming (ord, channel, system, external_id, idempotency_key, occurred_at, content_type, headers,
+               raw_body, payload, individual_cim, api_client_id) AS (
+    VALUES {{rows}}
 ),
 inserted AS (
     INSERT INTO {_TABLE} (
@@ -94,32 +94,36 @@ inserted AS (
         visible_at, claimed_by
     )
     SELECT channel, system, external_id, idempotency_key, '{EventStatus.QUEUED}', '', now(), occurred_at,
-           content_type, headers::jsonb, raw_body, payload::jsonb, individual_cim::jsonb, api_client_id, '', 0,
-           now(), ''
+           content_type, headers, raw_body, payload, individual_cim, api_client_id, '', 0, now(), ''
     FROM incoming ORDER BY ord
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING id, idempotency_key
 ),
 woken AS (
-    UPDATE {QueuedFlag._meta.db_table} SET queued = true, updated_at = now()
+    UPDATE {_FLAGS} SET queued = true, updated_at = now()
     WHERE name = %s AND NOT queued AND EXISTS (SELECT 1 FROM inserted)
     RETURNING 1
 ),
 task AS (
     INSERT INTO django_q_ormq (key, payload, lock) SELECT %s, %s, now() FROM woken RETURNING id
 )
-SELECT idempotency_key, id, (SELECT count(*) FROM {QueuedFlag._meta.db_table} WHERE name = %s)
-FROM inserted
+SELECT idempotency_key, id, (SELECT count(*) FROM {_FLAGS} WHERE name = %s) FROM inserted
 """
 
 
 def _json_text(value: Any) -> str | None:
-    return None if value is None else json.dumps(json_safe(value), separators=(",", ":"), default=str)
+    """JSON text for a jsonb column; NUL (which jsonb cannot hold) kept as U+FFFD."""
+    if value is None:
+        return None
+    text = json.dumps(value, separators=(",", ":"), default=str)
+    if "\\u0000" in text:
+        text = json.dumps(json_safe(value), separators=(",", ":"), default=str)
+    return text
 
 
-def _execute(params: list[Any]) -> list[tuple[Any, ...]]:
+def _execute(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
     with connection.cursor() as cursor:
-        cursor.execute(_STORE, params)
+        cursor.execute(sql, params)
         return cursor.fetchall()
 
 
@@ -132,10 +136,9 @@ def store_events(events: list[AcceptedEvent]) -> list[tuple[StoredEvent, bool]]:
     first: dict[str, AcceptedEvent] = {}
     for event in events:
         first.setdefault(event.key, event)
-    fresh = list(first.values())
-    columns: list[list[Any]] = [[] for _ in range(12)]
-    for i, event in enumerate(fresh):
-        row = (
+    params: list[Any] = []
+    for i, event in enumerate(first.values()):
+        params += (
             i,
             event.channel,
             event.system,
@@ -149,16 +152,15 @@ def store_events(events: list[AcceptedEvent]) -> list[tuple[StoredEvent, bool]]:
             _json_text(event.individual_cim),
             event.api_client.pk if event.api_client else None,
         )
-        for column, value in zip(columns, row, strict=True):
-            column.append(value)
-    params = [*columns, RESOLVER_FLAG, broker_key(), task_package(RESOLVE_TASK, name=RESOLVER_FLAG), RESOLVER_FLAG]
+    params += [RESOLVER_FLAG, broker_key(), task_package(RESOLVE_TASK, name=RESOLVER_FLAG), RESOLVER_FLAG]
+    sql = _STORE.replace("{rows}", ", ".join([_ROW] * len(first)))
     if armed("intake-mid-batch"):
         # A test holds the worker after the statement and before its commit, to kill it there.
         with transaction.atomic():
-            rows = _execute(params)
+            rows = _execute(sql, params)
             fault_point("intake-mid-batch")
     else:
-        rows = _execute(params)
+        rows = _execute(sql, params)
     inserted = {key: pk for key, pk, _ in rows}
     stored = dict(inserted)
     missing = [key for key in first if key not in stored]

@@ -67,11 +67,15 @@ class SourceChange:
         return profile_from_source(self.source)
 
     @cached_property
+    def keys(self) -> set[tuple[str, str]]:
+        return blocking_keys(self.profile)
+
+    @cached_property
     def lock_names(self) -> set[str]:
         """Everything a concurrent writer about the same person would also lock."""
         names = {f"xref:{self.system}:{self.external_id}"}
         names.update(f"master:{m}" for m in self.source.master_ids)
-        names.update(f"key:{kind}:{value}" for kind, value in blocking_keys(self.profile) if kind in IDENTITY_KEY_KINDS)
+        names.update(f"key:{kind}:{value}" for kind, value in self.keys if kind in IDENTITY_KEY_KINDS)
         return names
 
 
@@ -170,7 +174,7 @@ def _decide(
     work.load_sources((c.system, c.external_id) for c in batch)
     work.load_goldens({r.individual_id for r in work.sources.values()})
     work.load_master_ids(m for c in batch for m in c.source.master_ids)
-    work.load_keys(key for c in batch for key in blocking_keys(c.profile))
+    work.load_keys(key for c in batch for key in c.keys)
     for i in indexes:
         try:
             decided[i] = _apply(work, changes[i], writeback_systems)
@@ -229,11 +233,11 @@ def _apply(work: UnitOfWork, change: SourceChange, writeback_systems: frozenset[
     if found is not None:
         # A record that has its golden record already is still compared: a change that makes it
         # look like someone else reaches a steward (never an automatic merge).
-        matched = work.match(change.profile, exclude={found.pk} | work.not_a_match_with(found.pk))
+        matched = work.match(change.profile, change.keys, exclude={found.pk} | work.not_a_match_with(found.pk))
         suspects = ([(matched.best[0].pk, matched.best[1])] if matched.best else []) + matched.suspects
         target = found
     else:
-        matched = work.match(change.profile)
+        matched = work.match(change.profile, change.keys)
         suspects = matched.suspects
         target = None
         if matched.best is not None:
@@ -283,7 +287,7 @@ def _apply(work: UnitOfWork, change: SourceChange, writeback_systems: frozenset[
     if result.source_created or previous is not None:
         columns["match_rule"] = result.rule[:120]
         columns["match_detail"] = result.decision or {"rule": result.rule, "detail": result.detail}
-    work.update_source(record, change.source, **columns)
+    work.update_source(record, change.source, profile=change.profile, **columns)
     record.updated_at = now
 
     consent = (change.source.do_not_market_since, change.system) if change.source.do_not_market_since else None

@@ -97,7 +97,7 @@ class StaleState(Exception):
 # Parsed payloads and their match profiles, per cross reference version: a worker compares the
 # same popular candidates again and again, and parsing dominates a comparison.
 _PARSED: dict[tuple[int, Any], tuple[SourceIndividual, MatchProfile] | None] = {}
-_PARSED_MAX = 50_000
+_PARSED_MAX = 10_000
 
 
 def _parse_cached(pk: int, version: Any, payload: dict[str, Any]) -> tuple[SourceIndividual, MatchProfile] | None:
@@ -154,9 +154,9 @@ class SourceRecord:
             self._parsed_known = True
         return self._parsed
 
-    def set_source(self, source: SourceIndividual) -> None:
+    def set_source(self, source: SourceIndividual, profile: MatchProfile | None = None) -> None:
         self.payload = source.raw
-        self._parsed = (source, profile_from_source(source))
+        self._parsed = (source, profile or profile_from_source(source))
         self._parsed_known = True
         self.dirty = True
 
@@ -200,6 +200,7 @@ class Golden:
     changed: set[str] = field(default_factory=set)
     touched: bool = False
     _profile: MatchProfile | None = None
+    _keys: set[tuple[str, str]] | None = None
     _points: dict[tuple[str, str], tuple[dict[str, Any], SourceValues]] | None = None
 
     @property
@@ -492,7 +493,9 @@ class UnitOfWork:
         return golden._profile
 
     def keys_of(self, golden: Golden) -> set[tuple[str, str]]:
-        return blocking_keys(self.profile_of(golden)) if golden.active else set()
+        if golden._keys is None:
+            golden._keys = blocking_keys(self.profile_of(golden)) if golden.active else set()
+        return golden._keys
 
     def points_of(self, golden: Golden) -> dict[tuple[str, str], tuple[dict[str, Any], SourceValues]]:
         """The contact points the golden record holds: every valid source's, one per normalised value."""
@@ -516,9 +519,11 @@ class UnitOfWork:
                 counts[pk] = counts.get(pk, 0) + 1
         return sorted(counts, key=lambda pk: (-counts[pk], pk))[:MAX_CANDIDATES]
 
-    def match(self, profile: MatchProfile, *, exclude: set[int] = frozenset()) -> MatchResult:
-        """Compare a profile with the golden records its blocking keys find."""
-        ids = self.candidate_ids(blocking_keys(profile), exclude=exclude)
+    def match(
+        self, profile: MatchProfile, keys: set[tuple[str, str]] | None = None, *, exclude: set[int] = frozenset()
+    ) -> MatchResult:
+        """Compare a profile with the golden records its blocking keys (given, or computed) find."""
+        ids = self.candidate_ids(blocking_keys(profile) if keys is None else keys, exclude=exclude)
         result = MatchResult(compared=len(ids))
         if not ids:
             return result
@@ -545,6 +550,7 @@ class UnitOfWork:
             self.points_of(golden)
         golden.touched = True
         golden._profile = None
+        golden._keys = None
 
     def _reindex(self, golden: Golden) -> None:
         """Keep the in-memory key index current: later records of this work find the record by its keys."""
@@ -602,13 +608,23 @@ class UnitOfWork:
         golden.sources.append(record)
         return previous
 
-    def update_source(self, record: SourceRecord, source: SourceIndividual | None = None, **columns: Any) -> None:
-        """Change a source record: its payload (``source``) and columns; its golden record is recomputed next."""
+    def update_source(
+        self,
+        record: SourceRecord,
+        source: SourceIndividual | None = None,
+        *,
+        profile: MatchProfile | None = None,
+        **columns: Any,
+    ) -> None:
+        """Change a source record: its payload (``source``, its profile if known) and columns.
+
+        Its golden record is to be recomputed next.
+        """
         golden = self.goldens.get(record.individual_id)
         if golden is not None:
             self._touch(golden)
         if source is not None:
-            record.set_source(source)
+            record.set_source(source, profile)
         for name, value in columns.items():
             setattr(record, name, value)
         record.dirty = True
@@ -646,6 +662,7 @@ class UnitOfWork:
         if lineage != golden.lineage:
             golden.set("lineage", lineage)
         golden._profile = None
+        golden._keys = None
         golden._points = None
         points = set(self.points_of(golden))
         self._reindex(golden)

@@ -59,9 +59,18 @@ def _rank(priority: tuple[str, ...], system: str) -> int:
     return -1 if system == STEWARD_SYSTEM else len(priority)
 
 
+def _name(source: SourceValues) -> tuple[str, str]:
+    return source.system, source.external_id
+
+
 def choose(strategy: Strategy, offers: list[tuple[Any, SourceValues]]) -> tuple[Any, SourceValues, str]:
     """The surviving (value, source) among non-empty offers, and a readable reason."""
-    by_priority = sorted(offers, key=lambda o: (_rank(strategy.priority, o[1].system), -o[1].changed_at.timestamp()))
+    # The last key (the record's own name) settles exact ties the same way whatever order the
+    # records arrived in: one person's records applied side by side end alike.
+    by_priority = sorted(
+        offers,
+        key=lambda o: (_rank(strategy.priority, o[1].system), -o[1].changed_at.timestamp(), _name(o[1])),
+    )
     if strategy.strategy == SurvivorshipStrategy.SOURCE_PRIORITY:
         value, source = by_priority[0]
         return value, source, f"source priority ({source.system})"
@@ -72,7 +81,9 @@ def choose(strategy: Strategy, offers: list[tuple[Any, SourceValues]]) -> tuple[
         for value, source in by_priority:
             if counts[value] == top:
                 return value, source, f"most frequent ({top} of {len(offers)} sources)"
-    newest = sorted(offers, key=lambda o: (-o[1].changed_at.timestamp(), _rank(strategy.priority, o[1].system)))
+    newest = sorted(
+        offers, key=lambda o: (-o[1].changed_at.timestamp(), _rank(strategy.priority, o[1].system), _name(o[1]))
+    )
     value, source = newest[0]
     return value, source, "most recent"
 
@@ -108,7 +119,7 @@ def compute(sources: list[SourceValues], strategies: dict[str, Strategy], pins: 
 def contact_points(sources: list[SourceValues]) -> dict[tuple[str, str], tuple[dict[str, Any], SourceValues]]:
     """Every source's contact points, one per (kind, normalised value); the newest source supplies it."""
     result: dict[tuple[str, str], tuple[dict[str, Any], SourceValues]] = {}
-    for source in sorted(sources, key=lambda s: s.changed_at):
+    for source in sorted(sources, key=lambda s: (s.changed_at, _name(s))):
         for email in source.source.emails:
             result[(ContactPointKind.EMAIL, email.value_key)] = ({"email_address": email.email_address}, source)
         for phone in source.source.phones:

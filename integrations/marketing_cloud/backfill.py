@@ -15,15 +15,18 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
+import multiprocessing
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from django.db import reset_queries, transaction
+from django.db import connection, connections, reset_queries, transaction
 from django.utils import timezone
 
 from customers.cim import CimValidationError, parse_cim_datetime, parse_individual
@@ -76,13 +79,30 @@ class BadRow:
     message: str
 
 
-def _rows(reader: csv.reader, header: list[str], skip: int) -> Iterator[tuple[int, dict[str, str]]]:
+def _check_header(path: Path) -> None:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        header = next(csv.reader(handle), None)
+    if not header:
+        raise ImportRefused("the file is empty")
+    present = {name.strip().lower() for name in header}
+    missing = [c for c in REQUIRED_COLUMNS if c.lower() not in present]
+    if missing:
+        raise ImportRefused(f"the header lacks required column(s): {', '.join(missing)}")
+
+
+def _batches(reader: Any, header: list[str], size: int) -> Iterator[tuple[int, list[tuple[int, dict[str, str]]]]]:
+    """The file's data rows in numbered batches of ``size``: (number, [(line, in-arguments), ...])."""
     columns = [_CANONICAL.get(name.strip().lower()) for name in header]
-    for index, values in enumerate(reader):
-        if index < skip:
-            continue
+    batch: list[tuple[int, dict[str, str]]] = []
+    number = 0
+    for values in reader:
         # reader.line_num is the physical line (quoted fields may span lines).
-        yield reader.line_num, {c: v for c, v in zip(columns, values, strict=False) if c and v != ""}
+        batch.append((reader.line_num, {c: v for c, v in zip(columns, values, strict=False) if c and v != ""}))
+        if len(batch) >= size:
+            yield number, batch
+            number, batch = number + 1, []
+    if batch:
+        yield number, batch
 
 
 def _change(args: dict[str, str], actor: str) -> SourceChange:
@@ -99,98 +119,151 @@ def _change(args: dict[str, str], actor: str) -> SourceChange:
     )
 
 
-def _check_header(path: Path) -> None:
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        header = next(csv.reader(handle), None)
-    if not header:
-        raise ImportRefused("the file is empty")
-    present = {name.strip().lower() for name in header}
-    missing = [c for c in REQUIRED_COLUMNS if c.lower() not in present]
-    if missing:
-        raise ImportRefused(f"the header lacks required column(s): {', '.join(missing)}")
+@dataclass
+class BatchDone:
+    number: int
+    rows: int
+    bad: list[BadRow]
+
+
+def apply_batch(job_id: int, number: int, rows: list[tuple[int, dict[str, str]]], writeback: bool) -> BatchDone:
+    """Validate one batch, apply it through the engine, and record it done with the job's counts: one transaction.
+
+    Runs in the importing process or in one of its workers (several batches at once, each its
+    own transaction, as concurrent events are).
+    """
+    actor = f"import:{job_id}"
+    changes: list[SourceChange] = []
+    lines: list[int] = []
+    bad: list[BadRow] = []
+    for line, args in rows:
+        try:
+            changes.append(_change(args, actor))
+            lines.append(line)
+        except CimValidationError as exc:
+            bad.append(BadRow(line, exc.field.replace("row.", ""), exc.message))
+    systems = frozenset({MARKETING_CLOUD}) if writeback else frozenset()
+    with transaction.atomic():
+        resolutions = resolve(changes, writeback_systems=systems, render_snapshots=False)
+        for line, resolution in zip(lines, resolutions, strict=True):
+            if resolution.status == FAILED:
+                bad.append(BadRow(line, "row", f"could not be applied: {type(resolution.error).__name__}"))
+        bad.sort(key=lambda b: b.line)
+        applied = [r for r in resolutions if r.status == APPLIED]
+        writebacks = sum(1 for r in applied if r.writeback == "queued")
+        # The counts add up in the database, so batches committing in any order leave them right.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {ImportJob._meta.db_table} SET rows_done = rows_done + %s, created = created + %s, "
+                "matched = matched + %s, superseded = superseded + %s, suspects_queued = suspects_queued + %s, "
+                "rejected = rejected + %s, writebacks_queued = writebacks_queued + %s, "
+                "batches_done = array_append(batches_done, %s), "
+                "errors = CASE WHEN jsonb_array_length(errors) < %s THEN errors || %s::jsonb ELSE errors END, "
+                "updated_at = now() WHERE id = %s",
+                [
+                    len(rows),
+                    sum(1 for r in applied if r.created),
+                    sum(1 for r in applied if not r.created),
+                    sum(1 for r in resolutions if r.status == SUPERSEDED),
+                    sum(len(r.queued_candidates) for r in applied),
+                    len(bad),
+                    writebacks,
+                    number,
+                    MAX_STORED_ERRORS,
+                    json.dumps([b.__dict__ for b in bad[:MAX_STORED_ERRORS]]),
+                    job_id,
+                ],
+            )
+        if writebacks:
+            queue_flush()
+    # With DEBUG on, Django keeps every statement's SQL; a batch's carry thousands of values.
+    reset_queries()
+    return BatchDone(number, len(rows), bad)
+
+
+def _worker_ready() -> None:
+    """A worker process starts with no database connection of its own yet (the parent closed its before)."""
+    connections.close_all()
 
 
 def import_subscribers(
     path: Path,
     *,
     batch_size: int = DEFAULT_BATCH,
+    workers: int = 1,
     restart: bool = False,
     writeback: bool = True,
     progress: Callable[[ImportJob, float, float], None] | None = None,
     stop_after_batches: int | None = None,
 ) -> ImportJob:
-    """Import (or resume importing) ``path``; returns the job with its counts."""
+    """Import (or resume importing) ``path``; returns the job with its counts.
+
+    With ``workers`` above 1, that many processes apply batches side by side (each batch is
+    still one transaction); at most two batches per worker are read ahead, so memory stays
+    flat. A resumed job skips the batches it committed before (numbered by the batch size
+    it started with).
+    """
     _check_header(path)
     print_, size = fingerprint(path)
     job = ImportJob.objects.filter(fingerprint=print_).exclude(status=ImportJob.COMPLETED).first()
     if job is None or restart:
         if not restart and ImportJob.objects.filter(fingerprint=print_, status=ImportJob.COMPLETED).exists():
             raise ImportRefused(f"{path.name} was imported completely before; use --restart to import it again.")
-        job = ImportJob.objects.create(file_name=str(path), fingerprint=print_, file_size=size)
+        job = ImportJob.objects.create(file_name=str(path), fingerprint=print_, file_size=size, batch_size=batch_size)
     else:
         job.status = ImportJob.RUNNING
         job.save(update_fields=["status", "updated_at"])
+    done_before = set(job.batches_done)
     errors_path = path.with_name(path.name + ".errors.csv")
     started = time.monotonic()
-    batches = 0
-    with path.open("rb") as raw_file:
-        counter = _CountingReader(raw_file)
-        text = io.TextIOWrapper(io.BufferedReader(counter, 1 << 20), encoding="utf-8-sig", newline="")
-        reader = csv.reader(text)
-        header = next(reader)
-        rows = _rows(reader, header, job.rows_done)
-        actor = f"import:{job.pk}"
-        with errors_path.open("a", newline="", encoding="utf-8") as errors_file:
+    applied = 0
+    pool = None
+    if workers > 1:
+        connections.close_all()  # no connection may be shared with the workers
+        pool = multiprocessing.get_context("fork").Pool(workers, initializer=_worker_ready)
+    try:
+        with path.open("rb") as raw_file, errors_path.open("a", newline="", encoding="utf-8") as errors_file:
+            counter = _CountingReader(raw_file)
+            text = io.TextIOWrapper(io.BufferedReader(counter, 1 << 20), encoding="utf-8-sig", newline="")
+            reader = csv.reader(text)
+            header = next(reader)
             errors_out = csv.writer(errors_file)
-            systems = frozenset({MARKETING_CLOUD}) if writeback else frozenset()
-            while True:
-                changes: list[SourceChange] = []
-                lines: list[int] = []
-                bad: list[BadRow] = []
-                taken = 0
-                for line, args in rows:
-                    taken += 1
-                    try:
-                        changes.append(_change(args, actor))
-                        lines.append(line)
-                    except CimValidationError as exc:
-                        bad.append(BadRow(line, exc.field.replace("row.", ""), exc.message))
-                    if taken >= batch_size:
-                        break
-                if taken == 0:
-                    break
-                with transaction.atomic():
-                    resolutions = resolve(changes, writeback_systems=systems, render_snapshots=False)
-                    for line, resolution in zip(lines, resolutions, strict=True):
-                        if resolution.status == FAILED:
-                            bad.append(BadRow(line, "row", f"could not be applied: {type(resolution.error).__name__}"))
-                    bad.sort(key=lambda b: b.line)
-                    applied = [r for r in resolutions if r.status == APPLIED]
-                    writebacks = sum(1 for r in applied if r.writeback == "queued")
-                    job = ImportJob.objects.select_for_update().get(pk=job.pk)
-                    job.rows_done += taken
-                    job.created += sum(1 for r in applied if r.created)
-                    job.matched += sum(1 for r in applied if not r.created)
-                    job.superseded += sum(1 for r in resolutions if r.status == SUPERSEDED)
-                    job.suspects_queued += sum(len(r.queued_candidates) for r in applied)
-                    job.rejected += len(bad)
-                    job.writebacks_queued += writebacks
-                    room = MAX_STORED_ERRORS - len(job.errors)
-                    job.errors = job.errors + [b.__dict__ for b in bad[: max(room, 0)]]
-                    job.save()
-                    if writebacks:
-                        queue_flush()
-                for row in bad:
+            in_flight: deque[Any] = deque()
+
+            def finished(done: BatchDone) -> bool:
+                """Report a committed batch; True when the import is to stop here."""
+                nonlocal applied
+                for row in done.bad:
                     errors_out.writerow([row.line, row.field, row.message])
-                # With DEBUG on, Django keeps every statement's SQL; ours carry 2,000 keys each.
-                reset_queries()
-                batches += 1
+                applied += 1
                 if progress:
+                    job.refresh_from_db()
                     progress(job, counter.count / max(size, 1), time.monotonic() - started)
-                if stop_after_batches is not None and batches >= stop_after_batches:
-                    job.status = ImportJob.INTERRUPTED
-                    job.save(update_fields=["status", "updated_at"])
-                    return job
+                return stop_after_batches is not None and applied >= stop_after_batches
+
+            stop = False
+            for number, rows in _batches(reader, header, job.batch_size or batch_size):
+                if number in done_before:
+                    continue
+                if pool is None:
+                    stop = finished(apply_batch(job.pk, number, rows, writeback))
+                else:
+                    in_flight.append(pool.apply_async(apply_batch, (job.pk, number, rows, writeback)))
+                    while len(in_flight) >= 2 * workers or (in_flight and in_flight[0].ready()):
+                        stop = finished(in_flight.popleft().get()) or stop
+                if stop:
+                    break
+            while in_flight:
+                finished(in_flight.popleft().get())
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    job.refresh_from_db()
+    if stop:
+        job.status = ImportJob.INTERRUPTED
+        job.save(update_fields=["status", "updated_at"])
+        return job
     job.status = ImportJob.COMPLETED
     job.finished_at = timezone.now()
     job.save(update_fields=["status", "finished_at", "updated_at"])

@@ -64,6 +64,8 @@ _MAX_LENGTH = {
 def _mc_datetime(value: str, field: str) -> dt.datetime | None:
     """ISO 8601, or Marketing Cloud's own ``M/D/YYYY h:mm:ss AM`` (its data extensions' format)."""
     text = value.strip()
+    if "/" not in text:  # no Marketing Cloud date: ISO 8601 or nothing
+        return parse_cim_datetime(text, field)
     for fmt in ("%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y"):
         try:
             return dt.datetime.strptime(text, fmt).replace(tzinfo=dt.UTC)

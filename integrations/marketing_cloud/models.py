@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.utils import timezone
 
@@ -98,6 +99,10 @@ class ImportJob(models.Model):
     file_size = models.BigIntegerField()
     status = models.CharField(max_length=12, choices=STATUSES, default=RUNNING)
     rows_done = models.BigIntegerField(default=0)  # data rows committed (good and bad)
+    # Rows per batch, and the batches committed: a resumed import skips those (they may have
+    # committed out of order when several workers applied batches side by side).
+    batch_size = models.PositiveIntegerField(default=0)
+    batches_done = ArrayField(models.PositiveIntegerField(), default=list, blank=True)
     created = models.BigIntegerField(default=0)
     matched = models.BigIntegerField(default=0)
     superseded = models.BigIntegerField(default=0)

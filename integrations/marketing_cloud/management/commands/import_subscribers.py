@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +20,44 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", type=Path)
         parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=min(2, os.cpu_count() or 1),
+            help="Processes applying batches side by side (default: up to 2, the cores of a small machine)",
+        )
         parser.add_argument("--restart", action="store_true", help="Start over instead of resuming (or re-import)")
         parser.add_argument("--no-writeback", action="store_true", help="Do not queue master-ID write-backs")
         parser.add_argument("--quiet", action="store_true", help="No progress bar")
 
     def handle(
-        self, *args: Any, file: Path, batch_size: int, restart: bool, no_writeback: bool, quiet: bool, **options: Any
+        self,
+        *args: Any,
+        file: Path,
+        batch_size: int,
+        workers: int,
+        restart: bool,
+        no_writeback: bool,
+        quiet: bool,
+        **options: Any,
     ) -> None:
         if not file.is_file():
             raise CommandError(f"{file} is not a file")
         if not 1 <= batch_size <= 2000:
             raise CommandError("--batch-size must be between 1 and 2000")
+        if not 1 <= workers <= 16:
+            raise CommandError("--workers must be between 1 and 16")
         progress = (
             None if quiet else (lambda job, fraction, elapsed: print_progress(job, fraction, elapsed, self.stderr._out))
         )
         try:
             job = import_subscribers(
-                file, batch_size=batch_size, restart=restart, writeback=not no_writeback, progress=progress
+                file,
+                batch_size=batch_size,
+                workers=workers,
+                restart=restart,
+                writeback=not no_writeback,
+                progress=progress,
             )
         except ImportRefused as exc:
             raise CommandError(str(exc)) from None
