@@ -28,7 +28,8 @@ def new_master_id() -> str:
 class Individual(models.Model):
     """One golden record per real person; ``master_id`` never changes once issued."""
 
-    master_id = models.CharField(max_length=36, unique=True, default=new_master_id, editable=False)
+    # Unique by a constraint, not unique=True, so PostgreSQL gets no second (pattern) index to keep.
+    master_id = models.CharField(max_length=36, default=new_master_id, editable=False)
     party_type = models.CharField(max_length=20, default="Individual", editable=False)
     salutation = models.CharField(max_length=40, blank=True)
     first_name = models.CharField(max_length=100, blank=True)
@@ -51,6 +52,9 @@ class Individual(models.Model):
     pins = models.JSONField(default=dict, blank=True)
     # Per golden attribute: which system and record supplied it, when, and by which rule.
     lineage = models.JSONField(default=dict, blank=True)
+    # Everything the record and its sources hold, as the match rules compare it (written with the
+    # blocking keys): candidates are compared on it without reading and parsing their sources.
+    match_profile = models.JSONField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
 
@@ -63,6 +67,7 @@ class Individual(models.Model):
             ("pin_individual", "Can pin golden values"),
             ("resync_individual", "Can re-sync golden records to connected systems"),
         ]
+        constraints = [models.UniqueConstraint(fields=["master_id"], name="individual_master_id_unique")]
         indexes = [
             models.Index(Lower("last_name"), Lower("first_name"), name="individual_name_idx"),
             # Prefix search as the admin runs it (istartswith -> UPPER(col) LIKE 'X%').
@@ -81,7 +86,8 @@ class Individual(models.Model):
 class ContactPoint(models.Model):
     """An email, phone or postal address of a golden record (CIM ContactPoint*)."""
 
-    individual = models.ForeignKey(Individual, on_delete=models.CASCADE, related_name="contact_points")
+    # No index of its own: the unique constraint (individual, kind, value_key) leads with it.
+    individual = models.ForeignKey(Individual, on_delete=models.CASCADE, related_name="contact_points", db_index=False)
     kind = models.CharField(max_length=24, choices=ContactPointKind.choices)
     # The normalised value, used to match and to keep one row per real contact point.
     value_key = models.CharField(max_length=320)
@@ -168,7 +174,7 @@ class HistoryEntry(models.Model):
     """One change to a golden record or its cross references, written in the same transaction."""
 
     individual = models.ForeignKey(Individual, on_delete=models.SET_NULL, null=True, blank=True, related_name="history")
-    master_id = models.CharField(max_length=36, db_index=True)
+    master_id = models.CharField(max_length=36)
     action = models.CharField(max_length=16, choices=HistoryAction.choices)
     object_type = models.CharField(max_length=40)
     object_id = models.BigIntegerField(null=True, blank=True)
@@ -185,6 +191,8 @@ class HistoryEntry(models.Model):
         verbose_name = "history entry"
         verbose_name_plural = "history"
         ordering = ["-created_at", "-id"]
+        # A plain index (db_index on a CharField would add a pattern index nobody queries).
+        indexes = [models.Index(fields=["master_id"], name="history_master_id_idx")]
 
     def __str__(self) -> str:
         return f"{self.action} {self.object_type} {self.master_id}"
@@ -198,7 +206,7 @@ class ChangeEvent(models.Model):
     which are rendered when delivered).
     """
 
-    master_id = models.CharField(max_length=36, db_index=True)
+    master_id = models.CharField(max_length=36)
     change_type = models.CharField(max_length=20)
     change = models.JSONField(default=dict)
     snapshot = models.JSONField(null=True, blank=True)
@@ -210,7 +218,10 @@ class ChangeEvent(models.Model):
     class Meta:
         verbose_name = "change event"
         ordering = ["id"]
-        indexes = [models.Index(fields=["id"], condition=models.Q(fanned_out=False), name="change_to_fan_out_idx")]
+        indexes = [
+            models.Index(fields=["id"], condition=models.Q(fanned_out=False), name="change_to_fan_out_idx"),
+            models.Index(fields=["master_id"], name="change_master_id_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.change_type} {self.master_id} #{self.pk}"

@@ -67,8 +67,8 @@ class InboundEvent(models.Model):
     channel = models.CharField(max_length=16, choices=EventChannel.choices)
     system = models.CharField(max_length=40, blank=True)
     external_id = models.CharField(max_length=255, blank=True)
-    # Unique: a repeated delivery finds its first copy and changes nothing.
-    idempotency_key = models.CharField(max_length=200, unique=True)
+    # Unique (a constraint below): a repeated delivery finds its first copy and changes nothing.
+    idempotency_key = models.CharField(max_length=200)
     status = models.CharField(max_length=12, choices=EventStatus.choices, default=EventStatus.QUEUED)
     reason = models.TextField(blank=True)
     received_at = models.DateTimeField(default=timezone.now)
@@ -90,6 +90,7 @@ class InboundEvent(models.Model):
     class Meta:
         verbose_name = "inbound event"
         ordering = ["-id"]
+        constraints = [models.UniqueConstraint(fields=["idempotency_key"], name="event_idempotency_key_unique")]
         indexes = [
             models.Index(fields=["status", "received_at"], name="event_status_idx"),
             models.Index(fields=["system", "external_id"], name="event_source_record_idx"),

@@ -34,6 +34,9 @@ class MatchProfile:
     """Every value one side of a comparison has, per attribute, as sent and normalised."""
 
     values: dict[str, set[tuple[str, str]]] = field(default_factory=lambda: {name: set() for name in ATTRIBUTES})
+    # The keys and raw values per attribute, computed once: comparisons ask for them again and again.
+    _keys: dict[str, set[str]] = field(default_factory=dict, repr=False, compare=False)
+    _raws: dict[str, set[str]] = field(default_factory=dict, repr=False, compare=False)
 
     def add(self, attribute: str, raw: Any, normalized: str | None = None) -> None:
         if raw in (None, ""):
@@ -42,16 +45,36 @@ class MatchProfile:
         key = normalized if normalized is not None else text
         if key:
             self.values[attribute].add((text, key))
+            self._keys.pop(attribute, None)
+            self._raws.pop(attribute, None)
 
     def keys(self, attribute: str) -> set[str]:
-        return {key for _, key in self.values[attribute]}
+        if attribute not in self._keys:
+            self._keys[attribute] = {key for _, key in self.values[attribute]}
+        return self._keys[attribute]
 
     def raws(self, attribute: str) -> set[str]:
-        return {raw for raw, _ in self.values[attribute]}
+        if attribute not in self._raws:
+            self._raws[attribute] = {raw for raw, _ in self.values[attribute]}
+        return self._raws[attribute]
 
     def update(self, other: MatchProfile) -> None:
         for name in ATTRIBUTES:
             self.values[name] |= other.values[name]
+        self._keys.clear()
+        self._raws.clear()
+
+    def to_json(self) -> dict[str, list[list[str]]]:
+        """The profile as stored with a golden record (``Individual.match_profile``)."""
+        return {name: sorted([raw, key] for raw, key in pairs) for name, pairs in self.values.items() if pairs}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MatchProfile:
+        profile = cls()
+        for name, pairs in data.items():
+            if name in profile.values:
+                profile.values[name] = {(str(raw), str(key)) for raw, key in pairs}
+        return profile
 
 
 def add_person(

@@ -175,6 +175,17 @@ def _decide(
     work.load_goldens({r.individual_id for r in work.sources.values()})
     work.load_master_ids(m for c in batch for m in c.source.master_ids)
     work.load_keys(key for c in batch for key in c.keys)
+    # Look ahead: the golden records the rules would merge new source records into, as the
+    # database has them, get their sources' payloads in one query (they are about to change).
+    # The decisions are remembered, so each record's own turn below does not decide them again.
+    likely = set()
+    for change in batch:
+        record = work.source(change.system, change.external_id)
+        if record is None and not change.source.master_ids:
+            best = work.match(change.profile, change.keys).best
+            if best is not None:
+                likely.add(best[0].pk)
+    work.load_payloads(likely)
     for i in indexes:
         try:
             decided[i] = _apply(work, changes[i], writeback_systems)

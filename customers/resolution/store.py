@@ -45,7 +45,7 @@ from customers.cim import (
     parse_individual,
     render_cim,
 )
-from customers.history import HistoryRow, jsonable, require_atomic, write_history
+from customers.history import HistoryRow, require_atomic, write_history
 from customers.models import (
     ChangeEvent,
     ContactPoint,
@@ -139,6 +139,8 @@ class SourceRecord:
     updated_at: dt.datetime | None = None
     new: bool = False
     dirty: bool = False
+    # False for a candidate's source read without its payload (see UnitOfWork.load_goldens).
+    payload_loaded: bool = True
     # What this unit of work wants of the write-back: "" (leave it), "pending", "not_needed".
     writeback_intent: str = ""
     _parsed: tuple[SourceIndividual, MatchProfile] | None = None
@@ -149,6 +151,8 @@ class SourceRecord:
         return self.status == CrossReferenceStatus.VALID
 
     def parsed(self) -> tuple[SourceIndividual, MatchProfile] | None:
+        if not self.payload_loaded:
+            raise RuntimeError(f"the payload of cross reference {self.pk} was not loaded")
         if not self._parsed_known:
             self._parsed = _parse_cached(self.pk, self.updated_at, self.payload)
             self._parsed_known = True
@@ -199,6 +203,8 @@ class Golden:
     sources: list[SourceRecord] = field(default_factory=list)
     changed: set[str] = field(default_factory=set)
     touched: bool = False
+    stored_profile: dict[str, Any] | None = None  # Individual.match_profile as loaded
+    generation: int = 0  # changes in this unit of work (decisions about it are remembered per generation)
     _profile: MatchProfile | None = None
     _keys: set[tuple[str, str]] | None = None
     _points: dict[tuple[str, str], tuple[dict[str, Any], SourceValues]] | None = None
@@ -300,6 +306,7 @@ class UnitOfWork:
         self._reserved: dict[str, list[int]] = {_INDIVIDUAL: [], _XREF: []}
         self._rules: list[RuleSpec] | None = None
         self._strategies: dict[str, Strategy] | None = None
+        self._decisions: dict[tuple[int, int], tuple[int, Decision]] = {}
 
     # ------------------------------------------------------------------------------------------
     # Loading
@@ -340,11 +347,13 @@ class UnitOfWork:
         )
         self._take_sources(rows)
 
-    def _take_sources(self, rows: Iterable[CrossReference]) -> list[SourceRecord]:
+    def _take_sources(self, rows: Iterable[CrossReference], *, with_payloads: bool = True) -> list[SourceRecord]:
         taken = []
         for x in rows:
             key = (x.system, x.external_id)
             record = self.sources.get(key)
+            if record is not None and with_payloads and not record.payload_loaded:
+                record.payload, record.payload_loaded = x.source_payload or {}, True
             if record is None:
                 record = SourceRecord(
                     pk=x.pk,
@@ -357,7 +366,8 @@ class UnitOfWork:
                     first_seen_at=x.first_seen_at,
                     last_seen_at=x.last_seen_at,
                     source_modified_at=x.source_modified_at,
-                    payload=x.source_payload or {},
+                    payload=(x.source_payload or {}) if with_payloads else {},
+                    payload_loaded=with_payloads,
                     writeback_state=x.writeback_state,
                     source_master_id=x.source_master_id,
                     written_at=x.written_at,
@@ -399,11 +409,19 @@ class UnitOfWork:
             rows = cursor.fetchall()
         for kind, value, individual_id in rows:
             self._key_rows[(kind, value)].append(individual_id)
-        self.load_goldens({individual_id for _, _, individual_id in rows})
+        # Candidates are compared on their stored profiles: their sources' payloads are read only
+        # for the few this work goes on to change (``_touch``), and for records stored before
+        # profiles were (one query for all of them).
+        found = {individual_id for _, _, individual_id in rows}
+        self.load_goldens(found, with_payloads=False)
+        self._load_payloads({pk for pk in found if pk in self.goldens and self.goldens[pk].stored_profile is None})
 
-    def load_goldens(self, ids: Iterable[int]) -> None:
-        """Load golden records with all their cross references (two queries)."""
+    def load_goldens(self, ids: Iterable[int], *, with_payloads: bool = True) -> None:
+        """Load golden records with all their cross references (two queries; payloads optional)."""
         wanted = {pk for pk in ids if pk not in self.goldens}
+        if with_payloads:
+            # Golden records loaded before as candidates get their payloads now (one query).
+            self._load_payloads({pk for pk in ids if pk in self.goldens} - wanted)
         if not wanted:
             return
         for row in Individual.objects.filter(pk__in=wanted).values(
@@ -415,6 +433,7 @@ class UnitOfWork:
             "merged_at",
             "pins",
             "lineage",
+            "match_profile",
             "created_at",
             "updated_at",
         ):
@@ -429,16 +448,36 @@ class UnitOfWork:
                 merged_at=row["merged_at"],
                 pins=row["pins"] or {},
                 lineage=row["lineage"] or {},
+                stored_profile=row["match_profile"],
                 version=row["updated_at"],
             )
             self._master_ids.setdefault(row["master_id"], row["merged_into_id"] or row["pk"])
-        for record in self._take_sources(CrossReference.objects.filter(individual_id__in=wanted).order_by("id")):
+        xrefs = CrossReference.objects.filter(individual_id__in=wanted).order_by("id")
+        if not with_payloads:
+            xrefs = xrefs.defer("source_payload")
+        for record in self._take_sources(xrefs, with_payloads=with_payloads):
             golden = self.goldens.get(record.individual_id)
             if golden is not None and record not in golden.sources:
                 golden.sources.append(record)
         for pk in wanted & self.goldens.keys():
             self.goldens[pk].sources.sort(key=lambda r: r.pk)
         self._load_pair_memory(wanted & self.goldens.keys())
+
+    def load_payloads(self, ids: set[int]) -> None:
+        """The source payloads of these golden records, if they were loaded without (one query)."""
+        self._load_payloads({pk for pk in ids if pk in self.goldens})
+
+    def _load_payloads(self, ids: set[int]) -> None:
+        """The source payloads of golden records that were loaded without them (one query)."""
+        lacking = {pk for pk in ids if any(not r.payload_loaded for r in self.goldens[pk].sources)}
+        if lacking:
+            rows = CrossReference.objects.filter(individual_id__in=lacking).only(
+                "system", "external_id", "source_payload"
+            )
+            for x in rows:
+                record = self.sources.get((x.system, x.external_id))
+                if record is not None and not record.payload_loaded:
+                    record.payload, record.payload_loaded = x.source_payload or {}, True
 
     def _load_pair_memory(self, ids: set[int]) -> None:
         """Not-a-match pairs and open review pairs of these golden records."""
@@ -475,7 +514,10 @@ class UnitOfWork:
 
     def profile_of(self, golden: Golden) -> MatchProfile:
         """Everything the golden record and its sources hold: a candidate is compared on all of it."""
+        if golden._profile is None and not golden.touched and golden.stored_profile is not None:
+            golden._profile = MatchProfile.from_json(golden.stored_profile)
         if golden._profile is None:
+            self._load_payloads({golden.pk})
             profile = MatchProfile()
             for record in golden.sources:
                 if record.valid and (parsed := record.parsed()) is not None:
@@ -500,6 +542,7 @@ class UnitOfWork:
     def points_of(self, golden: Golden) -> dict[tuple[str, str], tuple[dict[str, Any], SourceValues]]:
         """The contact points the golden record holds: every valid source's, one per normalised value."""
         if golden._points is None:
+            self._load_payloads({golden.pk})
             golden._points = contact_points(golden.valid_sources()) if golden.erased_at is None else {}
         return golden._points
 
@@ -532,7 +575,14 @@ class UnitOfWork:
         for pk in ids:
             golden = self.goldens.get(pk)
             if golden is not None and golden.active:
-                decisions.append((pk, decide(rules, profile, self.profile_of(golden))))
+                # The same pair decided again (the engine's look-ahead, then the record's turn) is
+                # decided once while the golden record is unchanged.
+                memo = (id(profile), pk)
+                known = self._decisions.get(memo)
+                if known is None or known[0] != golden.generation:
+                    known = (golden.generation, decide(rules, profile, self.profile_of(golden)))
+                    self._decisions[memo] = known
+                decisions.append((pk, known[1]))
         ranked = [item for item in rank(decisions) if item[1].outcome != OUTCOME_NONE]
         if ranked and ranked[0][1].outcome == OUTCOME_AUTO:
             pk, decision = ranked[0]
@@ -546,9 +596,11 @@ class UnitOfWork:
     # ------------------------------------------------------------------------------------------
     def _touch(self, golden: Golden) -> None:
         """About to change ``golden``'s sources: keep what its contact points were, then mark it."""
+        self._load_payloads({golden.pk})
         if golden._points is None:
             self.points_of(golden)
         golden.touched = True
+        golden.generation += 1
         golden._profile = None
         golden._keys = None
 
@@ -728,7 +780,7 @@ class UnitOfWork:
         pending = PendingChange(
             golden=golden,
             change_type=change_type,
-            change=jsonable(change or {}),
+            change=change or {},  # dates become ISO 8601 text as the row is sent (hub.sql)
             actor=actor,
             created_at=now,
             snapshot_record=golden.record() if snapshot else None,
@@ -789,9 +841,21 @@ class UnitOfWork:
             change_recorded.send(sender=ChangeEvent, change_event=None)
 
     def rewrite_keys(self, goldens: list[Golden]) -> int:
-        """Write these golden records' blocking keys as their profiles give them (nothing else changes)."""
+        """Write these golden records' blocking keys and match profiles as their sources give them.
+
+        Nothing else changes (after an upgrade, or a change to the key kinds).
+        """
         require_atomic()
+        for golden in goldens:
+            golden.stored_profile, golden._profile, golden._keys = None, None, None
         self._write_keys(goldens, self._db_keys([g.pk for g in goldens]))
+        update_rows(
+            _INDIVIDUAL,
+            "id",
+            ("id", "match_profile"),
+            ("bigint", "jsonb"),
+            [(g.pk, self.profile_of(g).to_json() if g.active else None) for g in goldens],
+        )
         return len(goldens)
 
     def _db_points(self, ids: list[int]) -> dict[int, dict[tuple[str, str], dict[str, Any]]]:
@@ -849,6 +913,8 @@ class UnitOfWork:
         return rows, deletes, promoted, new_ids
 
     def _write_goldens(self, touched: list[Golden]) -> None:
+        # Every written golden record gets its match profile with it (what candidates are compared on).
+        profiles = {g.pk: self.profile_of(g).to_json() if g.active else None for g in touched}
         _insert(
             _INDIVIDUAL,
             [
@@ -861,7 +927,8 @@ class UnitOfWork:
                     "merged_into_id": g.merged_into_id,
                     "merged_at": g.merged_at,
                     "pins": g.pins or {},
-                    "lineage": jsonable(g.lineage or {}),
+                    "lineage": g.lineage or {},
+                    "match_profile": profiles[g.pk],
                     "created_at": g.created_at,
                     "updated_at": g.updated_at,
                 }
@@ -875,13 +942,13 @@ class UnitOfWork:
             if not golden.new:
                 groups[tuple(sorted(golden.changed - {"updated_at"}))].append(golden)
         for columns, goldens in groups.items():
-            names = ("id", *columns, "updated_at")
+            names = ("id", *columns, "match_profile", "updated_at")
             update_rows(
                 _INDIVIDUAL,
                 "id",
                 names,
                 _types(_INDIVIDUAL, names),
-                [(g.pk, *(_column_value(g, c) for c in columns), g.updated_at) for g in goldens],
+                [(g.pk, *(_column_value(g, c) for c in columns), profiles[g.pk], g.updated_at) for g in goldens],
             )
 
     def _write_sources(self) -> None:
@@ -1050,6 +1117,7 @@ _TYPES: dict[str, dict[str, str]] = {
         "merged_at": "timestamptz",
         "pins": "jsonb",
         "lineage": "jsonb",
+        "match_profile": "jsonb",
         "created_at": "timestamptz",
         "updated_at": "timestamptz",
     },
@@ -1132,8 +1200,7 @@ def _insert(
 
 
 def _column_value(golden: Golden, column: str) -> Any:
-    value = golden.values[column] if column in PERSON_COLUMNS else getattr(golden, column)
-    return jsonable(value) if column in ("pins", "lineage") else value
+    return golden.values[column] if column in PERSON_COLUMNS else getattr(golden, column)
 
 
 @dataclass
