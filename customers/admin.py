@@ -467,10 +467,10 @@ def search_ids(term: str) -> list[int]:
     add(Individual.objects.filter(master_id=term, merged_into__isnull=False), "merged_into_id")
     add(CrossReference.objects.filter(external_id=term), "individual_id")
     with contextlib.suppress(ValueError):
-        add(ContactPoint.objects.filter(value_key=normalize_email(term)), "individual_id")
+        add(ContactPoint.objects.filter(kind=ContactPointKind.EMAIL, value_key=normalize_email(term)), "individual_id")
     if any(ch.isdigit() for ch in term):
         with contextlib.suppress(ValueError):
-            add(ContactPoint.objects.filter(value_key=phone_key(term)), "individual_id")
+            add(ContactPoint.objects.filter(kind=ContactPointKind.PHONE, value_key=phone_key(term)), "individual_id")
     words = term.split(" ")
     if len(words) >= 2:
         add(Individual.objects.filter(first_name__istartswith=words[0], last_name__istartswith=words[-1]))

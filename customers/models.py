@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+import time
 import uuid
 
 from django.conf import settings
@@ -21,8 +23,18 @@ from customers.choices import (
 
 
 def new_master_id() -> str:
-    """An opaque, never-reused master ID (a random UUID, as the accelerator's MDM issues)."""
-    return str(uuid.uuid4())
+    """An opaque, never-reused master ID: a UUID, as the accelerator's MDM issues, of version 7.
+
+    RFC 9562's version 7 starts with the creation time in milliseconds and ends with 74
+    random bits, so the indexes that hold master IDs (the golden record's, its history's,
+    its change events') grow at their end instead of at random places: a large import
+    writes far fewer index pages. (Python's uuid module makes version 7 only from 3.14 on;
+    the layout is six lines, so no dependency for it.)
+    """
+    millis = time.time_ns() // 1_000_000 & (1 << 48) - 1
+    rand = secrets.randbits(74)
+    value = millis << 80 | 0x7 << 76 | (rand >> 62) << 64 | 0b10 << 62 | rand & (1 << 62) - 1
+    return str(uuid.UUID(int=value))
 
 
 class Individual(models.Model):
@@ -111,7 +123,6 @@ class ContactPoint(models.Model):
         ]
         indexes = [
             models.Index(fields=["kind", "value_key"], name="contact_point_lookup_idx"),
-            models.Index(fields=["value_key"], name="contact_point_value_idx"),
         ]
 
     def __str__(self) -> str:
