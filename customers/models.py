@@ -9,7 +9,7 @@ import uuid
 from django.conf import settings
 from django.contrib.postgres.indexes import OpClass
 from django.db import models
-from django.db.models.functions import Lower, Upper
+from django.db.models.functions import Upper
 
 from customers.choices import (
     CandidateStatus,
@@ -81,7 +81,6 @@ class Individual(models.Model):
         ]
         constraints = [models.UniqueConstraint(fields=["master_id"], name="individual_master_id_unique")]
         indexes = [
-            models.Index(Lower("last_name"), Lower("first_name"), name="individual_name_idx"),
             # Prefix search as the admin runs it (istartswith -> UPPER(col) LIKE 'X%').
             models.Index(OpClass(Upper("last_name"), name="varchar_pattern_ops"), name="individual_last_prefix_idx"),
             models.Index(OpClass(Upper("first_name"), name="varchar_pattern_ops"), name="individual_first_prefix_idx"),

@@ -183,7 +183,7 @@ def soundex(name: str) -> str:
     return ("".join(result) + "000")[:4]
 
 
-@lru_cache(maxsize=262144)
+@lru_cache(maxsize=65536)
 def jaro_winkler(a: str, b: str) -> float:
     """Jaro-Winkler similarity in [0, 1] (prefix scale 0.1, up to four characters)."""
     if a == b:

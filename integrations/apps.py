@@ -3,6 +3,8 @@ from typing import Any
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 
+from hub.runtime import tune_garbage_collector
+
 
 def ensure_resolver_sweep(**kwargs: Any) -> None:
     """Seed the resolver's sweep (every minute), idempotently by name, on post_migrate.
@@ -30,3 +32,4 @@ class IntegrationsConfig(AppConfig):
         from integrations import receivers  # noqa: F401  (connects customers' signals)
 
         post_migrate.connect(ensure_resolver_sweep, sender=self)
+        tune_garbage_collector()

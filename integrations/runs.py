@@ -10,7 +10,7 @@ from django.utils import timezone
 from customers.models import Individual
 from integrations.choices import StepOutcome
 from integrations.downstream.models import DownstreamTarget
-from integrations.models import DeadLetter, InboundEvent, SyncRun
+from integrations.models import InboundEvent, SyncRun
 from integrations.steps import StepLog
 
 
@@ -81,23 +81,3 @@ def finish_run(
             event.reason = error[:4000]
         event.save()
     return event_status
-
-
-def dead_letter(
-    event: InboundEvent | None,
-    run: SyncRun,
-    *,
-    stage: str,
-    reason: str,
-    http_status: int | None = None,
-    error_code: str = "",
-) -> DeadLetter:
-    return DeadLetter.objects.create(
-        event=event,
-        run=run,
-        stage=stage,
-        reason=reason[:4000],
-        http_status=http_status,
-        error_code=error_code[:20],
-        original_event=event_snapshot(event) if event else {},
-    )
