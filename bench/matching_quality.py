@@ -74,7 +74,8 @@ from customers.resolution.blocking import MatchProfile, blocking_keys, profile_f
 from customers.resolution.store import UnitOfWork  # noqa: E402
 
 SYSTEM = "BENCH_CRM"
-TARGETS = {"precision": 0.995, "recall_auto_suspect": 0.95, "p99_ratio": 1.5}
+# The targets of the resolution-engine issue: quality unchanged or better, latency flat in the golden set's size.
+TARGETS = {"precision": 0.999, "recall_auto_suspect": 0.96, "p99_ratio": 1.5}
 
 
 def log(message: str) -> None:

@@ -115,13 +115,13 @@ def fold(text: str) -> str:
     return " ".join(stripped.split())
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=16384)
 def normalize_name(text: str) -> str:
     """A name for comparing: folded, letters and inner spaces only ("O'Brien-Smith" -> "obriensmith")."""
     return "".join(ch for ch in fold(text) if ch.isalpha())
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=16384)
 def provider_email(email: str) -> str:
     """The mailbox an address delivers to, by its provider's rules (Gmail ignores dots and +tags)."""
     local, _, domain = email.lower().rpartition("@")
@@ -164,7 +164,7 @@ def normalize_postal_code(code: str, country: str = "") -> str:
     return compact
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=16384)
 def soundex(name: str) -> str:
     """American Soundex of a normalised name ('robert' and 'rupert' -> 'R163'); '' for no letters."""
     letters = [ch for ch in normalize_name(name) if "a" <= ch <= "z"]
@@ -183,7 +183,7 @@ def soundex(name: str) -> str:
     return ("".join(result) + "000")[:4]
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=16384)
 def jaro_winkler(a: str, b: str) -> float:
     """Jaro-Winkler similarity in [0, 1] (prefix scale 0.1, up to four characters)."""
     if a == b:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
+import requests
 
 from customers.models import CrossReference, Individual, MatchCandidate
 from integrations.choices import EventStatus
@@ -66,3 +69,42 @@ def test_throttling_and_server_errors_through_the_real_cluster(hub, sandbox):
     assert wait_until(_all_synced, timeout=60)
     assert sandbox.rows("Individual")["SK-1001"]["GlobalPartyId"] == Individual.objects.get().master_id
     assert sandbox.count("PUT", "/hub/v1/dataevents") == 3
+
+
+def test_two_clusters_on_one_database_resolve_one_backlog_without_a_duplicate(sandbox, api_key, tmp_path):
+    """Two qcluster processes (two hosts, as far as the database can tell) share the event backlog."""
+    env = {"MC_AUTH_BASE_URL": sandbox.url, "HUB_RESOLVER_BATCH": "5"}
+    first, second = HubProcesses(env), HubProcesses(env)
+    rng = random.Random(11)
+    events = []
+    for p in range(150):
+        phone = f"+1 312 555 {p:04d}"
+        for system, name in (("POS", "William"), ("B2C_COMMERCE", "Bill"), ("SALESFORCE", "Will")):
+            points = [
+                {"contactPointType": "ContactPointEmail", "emailAddress": f"{system.lower()}{p}@example.com"},
+                {"contactPointType": "ContactPointPhone", "telephoneNumber": phone},
+            ]
+            individual = {"id": f"{system}-{p}", "firstName": name, "lastName": f"Reyes{p}", "contactPoints": points}
+            events.append(
+                {"id": f"e-{system}-{p}", "source": system, "occurredAt": "2026-11-20T10:00:00Z"}
+                | {"individual": individual}
+            )
+    rng.shuffle(events)
+    try:
+        first.start_web()
+        first.start_cluster(log_path=tmp_path / "first.log")
+        second.start_cluster(log_path=tmp_path / "second.log")
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {api_key}"
+        for i in range(0, len(events), 50):
+            assert session.post(f"{first.url}/api/v1/events", json={"events": events[i : i + 50]}, timeout=30).ok
+        assert wait_until(_all_synced, timeout=180), list(InboundEvent.objects.values_list("status", "reason")[:5])
+    finally:
+        first.stop()
+        second.stop()
+    assert Individual.objects.count() == 150
+    owners = dict(CrossReference.objects.values_list("external_id", "individual_id"))
+    for p in range(150):
+        assert owners[f"POS-{p}"] == owners[f"B2C_COMMERCE-{p}"] == owners[f"SALESFORCE-{p}"]
+    for log in ("first.log", "second.log"):  # both clusters took part
+        assert b"integrations.resolver.resolve_ready_events" in (tmp_path / log).read_bytes(), log

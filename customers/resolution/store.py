@@ -97,7 +97,7 @@ class StaleState(Exception):
 # Parsed payloads and their match profiles, per cross reference version: a worker compares the
 # same popular candidates again and again, and parsing dominates a comparison.
 _PARSED: dict[tuple[int, Any], tuple[SourceIndividual, MatchProfile] | None] = {}
-_PARSED_MAX = 10_000
+_PARSED_MAX = 5_000
 
 
 def _parse_cached(pk: int, version: Any, payload: dict[str, Any]) -> tuple[SourceIndividual, MatchProfile] | None:
