@@ -198,17 +198,20 @@ if Q_RETRY <= Q_TIMEOUT * 2:
 RESOLVER_BATCH = env_int("HUB_RESOLVER_BATCH", 100, minimum=1, maximum=1000)
 RESOLVER_LEASE = 2 * Q_TIMEOUT
 RESOLVER_TASK_SECONDS = Q_TIMEOUT / 2
+Q_WORKERS = env_int("HUB_Q_WORKERS", 2, minimum=1, maximum=64)
 Q_CLUSTER = {
     "name": "hub",
     "orm": "default",
     "broker_class": "integrations.queue.HubOrmBroker",
-    "workers": env_int("HUB_Q_WORKERS", 2, minimum=1, maximum=64),
+    "workers": Q_WORKERS,
     "timeout": Q_TIMEOUT,
     "retry": Q_RETRY,
     "max_attempts": env_int("HUB_Q_MAX_ATTEMPTS", 5, minimum=1),
     "ack_failures": False,
-    "queue_limit": 8,
-    "bulk": 4,
+    # A cluster takes no more tasks than it has workers, one at a time: what it holds in its
+    # local queue waits there while another host's workers may be idle.
+    "queue_limit": Q_WORKERS,
+    "bulk": 1,
     "poll": 0.1,
     "save_limit": 1000,
     "catch_up": False,

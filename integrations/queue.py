@@ -23,7 +23,7 @@ from django_q.brokers.orm import ORM
 from django_q.conf import Conf
 from django_q.humanhash import uuid
 from django_q.models import OrmQ, Task
-from django_q.signing import SignedPackage
+from django_q.signing import BadSignature, SignedPackage
 from django_q.tasks import async_task
 
 from integrations.choices import PENDING_EVENT_STATUSES
@@ -42,6 +42,26 @@ class HubOrmBroker(ORM):
             visible_at = not_before
         package = self.get_connection().create(key=self.list_key or Conf.CLUSTER_NAME, payload=task, lock=visible_at)
         return package.pk
+
+    def dequeue(self) -> list[tuple[int, str]] | None:
+        """django-q2's dequeue; a coalesced task counts as started once a cluster has taken it.
+
+        A cluster whose workers are all busy still takes tasks into its local queue. Were the
+        flag cleared only when the task starts, a busy host would hold the one wake-up while
+        another host's workers sat idle; cleared here, the next wake-up goes to whoever is free.
+        """
+        taken = super().dequeue()
+        names = [name for _, payload in taken or [] if (name := _task_name(payload))]
+        if names:
+            QueuedFlag.objects.filter(name__in=names, queued=True).update(queued=False)
+        return taken
+
+
+def _task_name(payload: str) -> str | None:
+    try:
+        return SignedPackage.loads(payload).get("name")
+    except (TypeError, BadSignature):  # the pusher fails such a task itself
+        return None
 
 
 def broker_key() -> str:

@@ -73,7 +73,9 @@ def test_throttling_and_server_errors_through_the_real_cluster(hub, sandbox):
 
 def test_two_clusters_on_one_database_resolve_one_backlog_without_a_duplicate(sandbox, api_key, tmp_path):
     """Two qcluster processes (two hosts, as far as the database can tell) share the event backlog."""
-    env = {"MC_AUTH_BASE_URL": sandbox.url, "HUB_RESOLVER_BATCH": "5"}
+    # One worker each, small batches: while one cluster's worker resolves a full batch, the
+    # wake-up it queues for the rest can only be taken by the other cluster.
+    env = {"MC_AUTH_BASE_URL": sandbox.url, "HUB_RESOLVER_BATCH": "5", "HUB_Q_WORKERS": "1"}
     first, second = HubProcesses(env), HubProcesses(env)
     rng = random.Random(11)
     events = []
@@ -92,12 +94,12 @@ def test_two_clusters_on_one_database_resolve_one_backlog_without_a_duplicate(sa
     rng.shuffle(events)
     try:
         first.start_web()
-        first.start_cluster(log_path=tmp_path / "first.log")
-        second.start_cluster(log_path=tmp_path / "second.log")
         session = requests.Session()
         session.headers["Authorization"] = f"Bearer {api_key}"
         for i in range(0, len(events), 50):
             assert session.post(f"{first.url}/api/v1/events", json={"events": events[i : i + 50]}, timeout=30).ok
+        first.start_cluster(log_path=tmp_path / "first.log")
+        second.start_cluster(log_path=tmp_path / "second.log")
         assert wait_until(_all_synced, timeout=180), list(InboundEvent.objects.values_list("status", "reason")[:5])
     finally:
         first.stop()
