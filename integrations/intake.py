@@ -13,11 +13,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 
+from hub.sql import execute
 from integrations.choices import EventChannel, EventStatus
 from integrations.faults import armed, fault_point
 from integrations.models import ApiClient, InboundEvent, QueuedFlag
@@ -80,12 +82,16 @@ class StoredEvent:
 
 _TABLE = InboundEvent._meta.db_table
 _FLAGS = QueuedFlag._meta.db_table
-# One row of the incoming events: its order in the request and the columns intake derives.
-_ROW = "(%s, %s, %s, %s, %s, %s::timestamptz, %s, %s::jsonb, %s::bytea, %s::jsonb, %s::jsonb, %s::bigint)"
+# The incoming events travel as one binary array per column, so the statement's text is the
+# same for one event or a thousand: PostgreSQL parses and plans it once per connection
+# (psycopg prepares a statement it has seen a few times), and no value is quoted into SQL.
 _STORE = f"""
-WITH incoming (ord, channel, system, external_id, idempotency_key, occurred_at, content_type, headers,
-               raw_body, payload, individual_cim, api_client_id) AS (
-    VALUES {{rows}}
+WITH incoming AS (
+    SELECT * FROM unnest(
+        %b::int[], %b::text[], %b::text[], %b::text[], %b::text[], %b::timestamptz[], %b::text[], %b::text[],
+        %b::bytea[], %b::text[], %b::text[], %b::bigint[]
+    ) AS v(ord, channel, system, external_id, idempotency_key, occurred_at, content_type, headers,
+           raw_body, payload, individual_cim, api_client_id)
 ),
 inserted AS (
     INSERT INTO {_TABLE} (
@@ -94,21 +100,50 @@ inserted AS (
         visible_at, claimed_by
     )
     SELECT channel, system, external_id, idempotency_key, '{EventStatus.QUEUED}', '', now(), occurred_at,
-           content_type, headers, raw_body, payload, individual_cim, api_client_id, '', 0, now(), ''
+           content_type, headers::jsonb, raw_body, payload::jsonb, individual_cim::jsonb, api_client_id, '', 0,
+           now(), ''
     FROM incoming ORDER BY ord
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING id, idempotency_key
 ),
 woken AS (
     UPDATE {_FLAGS} SET queued = true, updated_at = now()
-    WHERE name = %s AND NOT queued AND EXISTS (SELECT 1 FROM inserted)
+    WHERE name = %b AND NOT queued AND EXISTS (SELECT 1 FROM inserted)
     RETURNING 1
 ),
 task AS (
-    INSERT INTO django_q_ormq (key, payload, lock) SELECT %s, %s, now() FROM woken RETURNING id
+    INSERT INTO django_q_ormq (key, payload, lock) SELECT %b, %b, now() FROM woken RETURNING id
 )
-SELECT idempotency_key, id, (SELECT count(*) FROM {_FLAGS} WHERE name = %s) FROM inserted
+SELECT idempotency_key, id, (SELECT count(*) FROM {_FLAGS} WHERE name = %b), (SELECT count(*) FROM task)
+FROM inserted
 """
+
+
+class _WakeUpPackage:
+    """The resolver task's signed package, made ahead and reused until a statement queues it.
+
+    Signing a package costs more than the rest of the intake's Python; most requests find the
+    resolver already asked and queue nothing. A package is at most a second old when queued
+    (its "started" time is when it was made), and each queued row gets a package of its own.
+    """
+
+    MAX_AGE = 1.0
+
+    def __init__(self) -> None:
+        self._package = ""
+        self._made = 0.0
+
+    def get(self) -> str:
+        now = time.monotonic()
+        if not self._package or now - self._made > self.MAX_AGE:
+            self._package, self._made = task_package(RESOLVE_TASK, name=RESOLVER_FLAG), now
+        return self._package
+
+    def used(self) -> None:
+        self._package = ""
+
+
+_wake_up = _WakeUpPackage()
 
 
 def _json_text(value: Any) -> str | None:
@@ -121,12 +156,6 @@ def _json_text(value: Any) -> str | None:
     return text
 
 
-def _execute(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
-
-
 def store_events(events: list[AcceptedEvent]) -> list[tuple[StoredEvent, bool]]:
     """Store events and wake the resolver; returns (stored event, is duplicate) per event, in input order.
 
@@ -136,9 +165,9 @@ def store_events(events: list[AcceptedEvent]) -> list[tuple[StoredEvent, bool]]:
     first: dict[str, AcceptedEvent] = {}
     for event in events:
         first.setdefault(event.key, event)
-    params: list[Any] = []
+    columns: list[list[Any]] = [[] for _ in range(12)]
     for i, event in enumerate(first.values()):
-        params += (
+        row = (
             i,
             event.channel,
             event.system,
@@ -152,16 +181,19 @@ def store_events(events: list[AcceptedEvent]) -> list[tuple[StoredEvent, bool]]:
             _json_text(event.individual_cim),
             event.api_client.pk if event.api_client else None,
         )
-    params += [RESOLVER_FLAG, broker_key(), task_package(RESOLVE_TASK, name=RESOLVER_FLAG), RESOLVER_FLAG]
-    sql = _STORE.replace("{rows}", ", ".join([_ROW] * len(first)))
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    params = [*columns, RESOLVER_FLAG, broker_key(), _wake_up.get(), RESOLVER_FLAG]
     if armed("intake-mid-batch"):
         # A test holds the worker after the statement and before its commit, to kill it there.
         with transaction.atomic():
-            rows = _execute(sql, params)
+            rows = execute(_STORE, params, fetch=True)
             fault_point("intake-mid-batch")
     else:
-        rows = _execute(sql, params)
-    inserted = {key: pk for key, pk, _ in rows}
+        rows = execute(_STORE, params, fetch=True)
+    if rows and rows[0][3]:
+        _wake_up.used()
+    inserted = {key: pk for key, pk, _, _ in rows}
     stored = dict(inserted)
     missing = [key for key in first if key not in stored]
     if missing:
