@@ -15,7 +15,8 @@ letter when it failed for good, all in one transaction with the golden records.
 - **Failures**: one bad event fails alone (the engine leaves it out); it is retried with
   backoff (a later ``visible_at``) or dead-lettered after ``PROCESS_MAX_ATTEMPTS``. A claim
   whose worker died becomes visible again when its lease ends and is then retried alone,
-  so an event that kills workers cannot take a batch down with it.
+  one such claim per claim and before the rest, so an event that kills workers cannot take a
+  batch down with it, and a worker's death counts against the one event it was resolving.
 """
 
 from __future__ import annotations
@@ -124,9 +125,22 @@ def claim(limit: int, *, only: list[int] | None = None) -> list[Claimed]:
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
-    # Django reads jsonb as text (its JSONField decodes it): so does this raw statement.
-    claimed = [Claimed(*row[:-1], _json(row[-1]), token=token) for row in rows]
-    return sorted(claimed, key=lambda c: c.pk)
+        # Django reads jsonb as text (its JSONField decodes it): so does this raw statement.
+        claimed = sorted((Claimed(*row[:-1], _json(row[-1]), token=token) for row in rows), key=lambda c: c.pk)
+        crashed = [c for c in claimed if c.crashed]
+        if len(crashed) > 1:
+            # One crashed claim per claim: it is resolved alone, first, so a worker that dies now
+            # died on it, and its attempts count that. The others go back as they were (still
+            # crashed, ready now, this claim not counted): had they waited their turn here, a
+            # death on any of them would count against all.
+            extra = [c.pk for c in crashed[1:]]
+            cursor.execute(
+                f"UPDATE {_EVENTS} SET attempts = attempts - 1, claimed_by = '', visible_at = now() "
+                "WHERE id = ANY(%s) AND claimed_by = %s",
+                [extra, token],
+            )
+            claimed = [c for c in claimed if c.pk not in set(extra)]
+    return claimed
 
 
 def _json(value: Any) -> Any:
@@ -183,13 +197,13 @@ _SAID = {
 
 
 def resolve_claimed(claimed: list[Claimed]) -> Counter[str]:
-    """Resolve claimed events: together, except those whose last claim died with its worker (alone)."""
+    """Resolve claimed events: a claim whose last worker died alone and first, then the rest together."""
     counts: Counter[str] = Counter()
+    for crashed in (c for c in claimed if c.crashed):
+        counts += _resolve_batch([crashed])
     together = [c for c in claimed if not c.crashed]
     if together:
         counts += _resolve_batch(together)
-    for crashed in (c for c in claimed if c.crashed):
-        counts += _resolve_batch([crashed])
     return counts
 
 

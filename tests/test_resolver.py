@@ -166,6 +166,24 @@ def test_a_claim_whose_worker_died_is_retried_alone_and_dead_lettered_when_it_ke
     assert "worker died" in DeadLetter.objects.get(event_id=killer).reason
 
 
+def test_a_worker_dying_on_one_crashed_claim_does_not_count_against_the_others():
+    events = [store("POS", f"p-{i}", person(name, "Lovelace", f"{name}@example.com")) for i, name in enumerate("abc")]
+    past = timezone.now() - dt.timedelta(seconds=1)
+    # Three events of a batch whose worker died: each is to be resolved alone.
+    InboundEvent.objects.filter(pk__in=events).update(status="processing", attempts=1, visible_at=past, claimed_by="x")
+    first = claim(10)
+    assert [c.pk for c in first] == [events[0]] and first[0].crashed and first[0].attempts == 2
+    # The others are back as they were: crashed, ready, their attempts not counting this claim.
+    rest = InboundEvent.objects.filter(pk__in=events[1:])
+    assert set(rest.values_list("status", "attempts", "claimed_by")) == {("processing", 1, "")}
+    assert all(at <= timezone.now() for at in rest.values_list("visible_at", flat=True))
+    # This worker dies on the first one; the next claims take one crashed event each.
+    InboundEvent.objects.filter(pk=events[0]).update(visible_at=past)
+    assert [c.pk for c in claim(10)] == [events[0]]
+    assert InboundEvent.objects.get(pk=events[0]).attempts == 3
+    assert [(c.pk, c.attempts) for c in claim(10)] == [(events[1], 2)]
+
+
 def test_several_resolvers_at_once_never_mint_two_golden_records_for_one_person(settings):
     settings.RESOLVER_BATCH = 7
     rng = random.Random(7)
