@@ -14,6 +14,8 @@ from urllib.parse import quote
 import requests
 from django.db import connection
 
+from integrations.queue import cluster_stalled
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -73,6 +75,7 @@ class HubProcesses:
 
     def start_cluster(self, log_path: Path | None = None) -> None:
         self.cluster_log = log_path
+        self.cluster_started = time.monotonic()
         output = log_path.open("ab") if log_path else None
         self.procs["qcluster"] = subprocess.Popen(
             [sys.executable, "manage.py", "qcluster"],
@@ -82,6 +85,17 @@ class HubProcesses:
             stdout=output,
             stderr=subprocess.STDOUT if output else None,
         )
+
+    def restart_cluster_if_stalled(self, threshold: float) -> bool:
+        """The supervisor's part: restart a cluster that has finished no task for ``threshold`` s.
+
+        A cluster (re)started less than ``threshold`` s ago is left alone: the tasks its killed
+        predecessor held come back only when their lease ends.
+        """
+        if time.monotonic() - self.cluster_started < threshold or not cluster_stalled(threshold=threshold):
+            return False
+        self.restart_cluster()
+        return True
 
     def restart_cluster(self) -> None:
         """What a supervisor does with a wedged cluster: kill it, start a new one."""

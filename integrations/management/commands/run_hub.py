@@ -25,7 +25,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from integrations.choices import EventStatus
 from integrations.models import InboundEvent
-from integrations.queue import cluster_stalled
+from integrations.queue import STALL_SECONDS, cluster_stalled
 
 WATCHDOG_INTERVAL = 15.0
 DEMO_CLIENT_ID = "hub-demo-client"
@@ -126,13 +126,14 @@ class Command(BaseCommand):
                     f"(rows: /__sandbox/rows/{settings.MC_DE_KEY})"
                 )
             self.stdout.write("Ctrl-C stops everything.")
-            last_check = time.monotonic()
+            last_check = cluster_started = time.monotonic()
             while not stopping:
                 for index, (name, proc) in enumerate(processes):
                     if proc.poll() is not None and not stopping:
                         if name == "qcluster":
                             # It can die with its database (a PostgreSQL restart): start it again.
                             self.stderr.write(f"qcluster exited with {proc.returncode}; starting it again.")
+                            cluster_started = time.monotonic()
                             processes[index] = (
                                 "qcluster",
                                 subprocess.Popen(  # noqa: S603 - our own argv
@@ -145,7 +146,9 @@ class Command(BaseCommand):
                         raise CommandError(f"{name} exited unexpectedly")
                 if time.monotonic() - last_check > WATCHDOG_INTERVAL:
                     last_check = time.monotonic()
-                    if cluster_stalled():
+                    # A cluster just (re)started gets as long as a stall takes to show: what its
+                    # killed predecessor held comes back only when django-q2's lease ends.
+                    if time.monotonic() - cluster_started > STALL_SECONDS and cluster_stalled():
                         # django-q2 can wedge when a worker dies holding its internal queue lock
                         # (django-q2#23): a fresh cluster picks the tasks up again.
                         self.stderr.write("The task cluster stopped taking tasks; restarting it.")
@@ -153,6 +156,7 @@ class Command(BaseCommand):
                         _, old = processes[index]
                         os.killpg(old.pid, signal.SIGKILL)
                         old.wait()
+                        cluster_started = time.monotonic()
                         processes[index] = (
                             "qcluster",
                             subprocess.Popen(  # noqa: S603 - our own argv
