@@ -133,13 +133,13 @@ def claim(limit: int, *, only: list[int] | None = None) -> list[Claimed]:
             # died on it, and its attempts count that. The others go back as they were (still
             # crashed, ready now, this claim not counted): had they waited their turn here, a
             # death on any of them would count against all.
-            extra = [c.pk for c in crashed[1:]]
+            extra = {c.pk for c in crashed[1:]}
             cursor.execute(
                 f"UPDATE {_EVENTS} SET attempts = attempts - 1, claimed_by = '', visible_at = now() "
                 "WHERE id = ANY(%s) AND claimed_by = %s",
-                [extra, token],
+                [sorted(extra), token],
             )
-            claimed = [c for c in claimed if c.pk not in set(extra)]
+            claimed = [c for c in claimed if c.pk not in extra]
     return claimed
 
 
