@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from auditlog.mixins import AuditlogHistoryAdminMixin
 from django import forms
 from django.contrib import admin
 from django.contrib.admin import helpers
@@ -48,8 +49,9 @@ class MatchRuleForm(forms.ModelForm):
 
 
 @admin.register(MatchRule)
-class MatchRuleAdmin(admin.ModelAdmin):
+class MatchRuleAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
     form = MatchRuleForm
+    show_auditlog_history_link = True
     list_display = ["name", "outcome", "priority", "enabled", "criteria_summary", "updated_at", "updated_by"]
     list_filter = ["outcome", "enabled"]
     ordering = ["outcome", "priority", "id"]
@@ -123,8 +125,9 @@ class SurvivorshipRuleForm(forms.ModelForm):
 
 
 @admin.register(SurvivorshipRule)
-class SurvivorshipRuleAdmin(admin.ModelAdmin):
+class SurvivorshipRuleAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
     form = SurvivorshipRuleForm
+    show_auditlog_history_link = True
     list_display = ["attribute", "strategy", "source_priority", "updated_at"]
     list_editable = ["strategy", "source_priority"]
     help_text = "Applies the next time a record is recomputed (a source change, a merge, or the recompute action)."

@@ -6,6 +6,7 @@ import secrets
 import time
 import uuid
 
+from auditlog.registry import auditlog
 from django.conf import settings
 from django.contrib.postgres.indexes import OpClass
 from django.db import models
@@ -355,3 +356,8 @@ __all__ = [
     "SurvivorshipRule",
     "new_master_id",
 ]
+
+
+# The configuration stewards maintain keeps its before/after change log (django-auditlog).
+auditlog.register(MatchRule, exclude_fields=["updated_at", "updated_by"])
+auditlog.register(SurvivorshipRule, exclude_fields=["updated_at"])

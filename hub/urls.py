@@ -37,7 +37,3 @@ urlpatterns = [
     path("api/health", HealthView.as_view(), name="health"),
     path("api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),
 ]
-
-admin.site.site_header = "Customer hub"
-admin.site.site_title = "Customer hub"
-admin.site.index_title = "Golden records, sync runs and stewardship"

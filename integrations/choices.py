@@ -1,6 +1,10 @@
 """Enumerations of the sync machinery."""
 
+import re
+
 from django.db import models
+
+from customers.choices import MASTER_ID_TYPES, STEWARD_SYSTEM
 
 
 class EventChannel(models.TextChoices):
@@ -59,3 +63,10 @@ class ApiScope(models.TextChoices):
 
 
 MARKETING_CLOUD = "MARKETING_CLOUD"
+
+# A source system's code, as events name it (B2C_COMMERCE, SALESFORCE, POS, ...).
+SYSTEM_CODE = re.compile(r"^[A-Z][A-Z0-9_]{1,39}$")
+# Sources no API key may send on ``/api/v1/events``: the steward's own edits come only from the
+# admin and the steward API, Marketing Cloud only through its own authenticated channels (the
+# signed journey call, ENS, the reconciliation poller), and the master-ID types are the hub's own.
+RESERVED_SOURCES = frozenset({STEWARD_SYSTEM, MARKETING_CLOUD, *MASTER_ID_TYPES})

@@ -5,12 +5,16 @@ from __future__ import annotations
 import hashlib
 import secrets
 
+from auditlog.registry import auditlog
 from django.contrib.postgres.fields import ArrayField
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
 from integrations.choices import (
     PENDING_EVENT_STATUSES,
+    RESERVED_SOURCES,
+    SYSTEM_CODE,
     ApiScope,
     EventChannel,
     EventStatus,
@@ -20,13 +24,31 @@ from integrations.choices import (
 )
 
 
+def validate_sendable_source(code: str) -> None:
+    """A source system an API key may be bound to: a system code, and not one of the reserved ones."""
+    if not SYSTEM_CODE.match(code):
+        raise ValidationError(f"{code!r} is not a system code (capitals, digits and _; e.g. POS, B2C_COMMERCE)")
+    if code in RESERVED_SOURCES:
+        raise ValidationError(f"{code} is reserved: it reaches the hub only through its own channel, never by API key")
+
+
 class ApiClient(models.Model):
-    """A system allowed to call the hub's API; the key itself is only stored hashed."""
+    """A system allowed to call the hub's API; the key itself is only stored hashed.
+
+    ``sources`` are the source systems the key may send events for on ``/api/v1/events``:
+    an event naming any other source is refused with 403.
+    """
 
     name = models.CharField(max_length=80, unique=True)
     key_prefix = models.CharField(max_length=12, unique=True, editable=False)
     key_hash = models.CharField(max_length=64, editable=False)
     scopes = ArrayField(models.CharField(max_length=10, choices=ApiScope.choices), default=list)
+    sources = ArrayField(
+        models.CharField(max_length=40, validators=[validate_sendable_source]),
+        default=list,
+        blank=True,
+        help_text="Source systems this key may send events for (comma-separated system codes, e.g. POS,B2C_COMMERCE).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
@@ -44,11 +66,19 @@ class ApiClient(models.Model):
         return hashlib.sha256(key.encode()).hexdigest()
 
     @classmethod
-    def issue(cls, name: str, scopes: list[str]) -> tuple[ApiClient, str]:
+    def issue(cls, name: str, scopes: list[str], sources: list[str] | tuple[str, ...] = ()) -> tuple[ApiClient, str]:
+        """A new key (returned once, never stored) bound to ``scopes`` and ``sources``; ValidationError if invalid."""
+        for code in sources:
+            validate_sendable_source(code)
         prefix = secrets.token_hex(4)
         key = f"hub_{prefix}_{secrets.token_urlsafe(32)}"
-        client = cls.objects.create(name=name, key_prefix=prefix, key_hash=cls.hash_key(key), scopes=scopes)
+        client = cls.objects.create(
+            name=name, key_prefix=prefix, key_hash=cls.hash_key(key), scopes=scopes, sources=sorted(set(sources))
+        )
         return client, key
+
+    def may_send(self, source: str) -> bool:
+        return source in (self.sources or []) and source not in RESERVED_SOURCES
 
     @property
     def is_active(self) -> bool:
@@ -247,3 +277,7 @@ class QueuedFlag(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}: {'queued' if self.queued else 'idle'}"
+
+
+# API keys keep their before/after change log (django-auditlog); the hash and last use are not history.
+auditlog.register(ApiClient, exclude_fields=["key_hash", "last_used_at"])

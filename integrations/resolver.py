@@ -40,6 +40,7 @@ from hub.sql import insert_rows, reserve_ids, update_rows
 from integrations.choices import (
     MARKETING_CLOUD,
     PENDING_EVENT_STATUSES,
+    EventChannel,
     EventStatus,
     RunStatus,
     RunTrigger,
@@ -82,7 +83,7 @@ FROM (
     FOR UPDATE OF c SKIP LOCKED
 ) AS ready
 WHERE e.id = ready.id
-RETURNING e.id, ready.prior, e.attempts, e.system, e.external_id, e.occurred_at, e.individual_cim
+RETURNING e.id, ready.prior, e.attempts, e.system, e.external_id, e.occurred_at, e.channel, e.individual_cim
 """
 
 
@@ -105,6 +106,7 @@ class Claimed:
     system: str
     external_id: str
     occurred_at: dt.datetime | None
+    channel: str
     individual_cim: Any
     token: str
 
@@ -254,7 +256,16 @@ def _resolve_in_transaction(claimed: list[Claimed]) -> Counter[str]:
         except CimValidationError as exc:
             failures.append((item, exc))
             continue
-        work.append((item, SourceChange(item.system, item.external_id, source, item.occurred_at)))
+        change = SourceChange(
+            item.system,
+            item.external_id,
+            source,
+            item.occurred_at,
+            # On the generic API a key speaks for its systems' records, not for which golden
+            # record they belong to: a carried master ID alone does not move a linked record.
+            master_id_may_move=item.channel != EventChannel.API,
+        )
+        work.append((item, change))
     run_ids = reserve_ids({SyncRun._meta.db_table: len(work)})[SyncRun._meta.db_table]
     for (_, change), run_id in zip(work, run_ids, strict=True):
         change.actor = f"sync-run:{run_id}"

@@ -4,16 +4,20 @@ Viewer: every view permission of the hub's apps (a read-only admin).
 Data steward: that, plus what reviewing and fixing records needs: edit golden records
 (kept as the steward's own source), merge/unmerge/not-a-match, pins, re-sync, match
 and survivorship rules, replaying dead letters and deliveries, running the
-reconciliation, closing a breaker. Erasure (GDPR) and API keys stay with admins.
+reconciliation, closing a breaker. Erasure (GDPR), API keys, and the URLs and secrets of
+downstream targets stay with admins. Both roles may read the configuration change log.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth.management import create_permissions
+
 STEWARD = "Data steward"
 VIEWER = "Viewer"
-APPS = ("customers", "integrations", "marketing_cloud", "downstream")
+# The apps whose records both roles may view ("auditlog": the configuration change log).
+APPS = ("customers", "integrations", "marketing_cloud", "downstream", "auditlog")
 STEWARD_EXTRA = [
     ("customers", "change_individual"),
     ("customers", "merge_individual"),
@@ -42,3 +46,12 @@ def ensure_roles(group_model: Any, permission_model: Any) -> None:
     for app, codename in STEWARD_EXTRA:
         extra = extra | permission_model.objects.filter(content_type__app_label=app, codename=codename)
     steward.permissions.set([*views, *extra])
+
+
+def ensure_roles_in_migration(apps: Any) -> None:
+    """``ensure_roles`` from a migration (permissions are made after all migrations; the groups need them now)."""
+    for app_config in apps.get_app_configs():
+        app_config.models_module = True
+        create_permissions(app_config, apps=apps, verbosity=0)
+        app_config.models_module = None
+    ensure_roles(apps.get_model("auth", "Group"), apps.get_model("auth", "Permission"))

@@ -89,11 +89,15 @@ def journey(live_server: Any, sandbox: MarketingCloudSandbox) -> JourneyCaller:
     return JourneyCaller(live_server.url)
 
 
+TEST_SOURCES = ["B2C_COMMERCE", "POS", "SALESFORCE"]
+
+
 @pytest.fixture
 def api_key(transactional_db: Any) -> str:
     from integrations.models import ApiClient
 
-    _, key = ApiClient.issue("test-client", ["ingest", "read"])
+    # Bound to the systems the tests send as (a key sends only for the sources it is bound to).
+    _, key = ApiClient.issue("test-client", ["ingest", "read"], TEST_SOURCES)
     return key
 
 

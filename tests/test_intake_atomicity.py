@@ -60,10 +60,10 @@ def test_a_later_event_without_the_master_id_writes_it_again(journey, sandbox):
 
 def test_create_api_key_prints_the_key_as_its_last_line():
     out = io.StringIO()
-    call_command("create_api_key", "pos", "--scope", "ingest", stdout=out, stderr=io.StringIO())
+    call_command("create_api_key", "pos", "--scope", "ingest", "--source", "POS", stdout=out, stderr=io.StringIO())
     key = out.getvalue().strip().splitlines()[-1]
     client = ApiClient.objects.get(name="pos")
-    assert key.startswith(f"hub_{client.key_prefix}_") and client.scopes == ["ingest"]
+    assert key.startswith(f"hub_{client.key_prefix}_") and client.scopes == ["ingest"] and client.sources == ["POS"]
     assert client.key_hash == ApiClient.hash_key(key)
 
 

@@ -38,6 +38,7 @@ from customers.choices import ChangeType, CrossReferenceStatus, HistoryAction, W
 from customers.cim import SourceIndividual
 from customers.history import require_atomic
 from customers.resolution.blocking import IDENTITY_KEY_KINDS, MatchProfile, blocking_keys, profile_from_source
+from customers.resolution.rules import OUTCOME_SUSPECT, Decision
 from customers.resolution.store import PendingCandidate, PendingChange, StaleState, UnitOfWork
 from customers.resolution.survivorship import SURVIVING_FIELDS
 from hub.sql import advisory_lock
@@ -45,6 +46,8 @@ from hub.sql import advisory_lock
 logger = logging.getLogger(__name__)
 
 APPLIED, SUPERSEDED, FAILED = "applied", "superseded", "failed"
+# The review queue's reason for a pair that a carried master ID, not the rules, brought together.
+CARRIED_MASTER_ID_RULE = "carried master ID (not applied)"
 # A batch decided again this often because golden records changed under it is then applied one by one.
 MAX_STALE_RETRIES = 3
 
@@ -59,6 +62,10 @@ class SourceChange:
     modified_at: dt.datetime | None = None
     source_status: str = ""
     actor: str = ""
+    # Whether a carried master ID may move a source record already linked to another golden
+    # record. A channel whose word is not enough for that (the generic API) leaves the record
+    # where it is and sends the pair to a steward.
+    master_id_may_move: bool = True
     # Added to the outbox change event (the sync run that applied it, for one).
     change_info: dict[str, Any] = field(default_factory=dict)
 
@@ -236,6 +243,16 @@ def _apply(work: UnitOfWork, change: SourceChange, writeback_systems: frozenset[
             )
             break
         result.unknown_master_ids.append(master_id)
+    claimed = None
+    if found is not None and record is not None and not change.master_id_may_move:
+        owner = work.goldens.get(record.individual_id)
+        if owner is not None and owner.active and owner.pk != found.pk:
+            claimed, found = found, owner
+            result.rule = "cross_reference"
+            result.detail = (
+                f"{change.system} record already linked; the master ID it carried ({claimed.master_id}) "
+                "names another golden record: sent to review, not moved"
+            )
     if found is None and record is not None:
         owner = work.goldens.get(record.individual_id)
         if owner is not None and owner.active:
@@ -350,6 +367,8 @@ def _apply(work: UnitOfWork, change: SourceChange, writeback_systems: frozenset[
     linked_at = timezone.now()
     result.steps["upsert cross reference"] = (golden_at, linked_at)
 
+    if claimed is not None:
+        suspects.insert(0, (claimed.pk, _claimed_by_master_id(change, claimed)))
     result.suspects_found = len(suspects)
     for other_id, decision in suspects:
         if other_id != target.pk:
@@ -380,6 +399,18 @@ def _apply(work: UnitOfWork, change: SourceChange, writeback_systems: frozenset[
         record.writeback_intent = WritebackState.PENDING if needed else WritebackState.NOT_NEEDED
         result.writeback = "queued" if needed else "not_needed"
     return result
+
+
+def _claimed_by_master_id(change: SourceChange, claimed: Any) -> Decision:
+    """Why a pair is reviewed when a source record carried another golden record's master ID."""
+    return Decision(
+        outcome=OUTCOME_SUSPECT,
+        rule=CARRIED_MASTER_ID_RULE,
+        rule_id=None,
+        score=0.0,
+        comparisons={},
+        note=f"{change.system} {change.external_id} carried master ID {claimed.master_id}",
+    )
 
 
 def _pair(change: SourceChange) -> dict[str, str]:

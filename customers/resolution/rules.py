@@ -231,15 +231,20 @@ class Decision:
     rule_id: int | None
     score: float
     comparisons: dict[str, AttributeComparison]
+    # Why the pair was decided when no rule compared it (a carried master ID, say).
+    note: str = ""
 
     def explanation(self) -> dict[str, Any]:
-        return {
+        explained = {
             "outcome": self.outcome,
             "rule": self.rule,
             "ruleId": self.rule_id,
             "score": round(self.score, 3),
             "attributes": {name: c.as_dict() for name, c in self.comparisons.items()},
         }
+        if self.note:
+            explained["note"] = self.note
+        return explained
 
 
 def decide(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from django.conf import settings
@@ -20,7 +19,7 @@ from customers.cim import CimValidationError, parse_individual
 from integrations import connector
 from integrations.auth import HasScope
 from integrations.bodies import read_body_or_problem
-from integrations.choices import MARKETING_CLOUD, EventChannel
+from integrations.choices import MARKETING_CLOUD, RESERVED_SOURCES, SYSTEM_CODE, EventChannel
 from integrations.intake import AcceptedEvent, request_headers, store_events, store_rejected
 from integrations.models import SyncRun
 from integrations.problems import problem
@@ -28,7 +27,6 @@ from integrations.queue import cluster_stalled, queue_depth
 
 MAX_BATCH = 1000
 QUEUE_STALL_SECONDS = 120
-SYSTEM_CODE = re.compile(r"^[A-Z][A-Z0-9_]{1,39}$")
 
 
 class CimEventSerializer(serializers.Serializer):
@@ -74,7 +72,10 @@ class EventsView(APIView):
             ),
             400: OpenApiResponse(description="Invalid batch; errors name the event index and field"),
             401: OpenApiResponse(description="Missing or invalid API key"),
-            403: OpenApiResponse(description="The key lacks the ingest scope"),
+            403: OpenApiResponse(
+                description="The key lacks the ingest scope, or an event names a source the key is not bound to "
+                "(or a reserved one: STEWARD, MARKETING_CLOUD, MDM, GLOBAL); errors name events[i].source"
+            ),
             413: OpenApiResponse(description="Body too large"),
             415: OpenApiResponse(description="Content-Type is not application/json"),
             429: OpenApiResponse(description="Throttled (per API key)"),
@@ -89,7 +90,9 @@ class EventsView(APIView):
         client = request.user.client
         content_type = (request.content_type or "").split(";")[0].strip().lower()
 
-        def reject(errors: list[dict[str, Any]], payload: Any = None) -> Response:
+        def reject(
+            errors: list[dict[str, Any]], payload: Any = None, code: int = status.HTTP_400_BAD_REQUEST
+        ) -> Response:
             event = store_rejected(
                 channel=EventChannel.API,
                 raw_body=body,
@@ -99,7 +102,8 @@ class EventsView(APIView):
                 payload=payload if isinstance(payload, dict | list) else None,
                 api_client=client,
             )
-            return problem(status.HTTP_400_BAD_REQUEST, "Invalid batch", errors=errors, eventId=event.pk)
+            title = "Invalid batch" if code == status.HTTP_400_BAD_REQUEST else "Source not allowed for this key"
+            return problem(code, title, errors=errors, eventId=event.pk)
 
         if content_type != "application/json":
             return problem(
@@ -130,6 +134,14 @@ class EventsView(APIView):
                     for message in messages if isinstance(messages, list) else [messages]:
                         errors.append({"field": f"events[{index}].{field}", "message": str(message)})
             return reject(errors or [{"field": "events", "message": "invalid"}], data)
+
+        refused = [
+            {"field": f"events[{index}].source", "message": _source_refusal(item["source"])}
+            for index, item in enumerate(serializer.validated_data["events"])
+            if not client.may_send(item["source"])
+        ]
+        if refused:
+            return reject(refused, data, code=status.HTTP_403_FORBIDDEN)
 
         accepted: list[AcceptedEvent] = []
         errors = []
@@ -176,6 +188,12 @@ class EventsView(APIView):
                 ],
             }
         )
+
+
+def _source_refusal(source: str) -> str:
+    if source in RESERVED_SOURCES:
+        return f"{source} is reserved: it reaches the hub only through its own authenticated channel"
+    return f"this API key is not bound to source {source} (an administrator binds keys to their sources)"
 
 
 class SyncStepSerializer(serializers.Serializer):

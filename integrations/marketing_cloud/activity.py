@@ -99,6 +99,21 @@ def activity_config(base_url: str) -> dict[str, Any]:
     }
 
 
+# Postmonger 0.0.16 as npm publishes it (jsDelivr serves a package's files unchanged); the
+# hash is the SHA-384 of that file (`npm pack postmonger@0.0.16`), so a changed copy is refused.
+POSTMONGER_URL = "https://cdn.jsdelivr.net/npm/postmonger@0.0.16/postmonger.min.js"
+POSTMONGER_INTEGRITY = "sha384-jWmCc3nCjTHgBSLoWe3rCR20cHk8xPIKuGwtm2ylHOdMO1FjBhfo/Xx9WKnQKWYq"
+# Journey Builder shows this page in an iframe on its own origin. No inline script or style:
+# the page's own script and style are static files, and Postmonger is the one other script.
+ACTIVITY_PAGE_CSP = (
+    "default-src 'none'; "
+    f"script-src 'self' {POSTMONGER_URL}; "
+    "style-src 'self'; img-src 'self'; "
+    "base-uri 'none'; form-action 'none'; object-src 'none'; "
+    "frame-ancestors https://*.exacttarget.com https://*.marketingcloudapps.com"
+)
+
+
 def _activity_base(request: HttpRequest) -> str:
     # Journey Builder only loads activities over HTTPS; behind a TLS proxy the request says http.
     url = request.build_absolute_uri("/api/v1/marketing-cloud/journey")
@@ -123,13 +138,11 @@ def configuration_page(request: HttpRequest) -> HttpResponse:
             "de_key": settings.MC_DE_KEY,
             "master_id_field": settings.MC_MASTER_ID_FIELD,
             "execute_url": config["arguments"]["execute"]["url"],
+            "postmonger_url": POSTMONGER_URL,
+            "postmonger_integrity": POSTMONGER_INTEGRITY,
         },
     )
-    # Journey Builder shows this page in an iframe on its own origin.
-    response.headers["Content-Security-Policy"] = (
-        "frame-ancestors https://*.exacttarget.com https://*.marketingcloudapps.com; "
-        "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; style-src 'unsafe-inline'"
-    )
+    response.headers["Content-Security-Policy"] = ACTIVITY_PAGE_CSP
     response.xframe_options_exempt = True
     return response
 

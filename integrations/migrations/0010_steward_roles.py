@@ -2,17 +2,11 @@
 
 from django.db import migrations
 
+from integrations.roles import ensure_roles_in_migration
+
+
 def create_roles(apps, schema_editor):
-    from django.contrib.auth.management import create_permissions
-
-    from integrations.roles import ensure_roles
-
-    # Permissions are normally created after all migrations; the groups need them now.
-    for app_config in apps.get_app_configs():
-        app_config.models_module = True
-        create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = None
-    ensure_roles(apps.get_model("auth", "Group"), apps.get_model("auth", "Permission"))
+    ensure_roles_in_migration(apps)
 
 
 def drop_roles(apps, schema_editor):
