@@ -253,7 +253,8 @@ DOWNSTREAM_MAX_ATTEMPTS = env_int("HUB_DOWNSTREAM_MAX_ATTEMPTS", 12, minimum=1, 
 WRITEBACK_MAX_ATTEMPTS = env_int("HUB_WRITEBACK_MAX_ATTEMPTS", 8, minimum=1, maximum=50)
 
 # ---------------------------------------------------------------------------
-# Logging: IDs only, never personal data (see integrations.logging).
+# Logging: IDs only, never personal data. One record is one line: SingleLineFormatter escapes
+# control characters in every logged value, so no value can forge a line (hub/log_format.py).
 # ---------------------------------------------------------------------------
 LOG_LEVEL = env_str("HUB_LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -261,7 +262,12 @@ if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {
+        "plain": {
+            "()": "hub.log_format.SingleLineFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        }
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
