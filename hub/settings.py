@@ -235,6 +235,9 @@ MC_DE_PRIMARY_KEY = env_str("MC_DE_PRIMARY_KEY", "SubscriberKey")
 MC_MASTER_ID_FIELD = env_str("MC_MASTER_ID_FIELD", "GlobalPartyId")
 # Verifies ENS notification batches; else the key stored by `manage.py mc_ens_register`.
 MC_ENS_SIGNATURE_KEY = env_str("MC_ENS_SIGNATURE_KEY")
+# How long after `manage.py mc_ens_register` opens a registration the hub accepts ENS's
+# verification handshake for it (ENS posts it within 30 s of the callback's creation).
+ENS_HANDSHAKE_WINDOW_SECONDS = env_int("HUB_ENS_HANDSHAKE_WINDOW_SECONDS", 15 * 60, minimum=60, maximum=24 * 3600)
 MC_HTTP_TIMEOUT = env_float("MC_HTTP_TIMEOUT", 15.0, minimum=0.1)
 if MC_HTTP_TIMEOUT * 2 >= Q_TIMEOUT:
     raise ImproperlyConfigured("MC_HTTP_TIMEOUT must be under half of HUB_Q_TIMEOUT.")
