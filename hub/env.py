@@ -46,6 +46,7 @@ KNOWN_NAMES: frozenset[str] = frozenset(
         "MC_MASTER_ID_FIELD",
         "MC_HTTP_TIMEOUT",
         "MC_ENS_SIGNATURE_KEY",
+        "HUB_ENS_HANDSHAKE_WINDOW_SECONDS",
         "MC_SANDBOX_PORT",
         "SF_CLIENT_ID",
         "SF_CLIENT_SECRET",

@@ -253,6 +253,9 @@ MC_DE_PRIMARY_KEY = env_str("MC_DE_PRIMARY_KEY", "SubscriberKey")
 MC_MASTER_ID_FIELD = env_str("MC_MASTER_ID_FIELD", "GlobalPartyId")
 # Verifies ENS notification batches; else the key stored by `manage.py mc_ens_register`.
 MC_ENS_SIGNATURE_KEY = env_str("MC_ENS_SIGNATURE_KEY")
+# How long after `manage.py mc_ens_register` opens a registration the hub accepts ENS's
+# verification handshake for it (ENS posts it within 30 s of the callback's creation).
+ENS_HANDSHAKE_WINDOW_SECONDS = env_int("HUB_ENS_HANDSHAKE_WINDOW_SECONDS", 15 * 60, minimum=60, maximum=24 * 3600)
 MC_HTTP_TIMEOUT = env_float("MC_HTTP_TIMEOUT", 15.0, minimum=0.1)
 if MC_HTTP_TIMEOUT * 2 >= Q_TIMEOUT:
     raise ImproperlyConfigured("MC_HTTP_TIMEOUT must be under half of HUB_Q_TIMEOUT.")
@@ -271,7 +274,8 @@ DOWNSTREAM_MAX_ATTEMPTS = env_int("HUB_DOWNSTREAM_MAX_ATTEMPTS", 12, minimum=1, 
 WRITEBACK_MAX_ATTEMPTS = env_int("HUB_WRITEBACK_MAX_ATTEMPTS", 8, minimum=1, maximum=50)
 
 # ---------------------------------------------------------------------------
-# Logging: IDs only, never personal data (see integrations.logging).
+# Logging: IDs only, never personal data. One record is one line: SingleLineFormatter escapes
+# control characters in every logged value, so no value can forge a line (hub/log_format.py).
 # ---------------------------------------------------------------------------
 LOG_LEVEL = env_str("HUB_LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -279,7 +283,12 @@ if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {
+        "plain": {
+            "()": "hub.log_format.SingleLineFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        }
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {

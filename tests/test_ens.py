@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 
 import pytest
@@ -12,6 +13,7 @@ from customers.models import Individual
 from integrations.marketing_cloud.models import EnsCallback, EnsNotification
 from integrations.marketing_cloud.sandbox.ens import email_open_event, email_unsubscribe_event, sign_ens
 from tests.conftest import subscriber
+from tests.logs import captured_console
 from tests.queue import queued_tasks, run_queued
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -47,6 +49,7 @@ def test_registration_refuses_urls_ens_would_refuse(sandbox):
 def test_registration_fails_clearly_when_the_hub_is_not_reachable(sandbox):
     with pytest.raises(CommandError, match="Creating the callback failed|did not receive"):
         call_command("mc_ens_register", "http://127.0.0.1:9/nothing", "--allow-insecure")
+    assert EnsCallback.objects.count() == 0  # the registration it opened is closed again
 
 
 def test_unsubscribe_sets_do_not_market_on_the_golden_record(registered, journey, sandbox):
@@ -132,3 +135,106 @@ def test_a_full_batch_of_1000_is_stored_in_one_answer_within_ens_limit(registere
     # The sandbox gives up after ENS's 3 s, like ENS: status 0 would mean too slow.
     assert sandbox.deliver_ens(events) == [200]
     assert EnsNotification.objects.count() == 1000
+
+
+# -- the verification handshake: taken only by a registration that waits for it -------------------
+
+HANDSHAKE_KEY = "bm90LXRoZS1rZXktZW5zLXNlbnQtdG8tdGhpcy1odWI="
+
+
+def post_handshake(url: str, callback_id: object, verification_key: object = HANDSHAKE_KEY):
+    import requests
+
+    body = {"callbackId": callback_id, "verificationKey": verification_key}
+    return requests.post(url, json=body, timeout=5)
+
+
+def assert_problem(response, status: int, title: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/problem+json")
+    assert response.json()["title"] == title
+
+
+def test_a_verified_callbacks_key_is_never_overwritten(registered, ens_url, sandbox):
+    response = post_handshake(ens_url, registered.callback_id)
+    assert_problem(response, 409, "Callback already verified")
+    callback = EnsCallback.objects.get()
+    assert callback.verification_key == sandbox.callbacks()[0]["verificationKey"] != HANDSHAKE_KEY
+    assert callback.signature_key == registered.signature_key and callback.verified_at == registered.verified_at
+
+
+def test_a_handshake_no_registration_waits_for_is_refused_and_nothing_stored(ens_url):
+    for n in range(5):
+        assert_problem(post_handshake(ens_url, f"0f8fad5b-d9cb-469f-a165-70867728950{n}"), 404, "Unknown callback")
+    assert EnsCallback.objects.count() == 0
+
+
+def test_once_registration_is_done_no_further_handshake_is_taken(registered, ens_url):
+    assert_problem(post_handshake(ens_url, "7c9e6679-7425-40de-944b-e07fc1f90ae7"), 404, "Unknown callback")
+    assert list(EnsCallback.objects.values_list("callback_id", flat=True)) == [registered.callback_id]
+
+
+def test_a_handshake_after_the_window_is_refused(ens_url, settings):
+    from django.utils import timezone
+
+    settings.ENS_HANDSHAKE_WINDOW_SECONDS = 900
+    opened = timezone.now() - dt.timedelta(seconds=901)
+    waiting = EnsCallback.objects.create(name="customer-hub", url=ens_url, created_at=opened)
+    assert_problem(post_handshake(ens_url, "16fd2706-8baf-433b-82eb-8c7fada847da"), 410, "Registration window passed")
+    waiting.refresh_from_db()
+    assert waiting.callback_id is None and waiting.verification_key == "" and EnsCallback.objects.count() == 1
+
+    # The same registration inside its window takes the handshake, and only one.
+    EnsCallback.objects.filter(pk=waiting.pk).update(created_at=timezone.now() - dt.timedelta(seconds=899))
+    assert post_handshake(ens_url, "16fd2706-8baf-433b-82eb-8c7fada847da").status_code == 200
+    waiting.refresh_from_db()
+    assert (waiting.callback_id, waiting.verification_key) == ("16fd2706-8baf-433b-82eb-8c7fada847da", HANDSHAKE_KEY)
+    # ENS repeating the same handshake is answered 200; another key for it, or another callback, is not.
+    assert post_handshake(ens_url, "16fd2706-8baf-433b-82eb-8c7fada847da").status_code == 200
+    other_key = "c29tZS1vdGhlci1rZXk="
+    assert_problem(post_handshake(ens_url, waiting.callback_id, other_key), 409, "Handshake already received")
+    assert_problem(post_handshake(ens_url, "6ba7b810-9dad-11d1-80b4-00c04fd430c8"), 404, "Unknown callback")
+    waiting.refresh_from_db()
+    assert waiting.verification_key == HANDSHAKE_KEY and EnsCallback.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("callback_id", "verification_key", "fields"),
+    [
+        (123, HANDSHAKE_KEY, ["callbackId"]),
+        ("", HANDSHAKE_KEY, ["callbackId"]),
+        ("x" * 65, HANDSHAKE_KEY, ["callbackId"]),
+        ("cb 1", HANDSHAKE_KEY, ["callbackId"]),
+        ("0f8fad5b-d9cb-469f-a165-70867728950e", None, ["verificationKey"]),
+        ("0f8fad5b-d9cb-469f-a165-70867728950e", "a" * 201, ["verificationKey"]),
+        ("0f8fad5b-d9cb-469f-a165-70867728950e", "key\n", ["verificationKey"]),
+        (["a"], {"k": "v"}, ["callbackId", "verificationKey"]),
+    ],
+)
+def test_a_malformed_handshake_is_refused_naming_the_field(ens_url, callback_id, verification_key, fields):
+    EnsCallback.objects.create(name="customer-hub", url=ens_url)  # a registration waiting: still refused
+    response = post_handshake(ens_url, callback_id, verification_key)
+    assert_problem(response, 400, "Invalid handshake")
+    assert [error["field"] for error in response.json()["errors"]] == fields
+    assert EnsCallback.objects.get().callback_id is None
+
+
+def test_a_newline_in_a_logged_value_cannot_forge_a_log_line(ens_url):
+    forged = "2026-12-01 12:00:00,000 CRITICAL forged"  # short: the old code cut IDs at 64
+    with captured_console() as output:
+        post_handshake(ens_url, f"cb\n{forged}\r\x1b[2K\x85\u2028end")
+    lines = output.getvalue().splitlines()
+    assert not any(line.startswith(forged) for line in lines), "a logged value started a line of its own"
+    [line] = [line for line in lines if "ENS" in line and "handshake" in line]
+    assert f"cb\\n{forged}\\r\\x1b[2K\\x85\\u2028end" in line
+
+
+def test_registration_clears_what_earlier_runs_left_unfinished(ens_url, sandbox):
+    from django.utils import timezone
+
+    long_ago = timezone.now() - dt.timedelta(days=1)
+    EnsCallback.objects.create(callback_id="junk-from-the-open-endpoint", verification_key="a2V5", created_at=long_ago)
+    EnsCallback.objects.create(name="crashed run", url=ens_url, created_at=long_ago)
+    call_command("mc_ens_register", ens_url, "--allow-insecure", stdout=io.StringIO())
+    [callback] = EnsCallback.objects.all()
+    assert callback.callback_id == sandbox.callbacks()[0]["callbackId"] and callback.verified_at

@@ -13,10 +13,19 @@ from integrations.marketing_cloud.models import EnsCallback, EnsNotification, Im
 
 @admin.register(EnsCallback)
 class EnsCallbackAdmin(admin.ModelAdmin):
-    list_display = ["callback_id", "name", "url", "verified_at", "event_types", "created_at"]
+    list_display = ["callback_id", "name", "url", "handshake_at", "verified_at", "event_types", "created_at"]
     # The signature and verification keys never leave the database.
     exclude = ["signature_key", "verification_key"]
-    readonly_fields = ["callback_id", "name", "url", "verified_at", "subscription_id", "event_types", "created_at"]
+    readonly_fields = [
+        "callback_id",
+        "name",
+        "url",
+        "handshake_at",
+        "verified_at",
+        "subscription_id",
+        "event_types",
+        "created_at",
+    ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # created by `manage.py mc_ens_register`

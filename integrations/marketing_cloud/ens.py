@@ -5,9 +5,15 @@ ENS POSTs JSON arrays of up to 1,000 events, signed in ``x-sfmc-ens-signature``
 key's base64 decoded), and wants a 200-204 within 3 seconds, else it retries and
 may suspend the callback. So the view verifies, stores the batch in one insert
 (redeliveries land on the same rows by ``compositeId``), queues one task and
-answers; the task applies the events. Registration starts with ENS POSTing
-``{callbackId, verificationKey}`` here, unsigned: that is stored for
-``manage.py mc_ens_register`` to confirm through ``/platform/v1/ens-verify``.
+answers; the task applies the events.
+
+Registration: ``manage.py mc_ens_register`` opens a registration (an ``EnsCallback``
+row with no callback ID yet) and asks ENS to create the callback; while that request
+is open, ENS POSTs ``{callbackId, verificationKey}`` here, unsigned. The handshake is
+stored only into a registration that is waiting for one and was opened within
+``ENS_HANDSHAKE_WINDOW_SECONDS``; it never replaces a key already stored, and a
+verified callback's never. The command then confirms the key through
+``/platform/v1/ens-verify``.
 """
 
 from __future__ import annotations
@@ -19,10 +25,12 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -51,6 +59,15 @@ APPLY_TASK = "integrations.marketing_cloud.ens.apply_notifications"
 APPLY_FLAG = "ens-apply"
 MAX_BATCH = 1000
 ENS_MAX_BODY = 4 * 1024 * 1024
+# ENS's callback IDs are UUIDs and its verification keys base64; these bounds admit those with
+# room to spare, and nothing that could break a log line or outgrow the columns.
+CALLBACK_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+VERIFICATION_KEY_PATTERN = re.compile(r"[A-Za-z0-9+/=_.-]{1,200}")
+HANDSHAKE_FIELDS = {
+    "callbackId": (CALLBACK_ID_PATTERN, "must be a string of 1-64 letters, digits, '.', '_' or '-'"),
+    "verificationKey": (VERIFICATION_KEY_PATTERN, "must be a string of 1-200 base64 characters"),
+}
+LOGGED_VALUE_LIMIT = 100
 
 
 def _key_bytes(signature_key: str) -> bytes | None:
@@ -80,6 +97,90 @@ def signature_is_valid(body: bytes, signature: str, keys: list[str]) -> bool:
         expected = hmac.new(key_bytes, body, hashlib.sha256).digest()
         valid |= hmac.compare_digest(expected, given)
     return valid
+
+
+def awaiting_handshake() -> QuerySet[EnsCallback]:
+    """Registrations ``mc_ens_register`` opened that no handshake has named yet (in or past their window)."""
+    return EnsCallback.objects.filter(callback_id__isnull=True, verified_at__isnull=True)
+
+
+def unfinished_registrations() -> QuerySet[EnsCallback]:
+    """Callbacks that never got ENS's signature key or verification: no batch is signed with them."""
+    return EnsCallback.objects.filter(verified_at__isnull=True, signature_key="")
+
+
+def handshake_window_start() -> dt.datetime:
+    """Registrations opened before this no longer take a handshake."""
+    return timezone.now() - dt.timedelta(seconds=settings.ENS_HANDSHAKE_WINDOW_SECONDS)
+
+
+def _handshake_errors(data: dict[str, Any]) -> list[dict[str, str]]:
+    errors = []
+    for field, (pattern, message) in HANDSHAKE_FIELDS.items():
+        value = data[field]
+        if not isinstance(value, str) or pattern.fullmatch(value) is None:
+            errors.append({"field": field, "message": message})
+    return errors
+
+
+def _loggable(value: Any) -> str:
+    """A refused value, cut short for the log (the log formatter escapes its control characters)."""
+    return value[:LOGGED_VALUE_LIMIT] if isinstance(value, str) else f"<{type(value).__name__}>"
+
+
+def _store_handshake(callback_id: str, verification_key: str) -> Response | None:
+    """Store the handshake into the registration waiting for it; the refusal when there is none."""
+    with transaction.atomic():
+        existing = EnsCallback.objects.select_for_update().filter(callback_id=callback_id).first()
+        if existing is not None and existing.verified_at is not None:
+            return problem(
+                status.HTTP_409_CONFLICT,
+                "Callback already verified",
+                f"Callback {callback_id} is verified; its verification key is never replaced.",
+            )
+        if existing is not None:
+            if hmac.compare_digest(existing.verification_key.encode(), verification_key.encode()):
+                return None  # ENS repeating the same handshake
+            return _already_received(callback_id)
+        registration = (
+            awaiting_handshake()
+            .filter(created_at__gte=handshake_window_start())
+            .order_by("created_at", "pk")
+            .select_for_update(skip_locked=True)
+            .first()
+        )
+        if registration is None:
+            if awaiting_handshake().exists():
+                return problem(
+                    status.HTTP_410_GONE,
+                    "Registration window passed",
+                    f"The ENS registration waiting for a handshake was opened more than "
+                    f"{settings.ENS_HANDSHAKE_WINDOW_SECONDS} s ago (HUB_ENS_HANDSHAKE_WINDOW_SECONDS); "
+                    "run manage.py mc_ens_register again.",
+                )
+            return problem(
+                status.HTTP_404_NOT_FOUND,
+                "Unknown callback",
+                f"No ENS registration (manage.py mc_ens_register) is waiting for callback {callback_id}.",
+            )
+        registration.callback_id = callback_id
+        registration.verification_key = verification_key
+        registration.handshake_at = timezone.now()
+        try:
+            with transaction.atomic():
+                registration.save(update_fields=["callback_id", "verification_key", "handshake_at"])
+        except IntegrityError:
+            # A concurrent request stored this callback ID into another registration first.
+            return _already_received(callback_id)
+    return None
+
+
+def _already_received(callback_id: str) -> Response:
+    return problem(
+        status.HTTP_409_CONFLICT,
+        "Handshake already received",
+        f"Another verification key is already stored for callback {callback_id}; it is not replaced.",
+    )
 
 
 def _event_row(event: dict[str, Any], index: int) -> EnsNotification:
@@ -116,8 +217,11 @@ class EnsCallbackView(APIView):
         request={"application/json": OpenApiTypes.OBJECT},
         responses={
             200: OpenApiTypes.OBJECT,
-            400: OpenApiResponse(description="Not a batch or a handshake"),
+            400: OpenApiResponse(description="Not a batch or a handshake, or a malformed callbackId/verificationKey"),
             401: OpenApiResponse(description="Missing or invalid x-sfmc-ens-signature"),
+            404: OpenApiResponse(description="Handshake: no registration is waiting for it"),
+            409: OpenApiResponse(description="Handshake: the callback is verified, or has another key stored"),
+            410: OpenApiResponse(description="Handshake: the waiting registration's window has passed"),
             413: OpenApiResponse(description="Body too large"),
         },
         tags=["marketing-cloud"],
@@ -158,9 +262,16 @@ class EnsCallbackView(APIView):
         return Response({"received": len(rows)})
 
     def _handshake(self, data: dict[str, Any]) -> Response:
-        callback_id = str(data["callbackId"])[:64]
-        verification_key = str(data["verificationKey"])[:200]
-        EnsCallback.objects.update_or_create(callback_id=callback_id, defaults={"verification_key": verification_key})
+        errors = _handshake_errors(data)
+        if errors:
+            fields = ", ".join(error["field"] for error in errors)
+            logger.warning("ENS handshake refused: invalid %s (callbackId %s)", fields, _loggable(data["callbackId"]))
+            return problem(status.HTTP_400_BAD_REQUEST, "Invalid handshake", errors=errors)
+        callback_id = data["callbackId"]
+        refusal = _store_handshake(callback_id, data["verificationKey"])
+        if refusal is not None:
+            logger.warning("ENS handshake refused for callback %s: %s", callback_id, refusal.data["title"])
+            return refusal
         logger.info("ENS verification handshake stored for callback %s", callback_id)
         return Response({"status": "verification stored", "callbackId": callback_id})
 

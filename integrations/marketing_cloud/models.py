@@ -10,11 +10,17 @@ from django.utils import timezone
 class EnsCallback(models.Model):
     """A callback registered with the Event Notification Service.
 
+    ``manage.py mc_ens_register`` creates the row before it asks ENS to create the
+    callback, with no ``callback_id``: a registration waiting for ENS's handshake
+    (ENS names the callback ID only in that handshake, sent while the creation
+    request is still open). The handshake fills in ``callback_id`` and
+    ``verification_key``; ``verified_at`` is set once ENS has confirmed the key.
     ENS returns the signature key only once, when the callback is created; it is
     kept here (never shown in the admin) to verify every notification batch.
     """
 
-    callback_id = models.CharField(max_length=64, unique=True)
+    # Null, not blank, while the registration waits: many may wait at once under the unique index.
+    callback_id = models.CharField(max_length=64, unique=True, null=True, blank=True)
     name = models.CharField(max_length=100, blank=True)
     url = models.URLField(max_length=500, blank=True)
     verification_key = models.CharField(max_length=200, blank=True)
@@ -22,13 +28,15 @@ class EnsCallback(models.Model):
     verified_at = models.DateTimeField(null=True, blank=True)
     subscription_id = models.CharField(max_length=64, blank=True)
     event_types = models.JSONField(default=list, blank=True)
+    # When the registration opened: the handshake window counts from here.
     created_at = models.DateTimeField(default=timezone.now)
+    handshake_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = "ENS callback"
 
     def __str__(self) -> str:
-        return self.name or self.callback_id
+        return self.name or self.callback_id or f"registration {self.pk}"
 
 
 class EnsNotification(models.Model):

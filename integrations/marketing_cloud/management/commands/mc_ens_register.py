@@ -1,10 +1,13 @@
 """``manage.py mc_ens_register URL``: register the hub's ENS callback and subscribe it to unsubscribes.
 
-1. ``POST /platform/v1/ens-callbacks``: ENS immediately POSTs ``{callbackId,
-   verificationKey}`` to URL, which the running hub stores; the response carries the
-   callback's signature key, the only time ENS ever shows it, and it is stored.
-2. ``POST /platform/v1/ens-verify`` with the stored verification key.
-3. ``POST /platform/v1/ens-subscriptions`` for the chosen event types.
+1. Opens a registration: an ``EnsCallback`` row with no callback ID, which the running
+   hub's ENS view fills in from the one handshake it accepts for it, within
+   ``ENS_HANDSHAKE_WINDOW_SECONDS``. Without an open registration the hub refuses handshakes.
+2. ``POST /platform/v1/ens-callbacks``: while that request is open ENS POSTs
+   ``{callbackId, verificationKey}`` to URL; the response carries the callback's ID and
+   signature key, the only time ENS ever shows the key, and it is stored.
+3. ``POST /platform/v1/ens-verify`` with the verification key the handshake stored.
+4. ``POST /platform/v1/ens-subscriptions`` for the chosen event types.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from integrations.marketing_cloud.client import MarketingCloudClient
+from integrations.marketing_cloud.ens import awaiting_handshake, handshake_window_start, unfinished_registrations
 from integrations.marketing_cloud.models import EnsCallback
 from integrations.transport import TransportError
 
@@ -60,6 +64,10 @@ class Command(BaseCommand):
             raise CommandError("--max-batch-size must be between 100 and 1000.")
         event_types = event_types or DEFAULT_EVENT_TYPES
         client = MarketingCloudClient.from_settings()
+        # Registrations of earlier runs that died or failed (past their window, so no run is still
+        # using them): no callback ENS signs for, and the hub takes no handshake for them any more.
+        unfinished_registrations().filter(created_at__lt=handshake_window_start()).delete()
+        registration = EnsCallback.objects.create(name=name, url=url)
         try:
             created = client.request(
                 "POST",
@@ -67,17 +75,23 @@ class Command(BaseCommand):
                 json=[{"callbackName": name, "url": url, "maxBatchSize": max_batch_size}],
             )
         except TransportError as exc:
+            _close(registration)
             raise CommandError(f"Creating the callback failed: {exc.message}") from None
         item = created[0] if isinstance(created, list) and created else {}
         callback_id, signature_key = item.get("callbackId"), item.get("signatureKey")
         if not callback_id or not signature_key:
+            _close(registration)
             raise CommandError("Marketing Cloud's answer carried no callbackId/signatureKey.")
-        callback = EnsCallback.objects.filter(callback_id=callback_id).first()
+        # Usually this registration's own row; with two registrations open at once, the handshakes
+        # may have landed the other way round, so the row is found by the callback ID ENS named.
+        callback = EnsCallback.objects.filter(callback_id=callback_id, verified_at__isnull=True).first()
         if callback is None or not callback.verification_key:
+            _close(registration)
             raise CommandError(
                 f"Callback {callback_id} was created, but the hub behind {url} did not receive its verification "
                 "handshake. Is the hub running and reachable at that URL?"
             )
+        _close(registration)  # when the handshake landed in another run's row
         callback.name, callback.url, callback.signature_key = name, url, signature_key
         callback.save()
         try:
@@ -102,3 +116,12 @@ class Command(BaseCommand):
             f"Callback {callback_id} verified and subscribed to {', '.join(event_types)}; "
             "its signature key is stored (Marketing Cloud shows it only once)."
         )
+
+
+def _close(registration: EnsCallback) -> None:
+    """Drop this run's registration if no handshake took it, so the hub stops accepting one for it.
+
+    A registration a handshake did take is left alone: it may be a concurrent run's callback. If
+    it is not, it never gets a signature key, and a later run deletes it once its window is over.
+    """
+    awaiting_handshake().filter(pk=registration.pk).delete()
