@@ -294,5 +294,7 @@ LOGGING = {
     "loggers": {
         "django-q": {"level": "INFO" if DEBUG else "WARNING"},
         "pgserver": {"level": "WARNING"},
+        # django-axes logs every login at INFO; lockouts (WARNING) are what operators need.
+        "axes": {"level": "WARNING"},
     },
 }

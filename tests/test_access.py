@@ -387,3 +387,43 @@ def test_rule_changes_keep_their_before_and_after(live_server):
     )
     assert history.status_code == 200 and "most_recent" in history.text and "stella" in history.text
     assert rule is not None
+
+
+# -- logins and the activity page ---------------------------------------------------------------
+
+
+def test_admin_logins_are_throttled_after_repeated_failures(live_server, settings):
+    username, password = _user("root", None)
+    session = requests.Session()
+    login = f"{live_server.url}{reverse('admin:login')}"
+
+    def attempt(secret: str) -> requests.Response:
+        session.get(login, timeout=10)
+        return session.post(
+            login,
+            data={"username": username, "password": secret, "csrfmiddlewaretoken": session.cookies["csrftoken"]},
+            headers={"Referer": login},
+            allow_redirects=False,
+            timeout=10,
+        )
+
+    codes = [attempt(f"guess-{i}").status_code for i in range(settings.AXES_FAILURE_LIMIT)]
+    assert codes[:-1] == [200] * (settings.AXES_FAILURE_LIMIT - 1)  # the form again, with its error
+    # Locked out now: even the right password is refused, and no session is made.
+    locked = attempt(password)
+    assert locked.status_code == 429 and "sessionid" not in session.cookies
+
+
+def test_the_activity_page_runs_no_inline_script_and_pins_postmonger(live_server):
+    page = requests.get(f"{live_server.url}/api/v1/marketing-cloud/journey/index.html", timeout=10)
+    assert page.status_code == 200
+    policy = page.headers["Content-Security-Policy"]
+    assert "'unsafe-inline'" not in policy and "default-src 'none'" in policy
+    assert re.search(
+        r'<script src="https://cdn\.jsdelivr\.net/npm/postmonger@0\.0\.16/postmonger\.min\.js" '
+        r'integrity="sha384-[A-Za-z0-9+/]{64}" crossorigin="anonymous">',
+        page.text,
+    )
+    assert "<script>" not in page.text and "<style>" not in page.text
+    for asset in re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text):
+        assert requests.get(f"{live_server.url}{asset}", timeout=10).status_code == 200, asset
