@@ -54,6 +54,8 @@ KNOWN_NAMES: frozenset[str] = frozenset(
         "SF_SOBJECT",
         "SF_MASTER_ID_FIELD",
         "HUB_DOWNSTREAM_MAX_ATTEMPTS",
+        "HUB_DOWNSTREAM_ALLOW_HTTP",
+        "HUB_DOWNSTREAM_ALLOW_LOOPBACK",
         "HUB_DEFAULT_PHONE_REGION",
     }
 )

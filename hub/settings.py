@@ -270,6 +270,12 @@ SF_API_VERSION = env_str("SF_API_VERSION", "v62.0")
 SF_SOBJECT = env_str("SF_SOBJECT", "Contact")
 SF_MASTER_ID_FIELD = env_str("SF_MASTER_ID_FIELD", "Global_Customer_Id__c")
 DOWNSTREAM_MAX_ATTEMPTS = env_int("HUB_DOWNSTREAM_MAX_ATTEMPTS", 12, minimum=1, maximum=100)
+# Downstream targets get personal data: https to public addresses only (integrations.downstream.egress).
+# Receivers on this machine over plain http (the demo, the tests) need both switches; HUB_DEBUG=true and
+# the test suite turn them on unless set. Private, link-local (cloud metadata) and other special addresses
+# are refused whatever these say.
+DOWNSTREAM_ALLOW_HTTP = env_bool("HUB_DOWNSTREAM_ALLOW_HTTP", DEBUG or TESTING)
+DOWNSTREAM_ALLOW_LOOPBACK = env_bool("HUB_DOWNSTREAM_ALLOW_LOOPBACK", DEBUG or TESTING)
 
 WRITEBACK_MAX_ATTEMPTS = env_int("HUB_WRITEBACK_MAX_ATTEMPTS", 8, minimum=1, maximum=50)
 

@@ -4,8 +4,9 @@ Viewer: every view permission of the hub's apps (a read-only admin).
 Data steward: that, plus what reviewing and fixing records needs: edit golden records
 (kept as the steward's own source), merge/unmerge/not-a-match, pins, re-sync, match
 and survivorship rules, replaying dead letters and deliveries, running the
-reconciliation, closing a breaker. Erasure (GDPR), API keys, and the URLs and secrets of
-downstream targets stay with admins. Both roles may read the configuration change log.
+reconciliation, closing a breaker, pausing and resuming downstream targets. Erasure (GDPR),
+API keys and a downstream target's URL and signing secret stay with admins (superusers).
+Both roles may read the configuration change log.
 """
 
 from __future__ import annotations

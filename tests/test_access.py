@@ -427,3 +427,26 @@ def test_the_activity_page_runs_no_inline_script_and_pins_postmonger(live_server
     assert "<script>" not in page.text and "<style>" not in page.text
     for asset in re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text):
         assert requests.get(f"{live_server.url}{asset}", timeout=10).status_code == 200, asset
+
+
+def test_a_targets_change_log_keeps_url_before_and_after_and_never_the_secret(live_server):
+    target = DownstreamTarget.objects.create(name="crm", url="https://93.184.215.14/hook")
+    old_secret = target.secret
+    root = AdminBrowser(live_server.url, *_user("root", None))
+    change = f"{live_server.url}{reverse('admin:downstream_downstreamtarget_change', args=[target.pk])}"
+    page = root.session.get(change, timeout=10).text
+    new_secret = "whsec_" + "A" * 43 + "="
+    form = {
+        "name": "crm",
+        "kind": target.kind,
+        "url": "https://93.184.215.15/hook",
+        "secret": new_secret,
+        "event_types": re.search(r'name="event_types"[^>]*>([^<]*)<', page).group(1).replace("&quot;", '"'),
+        "enabled": "on",
+        "csrfmiddlewaretoken": root._csrf(),
+    }
+    saved = root.session.post(change, data=form, headers={"Referer": change}, allow_redirects=False, timeout=10)
+    assert saved.status_code == 302, re.findall(r'class="errorlist[^>]*>(.*?)</ul>', saved.text, re.S)
+    history = root.session.get(change.replace("/change/", "/auditlog/"), timeout=10).text
+    assert "93.184.215.14" in history and "93.184.215.15" in history and "root" in history
+    assert old_secret not in history and new_secret not in history and "sha256:" in history

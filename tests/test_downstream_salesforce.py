@@ -64,4 +64,6 @@ def test_request_limit_and_outages_are_retried_bad_fields_dead_lettered(
     journey.execute(subscriber(key="SK-2", email="other@example.com"))
     run_queued()
     dead = Delivery.objects.get(status="dead")
-    assert dead.last_status_code == 404 and "external ID field" in dead.last_error
+    # Salesforce's error code is kept, its message (text of the answer) is not.
+    assert dead.last_status_code == 404 and dead.last_error.startswith("Salesforce refused with 404 NOT_FOUND (")
+    assert "external ID field" not in dead.last_error and dead.last_response_bytes > 0

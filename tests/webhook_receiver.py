@@ -20,6 +20,9 @@ class WebhookReceiver:
         self.fail_next = 0
         self.fail_status = 500
         self.fail_for: set[str] = set()  # master IDs to refuse (permanently, 400)
+        self.ok_status = 204
+        self.answer_body = b""  # sent with every answer other than a 204
+        self.redirect_to = ""  # when set, every POST is answered 307 to this URL
         self._lock = threading.Lock()
         receiver = self
 
@@ -30,9 +33,13 @@ class WebhookReceiver:
                 status = receiver._handle(
                     msg_id, self.headers.get("webhook-timestamp", "0"), self.headers.get("webhook-signature", ""), body
                 )
+                answer = b"" if status == 204 else receiver.answer_body
                 self.send_response(status)
-                self.send_header("Content-Length", "0")
+                if status == 307:
+                    self.send_header("Location", receiver.redirect_to)
+                self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
+                self.wfile.write(answer)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -44,6 +51,8 @@ class WebhookReceiver:
     def _handle(self, msg_id: str, timestamp: str, signature: str, body: bytes) -> int:
         with self._lock:
             self.attempts.append(msg_id)
+            if self.redirect_to:
+                return 307
             if not verify(self.secret, msg_id, int(timestamp), body, signature):
                 self.bad_signatures += 1
                 return 401
@@ -54,7 +63,7 @@ class WebhookReceiver:
                 self.fail_next -= 1
                 return self.fail_status
             self.received.append({"id": msg_id, "receivedAt": time.time(), **payload})
-            return 204
+            return self.ok_status
 
     def changes_for(self, master_id: str) -> list[int]:
         return [m["data"]["changeId"] for m in self.received if m["data"]["masterId"] == master_id]

@@ -1,10 +1,18 @@
-"""Downstream targets with their deliveries, last error and lag; dead deliveries replayable."""
+"""Downstream targets with their deliveries, last error and lag; dead deliveries replayable.
+
+Where a target sends (url) and how it signs (secret) are for administrators (superusers) only: for
+anyone else both are read-only, the secret is not shown, and a save that would change either is
+refused. Stewards keep enabling, disabling, resuming and replaying.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from auditlog.mixins import AuditlogHistoryAdminMixin
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -13,7 +21,8 @@ from integrations.downstream.models import Delivery, DownstreamTarget
 
 
 @admin.register(DownstreamTarget)
-class DownstreamTargetAdmin(admin.ModelAdmin):
+class DownstreamTargetAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
+    show_auditlog_history_link = True
     list_display = [
         "name",
         "kind",
@@ -49,6 +58,37 @@ class DownstreamTargetAdmin(admin.ModelAdmin):
         "cursor",
     ]
     actions = ["resume"]
+    # A URL typed without a scheme is an https one.
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    ADMIN_ONLY_FIELDS = ("url", "secret")
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        fields = list(super().get_fields(request, obj))
+        if request.user.is_superuser:
+            return fields
+        return ["secret_hidden" if name == "secret" else name for name in fields]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        readonly = list(super().get_readonly_fields(request, obj))
+        if not request.user.is_superuser:
+            readonly += ["url", "secret_hidden"]
+        return readonly
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # A new target is a new url and secret.
+        return request.user.is_superuser
+
+    def save_model(self, request: HttpRequest, obj: DownstreamTarget, form: Any, change: bool) -> None:
+        # The form has no url or secret field for non-superusers; this holds even if a later form did.
+        if not request.user.is_superuser:
+            stored = DownstreamTarget.objects.filter(pk=obj.pk).values(*self.ADMIN_ONLY_FIELDS).first()
+            if stored is None or any(stored[name] != getattr(obj, name) for name in self.ADMIN_ONLY_FIELDS):
+                raise PermissionDenied("Only administrators may change a target's URL or secret.")
+        super().save_model(request, obj, form, change)
+
+    @admin.display(description="secret")
+    def secret_hidden(self, obj: DownstreamTarget) -> str:
+        return "(set; only administrators see and change it)" if obj.secret else "-"
 
     @admin.display(description="deliveries")
     def deliveries(self, obj: DownstreamTarget) -> str:
@@ -100,6 +140,7 @@ class DeliveryAdmin(admin.ModelAdmin):
         "attempts",
         "next_attempt_at",
         "last_status_code",
+        "last_response_bytes",
         "last_error",
         "created_at",
         "delivered_at",

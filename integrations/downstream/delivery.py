@@ -25,6 +25,7 @@ from django.db.models import Min
 from django.utils import timezone
 
 from customers.models import ChangeEvent
+from integrations.downstream.egress import delivery_session
 from integrations.downstream.models import Delivery, DownstreamTarget
 from integrations.downstream.senders import SENDERS
 from integrations.queue import enqueue_once, enqueue_wake_up, task_started, wake_up_started
@@ -122,15 +123,18 @@ def _unlock(target_id: int) -> None:
         cursor.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [f"deliver:{target_id}"])
 
 
-def deliver(target_id: int, session: requests.Session | None = None) -> str:
-    """django-q2 entry point: send the due heads of one target's per-person queues."""
+def deliver(target_id: int) -> str:
+    """django-q2 entry point: send the due heads of one target's per-person queues.
+
+    Always through ``delivery_session``: https to checked public addresses, no redirects.
+    """
     task_started(deliver_flag(target_id))
     wake_up_started(f"{deliver_flag(target_id)}-later")
     # A session-level lock: one sender per target; it goes with the connection if the worker dies.
     if not _try_lock(target_id):
         return "another sender is busy with this target"
     try:
-        return _deliver(target_id, session or requests.Session())
+        return _deliver(target_id, delivery_session())
     finally:
         _unlock(target_id)
 
@@ -168,9 +172,11 @@ def _deliver(target_id: int, session: requests.Session) -> str:
 def _send_one(target: DownstreamTarget, delivery: Delivery, session: requests.Session) -> bool:
     delivery.attempts += 1
     try:
-        status = SENDERS[target.kind](target, delivery, session)
+        answer = SENDERS[target.kind](target, delivery, session)
     except TransportError as exc:
+        # Our own words, the status and the answer's size: never the answer's body.
         delivery.last_status_code = exc.http_status
+        delivery.last_response_bytes = getattr(exc, "response_bytes", None)
         delivery.last_error = exc.message[:2000]
         if exc.permanent or delivery.attempts >= settings.DOWNSTREAM_MAX_ATTEMPTS:
             delivery.status = Delivery.DEAD
@@ -180,7 +186,16 @@ def _send_one(target: DownstreamTarget, delivery: Delivery, session: requests.Se
         else:
             delay = backoff_delay(delivery.attempts, base=1.0, cap=300.0, floor=exc.retry_after or 0.0)
             delivery.next_attempt_at = timezone.now() + dt.timedelta(seconds=delay)
-        delivery.save(update_fields=["attempts", "status", "next_attempt_at", "last_status_code", "last_error"])
+        delivery.save(
+            update_fields=[
+                "attempts",
+                "status",
+                "next_attempt_at",
+                "last_status_code",
+                "last_response_bytes",
+                "last_error",
+            ]
+        )
         if not exc.permanent:
             target.consecutive_failures += 1
         target.last_error = exc.message[:2000]
@@ -190,9 +205,12 @@ def _send_one(target: DownstreamTarget, delivery: Delivery, session: requests.Se
         return False
     delivery.status = Delivery.DELIVERED
     delivery.delivered_at = timezone.now()
-    delivery.last_status_code = status
+    delivery.last_status_code = answer.status
+    delivery.last_response_bytes = answer.size
     delivery.last_error = ""
-    delivery.save(update_fields=["attempts", "status", "delivered_at", "last_status_code", "last_error"])
+    delivery.save(
+        update_fields=["attempts", "status", "delivered_at", "last_status_code", "last_response_bytes", "last_error"]
+    )
     if target.consecutive_failures or target.paused_until:
         target.consecutive_failures = 0
         target.paused_until = None

@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import secrets
 
+from auditlog.registry import auditlog
 from django.db import models
 from django.utils import timezone
 
 from customers.choices import ChangeType
+from integrations.downstream.egress import validate_target_url
 
 
 def new_webhook_secret() -> str:
@@ -24,7 +26,13 @@ class DownstreamTarget(models.Model):
 
     name = models.CharField(max_length=80, unique=True)
     kind = models.CharField(max_length=12, choices=KINDS, default=WEBHOOK)
-    url = models.URLField(max_length=500, help_text="Webhook endpoint (HTTPS), or the Salesforce My Domain URL.")
+    # Only administrators change url and secret (the admin makes them read-only for anyone else).
+    url = models.URLField(
+        max_length=500,
+        validators=[validate_target_url],
+        help_text="Webhook endpoint, or the Salesforce My Domain URL: https, at a public address "
+        "(checked on saving and again on every connection).",
+    )
     secret = models.CharField(
         max_length=200,
         default=new_webhook_secret,
@@ -67,6 +75,11 @@ class Delivery(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(default=timezone.now)
     last_status_code = models.PositiveIntegerField(null=True, blank=True)
+    # The size of the last answer, instead of its body: an answer is never stored.
+    last_response_bytes = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Size of the endpoint's last answer in bytes (its body is not kept)."
+    )
+    # The hub's own description of the last failure (status, size, reason), never the endpoint's words.
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     delivered_at = models.DateTimeField(null=True, blank=True)
@@ -91,3 +104,21 @@ class Delivery(models.Model):
     @property
     def webhook_id(self) -> str:
         return f"msg_{self.change_id}"
+
+
+# A target's configuration keeps its before/after change log (django-auditlog); the secret only as a
+# fingerprint, and the delivery state (cursor, pause, errors) is not configuration.
+auditlog.register(
+    DownstreamTarget,
+    mask_fields=["secret"],
+    mask_callable="hub.audit.secret_fingerprint",
+    exclude_fields=[
+        "cursor",
+        "paused_until",
+        "pause_reason",
+        "consecutive_failures",
+        "last_error",
+        "last_success_at",
+        "created_at",
+    ],
+)

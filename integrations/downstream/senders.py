@@ -1,10 +1,16 @@
-"""How one delivery reaches one target: a signed webhook POST, or a Salesforce core upsert."""
+"""How one delivery reaches one target: a signed webhook POST, or a Salesforce core upsert.
+
+Every request goes through the session ``egress.delivery_session`` makes (https, checked public
+addresses, no redirects). Of an answer only its status and size are kept (and, from Salesforce, an
+error code from a fixed list), never its body: an answer could be what an internal service said.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -15,6 +21,7 @@ from django.utils import timezone
 
 from customers.cim import render_individual
 from customers.models import ChangeEvent, Individual
+from integrations.downstream.egress import DestinationRefused
 from integrations.downstream.models import Delivery, DownstreamTarget
 from integrations.downstream.signing import sign
 from integrations.marketing_cloud.client import parse_retry_after
@@ -23,6 +30,8 @@ from integrations.transport import TransportError
 
 SALESFORCE = "SALESFORCE"
 HTTP_TIMEOUT = 10.0
+# An answer is counted up to this size and read no further (nothing of it is stored).
+MAX_ANSWER_BYTES = 1024 * 1024
 
 
 def event_body(change: ChangeEvent) -> dict[str, Any]:
@@ -47,39 +56,90 @@ def event_body(change: ChangeEvent) -> dict[str, Any]:
     }
 
 
-def _raise_for(response: requests.Response, what: str) -> None:
-    status = response.status_code
+@dataclass(frozen=True)
+class Answer:
+    """What the hub keeps of an endpoint's answer: its status and its size, never its body."""
+
+    status: int
+    size: int  # bytes read; MAX_ANSWER_BYTES + 1 means "more than MAX_ANSWER_BYTES"
+    retry_after: float | None = None
+
+    def describe(self, error_code: str = "") -> str:
+        """``404 NOT_FOUND (123 bytes)``: the status, a known error code, the size."""
+        status = f"{self.status} {error_code}" if error_code else str(self.status)
+        if self.size > MAX_ANSWER_BYTES:
+            return f"{status} (over {MAX_ANSWER_BYTES} bytes)"
+        return f"{status} ({self.size} bytes)"
+
+
+class DeliveryFailed(TransportError):
+    """A send failed; ``response_bytes`` is the size of the endpoint's answer when there was one."""
+
+    def __init__(self, message: str, *, response_bytes: int | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.response_bytes = response_bytes
+
+
+def _call(session: requests.Session, method: str, url: str, **kwargs: Any) -> tuple[Answer, bytes]:
+    """One request. The body comes back for the caller to read (a token) and is never stored.
+
+    At most MAX_ANSWER_BYTES of it are read: an endpoint could answer with gigabytes.
+    """
+    try:
+        response = session.request(method, url, timeout=HTTP_TIMEOUT, allow_redirects=False, stream=True, **kwargs)
+        with response:
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_content(64 * 1024):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_ANSWER_BYTES:
+                    break
+    except DestinationRefused as exc:
+        raise DeliveryFailed(str(exc), permanent=True) from None
+    except requests.Timeout:
+        raise DeliveryFailed(f"timed out after {HTTP_TIMEOUT}s") from None
+    except requests.RequestException as exc:
+        raise DeliveryFailed(f"connection failed: {type(exc).__name__}") from None
+    answer = Answer(
+        response.status_code,
+        min(size, MAX_ANSWER_BYTES + 1),
+        parse_retry_after(response.headers.get("Retry-After")),
+    )
+    return answer, b"".join(chunks)[:MAX_ANSWER_BYTES]
+
+
+def _raise_for(answer: Answer, what: str, *, error_code: str = "") -> None:
+    status = answer.status
     if 200 <= status < 300:
         return
-    detail = (response.text or "")[:300]
-    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    detail = answer.describe(error_code)
+    common: dict[str, Any] = {"http_status": status, "error_code": error_code, "response_bytes": answer.size}
+    if status in (301, 302, 303, 307, 308):
+        raise DeliveryFailed(f"{what} answered {detail}; redirects are not followed", permanent=True, **common)
     if status in (408, 425, 429) or status >= 500:
-        raise TransportError(f"{what} answered {status}: {detail}", http_status=status, retry_after=retry_after)
-    raise TransportError(f"{what} refused with {status}: {detail}", permanent=True, http_status=status)
+        raise DeliveryFailed(f"{what} answered {detail}", retry_after=answer.retry_after, **common)
+    raise DeliveryFailed(f"{what} refused with {detail}", permanent=True, **common)
 
 
-def send_webhook(target: DownstreamTarget, delivery: Delivery, session: requests.Session) -> int:
+def send_webhook(target: DownstreamTarget, delivery: Delivery, session: requests.Session) -> Answer:
     body = json.dumps(event_body(delivery.change), separators=(",", ":"), default=str).encode()
     timestamp = int(time.time())
     msg_id = delivery.webhook_id
-    try:
-        response = session.post(
-            target.url,
-            data=body,
-            timeout=HTTP_TIMEOUT,
-            headers={
-                "Content-Type": "application/json",
-                "webhook-id": msg_id,
-                "webhook-timestamp": str(timestamp),
-                "webhook-signature": sign(target.secret, msg_id, timestamp, body),
-            },
-        )
-    except requests.Timeout:
-        raise TransportError(f"timed out after {HTTP_TIMEOUT}s") from None
-    except requests.ConnectionError as exc:
-        raise TransportError(f"connection failed: {type(exc).__name__}") from None
-    _raise_for(response, "the endpoint")
-    return response.status_code
+    answer, _ = _call(
+        session,
+        "POST",
+        target.url,
+        data=body,
+        headers={
+            "Content-Type": "application/json",
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(target.secret, msg_id, timestamp, body),
+        },
+    )
+    _raise_for(answer, "the endpoint")
+    return answer
 
 
 # ---------------------------------------------------------------------------
@@ -95,27 +155,88 @@ def _salesforce_token(target: DownstreamTarget, session: requests.Session, *, re
         row = AccessToken.objects.select_for_update().get(system=system)
         if not refresh and row.access_token and row.expires_at > timezone.now():
             return row
+        answer, answer_body = _call(
+            session,
+            "POST",
+            f"{target.url.rstrip('/')}/services/oauth2/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": settings.SF_CLIENT_ID,
+                "client_secret": settings.SF_CLIENT_SECRET,
+            },
+        )
+        _raise_for(answer, "Salesforce's token endpoint", error_code=salesforce_error_code(answer_body))
         try:
-            response = session.post(
-                f"{target.url.rstrip('/')}/services/oauth2/token",
-                timeout=HTTP_TIMEOUT,
-                data={
-                    "grant_type": "client_credentials",
-                    "client_id": settings.SF_CLIENT_ID,
-                    "client_secret": settings.SF_CLIENT_SECRET,
-                },
-            )
-        except requests.RequestException as exc:
-            raise TransportError(f"Salesforce token request failed: {type(exc).__name__}") from None
-        _raise_for(response, "Salesforce's token endpoint")
-        body = response.json()
-        row.access_token = body["access_token"]
+            body = json.loads(answer_body)
+            access_token = body["access_token"]
+        except (ValueError, TypeError, KeyError):
+            raise DeliveryFailed(
+                f"Salesforce's token endpoint answered {answer.describe()} without a token",
+                http_status=answer.status,
+                response_bytes=answer.size,
+            ) from None
+        row.access_token = access_token
         row.rest_instance_url = body.get("instance_url") or target.url
         # Client-credentials tokens carry no expires_in; the session lasts its policy (2 h by default).
         row.expires_at = timezone.now() + dt.timedelta(minutes=90)
         row.fetched_at = timezone.now()
         row.save()
         return row
+
+
+# Salesforce's own error codes (REST errorCode, OAuth error): one of these is kept with a failure,
+# since it names the refusal; anything else in an answer, message text included, is not kept.
+SALESFORCE_ERROR_CODES = frozenset(
+    {
+        "API_CURRENTLY_DISABLED",
+        "API_DISABLED_FOR_ORG",
+        "CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY",
+        "DUPLICATE_VALUE",
+        "DUPLICATES_DETECTED",
+        "ENTITY_IS_DELETED",
+        "FIELD_CUSTOM_VALIDATION_EXCEPTION",
+        "FIELD_INTEGRITY_EXCEPTION",
+        "INSUFFICIENT_ACCESS_ON_CROSS_REFERENCE_ENTITY",
+        "INSUFFICIENT_ACCESS_OR_READONLY",
+        "INVALID_AUTH_HEADER",
+        "INVALID_CROSS_REFERENCE_KEY",
+        "INVALID_EMAIL_ADDRESS",
+        "INVALID_FIELD",
+        "INVALID_FIELD_FOR_INSERT_UPDATE",
+        "INVALID_SESSION_ID",
+        "INVALID_TYPE",
+        "JSON_PARSER_ERROR",
+        "MALFORMED_ID",
+        "METHOD_NOT_ALLOWED",
+        "NOT_FOUND",
+        "REQUEST_LIMIT_EXCEEDED",
+        "REQUIRED_FIELD_MISSING",
+        "SERVER_UNAVAILABLE",
+        "STRING_TOO_LONG",
+        "UNABLE_TO_LOCK_ROW",
+        "UNKNOWN_EXCEPTION",
+        "invalid_client",
+        "invalid_client_id",
+        "invalid_grant",
+        "invalid_request",
+        "unsupported_grant_type",
+    }
+)
+
+
+def salesforce_error_code(answer_body: bytes) -> str:
+    """The Salesforce error code in an answer, when it is one of SALESFORCE_ERROR_CODES; else ''."""
+    try:
+        parsed = json.loads(answer_body)
+    except ValueError:
+        return ""
+    if isinstance(parsed, list) and parsed and isinstance(parsed[0], dict):
+        code = parsed[0].get("errorCode")
+    elif isinstance(parsed, dict):
+        code = parsed.get("error")
+    else:
+        return ""
+    return code if isinstance(code, str) and code in SALESFORCE_ERROR_CODES else ""
 
 
 def salesforce_fields(individual: dict[str, Any] | None, change: ChangeEvent) -> dict[str, Any]:
@@ -144,7 +265,7 @@ def salesforce_fields(individual: dict[str, Any] | None, change: ChangeEvent) ->
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def send_salesforce(target: DownstreamTarget, delivery: Delivery, session: requests.Session) -> int:
+def send_salesforce(target: DownstreamTarget, delivery: Delivery, session: requests.Session) -> Answer:
     body = event_body(delivery.change)
     fields = salesforce_fields(body["data"]["individual"], delivery.change)
     path = (
@@ -153,24 +274,25 @@ def send_salesforce(target: DownstreamTarget, delivery: Delivery, session: reque
     )
     for attempt in (1, 2):
         token = _salesforce_token(target, session, refresh=attempt == 2)
+        # instance_url came from the token endpoint's answer: the session checks it like any address.
         base = (token.rest_instance_url or target.url).rstrip("/")
-        try:
-            response = session.patch(
-                base + path,
-                json=fields,
-                timeout=HTTP_TIMEOUT,
-                headers={"Authorization": f"Bearer {token.access_token}"},
-            )
-        except requests.Timeout:
-            raise TransportError(f"timed out after {HTTP_TIMEOUT}s") from None
-        except requests.ConnectionError as exc:
-            raise TransportError(f"connection failed: {type(exc).__name__}") from None
-        if response.status_code == 401 and attempt == 1:
+        answer, answer_body = _call(
+            session, "PATCH", base + path, json=fields, headers={"Authorization": f"Bearer {token.access_token}"}
+        )
+        if answer.status == 401 and attempt == 1:
             continue  # INVALID_SESSION_ID: a fresh token, once
-        if response.status_code == 403 and "REQUEST_LIMIT_EXCEEDED" in response.text:
-            raise TransportError("Salesforce API request limit exceeded", http_status=403, retry_after=300)
-        _raise_for(response, "Salesforce")
-        return response.status_code
+        error_code = salesforce_error_code(answer_body) if answer.status >= 300 else ""
+        if answer.status == 403 and error_code == "REQUEST_LIMIT_EXCEEDED":
+            raise DeliveryFailed(
+                "Salesforce API request limit exceeded",
+                http_status=403,
+                error_code=error_code,
+                retry_after=300,
+                response_bytes=answer.size,
+            )
+        what = "Salesforce (several records hold this master ID)" if answer.status == 300 else "Salesforce"
+        _raise_for(answer, what, error_code=error_code)
+        return answer
     raise AssertionError("unreachable")
 
 
