@@ -127,6 +127,10 @@ def main() -> None:
         "HUB_LOG_LEVEL": "WARNING",
         "MC_JWT_SECRET": JWT_SECRET,
     }
+    # The bodies are signed ahead, valid for an hour; a checkout from before the lifetime bound
+    # refuses the setting as unknown.
+    if "MC_JWT_MAX_LIFETIME" in (tree / "hub" / "env.py").read_text():
+        env["MC_JWT_MAX_LIFETIME"] = "3600"
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=tree, env=env, check=True)
     scratch = Path(tempfile.mkdtemp(prefix="bench-intake-"))
     bare_bodies = scratch / "bare.txt"

@@ -181,6 +181,10 @@ def main() -> None:
         "MC_CLIENT_SECRET": "sandbox-client-secret",
         "MC_JWT_SECRET": JWT_SECRET,
     }
+    # The payloads are signed ahead, valid for two hours; a checkout from before the lifetime
+    # bound refuses the setting as unknown.
+    if "MC_JWT_MAX_LIFETIME" in (tree / "hub" / "env.py").read_text():
+        env["MC_JWT_MAX_LIFETIME"] = "7200"
     env.pop("HUB_Q_WORKERS", None)  # the default worker count
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=tree, env=env, check=True)
     port = 8932

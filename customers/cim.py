@@ -87,6 +87,15 @@ class SourceIndividual:
         return ""
 
 
+# Dates and date-times outside these are refused (birth dates also after today); see check_datetime_range.
+MIN_YEAR = 1900
+MAX_YEAR = 2100
+MAX_UTC_OFFSET = dt.timedelta(hours=14)
+# A person has a handful of addresses, numbers and emails: more is a feed bug, and an event
+# that large only slows every match it takes part in.
+MAX_CONTACT_POINTS = 50
+MAX_EXTERNAL_IDS = 50
+
 _MAX = {"salutation": 40, "firstName": 100, "middleName": 100, "lastName": 100, "nameSuffix": 40, "gender": 32}
 
 
@@ -141,8 +150,8 @@ def parse_cim_date(value: Any, path: str) -> dt.date | None:
         parsed = None
     if parsed is None:
         raise CimValidationError(path, f"must be a date (YYYY-MM-DD), not {text[:40]!r}")
-    if parsed.year < 1850 or parsed > dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1):
-        raise CimValidationError(path, "is out of range")
+    if parsed.year < MIN_YEAR or parsed > dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1):
+        raise CimValidationError(path, f"is out of range ({MIN_YEAR}-01-01 to today)")
     return parsed
 
 
@@ -164,7 +173,22 @@ def parse_cim_datetime(value: Any, path: str) -> dt.datetime | None:
         parsed = dt.datetime.combine(date_only, dt.time())
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed
+    return check_datetime_range(parsed, path)
+
+
+def check_datetime_range(value: dt.datetime, path: str) -> dt.datetime:
+    """An aware date-time within the years 1900-2100 and ±14 h of UTC, else CimValidationError.
+
+    Anything else is no real change date, and some of it cannot even be converted to UTC
+    (year 1 at +14:00) or read back from PostgreSQL: refused at intake, it is never
+    accepted and dead-lettered later.
+    """
+    offset = value.utcoffset()
+    if offset is None or abs(offset) > MAX_UTC_OFFSET:
+        raise CimValidationError(path, "must have a UTC offset within ±14:00")
+    if not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise CimValidationError(path, f"is out of range (years {MIN_YEAR}-{MAX_YEAR})")
+    return value
 
 
 def parse_individual(data: Any, path: str = "individual") -> SourceIndividual:
@@ -193,6 +217,8 @@ def parse_individual(data: Any, path: str = "individual") -> SourceIndividual:
     points = data.get("contactPoints") or []
     if not isinstance(points, list):
         raise CimValidationError(f"{path}.contactPoints", "must be a list")
+    if len(points) > MAX_CONTACT_POINTS:
+        raise CimValidationError(f"{path}.contactPoints", f"at most {MAX_CONTACT_POINTS} contact points")
     seen: set[tuple[str, str]] = set()
     for i, point in enumerate(points):
         p = f"{path}.contactPoints[{i}]"
@@ -231,6 +257,8 @@ def parse_individual(data: Any, path: str = "individual") -> SourceIndividual:
     ids = data.get("externalIds") or []
     if not isinstance(ids, list):
         raise CimValidationError(f"{path}.externalIds", "must be a list")
+    if len(ids) > MAX_EXTERNAL_IDS:
+        raise CimValidationError(f"{path}.externalIds", f"at most {MAX_EXTERNAL_IDS} external IDs")
     for i, item in enumerate(ids):
         p = f"{path}.externalIds[{i}]"
         if not isinstance(item, dict):

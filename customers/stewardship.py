@@ -11,6 +11,7 @@ receivers of the signals it sends.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,7 @@ from customers.choices import (
     CrossReferenceStatus,
     HistoryAction,
 )
-from customers.cim import CimValidationError, parse_individual
+from customers.cim import MIN_YEAR, CimValidationError, parse_individual
 from customers.history import jsonable, record_history, require_atomic
 from customers.models import ChangeEvent, CrossReference, HistoryEntry, Individual, MatchCandidate, NotAMatch
 from customers.resolution.store import Golden, Recomputed, UnitOfWork
@@ -311,8 +312,7 @@ def pin_value(individual: Individual, attribute: str, value: Any, *, actor: str,
     work, (golden,) = _open(individual)
     if not golden.active:
         raise ResolutionError("merged or erased golden records cannot be changed")
-    if attribute == "birth_date" and isinstance(value, str):
-        value = dt.date.fromisoformat(value) if value else None
+    value = _pinnable(attribute, value)
     now = timezone.now()
     before = golden.values[attribute]
     golden.set(
@@ -333,6 +333,26 @@ def pin_value(individual: Individual, attribute: str, value: Any, *, actor: str,
     )
     work.flush(now)
     return _fresh(golden)
+
+
+# Control characters (NUL among them, which PostgreSQL text cannot hold) and lone surrogates.
+_UNPINNABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _pinnable(attribute: str, value: Any) -> Any:
+    """The value to pin, or ValueError saying why it cannot be one."""
+    if not isinstance(value, str):
+        return value
+    if _UNPINNABLE.search(value):
+        raise ValueError("must not contain control characters")
+    if attribute != "birth_date":
+        return value
+    if not value:
+        return None
+    birth_date = dt.date.fromisoformat(value)
+    if birth_date.year < MIN_YEAR or birth_date > timezone.now().date():
+        raise ValueError(f"must be a date from {MIN_YEAR}-01-01 to today")
+    return birth_date
 
 
 @transaction.atomic

@@ -41,6 +41,8 @@ KNOWN_NAMES: frozenset[str] = frozenset(
         "MC_CLIENT_SECRET",
         "MC_ACCOUNT_ID",
         "MC_JWT_SECRET",
+        "MC_JWT_REQUIRE_EXP",
+        "MC_JWT_MAX_LIFETIME",
         "MC_DE_KEY",
         "MC_DE_PRIMARY_KEY",
         "MC_MASTER_ID_FIELD",

@@ -1,10 +1,14 @@
-"""Security headers Django 5.2 does not set itself (its CSP support arrives in 6.0)."""
+"""Security headers Django 5.2 does not set itself (its CSP support arrives in 6.0), and request guards."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import io
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 # The admin and the API need nothing from other origins; pages that do (the Journey
 # Builder activity page) set their own policy, which is left alone.
@@ -24,3 +28,85 @@ class SecurityHeadersMiddleware:
         response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
         response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
         return response
+
+
+# Control characters have no place in a path (NUL cannot even reach PostgreSQL, which refuses it
+# in text); in a query string only NUL is refused, since a pasted search may hold a tab.
+_PATH_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+def _problem(status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None) -> JsonResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    if errors:
+        body["errors"] = errors
+    return JsonResponse(body, status=status, content_type="application/problem+json")
+
+
+def _control_character_errors(request: HttpRequest) -> list[dict[str, str]]:
+    if _PATH_CONTROL.search(request.path_info):
+        return [{"field": "path", "message": "must not contain control characters"}]
+    query = request.META.get("QUERY_STRING", "")
+    if "%00" not in query and "\x00" not in query:
+        return []
+    for name, values in request.GET.lists():
+        if "\x00" in name:
+            return [{"field": "query", "message": "a parameter name must not contain NUL"}]
+        if any("\x00" in value for value in values):
+            return [{"field": f"query.{name}", "message": "must not contain NUL"}]
+    return []
+
+
+class RequestGuardMiddleware:
+    """Refuses, before URL resolution and any view, what no view could handle.
+
+    A path with control characters, or a query parameter with NUL: 400 naming it (today a
+    lookup or an admin search with NUL fails in PostgreSQL). A chunked body without a
+    Content-Length that the server did not read into one (``ChunkedBodyReader`` does under
+    gunicorn): 411, since Django would read it as empty.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        errors = _control_character_errors(request)
+        if errors:
+            return _problem(400, "Invalid request", "Control characters are not allowed here.", errors)
+        if _chunked_without_length(request.META) and "wsgi.input" in request.META:
+            return _problem(411, "Length required", "Send a Content-Length (this server cannot read a chunked body).")
+        return self.get_response(request)
+
+
+def _chunked_without_length(environ: Mapping[str, Any]) -> bool:
+    return "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower() and not environ.get("CONTENT_LENGTH")
+
+
+class ChunkedBodyReader:
+    """WSGI middleware: read a chunked body whole, so Django sees it with its length.
+
+    gunicorn decodes a chunked body but passes no CONTENT_LENGTH, and Django reads a body
+    without one as empty. Where the server marks the input as terminated
+    (``wsgi.input_terminated``, as gunicorn does), the body is read here, at most
+    ``limit`` bytes (413 beyond), and handed on with its length. Elsewhere
+    ``RequestGuardMiddleware`` answers 411.
+    """
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if _chunked_without_length(environ) and environ.get("wsgi.input_terminated"):
+            body = environ["wsgi.input"].read(self.limit + 1)
+            if len(body) > self.limit:
+                problem = {
+                    "type": "about:blank",
+                    "title": "Body too large",
+                    "status": 413,
+                    "detail": f"A body is limited to {self.limit} bytes.",
+                }
+                start_response("413 Content Too Large", [("Content-Type", "application/problem+json")])
+                return [json.dumps(problem).encode()]
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+        return self.app(environ, start_response)

@@ -60,6 +60,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "hub.middleware.RequestGuardMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "hub.middleware.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -186,8 +187,14 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["integrations.throttling.ApiKeyRateThrottle"],
     "DEFAULT_AUTHENTICATION_CLASSES": ["integrations.auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "hub.paging.ApiPagination",
     "PAGE_SIZE": 50,
+    # Strict JSON (no NaN, Infinity, 1e400, lone surrogates or deep nesting): 400 naming the field.
+    "DEFAULT_PARSER_CLASSES": [
+        "hub.strict_json.StrictJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "integrations.problems.problem_exception_handler",
     "UNAUTHENTICATED_USER": None,
@@ -198,6 +205,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "hub.schema.document_request_guard",
+    ],
 }
 
 # ---------------------------------------------------------------------------
@@ -248,6 +259,10 @@ MC_ACCOUNT_ID = env_str("MC_ACCOUNT_ID")
 if MC_ACCOUNT_ID and not MC_ACCOUNT_ID.isdigit():
     raise ImproperlyConfigured(f"MC_ACCOUNT_ID must be the numeric MID, not {MC_ACCOUNT_ID!r}.")
 MC_JWT_SECRET = env_str("MC_JWT_SECRET")
+# Journey Builder JWTs: an exp claim is required (a token without one could be replayed forever),
+# and no token may live longer than this (exp - iat, or exp - now without iat), in seconds.
+MC_JWT_REQUIRE_EXP = env_bool("MC_JWT_REQUIRE_EXP", True)
+MC_JWT_MAX_LIFETIME = env_int("MC_JWT_MAX_LIFETIME", 15 * 60, minimum=60, maximum=24 * 3600)
 MC_DE_KEY = env_str("MC_DE_KEY", "Individual")
 MC_DE_PRIMARY_KEY = env_str("MC_DE_PRIMARY_KEY", "SubscriberKey")
 MC_MASTER_ID_FIELD = env_str("MC_MASTER_ID_FIELD", "GlobalPartyId")

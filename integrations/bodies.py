@@ -1,4 +1,9 @@
-"""Reading request bodies with a size limit enforced before anything is parsed."""
+"""Reading request bodies with a size limit enforced before anything is parsed.
+
+A chunked body without a Content-Length never gets here as an empty one: under gunicorn
+``hub.wsgi`` reads it whole and passes its length on, and where the server cannot,
+``hub.middleware.RequestGuardMiddleware`` answers 411.
+"""
 
 from __future__ import annotations
 

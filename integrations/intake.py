@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -37,10 +38,13 @@ KEPT_HEADERS = (
 )
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def json_safe(value: Any) -> Any:
-    """PostgreSQL text and jsonb cannot hold NUL: keep the evidence as U+FFFD instead."""
+    """PostgreSQL text and jsonb cannot hold NUL or lone surrogates: keep the evidence as U+FFFD instead."""
     if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
+        return _UNSTORABLE.sub("\ufffd", value)
     if isinstance(value, dict):
         return {json_safe(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -147,11 +151,13 @@ _wake_up = _WakeUpPackage()
 
 
 def _json_text(value: Any) -> str | None:
-    """JSON text for a jsonb column; NUL (which jsonb cannot hold) kept as U+FFFD."""
+    """JSON text for a jsonb column; NUL and lone surrogates (which jsonb cannot hold) kept as U+FFFD."""
     if value is None:
         return None
     text = json.dumps(value, separators=(",", ":"), default=str)
-    if "\\u0000" in text:
+    # json.dumps writes characters beyond U+FFFF as surrogate-pair escapes, and a lone surrogate
+    # as a lone escape; both start with \ud: check (rarely needed) which it is.
+    if "\\u0000" in text or "\\ud" in text:
         text = json.dumps(json_safe(value), separators=(",", ":"), default=str)
     return text
 

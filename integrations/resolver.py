@@ -36,6 +36,7 @@ from django.utils import timezone
 
 from customers.cim import CimValidationError, parse_individual
 from customers.resolution.engine import FAILED, SUPERSEDED, Resolution, SourceChange, resolve
+from hub.errors import error_summary
 from hub.sql import insert_rows, reserve_ids, update_rows
 from integrations.choices import (
     MARKETING_CLOUD,
@@ -478,7 +479,7 @@ def _record_failures(failures: list[tuple[Claimed, BaseException]]) -> Counter[s
         event = events.get(item.pk)
         if event is None:
             continue
-        message = f"{type(error).__name__}: {error}"[:2000]
+        message = error_summary(error)[:2000]
         logger.warning("event %s processing failed: %s", item.pk, type(error).__name__)
         permanent = isinstance(error, CimValidationError) or item.attempts >= PROCESS_MAX_ATTEMPTS
         run = SyncRun.objects.create(

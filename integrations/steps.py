@@ -10,6 +10,7 @@ from typing import Any
 from django.db.models import Max
 from django.utils import timezone
 
+from hub.errors import error_summary
 from integrations.choices import StepOutcome
 from integrations.models import SyncRun, SyncStep
 
@@ -39,7 +40,7 @@ class StepLog:
         try:
             yield result
         except Exception as exc:
-            self.add(name, StepOutcome.FAILED, f"{type(exc).__name__}: {exc}"[:2000], started=started)
+            self.add(name, StepOutcome.FAILED, error_summary(exc)[:2000], started=started)
             raise
         self.add(name, result.outcome, result.detail, result.data, started=started)
 

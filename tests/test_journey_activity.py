@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import jwt
 import pytest
 
@@ -39,7 +41,9 @@ def test_configuration_page_and_icon(client, mc_settings):
 @pytest.mark.parametrize("action", ["save", "publish", "validate", "stop"])
 def test_lifecycle_calls_are_jwt_verified(client, mc_settings, action):
     url = f"/api/v1/marketing-cloud/journey/{action}"
-    token = jwt.encode({"activityObjectID": "a1", "journeyId": "j1"}, JWT_SECRET, algorithm="HS256")
+    now = int(time.time())
+    claims = {"activityObjectID": "a1", "journeyId": "j1", "iat": now, "exp": now + 300}
+    token = jwt.encode(claims, JWT_SECRET, algorithm="HS256")
     ok = client.post(url, data=token, content_type="application/jwt")
     assert ok.status_code == 200 and ok.json() == {"success": True}
     bad = client.post(

@@ -24,6 +24,7 @@ from customers.cim import render_individual
 from customers.models import Individual
 from customers.normalize import normalize_email
 from customers.stewardship import erase_individual
+from hub.paging import ApiPagination
 
 
 class ReadScope(permissions.BasePermission):
@@ -94,6 +95,13 @@ class IndividualDetailView(generics.RetrieveAPIView):
             OpenApiParameter("externalIdType", str, description="Source system, e.g. MARKETING_CLOUD"),
             OpenApiParameter("externalId", str, description="The record's ID in that system"),
             OpenApiParameter("email", str, description="Email address (matched normalised)"),
+            OpenApiParameter(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": ApiPagination.max_limit},
+                description=f"Results per page (default {ApiPagination.default_limit}, at most "
+                f"{ApiPagination.max_limit}: a larger limit gets {ApiPagination.max_limit})",
+            ),
+            OpenApiParameter("offset", {"type": "integer", "minimum": 0}, description="Results to skip"),
         ],
         responses={200: OpenApiTypes.OBJECT, 400: OpenApiResponse(description="Invalid filter"), **_ERRORS},
     )

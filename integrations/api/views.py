@@ -9,13 +9,13 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from customers.cim import CimValidationError, parse_individual
+from customers.cim import CimValidationError, parse_cim_datetime, parse_individual
+from hub import strict_json
 from integrations import connector
 from integrations.auth import HasScope
 from integrations.bodies import read_body_or_problem
@@ -29,10 +29,24 @@ MAX_BATCH = 1000
 QUEUE_STALL_SECONDS = 120
 
 
+class CimDateTimeField(serializers.DateTimeField):
+    """An ISO 8601 date-time as CIM dates are checked: 1900-2100, offsets within ±14 h."""
+
+    def to_internal_value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                parse_cim_datetime(value, self.field_name)
+            except CimValidationError as exc:
+                raise serializers.ValidationError(exc.message) from None
+        return super().to_internal_value(value)
+
+
 class CimEventSerializer(serializers.Serializer):
     id = serializers.CharField(max_length=150, help_text="The sender's own event ID (deduplication key).")
     source = serializers.RegexField(SYSTEM_CODE, help_text="System code, e.g. B2C_COMMERCE, SALESFORCE, POS.")
-    occurredAt = serializers.DateTimeField(help_text="When the change happened in the source (ISO 8601).")
+    occurredAt = CimDateTimeField(
+        help_text="When the change happened in the source (ISO 8601, years 1900-2100, offset within ±14:00)."
+    )
     individual = serializers.JSONField(
         help_text="A CIM Individual; its id (or an externalId of the source's type) is the source record's ID."
     )
@@ -45,7 +59,7 @@ class CimBatchSerializer(serializers.Serializer):
 class EventsView(APIView):
     """``POST /api/v1/events``: a batch of up to 1,000 CIM Individual events, all or nothing."""
 
-    parser_classes = [JSONParser]  # the view reads the raw body; JSON is the only format
+    parser_classes = [strict_json.StrictJSONParser]  # the view reads the raw body; JSON is the only format
     permission_classes = [HasScope]
     required_scope = "ingest"
 
@@ -110,9 +124,9 @@ class EventsView(APIView):
                 status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "Unsupported media type", "Send Content-Type: application/json."
             )
         try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            return reject([{"field": "body", "message": f"is not valid JSON ({type(exc).__name__})"}])
+            data = strict_json.loads(body)
+        except strict_json.StrictJsonError as exc:
+            return reject([{"field": exc.field, "message": exc.message}])
         if not isinstance(data, dict) or not isinstance(data.get("events"), list):
             return reject([{"field": "events", "message": "must be a list of events"}], data)
         if not data["events"]:

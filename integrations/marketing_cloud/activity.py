@@ -19,6 +19,7 @@ from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from hub.strict_json import StrictJsonError
 from integrations.bodies import BodyTooLarge, read_body
 from integrations.marketing_cloud.mapping import IN_ARGUMENTS
 from integrations.marketing_cloud.views import JOURNEY_MAX_BODY, verify_journey_jwt
@@ -171,6 +172,13 @@ def lifecycle(request: HttpRequest, action: str) -> JsonResponse:
         claims = verify_journey_jwt(body.strip(), settings.MC_JWT_SECRET)
     except jwt.InvalidTokenError:
         response = JsonResponse({"type": "about:blank", "title": "Invalid token", "status": 401}, status=401)
+        response["Content-Type"] = "application/problem+json"
+        return response
+    except StrictJsonError as exc:
+        errors = [{"field": exc.field, "message": exc.message}]
+        response = JsonResponse(
+            {"type": "about:blank", "title": "Invalid claims", "status": 400, "errors": errors}, status=400
+        )
         response["Content-Type"] = "application/problem+json"
         return response
     logger.info(

@@ -44,6 +44,7 @@ from customers.choices import ContactPointKind
 from customers.models import ContactPoint, CrossReference, Individual
 from customers.normalize import normalize_email
 from customers.stewardship import OptOut, record_opt_outs
+from hub import strict_json
 from integrations.bodies import read_body_or_problem
 from integrations.choices import MARKETING_CLOUD
 from integrations.intake import json_safe
@@ -183,6 +184,22 @@ def _already_received(callback_id: str) -> Response:
     )
 
 
+# timestampUTC is epoch milliseconds; outside 1900-2100 it is no event time (and some cannot be one).
+_MIN_TIMESTAMP_MS = int(dt.datetime(1900, 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
+_MAX_TIMESTAMP_MS = int(dt.datetime(2101, 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
+
+
+def _batch_errors(events: list[Any]) -> list[dict[str, str]]:
+    """What would stop a batch's events from being stored, naming each field."""
+    errors = []
+    for i, event in enumerate(events):
+        timestamp = event.get("timestampUTC") if isinstance(event, dict) else None
+        is_number = isinstance(timestamp, int | float) and not isinstance(timestamp, bool)
+        if is_number and not _MIN_TIMESTAMP_MS <= timestamp < _MAX_TIMESTAMP_MS:
+            errors.append({"field": f"[{i}].timestampUTC", "message": "must be epoch milliseconds within 1900-2100"})
+    return errors
+
+
 def _event_row(event: dict[str, Any], index: int) -> EnsNotification:
     event = json_safe(event)
     composite = event.get("composite") if isinstance(event.get("composite"), dict) else {}
@@ -230,10 +247,11 @@ class EnsCallbackView(APIView):
         body, too_large = read_body_or_problem(request._request, ENS_MAX_BODY, "An ENS batch")
         if too_large:
             return too_large
+        malformed: strict_json.StrictJsonError | None = None
         try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            data = None
+            data = strict_json.loads(body)
+        except strict_json.StrictJsonError as exc:
+            data, malformed = None, exc
         if isinstance(data, dict) and set(data) >= {"callbackId", "verificationKey"}:
             return self._handshake(data)
         signature = request.META.get(SIGNATURE_HEADER, "")
@@ -242,6 +260,12 @@ class EnsCallbackView(APIView):
                 status.HTTP_401_UNAUTHORIZED,
                 "Invalid signature",
                 "x-sfmc-ens-signature does not match this body under any known key.",
+            )
+        if malformed is not None:
+            return problem(
+                status.HTTP_400_BAD_REQUEST,
+                "Invalid batch",
+                errors=[{"field": malformed.field, "message": malformed.message}],
             )
         if not isinstance(data, list):
             return problem(
@@ -255,6 +279,9 @@ class EnsCallbackView(APIView):
                 "Invalid batch",
                 errors=[{"field": "body", "message": f"at most {MAX_BATCH} events"}],
             )
+        errors = _batch_errors(data)
+        if errors:
+            return problem(status.HTTP_400_BAD_REQUEST, "Invalid batch", errors=errors[:20])
         rows = [_event_row(e, i) for i, e in enumerate(data) if isinstance(e, dict)]
         with transaction.atomic():
             EnsNotification.objects.bulk_create(rows, ignore_conflicts=True, batch_size=MAX_BATCH)

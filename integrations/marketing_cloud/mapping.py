@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from customers.cim import CimValidationError, parse_cim_date, parse_cim_datetime
+from customers.cim import CimValidationError, check_datetime_range, parse_cim_date, parse_cim_datetime
 from customers.normalize import clean_text, normalize_email
 from integrations.choices import MARKETING_CLOUD
 
@@ -68,9 +68,10 @@ def _mc_datetime(value: str, field: str) -> dt.datetime | None:
         return parse_cim_datetime(text, field)
     for fmt in ("%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y"):
         try:
-            return dt.datetime.strptime(text, fmt).replace(tzinfo=dt.UTC)
+            parsed = dt.datetime.strptime(text, fmt).replace(tzinfo=dt.UTC)
         except ValueError:
             continue
+        return check_datetime_range(parsed, field)
     return parse_cim_datetime(text, field)
 
 

@@ -8,8 +8,11 @@ comes only after the event and its queued task are committed.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
+import time
 from typing import Any
 
 import jwt
@@ -23,6 +26,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from customers.cim import CimValidationError, parse_cim_datetime
+from hub import strict_json
 from integrations.bodies import read_body_or_problem
 from integrations.choices import MARKETING_CLOUD, EventChannel
 from integrations.intake import AcceptedEvent, request_headers, store_events, store_rejected
@@ -38,14 +42,41 @@ AcceptedSerializer = inline_serializer(
 )
 
 
+class TokenLifetimeError(jwt.InvalidTokenError):
+    """A JWT valid for longer than MC_JWT_MAX_LIFETIME."""
+
+
+def _check_header(token: bytes) -> None:
+    """Strictly parse the header first: PyJWT reads it with json.loads before any signature check."""
+    segment = token.split(b".", 1)[0]
+    try:
+        strict_json.loads(base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4)))
+    except (binascii.Error, ValueError):  # StrictJsonError is a ValueError
+        raise jwt.DecodeError("the JWT header is not strict JSON") from None
+
+
 def verify_journey_jwt(token: bytes, secret: str) -> dict[str, Any]:
-    """Claims of a Journey Builder JWT; raises jwt.InvalidTokenError on anything wrong."""
+    """Claims of a Journey Builder JWT.
+
+    Raises jwt.InvalidTokenError for anything wrong with the token (its signature, format,
+    expiry, a missing ``exp``, a lifetime over ``MC_JWT_MAX_LIFETIME``), and StrictJsonError
+    for claims, correctly signed, that are not strict JSON (naming the claim).
+    """
     if not secret:
         raise jwt.InvalidTokenError("MC_JWT_SECRET is not configured")
+    _check_header(token)
     # Only HS256: any other alg in the header (none, RS256...) is refused by the algorithms list.
-    claims = jwt.decode(token, secret, algorithms=["HS256"], leeway=JWT_LEEWAY_SECONDS, options={"verify_aud": False})
+    payload = jwt.PyJWS().decode(token, secret, algorithms=["HS256"])
+    claims = strict_json.loads(payload)
     if not isinstance(claims, dict):
         raise jwt.InvalidTokenError("claims must be an object")
+    # The claims are strict JSON now, so PyJWT's own parse of them is safe: it checks exp, iat, nbf.
+    options = {"verify_aud": False, "require": ["exp"] if settings.MC_JWT_REQUIRE_EXP else []}
+    jwt.decode(token, secret, algorithms=["HS256"], leeway=JWT_LEEWAY_SECONDS, options=options)
+    if claims.get("exp") is not None:
+        issued = int(claims["iat"]) if claims.get("iat") is not None else time.time()
+        if int(claims["exp"]) - issued > settings.MC_JWT_MAX_LIFETIME:
+            raise TokenLifetimeError(f"The JWT is valid for longer than {settings.MC_JWT_MAX_LIFETIME} s")
     return claims
 
 
@@ -73,8 +104,13 @@ class JourneyExecuteView(APIView):
         request={"application/jwt": OpenApiTypes.STR},
         responses={
             200: AcceptedSerializer,
-            400: OpenApiResponse(description="Invalid subscriber data (problem+json naming the field)"),
-            401: OpenApiResponse(description="Missing, unsigned, wrongly signed or expired JWT"),
+            400: OpenApiResponse(
+                description="Invalid subscriber data, or claims that are not strict JSON (problem+json naming it)"
+            ),
+            401: OpenApiResponse(
+                description="Missing, unsigned, wrongly signed or expired JWT; no exp, or valid for longer than "
+                "MC_JWT_MAX_LIFETIME (15 min by default)"
+            ),
             413: OpenApiResponse(description="Body too large"),
             415: OpenApiResponse(description="Content-Type is not application/jwt"),
         },
@@ -91,18 +127,38 @@ class JourneyExecuteView(APIView):
                 "Unsupported media type",
                 "Journey Builder sends Content-Type: application/jwt (useJwt: true).",
             )
+        headers = request_headers(request.META)
         try:
             claims = verify_journey_jwt(body.strip(), settings.MC_JWT_SECRET)
         except jwt.ExpiredSignatureError:
             return problem(status.HTTP_401_UNAUTHORIZED, "Expired token", "The JWT has expired.")
+        except jwt.MissingRequiredClaimError as exc:
+            return problem(status.HTTP_401_UNAUTHORIZED, "Invalid token", f"The JWT has no {exc.claim} claim.")
+        except TokenLifetimeError as exc:
+            return problem(status.HTTP_401_UNAUTHORIZED, "Invalid token", f"{exc}.")
         except jwt.InvalidTokenError:
             return problem(
                 status.HTTP_401_UNAUTHORIZED,
                 "Invalid token",
                 "The body is not a JWT signed HS256 with the installed package's secret.",
             )
+        except strict_json.StrictJsonError as exc:
+            event = store_rejected(
+                channel=EventChannel.JOURNEY,
+                raw_body=body,
+                headers=headers,
+                content_type=content_type,
+                reason=f"{exc.field}: {exc.message}",
+                system=MARKETING_CLOUD,
+            )
+            return problem(
+                status.HTTP_400_BAD_REQUEST,
+                "Invalid claims",
+                f"{exc.field} {exc.message}",
+                errors=[{"field": exc.field, "message": exc.message}],
+                eventId=event.pk,
+            )
 
-        headers = request_headers(request.META)
         try:
             args = merge_in_arguments(claims.get("inArguments"))
             cim = subscriber_to_cim(args)

@@ -35,6 +35,9 @@ def build_execute_payload(
 
     Journey Builder sends ``inArguments`` as a list with one single-key object per argument, in
     the order the activity declared them, rather than one object; the hub must cope with that.
+    The payload carries ``iat`` and ``exp`` (``ttl`` seconds later), which the hub requires
+    (``MC_JWT_REQUIRE_EXP``, ``MC_JWT_MAX_LIFETIME``). Marketing Cloud does not document them,
+    and published decoded execute payloads show neither: an assumption, kept configurable.
     """
     issued = int(time.time()) if now is None else now
     return {
