@@ -46,6 +46,7 @@ KNOWN_NAMES: frozenset[str] = frozenset(
         "MC_DE_KEY",
         "MC_DE_PRIMARY_KEY",
         "MC_MASTER_ID_FIELD",
+        "MC_ATTRIBUTE_SET",
         "MC_HTTP_TIMEOUT",
         "MC_ENS_SIGNATURE_KEY",
         "HUB_ENS_HANDSHAKE_WINDOW_SECONDS",

@@ -266,6 +266,12 @@ MC_JWT_MAX_LIFETIME = env_int("MC_JWT_MAX_LIFETIME", 15 * 60, minimum=60, maximu
 MC_DE_KEY = env_str("MC_DE_KEY", "Individual")
 MC_DE_PRIMARY_KEY = env_str("MC_DE_PRIMARY_KEY", "SubscriberKey")
 MC_MASTER_ID_FIELD = env_str("MC_MASTER_ID_FIELD", "GlobalPartyId")
+# The attribute set (the data extension's *name*) that Data Designer links to contacts, when there
+# is one: the activity then may bind {{Contact.Attribute."<set>".Field}}. Journey Builder cannot
+# compile such a binding without the link, so by default the activity binds the entry source only.
+MC_ATTRIBUTE_SET = env_str("MC_ATTRIBUTE_SET")
+if any(character in MC_ATTRIBUTE_SET for character in '"{}'):
+    raise ImproperlyConfigured("MC_ATTRIBUTE_SET is a data extension name: no quotes or braces.")
 # Verifies ENS notification batches; else the key stored by `manage.py mc_ens_register`.
 MC_ENS_SIGNATURE_KEY = env_str("MC_ENS_SIGNATURE_KEY")
 # How long after `manage.py mc_ens_register` opens a registration the hub accepts ENS's

@@ -238,3 +238,81 @@ def test_registration_clears_what_earlier_runs_left_unfinished(ens_url, sandbox)
     call_command("mc_ens_register", ens_url, "--allow-insecure", stdout=io.StringIO())
     [callback] = EnsCallback.objects.all()
     assert callback.callback_id == sandbox.callbacks()[0]["callbackId"] and callback.verified_at
+
+
+# -- running the registration again ---------------------------------------------------------------
+
+
+def register(ens_url: str, *extra: str) -> str:
+    out = io.StringIO()
+    call_command("mc_ens_register", ens_url, "--allow-insecure", *extra, stdout=out)
+    return out.getvalue()
+
+
+def assert_one_verified_callback(sandbox) -> EnsCallback:
+    """One callback for the URL in Marketing Cloud, verified, and one verified row holding its key."""
+    [at_ens] = sandbox.callbacks()
+    [row] = EnsCallback.objects.all()
+    assert at_ens["verified"] is True and row.verified_at is not None
+    assert (row.callback_id, row.signature_key) == (at_ens["callbackId"], at_ens["signatureKey"])
+    return row
+
+
+def test_running_the_registration_again_reuses_the_verified_callback(registered, ens_url, sandbox):
+    output = register(ens_url)
+    assert "already registered" in output and "no new callback" in output and "reused as it is" in output
+    row = assert_one_verified_callback(sandbox)
+    assert (row.callback_id, row.signature_key) == (registered.callback_id, registered.signature_key)
+    assert len(sandbox.subscriptions()) == 1
+    event = email_unsubscribe_event("SK-1", subscriber_id="1")
+    assert sandbox.deliver_ens([event]) == [200]
+
+    # Run with another event type: the same callback, its one subscription now carries both.
+    output = register(
+        ens_url, "--event-type", "EngagementEvents.EmailUnsubscribe", "--event-type", "EngagementEvents.EmailOpen"
+    )
+    assert "subscription updated" in output
+    assert assert_one_verified_callback(sandbox).callback_id == registered.callback_id
+    [subscription] = sandbox.subscriptions()
+    assert subscription["eventCategoryTypes"] == ["EngagementEvents.EmailUnsubscribe", "EngagementEvents.EmailOpen"]
+
+
+def test_a_verified_callback_whose_key_is_not_here_gets_a_new_key(registered, ens_url, sandbox):
+    old_key = registered.signature_key
+    EnsCallback.objects.all().delete()  # a new database, or a callback registered from elsewhere
+    output = register(ens_url)
+    assert "regenerated" in output and "no new callback" in output
+    row = assert_one_verified_callback(sandbox)
+    assert row.callback_id == registered.callback_id and row.signature_key != old_key
+    # Batches signed with the new key are taken; the old key signs nothing any more.
+    assert sandbox.deliver_ens([email_unsubscribe_event("SK-1", subscriber_id="1")]) == [200]
+    assert sandbox.deliver_ens([email_unsubscribe_event("SK-1", subscriber_id="1")], signature_key=old_key) == [401]
+
+
+def _unverified_callback_at_ens(ens_url: str) -> str:
+    """A callback created at ENS whose run stopped after the handshake (the hub holds its verification key)."""
+    from integrations.marketing_cloud.client import MarketingCloudClient
+
+    EnsCallback.objects.create(name="customer-hub", url=ens_url)  # the registration that run opened
+    [created] = MarketingCloudClient.from_settings().request(
+        "POST", "/platform/v1/ens-callbacks", json=[{"callbackName": "customer-hub", "url": ens_url}]
+    )
+    return created["callbackId"]
+
+
+def test_an_unverified_callback_is_verified_with_the_key_its_handshake_left(ens_url, sandbox):
+    callback_id = _unverified_callback_at_ens(ens_url)
+    assert sandbox.callbacks()[0]["verified"] is False
+    output = register(ens_url)
+    assert "verified it with the verification key stored here" in output and "regenerated" in output
+    assert assert_one_verified_callback(sandbox).callback_id == callback_id
+    assert sandbox.deliver_ens([email_unsubscribe_event("SK-1", subscriber_id="1")]) == [200]
+
+
+def test_an_unverified_callback_without_its_key_is_deleted_and_created_again(ens_url, sandbox):
+    stale = _unverified_callback_at_ens(ens_url)
+    EnsCallback.objects.all().delete()  # its verification key is gone with the row
+    output = register(ens_url)
+    assert "deleted it" in output and "created, verified and subscribed" in output
+    row = assert_one_verified_callback(sandbox)
+    assert row.callback_id != stale and len(sandbox.subscriptions()) == 1

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import time
+from pathlib import Path
 
 import jwt
 import pytest
 
 from customers.models import ContactPoint, CrossReference, HistoryEntry, Individual
 from integrations.choices import EventStatus, RunStatus
+from integrations.marketing_cloud.activity import in_argument_bindings
+from integrations.marketing_cloud.mapping import IN_ARGUMENTS
+from integrations.marketing_cloud.sandbox.journey import Journey, entry_source_bindings, sign_execute
 from integrations.models import InboundEvent, SyncRun
 from tests.conftest import JWT_SECRET, subscriber
 from tests.queue import queued_tasks, run_queued
 
 pytestmark = pytest.mark.django_db(transaction=True)
+FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "journey_builder.json").read_text())
+EVENT_KEY = FIXTURE["requested_trigger_event_definition"]["eventDefinitionKey"]
 
 
 def test_new_subscriber_gets_master_id_cross_reference_and_write_back(journey, sandbox):
@@ -177,3 +185,39 @@ def test_wrong_content_type_is_refused(journey):
     response = journey.post_raw(b"{}", content_type="application/json")
     assert response.status_code == 415
     assert InboundEvent.objects.count() == 0
+
+
+def test_both_binding_styles_arrive_resolved_and_are_accepted(journey, sandbox):
+    # The same subscriber, once through a journey bound to its entry event (what the activity's page
+    # saves), once through one bound to a linked attribute set (config.json with MC_ATTRIBUTE_SET).
+    row = subscriber()
+    by_event = Journey(EVENT_KEY, entry_source_bindings(EVENT_KEY, IN_ARGUMENTS))
+    by_attribute_set = Journey(
+        EVENT_KEY, in_argument_bindings("Individual"), attribute_sets={"Individual": {row["SubscriberKey"]: row}}
+    )
+    cims = []
+    for played in (by_event, by_attribute_set):
+        played.publish()
+        response = played.send(journey.url, JWT_SECRET, row["SubscriberKey"], row)
+        assert response.status_code == 200, response.text
+        cims.append(InboundEvent.objects.get(pk=response.json()["eventId"]).individual_cim)
+    assert cims[0] == cims[1] and cims[0]["firstName"] == "Ada" and cims[0]["birthDate"] == "1985-12-10"
+
+
+def test_in_argument_names_are_taken_without_regard_to_case(journey, sandbox):
+    # An activity saved with the data extension's own spelling of the column names.
+    args = {"subscriberkey": "SK-1001", "EMAILADDRESS": "ada.lovelace@example.com", "firstname": "Ada"}
+    response = journey.execute(args)
+    assert response.status_code == 200, response.text
+    cim = InboundEvent.objects.get(pk=response.json()["eventId"]).individual_cim
+    assert cim["firstName"] == "Ada" and cim["externalIds"][0]["externalId"] == "SK-1001"
+    # Refusals name our field, and keep the subscriber key whatever its spelling.
+    refused = journey.execute({"subscriberKEY": "SK-1002", "emailaddress": "not-an-email"})
+    assert refused.status_code == 400 and refused.json()["errors"][0]["field"] == "inArguments.EmailAddress"
+    assert InboundEvent.objects.get(pk=refused.json()["eventId"]).external_id == "SK-1002"
+
+
+def test_the_fixtures_execute_body_is_accepted(journey, sandbox):
+    body = dict(FIXTURE["execute_body"], iat=int(time.time()), exp=int(time.time()) + 300)
+    response = journey.post_raw(sign_execute(body, JWT_SECRET))
+    assert response.status_code == 200, response.text

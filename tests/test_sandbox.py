@@ -14,8 +14,13 @@ import pytest
 import requests
 
 from integrations.marketing_cloud.sandbox.journey import (
+    DEMO_EVENT_DEFINITION_KEY,
     DEMO_SUBSCRIBERS,
+    BindingError,
+    Journey,
+    binding_path,
     build_execute_payload,
+    entry_source_bindings,
     send_demo,
     sign_execute,
 )
@@ -576,3 +581,78 @@ def test_send_demo_posts_signed_jwts() -> None:
     assert [r.status_code for r in responses] == [202, 202]
     assert [r.json()["eventId"] for r in responses] == ["evt-1", "evt-2"]
     assert [p["keyValue"] for p in received] == ["SK-DEMO-0001", "SK-DEMO-0002"]
+    # Each contact's in-arguments are the entry source's row, resolved through the activity's bindings.
+    assert received[0]["inArguments"] == [{name: value} for name, value in DEMO_SUBSCRIBERS[0].items()]
+
+
+KEY = "DEAudience-5b9e3a1c-2d4f-4e6a-8b0c-1d2e3f4a5b6c"
+
+
+def test_binding_paths_take_quoted_and_bare_segments() -> None:
+    assert binding_path('Contact.Attribute."Customer Individuals".FirstName') == [
+        "Contact",
+        "Attribute",
+        "Customer Individuals",
+        "FirstName",
+    ]
+    assert binding_path(f'Event.{KEY}."Email"') == ["Event", KEY, "Email"]
+    assert binding_path(f'Event."{KEY}".EmailAddress') == ["Event", KEY, "EmailAddress"]
+    for broken in ("Event..X", 'Event."open', "Contact Key", ""):
+        with pytest.raises(BindingError):
+            binding_path(broken)
+
+
+def test_the_journey_player_resolves_bindings_as_journey_builder_does() -> None:
+    journey = Journey(
+        KEY,
+        [
+            {"SubscriberKey": "{{Contact.Key}}"},
+            {"EmailAddress": "{{InteractionDefaults.Email}}"},
+            {"FirstName": f'{{{{Event."{KEY}".FirstName}}}}'},
+            {"Mobile": "{{InteractionDefaults.MobileNumber}}"},
+            {"Greeting": "Hello {{Contact.Key}}, entered with {{Event." + KEY + '."FirstName"}}'},
+            {"LastName": f'{{{{Event."{KEY}".lastname}}}}'},  # bindings are case-sensitive
+            {"Tier": '{{Contact.Attribute."Loyalty".Tier}}'},
+            {"Fixed": "web"},
+        ],
+        attribute_sets={"Loyalty": {"SK-1": {"Tier": "Gold"}}},
+    )
+    journey.publish()
+    row = {"SubscriberKey": "SK-1", "EmailAddress": "ada@example.com", "FirstName": "Ada", "LastName": "Lovelace"}
+    assert journey.resolve_in_arguments("SK-1", row) == [
+        {"SubscriberKey": "SK-1"},
+        {"EmailAddress": "ada@example.com"},  # the journey's default email: the entry source's EmailAddress
+        {"FirstName": "Ada"},
+        {"Mobile": "{{InteractionDefaults.MobileNumber}}"},  # no default mobile number: unresolved
+        {"Greeting": "Hello SK-1, entered with Ada"},
+        {"LastName": f'{{{{Event."{KEY}".lastname}}}}'},
+        {"Tier": "Gold"},
+        {"Fixed": "web"},
+    ]
+    payload = journey.execute_payload("SK-1", row)
+    assert payload["keyValue"] == "SK-1" and payload["journeyId"] == journey.journey_id
+
+
+def test_the_journey_player_refuses_to_publish_what_journey_builder_cannot_compile() -> None:
+    journey = Journey(
+        KEY,
+        [
+            {"SubscriberKey": "{{Contact.Key}}"},
+            {"FirstName": '{{Contact.Attribute."Individual".FirstName}}'},
+            {"LastName": '{{Event."DEAudience-another-journey".LastName}}'},
+            {"Journey": "{{Context.DefinitionId}}"},
+        ],
+    )
+    with pytest.raises(BindingError) as refused:
+        journey.publish()
+    assert [problem.split(":")[0] for problem in refused.value.problems] == [
+        "in-argument FirstName",
+        "in-argument LastName",
+        "in-argument Journey",
+    ]
+    assert "no attribute set 'Individual'" in refused.value.problems[0]
+    with pytest.raises(BindingError, match="not published"):
+        journey.resolve_in_arguments("SK-1", {})
+    bound = entry_source_bindings(DEMO_EVENT_DEFINITION_KEY, ["SubscriberKey", "EmailAddress", "First Name"])
+    assert bound[2] == {"First Name": f'{{{{Event."{DEMO_EVENT_DEFINITION_KEY}"."First Name"}}}}'}
+    Journey(DEMO_EVENT_DEFINITION_KEY, bound).publish()

@@ -145,6 +145,9 @@ class Api:
     def delete(self, path: str) -> requests.Response:
         return self.session.delete(self.base + path, timeout=10)
 
+    def put(self, path: str, body: Any) -> requests.Response:
+        return self.session.put(self.base + path, json=body, timeout=10)
+
     def create_callback(self, url: str, name: str = "hub", **extra: Any) -> requests.Response:
         return self.post(CALLBACKS, [{"callbackName": name, "url": url, **extra}])
 
@@ -338,7 +341,59 @@ def test_a_callback_with_subscriptions_cannot_be_deleted(api: Api, receiver: Rec
     assert api.delete(f"{CALLBACKS}/{callback_id}").status_code == 404
 
 
+def test_a_callback_is_renamed_or_resized_but_keeps_its_url_and_keys(
+    sandbox: MarketingCloudSandbox, api: Api, receiver: Receiver
+) -> None:
+    created = api.verified_callback(receiver)
+    callback_id = created["callbackId"]
+    renamed = api.put(CALLBACKS, [{"callbackId": callback_id, "callbackName": "hub-2", "maxBatchSize": 500}])
+    assert renamed.status_code == 200
+    assert renamed.json() == [
+        {"callbackId": callback_id, "callbackName": "hub-2", "url": receiver.url("/ens"), "maxBatchSize": 500}
+    ]
+    again = api.put(CALLBACKS, [{"callbackId": callback_id, "callbackName": "hub-2", "maxBatchSize": 500}])
+    assert again.status_code == 304  # "Callback already exists on the server"
+    assert (
+        api.put(CALLBACKS, [{"callbackId": "0f8fad5b-d9cb-469f-a165-70867728950e", "callbackName": "x"}]).status_code
+        == 404
+    )
+    assert api.put(CALLBACKS, [{"callbackId": callback_id, "callbackName": "x", "maxBatchSize": 99}]).status_code == 400
+    [callback] = sandbox.callbacks()
+    assert callback["verified"] is True and callback["signatureKey"] == created["signatureKey"]
+
+
+def test_regenerating_the_signature_key_retires_the_old_one(
+    sandbox: MarketingCloudSandbox, api: Api, receiver: Receiver
+) -> None:
+    created = api.verified_callback(receiver)
+    api.subscribe(created["callbackId"], [EMAIL_UNSUBSCRIBE])
+    answer = api.put("/platform/v1/ens-regenerate", [{"callbackId": created["callbackId"]}])
+    assert answer.status_code == 200
+    [regenerated] = answer.json()
+    assert set(regenerated) == {"callbackName", "callbackId", "url", "signatureKey"}
+    assert regenerated["signatureKey"] != created["signatureKey"]
+    assert len(base64.b64decode(regenerated["signatureKey"])) == 32
+    assert sandbox.deliver_ens([email_unsubscribe_event("SK-1")]) == [200]
+    last = receiver.batches[-1]
+    assert last.headers[SIGNATURE_HEADER] == hand_signature(last.body, regenerated["signatureKey"])
+    missing = api.put("/platform/v1/ens-regenerate", [{"callbackId": "0f8fad5b-d9cb-469f-a165-70867728950e"}])
+    assert missing.status_code == 404
+
+
 # -- subscriptions ---------------------------------------------------------------------------
+
+
+def test_a_subscription_is_updated_in_place(sandbox: MarketingCloudSandbox, api: Api, receiver: Receiver) -> None:
+    callback_id = api.verified_callback(receiver)["callbackId"]
+    subscription = api.subscribe(callback_id, [EMAIL_UNSUBSCRIBE])
+    body = [{"subscriptionId": subscription["subscriptionId"], "eventCategoryTypes": [EMAIL_UNSUBSCRIBE, EMAIL_OPEN]}]
+    updated = api.put(SUBSCRIPTIONS, body)
+    assert updated.status_code == 200
+    assert updated.json()[0]["eventCategoryTypes"] == [EMAIL_UNSUBSCRIBE, EMAIL_OPEN]
+    assert api.put(SUBSCRIPTIONS, body).status_code == 304
+    assert [s["subscriptionId"] for s in sandbox.subscriptions()] == [subscription["subscriptionId"]]
+    gone = [{"subscriptionId": "0f8fad5b-d9cb-469f-a165-70867728950e", "eventCategoryTypes": [EMAIL_OPEN]}]
+    assert api.put(SUBSCRIPTIONS, gone).status_code == 404
 
 
 def test_subscriptions_need_an_existing_verified_callback(

@@ -5,6 +5,11 @@ package's "Journey Builder Activity" component: it reads ``config.json`` there a
 shows ``index.html`` in an iframe while a marketer configures the activity. On
 save, publish, validate and stop it calls the lifecycle URLs (JWT-signed, like the
 execute call), and while a journey runs it calls ``execute`` once per contact.
+
+The page (``static/marketing_cloud/activity.js``) binds the in-arguments to the journey's entry
+source, ``{{Event."<eventDefinitionKey>".<Field>}}``, which compiles in every journey; a binding to
+``{{Contact.Attribute."<set>".<Field>}}`` compiles only where Data Designer links a data extension
+of that name, so it is used only for a set named in ``MC_ATTRIBUTE_SET``.
 """
 
 from __future__ import annotations
@@ -34,17 +39,30 @@ EXECUTE_RETRY_DELAY_MS = 10000
 CONCURRENT_REQUESTS = 5
 
 
-def in_argument_bindings(de_name: str) -> list[dict[str, str]]:
-    """Data bindings for our in-arguments: the contact key, the entry email, and the data extension's columns."""
+# Bindings every journey can compile: the contact key, and the journey's default email address
+# (Journey Settings point it at an entry-source or contact field).
+ALWAYS_BOUND = {"SubscriberKey": "{{Contact.Key}}", "EmailAddress": "{{InteractionDefaults.Email}}"}
+
+
+def contact_attribute_binding(attribute_set: str, field: str) -> str:
+    """``{{Contact.Attribute."<set>".<field>}}``: compiles only where Data Designer links that set."""
+    return '{{Contact.Attribute."' + attribute_set + '".' + field + "}}"
+
+
+def in_argument_bindings(attribute_set: str = "") -> list[dict[str, str]]:
+    """The in-arguments config.json starts the activity with: only bindings that compile.
+
+    The contact key and the default email always do. The other columns are bound to the
+    attribute set only when one is named (``MC_ATTRIBUTE_SET``); otherwise the configuration
+    page binds them to the entry source, ``{{Event."<eventDefinitionKey>".<Field>}}``, once
+    Journey Builder has told it the entry event's key.
+    """
     bindings: list[dict[str, str]] = []
     for name in IN_ARGUMENTS:
-        if name == "SubscriberKey":
-            value = "{{Contact.Key}}"
-        elif name == "EmailAddress":
-            value = "{{InteractionDefaults.Email}}"
-        else:
-            value = '{{Contact.Attribute."' + de_name + '".' + name + "}}"
-        bindings.append({name: value})
+        if name in ALWAYS_BOUND:
+            bindings.append({name: ALWAYS_BOUND[name]})
+        elif attribute_set:
+            bindings.append({name: contact_attribute_binding(attribute_set, name)})
     return bindings
 
 
@@ -53,7 +71,9 @@ def activity_config(base_url: str) -> dict[str, Any]:
     lifecycle = {action: {"url": f"{base}/{action}", "useJwt": True} for action in LIFECYCLE_ACTIONS}
     return {
         "workflowApiVersion": "1.1",
-        "metaData": {"icon": f"{base}/icon.svg", "category": "customer", "isConfigured": True, "configOnDrop": False},
+        # Not configured until the page has bound the entry source's fields: Journey Builder opens
+        # it when the activity is dropped, and activates no journey with it unconfigured.
+        "metaData": {"icon": f"{base}/icon.svg", "category": "customer", "isConfigured": False, "configOnDrop": True},
         "type": "REST",
         "lang": {
             "en-US": {
@@ -64,7 +84,7 @@ def activity_config(base_url: str) -> dict[str, Any]:
         },
         "arguments": {
             "execute": {
-                "inArguments": in_argument_bindings(settings.MC_DE_KEY),
+                "inArguments": in_argument_bindings(settings.MC_ATTRIBUTE_SET),
                 "outArguments": [],
                 "url": f"{base}/execute",
                 "verb": "POST",
@@ -131,11 +151,15 @@ def config_json(request: HttpRequest) -> JsonResponse:
 @require_GET
 def configuration_page(request: HttpRequest) -> HttpResponse:
     config = activity_config(_activity_base(request))
+    defaults = dict(next(iter(item.items())) for item in config["arguments"]["execute"]["inArguments"])
     response = render(
         request,
         "marketing_cloud/activity.html",
         {
-            "in_arguments": [next(iter(item.items())) for item in config["arguments"]["execute"]["inArguments"]],
+            # Each in-argument with what it is bound to until the page knows the entry event.
+            "in_arguments": [(name, defaults.get(name, "")) for name in IN_ARGUMENTS],
+            "in_argument_names": " ".join(IN_ARGUMENTS),
+            "attribute_set": settings.MC_ATTRIBUTE_SET,
             "de_key": settings.MC_DE_KEY,
             "master_id_field": settings.MC_MASTER_ID_FIELD,
             "execute_url": config["arguments"]["execute"]["url"],

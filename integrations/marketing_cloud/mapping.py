@@ -75,15 +75,27 @@ def _mc_datetime(value: str, field: str) -> dt.datetime | None:
     return parse_cim_datetime(text, field)
 
 
+# In-argument names as an activity may have saved them: ours, or a data extension column's
+# spelling (``emailaddress``, ``EMAILADDRESS``). Journey Builder keeps whatever name the activity
+# saved, and binds values case-sensitively, so only the names are folded here.
+_CANONICAL_NAMES = {name.casefold(): name for name in IN_ARGUMENTS}
+
+
+def canonical_name(name: str) -> str:
+    """Our in-argument name for ``name`` compared without case; other names are kept as they are."""
+    return _CANONICAL_NAMES.get(name.casefold(), name)
+
+
 def merge_in_arguments(in_arguments: Any) -> dict[str, Any]:
-    """Journey Builder sends a list of one-key objects; merge them (later keys win)."""
+    """Journey Builder sends a list of one-key objects; merge them under our names (later keys win)."""
     if not isinstance(in_arguments, list):
         raise CimValidationError("inArguments", "must be a list of objects")
     merged: dict[str, Any] = {}
     for i, item in enumerate(in_arguments):
         if not isinstance(item, dict):
             raise CimValidationError(f"inArguments[{i}]", "must be an object")
-        merged.update(item)
+        for name, value in item.items():
+            merged[canonical_name(name) if isinstance(name, str) else name] = value
     return merged
 
 

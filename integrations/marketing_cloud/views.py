@@ -30,7 +30,7 @@ from hub import strict_json
 from integrations.bodies import read_body_or_problem
 from integrations.choices import MARKETING_CLOUD, EventChannel
 from integrations.intake import AcceptedEvent, request_headers, store_events, store_rejected
-from integrations.marketing_cloud.mapping import merge_in_arguments, subscriber_to_cim
+from integrations.marketing_cloud.mapping import canonical_name, merge_in_arguments, subscriber_to_cim
 from integrations.problems import problem
 
 JOURNEY_MAX_BODY = 256 * 1024
@@ -166,8 +166,9 @@ class JourneyExecuteView(APIView):
             subscriber_key = ""
             if isinstance(claims.get("inArguments"), list):
                 for item in claims["inArguments"]:
-                    if isinstance(item, dict) and isinstance(item.get("SubscriberKey"), str):
-                        subscriber_key = item["SubscriberKey"]
+                    for name, value in item.items() if isinstance(item, dict) else ():
+                        if canonical_name(str(name)) == "SubscriberKey" and isinstance(value, str):
+                            subscriber_key = value
             event = store_rejected(
                 channel=EventChannel.JOURNEY,
                 raw_body=body,

@@ -58,6 +58,7 @@ _FILTER_AND = re.compile(r"and\b", re.IGNORECASE)
 ENS_CALLBACKS_PATH = "/platform/v1/ens-callbacks"
 ENS_VERIFY_PATH = "/platform/v1/ens-verify"
 ENS_SUBSCRIPTIONS_PATH = "/platform/v1/ens-subscriptions"
+ENS_REGENERATE_PATH = "/platform/v1/ens-regenerate"
 _ENS_CALLBACK_PATH = re.compile(r"^/platform/v1/ens-callbacks/([^/]+)$")
 _ENS_SUBSCRIPTION_PATH = re.compile(r"^/platform/v1/ens-subscriptions/([^/]+)$")
 _ENS_SUBSCRIPTIONS_BY_CB_PATH = re.compile(r"^/platform/v1/ens-subscriptions-by-cb/([^/]+)$")
@@ -481,8 +482,13 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             (_QUERY_PATH, {"GET": lambda m: self._get_rowset(m, path, query)}),
             (
                 ENS_CALLBACKS_PATH,
-                {"POST": lambda m: self._ens_create_callbacks(body), "GET": lambda m: self._ens_list_callbacks()},
+                {
+                    "POST": lambda m: self._ens_create_callbacks(body),
+                    "GET": lambda m: self._ens_list_callbacks(),
+                    "PUT": lambda m: self._ens_update_callbacks(body),
+                },
             ),
+            (ENS_REGENERATE_PATH, {"PUT": lambda m: self._ens_regenerate(body)}),
             (
                 _ENS_CALLBACK_PATH,
                 {"GET": lambda m: self._ens_get_callback(m), "DELETE": lambda m: self._ens_delete_callback(m)},
@@ -493,6 +499,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
                 {
                     "POST": lambda m: self._ens_create_subscriptions(body),
                     "GET": lambda m: Reply(200, self.subscriptions()),
+                    "PUT": lambda m: self._ens_update_subscriptions(body),
                 },
             ),
             (
@@ -733,6 +740,70 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         with self._lock:
             return Reply(200, [callback.view() for callback in self._ens_callbacks.values()])
 
+    def _ens_update_callbacks(self, body: bytes) -> Reply:
+        """``PUT /platform/v1/ens-callbacks``: rename a callback or change its batch size, never its URL.
+
+        Salesforce's reference takes ``callbackId``, ``callbackName`` (both required) and
+        ``maxBatchSize``; the callback keeps its URL, verification and signature key.
+        """
+        items = _parse_json(body)
+        if not isinstance(items, list) or not items or not all(isinstance(item, dict) for item in items):
+            raise _rest_error(400, 10004, "Invalid message format")
+        changes = []
+        for item in items:
+            callback_id, name = _ens_string(item, "callbackId"), _ens_string(item, "callbackName")
+            size = item.get("maxBatchSize")
+            if size is not None and (
+                isinstance(size, bool) or not isinstance(size, int) or not ENS_MIN_BATCH <= size <= ENS_MAX_BATCH
+            ):
+                raise _rest_error(400, 10005, "maxBatchSize must be at least 100 and no more than 1,000")
+            changes.append((callback_id, name, size))
+        with self._lock:
+            for callback_id, _, _ in changes:
+                if callback_id not in self._ens_callbacks:
+                    raise _rest_error(404, 404, "Callback ID doesn't exist")
+            changed = False
+            for callback_id, name, size in changes:
+                callback = self._ens_callbacks[callback_id]
+                new_size = callback.max_batch_size if size is None else size
+                changed |= (callback.name, callback.max_batch_size) != (name, new_size)
+                callback.name, callback.max_batch_size = name, new_size
+            if not changed:
+                return Reply(304)  # "Callback already exists on the server"
+            return Reply(
+                200,
+                [
+                    {
+                        key: self._ens_callbacks[callback_id].view()[key]
+                        for key in ("callbackId", "callbackName", "url", "maxBatchSize")
+                    }
+                    for callback_id, _, _ in changes
+                ],
+            )
+
+    def _ens_regenerate(self, body: bytes) -> Reply:
+        """``PUT /platform/v1/ens-regenerate``: a new signature key; the old one no longer signs."""
+        items = _parse_json(body)
+        if not isinstance(items, list) or not items or not all(isinstance(item, dict) for item in items):
+            raise _rest_error(400, 10004, "Invalid message format")
+        ids = [_ens_string(item, "callbackId") for item in items]
+        with self._lock:
+            if any(callback_id not in self._ens_callbacks for callback_id in ids):
+                raise _rest_error(404, 404, "Callback ID doesn't exist")
+            answer = []
+            for callback_id in ids:
+                callback = self._ens_callbacks[callback_id]
+                callback.signature_key = new_signature_key()
+                answer.append(
+                    {
+                        "callbackName": callback.name,
+                        "callbackId": callback.callback_id,
+                        "url": callback.url,
+                        "signatureKey": callback.signature_key,
+                    }
+                )
+            return Reply(200, answer)
+
     def _ens_callback(self, match: re.Match[str]) -> _EnsCallback:
         """The callback named in the path; the caller holds the lock."""
         callback = self._ens_callbacks.get(unquote(match.group(1)))
@@ -840,6 +911,52 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
                     for subscription in result
                 ],
             )
+
+    def _ens_update_subscriptions(self, body: bytes) -> Reply:
+        """``PUT /platform/v1/ens-subscriptions``: change a subscription's types, filters, name or status."""
+        items = _parse_json(body)
+        if not isinstance(items, list) or not items or not all(isinstance(item, dict) for item in items):
+            raise _rest_error(400, 10004, "Invalid message format")
+        with self._lock:
+            updates = []
+            for item in items:
+                subscription = self._ens_subscriptions.get(_ens_string(item, "subscriptionId"))
+                if subscription is None:
+                    raise _rest_error(404, 404, "Subscription ID doesn't exist")
+                name = item.get("subscriptionName", subscription.name)
+                types = item.get("eventCategoryTypes", subscription.event_types)
+                filters = item.get("filters", subscription.filters)
+                status = item.get("status", subscription.status)
+                if not isinstance(name, str) or not name.strip():
+                    raise _rest_error(400, 10005, "subscriptionName must be a non-empty string")
+                if (
+                    not isinstance(types, list)
+                    or not types
+                    or not all(isinstance(t, str) and _ENS_EVENT_TYPE.match(t) for t in types)
+                ):
+                    raise _rest_error(
+                        400, 10005, "eventCategoryTypes must be NotificationEventCategory.NotificationEventType values"
+                    )
+                if not isinstance(filters, list) or not all(
+                    isinstance(f, str) and _ENS_FILTER.match(f) for f in filters
+                ):
+                    raise _rest_error(400, 10005, "filters must be a list of name=value strings")
+                if status not in ("active", "paused"):
+                    raise _rest_error(400, 10005, "status must be active or paused")
+                updates.append((subscription, name, list(dict.fromkeys(types)), list(filters), status))
+            changed = False
+            for subscription, name, types, filters, status in updates:
+                changed |= (subscription.name, subscription.event_types, subscription.filters, subscription.status) != (
+                    name,
+                    types,
+                    filters,
+                    status,
+                )
+                subscription.name, subscription.event_types, subscription.filters = name, types, filters
+                subscription.status = status
+            if not changed:
+                return Reply(304)  # "Update already exists on the server"
+            return Reply(200, [self._subscription_view(update[0]) for update in updates])
 
     def _subscription_view(self, subscription: _EnsSubscription) -> dict[str, Any]:
         """The subscription as GET returns it; the caller holds the lock."""
