@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -138,3 +140,24 @@ def _default_rules(request: pytest.FixtureRequest) -> None:
     from integrations.roles import ensure_roles
 
     ensure_roles(Group, Permission)
+
+
+def chromium_path() -> str:
+    path = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.fail("Chromium is not installed: `make browser` (apt-get install chromium) installs it")
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright, for the browser tests (marked ``browser``)."""
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    # Playwright's sync API runs an event loop in this thread; the ORM calls of these tests are
+    # ordinary sync code. Allowed for these tests only (a deployment must never set it: check
+    # --deploy refuses it).
+    with pytest.MonkeyPatch.context() as patch, playwright_api.sync_playwright() as playwright:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        instance = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        yield instance
+        instance.close()

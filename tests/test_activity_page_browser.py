@@ -29,7 +29,6 @@ from integrations.marketing_cloud.mapping import IN_ARGUMENTS
 from integrations.marketing_cloud.sandbox.journey import BindingError, Journey, entry_source_bindings
 from integrations.models import InboundEvent
 from tests.conftest import JWT_SECRET
-from tests.test_browser import chromium_path
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -101,15 +100,6 @@ def postmonger_js() -> bytes:
     POSTMONGER_CACHE.parent.mkdir(parents=True, exist_ok=True)
     POSTMONGER_CACHE.write_bytes(data)
     return data
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with pytest.MonkeyPatch.context() as patch, playwright_api.sync_playwright() as playwright:
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        instance = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
-        yield instance
-        instance.close()
 
 
 class JourneyBuilderSide:

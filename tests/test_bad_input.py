@@ -380,7 +380,7 @@ def chunks(body: bytes, size: int = 1000):
 def test_a_chunked_body_is_read_whole_under_gunicorn(transactional_db):
     from tests.processes import HubProcesses
 
-    _, key = ApiClient.issue("chunked", ["ingest", "read"])
+    _, key = ApiClient.issue("chunked", ["ingest", "read"], ["POS"])
     hub = HubProcesses({}, web_workers=1)
     try:
         hub.start_web()

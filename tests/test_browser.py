@@ -5,9 +5,7 @@ Each main page is saved as a screenshot under docs/screenshots/ (shown in the RE
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -23,25 +21,6 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 PASSWORD = "pw-for-browser-tests"
-
-
-def chromium_path() -> str:
-    path = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not path:
-        pytest.fail("Chromium is not installed: `make browser` (apt-get install chromium) installs it")
-    return path
-
-
-@pytest.fixture(scope="module")
-def browser():
-    # Playwright's sync API runs an event loop in this thread; the ORM calls of these tests are
-    # ordinary sync code. Allowed for this module only (a deployment must never set it: check
-    # --deploy refuses it).
-    with pytest.MonkeyPatch.context() as patch, playwright_api.sync_playwright() as playwright:
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        instance = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
-        yield instance
-        instance.close()
 
 
 def user(username: str, group: str):

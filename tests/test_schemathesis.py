@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import TEST_SOURCES
+
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 CHECKS = [
@@ -34,7 +36,7 @@ CHECKS = [
 def steward_key(transactional_db):
     from integrations.models import ApiClient
 
-    _, key = ApiClient.issue("schemathesis", ["ingest", "read", "steward"])
+    _, key = ApiClient.issue("schemathesis", ["ingest", "read", "steward"], TEST_SOURCES)
     return key
 
 

@@ -91,6 +91,37 @@ def journey_idempotency_key(claims: dict[str, Any], subscriber_key: str) -> str:
     return f"mc-journey:sha256:{digest}"
 
 
+def _refused(
+    body: bytes,
+    headers: dict[str, str],
+    content_type: str,
+    title: str,
+    field: str,
+    message: str,
+    *,
+    external_id: str = "",
+    payload: Any = None,
+) -> Response:
+    """A 400 naming the field, with the refused call kept as a rejected event."""
+    event = store_rejected(
+        channel=EventChannel.JOURNEY,
+        raw_body=body,
+        headers=headers,
+        content_type=content_type,
+        reason=f"{field}: {message}",
+        system=MARKETING_CLOUD,
+        external_id=external_id,
+        payload=payload,
+    )
+    return problem(
+        status.HTTP_400_BAD_REQUEST,
+        title,
+        f"{field} {message}",
+        errors=[{"field": field, "message": message}],
+        eventId=event.pk,
+    )
+
+
 class JourneyExecuteView(APIView):
     """``POST /api/v1/marketing-cloud/journey/execute``"""
 
@@ -143,21 +174,7 @@ class JourneyExecuteView(APIView):
                 "The body is not a JWT signed HS256 with the installed package's secret.",
             )
         except strict_json.StrictJsonError as exc:
-            event = store_rejected(
-                channel=EventChannel.JOURNEY,
-                raw_body=body,
-                headers=headers,
-                content_type=content_type,
-                reason=f"{exc.field}: {exc.message}",
-                system=MARKETING_CLOUD,
-            )
-            return problem(
-                status.HTTP_400_BAD_REQUEST,
-                "Invalid claims",
-                f"{exc.field} {exc.message}",
-                errors=[{"field": exc.field, "message": exc.message}],
-                eventId=event.pk,
-            )
+            return _refused(body, headers, content_type, "Invalid claims", exc.field, exc.message)
 
         try:
             args = merge_in_arguments(claims.get("inArguments"))
@@ -169,22 +186,15 @@ class JourneyExecuteView(APIView):
                     for name, value in item.items() if isinstance(item, dict) else ():
                         if canonical_name(str(name)) == "SubscriberKey" and isinstance(value, str):
                             subscriber_key = value
-            event = store_rejected(
-                channel=EventChannel.JOURNEY,
-                raw_body=body,
-                headers=headers,
-                content_type=content_type,
-                reason=f"{exc.field}: {exc.message}",
-                system=MARKETING_CLOUD,
+            return _refused(
+                body,
+                headers,
+                content_type,
+                "Invalid subscriber data",
+                exc.field,
+                exc.message,
                 external_id=subscriber_key,
                 payload=claims,
-            )
-            return problem(
-                status.HTTP_400_BAD_REQUEST,
-                "Invalid subscriber data",
-                f"{exc.field} {exc.message}",
-                errors=[{"field": exc.field, "message": exc.message}],
-                eventId=event.pk,
             )
 
         subscriber_key = cim["externalIds"][0]["externalId"]
