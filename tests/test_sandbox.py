@@ -20,6 +20,7 @@ from integrations.marketing_cloud.sandbox.journey import (
     sign_execute,
 )
 from integrations.marketing_cloud.sandbox.server import MarketingCloudSandbox, SandboxConfig
+from integrations.marketing_cloud.schema import INDIVIDUAL, DataExtensionField, DataExtensionSchema
 
 DE = "Individual"
 # At least 32 bytes, as RFC 7518 asks of HS256 keys (PyJWT warns about shorter ones).
@@ -140,11 +141,13 @@ def test_token_body_not_json(sandbox: MarketingCloudSandbox) -> None:
 
 def test_put_upserts_and_merges(sandbox: MarketingCloudSandbox) -> None:
     token = get_token(sandbox)
-    first = put_row(sandbox, token, "SK-1", {"EmailAddress": "a@example.com", "Age": 31, "Opt": True, "Gone": None})
+    # Field names are matched case-insensitively and stored under their declared names.
+    values = {"emailaddress": "a@example.com", "SubscriberId": 31, "Gender": None}
+    first = put_row(sandbox, token, "SK-1", values)
     assert first.status_code == 200
     assert first.json() == {
         "keys": {"SubscriberKey": "SK-1"},
-        "values": {"EmailAddress": "a@example.com", "Age": "31", "Opt": "True", "Gone": ""},
+        "values": {"EmailAddress": "a@example.com", "SubscriberId": "31", "Gender": ""},
     }
     second = put_row(sandbox, token, "SK-1", {"FirstName": "Ann"})
     assert second.json()["values"]["FirstName"] == "Ann"
@@ -152,9 +155,8 @@ def test_put_upserts_and_merges(sandbox: MarketingCloudSandbox) -> None:
     assert sandbox.rows(DE) == {
         "SK-1": {
             "EmailAddress": "a@example.com",
-            "Age": "31",
-            "Opt": "True",
-            "Gone": "",
+            "SubscriberId": "31",
+            "Gender": "",
             "SubscriberKey": "SK-1",
             "FirstName": "Ann",
         }
@@ -209,12 +211,28 @@ def test_rowset_post_upserts_each(sandbox: MarketingCloudSandbox) -> None:
     assert bad.json()["errorcode"] == 10002
 
 
+PURCHASES = DataExtensionSchema(
+    "Purchases",
+    "Purchases",
+    (
+        DataExtensionField("Store", "Number", is_primary_key=True),
+        DataExtensionField("Receipt", "Text", 20, is_primary_key=True),
+        DataExtensionField("Total", "Decimal", scale=2),
+        DataExtensionField("Paid", "Boolean"),
+    ),
+)
+
+
 def test_rowset_with_compound_key(sandbox: MarketingCloudSandbox) -> None:
+    sandbox.declare(PURCHASES)
     token = get_token(sandbox)
-    items = [{"keys": {"Store": "12", "Receipt": "900"}, "values": {"Total": 19.5}}]
+    items = [{"keys": {"Store": "12", "Receipt": "900"}, "values": {"Total": 19.5, "Paid": True}}]
     url = f"{sandbox.url}/hub/v1/dataevents/key:Purchases/rowset"
     assert requests.post(url, json=items, headers=auth(token), timeout=5).status_code == 200
-    assert sandbox.rows("Purchases") == {"12|900": {"Total": "19.5", "Store": "12", "Receipt": "900"}}
+    assert sandbox.rows("Purchases") == {"12|900": {"Total": "19.5", "Paid": "True", "Store": "12", "Receipt": "900"}}
+    # Both key fields are needed, and only key fields may be keys.
+    half = requests.post(url, json=[{"keys": {"Store": "12"}, "values": {}}], headers=auth(token), timeout=5)
+    assert half.status_code == 400 and half.json()["errorcode"] == 10000
 
 
 def test_get_rowset_pages_and_lowercases(sandbox: MarketingCloudSandbox) -> None:
@@ -244,10 +262,15 @@ def test_get_rowset_pages_and_lowercases(sandbox: MarketingCloudSandbox) -> None
             if "next" not in data["links"]:
                 break
             assert "$page=" + str(page + 1) in data["links"]["next"]
+            assert data["links"]["next"] == f"/v1/customobjectdata/token/{data['requestToken']}/rowset?$page={page + 1}"
             page += 1
     assert pages == 3
     assert len(seen) == 120
-    assert seen[0] == {"keys": {"subscriberkey": "SK-000"}, "values": {"emailaddress": "user0@example.com"}}
+    # Every declared field comes back, lower-cased, "" when empty (as a tenant answers).
+    assert seen[0]["keys"] == {"subscriberkey": "SK-000"}
+    assert seen[0]["values"]["emailaddress"] == "user0@example.com"
+    assert set(seen[0]["values"]) == {f.name.lower() for f in INDIVIDUAL.fields if not f.is_primary_key}
+    assert seen[0]["values"]["firstname"] == ""
     assert seen[-1]["keys"] == {"subscriberkey": "SK-119"}
 
 
@@ -269,12 +292,15 @@ def test_get_rowset_filter_and_order(sandbox: MarketingCloudSandbox) -> None:
     assert bad.status_code == 400
 
 
-def test_get_unknown_data_extension_is_empty(sandbox: MarketingCloudSandbox) -> None:
+def test_get_unknown_data_extension_is_refused(sandbox: MarketingCloudSandbox) -> None:
     token = get_token(sandbox)
     response = requests.get(f"{sandbox.url}/data/v1/customobjectdata/key/Nothing/rowset", headers=auth(token))
-    assert response.status_code == 200
-    assert response.json()["count"] == 0
-    assert response.json()["items"] == []
+    assert response.status_code == 400
+    assert response.json() == {
+        "message": "Data extension with external key 'Nothing' was not found.",
+        "errorcode": 10000,
+        "documentation": "",
+    }
 
 
 # -- auth and routing -------------------------------------------------------------------------
@@ -345,7 +371,7 @@ def test_fault_429_blocked_has_no_retry_after(sandbox: MarketingCloudSandbox) ->
 def test_simple_faults(sandbox: MarketingCloudSandbox, kind: str, status: int, errorcode: int) -> None:
     token = get_token(sandbox)
     sandbox.inject(kind)
-    response = put_row(sandbox, token, "SK-1", {"A": "1"})
+    response = put_row(sandbox, token, "SK-1", {"FirstName": "1"})
     assert response.status_code == status
     assert response.json()["errorcode"] == errorcode
     assert set(response.json()) == {"message", "errorcode", "documentation"}
@@ -453,9 +479,10 @@ def test_control_endpoints(sandbox: MarketingCloudSandbox) -> None:
         assert session.post(f"{control}/faults", json={"kind": "bogus"}, timeout=5).status_code == 400
         assert put_row(sandbox, token, "SK-1", {}).status_code == 429
         assert session.delete(f"{control}/faults", timeout=5).status_code == 200
-        assert put_row(sandbox, token, "SK-1", {"A": "b"}).status_code == 200
+        assert put_row(sandbox, token, "SK-1", {"FirstName": "b"}).status_code == 200
 
-        assert session.get(f"{control}/rows/{DE}", timeout=5).json() == {"SK-1": {"A": "b", "SubscriberKey": "SK-1"}}
+        rows = session.get(f"{control}/rows/{DE}", timeout=5).json()
+        assert rows == {"SK-1": {"FirstName": "b", "SubscriberKey": "SK-1"}}
         log = session.get(f"{control}/log", timeout=5).json()
         assert [entry["status"] for entry in log] == [200, 429, 200]
 
