@@ -164,6 +164,7 @@ class DeadLetterAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "reason",
         "http_status",
         "error_code",
+        "error_detail",
         "original_event",
         "created_at",
         "replayed_at",

@@ -202,6 +202,9 @@ class DeadLetter(models.Model):
     reason = models.TextField()
     http_status = models.PositiveIntegerField(null=True, blank=True)
     error_code = models.CharField(max_length=20, blank=True)
+    # The external system's error body as it answered (Marketing Cloud: message, errorcode and
+    # every additionalErrors item), so a 10006 shows which column or value was refused.
+    error_detail = models.JSONField(default=dict, blank=True)
     original_event = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     replayed_at = models.DateTimeField(null=True, blank=True)

@@ -62,12 +62,17 @@ ConfigT = TypeVar("ConfigT", bound=EmulatorConfig)
 
 @dataclass
 class Reply:
-    """An emulator's answer: a status, a JSON-able body (None for an empty one) and extra headers."""
+    """An emulator's answer: a status, a JSON-able body (None for an empty one) and extra headers.
+
+    ``raw`` is a body sent as it is instead, with its own ``content_type`` (a SOAP envelope).
+    """
 
     status: int
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     reset: bool = False  # drop the connection without answering
+    raw: bytes | None = None
+    content_type: str | None = None
 
 
 class ApiError(Exception):
@@ -174,10 +179,15 @@ class EmulatorHandler(BaseHTTPRequestHandler):
 
     def _write(self, reply: Reply) -> None:
         emulator = self.server.emulator
-        payload = b"" if reply.body is None else json.dumps(reply.body).encode("utf-8")
+        if reply.raw is not None:
+            payload = reply.raw
+        else:
+            payload = b"" if reply.body is None else json.dumps(reply.body).encode("utf-8")
         try:
             self.send_response(reply.status)
-            if reply.body is not None or emulator.content_type_without_body:
+            if reply.raw is not None:
+                self.send_header("Content-Type", reply.content_type or emulator.content_type)
+            elif reply.body is not None or emulator.content_type_without_body:
                 self.send_header("Content-Type", emulator.content_type)
             self.send_header("Content-Length", str(len(payload)))
             for name, value in reply.headers.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 
 class TransportError(Exception):
@@ -11,7 +12,9 @@ class TransportError(Exception):
     ``permanent`` errors (bad request, forbidden) will fail again unchanged and go
     straight to the dead-letter list; transient ones (throttling, 5xx, timeouts,
     resets) are retried later with backoff. ``retry_after`` is the server's own
-    minimum wait in seconds, when it gave one.
+    minimum wait in seconds, when it gave one. ``detail`` is the system's error body as it
+    answered it (for Marketing Cloud ``message``, ``errorcode`` and any ``additionalErrors``),
+    kept so a dead letter shows every cause the system named.
     """
 
     def __init__(
@@ -22,8 +25,10 @@ class TransportError(Exception):
         http_status: int | None = None,
         error_code: str = "",
         retry_after: float | None = None,
+        detail: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
+        self.detail = detail
         self.message = message
         self.permanent = permanent
         self.http_status = http_status

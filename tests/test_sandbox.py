@@ -6,12 +6,15 @@ free port.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import jwt
 import pytest
 import requests
+from defusedxml import ElementTree as SafeET
 
 from integrations.marketing_cloud.sandbox.journey import (
     DEMO_EVENT_DEFINITION_KEY,
@@ -25,6 +28,7 @@ from integrations.marketing_cloud.sandbox.journey import (
     sign_execute,
 )
 from integrations.marketing_cloud.sandbox.server import MarketingCloudSandbox, SandboxConfig
+from integrations.marketing_cloud.schema import INDIVIDUAL, DataExtensionField, DataExtensionSchema
 
 DE = "Individual"
 # At least 32 bytes, as RFC 7518 asks of HS256 keys (PyJWT warns about shorter ones).
@@ -145,11 +149,13 @@ def test_token_body_not_json(sandbox: MarketingCloudSandbox) -> None:
 
 def test_put_upserts_and_merges(sandbox: MarketingCloudSandbox) -> None:
     token = get_token(sandbox)
-    first = put_row(sandbox, token, "SK-1", {"EmailAddress": "a@example.com", "Age": 31, "Opt": True, "Gone": None})
+    # Field names are matched case-insensitively and stored under their declared names.
+    values = {"emailaddress": "a@example.com", "SubscriberId": 31, "Gender": None}
+    first = put_row(sandbox, token, "SK-1", values)
     assert first.status_code == 200
     assert first.json() == {
         "keys": {"SubscriberKey": "SK-1"},
-        "values": {"EmailAddress": "a@example.com", "Age": "31", "Opt": "True", "Gone": ""},
+        "values": {"EmailAddress": "a@example.com", "SubscriberId": "31", "Gender": ""},
     }
     second = put_row(sandbox, token, "SK-1", {"FirstName": "Ann"})
     assert second.json()["values"]["FirstName"] == "Ann"
@@ -157,9 +163,8 @@ def test_put_upserts_and_merges(sandbox: MarketingCloudSandbox) -> None:
     assert sandbox.rows(DE) == {
         "SK-1": {
             "EmailAddress": "a@example.com",
-            "Age": "31",
-            "Opt": "True",
-            "Gone": "",
+            "SubscriberId": "31",
+            "Gender": "",
             "SubscriberKey": "SK-1",
             "FirstName": "Ann",
         }
@@ -214,12 +219,28 @@ def test_rowset_post_upserts_each(sandbox: MarketingCloudSandbox) -> None:
     assert bad.json()["errorcode"] == 10002
 
 
+PURCHASES = DataExtensionSchema(
+    "Purchases",
+    "Purchases",
+    (
+        DataExtensionField("Store", "Number", is_primary_key=True),
+        DataExtensionField("Receipt", "Text", 20, is_primary_key=True),
+        DataExtensionField("Total", "Decimal", scale=2),
+        DataExtensionField("Paid", "Boolean"),
+    ),
+)
+
+
 def test_rowset_with_compound_key(sandbox: MarketingCloudSandbox) -> None:
+    sandbox.declare(PURCHASES)
     token = get_token(sandbox)
-    items = [{"keys": {"Store": "12", "Receipt": "900"}, "values": {"Total": 19.5}}]
+    items = [{"keys": {"Store": "12", "Receipt": "900"}, "values": {"Total": 19.5, "Paid": True}}]
     url = f"{sandbox.url}/hub/v1/dataevents/key:Purchases/rowset"
     assert requests.post(url, json=items, headers=auth(token), timeout=5).status_code == 200
-    assert sandbox.rows("Purchases") == {"12|900": {"Total": "19.5", "Store": "12", "Receipt": "900"}}
+    assert sandbox.rows("Purchases") == {"12|900": {"Total": "19.5", "Paid": "True", "Store": "12", "Receipt": "900"}}
+    # Both key fields are needed, and only key fields may be keys.
+    half = requests.post(url, json=[{"keys": {"Store": "12"}, "values": {}}], headers=auth(token), timeout=5)
+    assert half.status_code == 400 and half.json()["errorcode"] == 10000
 
 
 def test_get_rowset_pages_and_lowercases(sandbox: MarketingCloudSandbox) -> None:
@@ -249,10 +270,15 @@ def test_get_rowset_pages_and_lowercases(sandbox: MarketingCloudSandbox) -> None
             if "next" not in data["links"]:
                 break
             assert "$page=" + str(page + 1) in data["links"]["next"]
+            assert data["links"]["next"] == f"/v1/customobjectdata/token/{data['requestToken']}/rowset?$page={page + 1}"
             page += 1
     assert pages == 3
     assert len(seen) == 120
-    assert seen[0] == {"keys": {"subscriberkey": "SK-000"}, "values": {"emailaddress": "user0@example.com"}}
+    # Every declared field comes back, lower-cased, "" when empty (as a tenant answers).
+    assert seen[0]["keys"] == {"subscriberkey": "SK-000"}
+    assert seen[0]["values"]["emailaddress"] == "user0@example.com"
+    assert set(seen[0]["values"]) == {f.name.lower() for f in INDIVIDUAL.fields if not f.is_primary_key}
+    assert seen[0]["values"]["firstname"] == ""
     assert seen[-1]["keys"] == {"subscriberkey": "SK-119"}
 
 
@@ -274,12 +300,274 @@ def test_get_rowset_filter_and_order(sandbox: MarketingCloudSandbox) -> None:
     assert bad.status_code == 400
 
 
-def test_get_unknown_data_extension_is_empty(sandbox: MarketingCloudSandbox) -> None:
+def test_get_unknown_data_extension_is_refused(sandbox: MarketingCloudSandbox) -> None:
     token = get_token(sandbox)
     response = requests.get(f"{sandbox.url}/data/v1/customobjectdata/key/Nothing/rowset", headers=auth(token))
-    assert response.status_code == 200
-    assert response.json()["count"] == 0
-    assert response.json()["items"] == []
+    assert response.status_code == 400
+    assert response.json() == {
+        "message": "Data extension with external key 'Nothing' was not found.",
+        "errorcode": 10000,
+        "documentation": "",
+    }
+
+
+# -- a strict data extension, as a tenant's --------------------------------------------------
+
+
+def refused(response: requests.Response) -> list[str]:
+    """The additionalErrors messages of a 10006 answer, after checking its shape."""
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["errorcode"] == 10006 and body["message"].startswith("Unable to save rows for data extension ID ")
+    assert set(body) == {"message", "errorcode", "documentation", "additionalErrors"}
+    return [item["message"] for item in body["additionalErrors"]]
+
+
+def test_unknown_data_extension_key_is_refused_everywhere(sandbox: MarketingCloudSandbox) -> None:
+    token = get_token(sandbox)
+    put = requests.put(
+        f"{sandbox.url}/hub/v1/dataevents/key:Individuals/rows/SubscriberKey:SK-1",
+        json={"values": {"FirstName": "Ada"}},
+        headers=auth(token),
+        timeout=5,
+    )
+    rowset = requests.post(
+        f"{sandbox.url}/hub/v1/dataevents/key:Individuals/rowset",
+        json=[{"keys": {"SubscriberKey": "SK-1"}, "values": {}}],
+        headers=auth(token),
+        timeout=5,
+    )
+    for response in (put, rowset):
+        assert response.status_code == 400
+        assert response.json()["errorcode"] == 10000
+        assert "Individuals" in response.json()["message"]
+    assert sandbox.rows("Individuals") == {} and sandbox.rows(DE) == {}
+
+
+def test_unknown_column_wrong_type_and_too_long_are_refused_with_additional_errors(
+    sandbox: MarketingCloudSandbox,
+) -> None:
+    token = get_token(sandbox)
+    response = put_row(
+        sandbox,
+        token,
+        "SK-1",
+        {
+            "MasterId": "m-1",
+            "SubscriberId": "abc",
+            "BirthDate": "someday",
+            "EmailAddress": "not-an-email",
+            "FirstName": "A" * 101,
+        },
+    )
+    assert refused(response) == [
+        "MasterId: The column [MasterId] does not exist in the data extension.",
+        "SubscriberId: The value for column [SubscriberId] is not a valid number.",
+        "BirthDate: The value for column [BirthDate] is not a valid date.",
+        "EmailAddress: The value for column [EmailAddress] is not a valid email address. Parse error "
+        "[InvalidEmailAddress]",
+        "FirstName: The value for column [FirstName] exceeds the maximum length of 100 characters.",
+    ]
+    assert sandbox.rows(DE) == {}
+    # Exactly at the limit is fine.
+    assert put_row(sandbox, token, "SK-1", {"FirstName": "A" * 100}).status_code == 200
+
+
+def test_a_rowset_with_one_bad_row_fails_as_a_whole(sandbox: MarketingCloudSandbox) -> None:
+    token = get_token(sandbox)
+    items = [
+        {"keys": {"SubscriberKey": "SK-1"}, "values": {"GlobalPartyId": "m-1"}},
+        {"keys": {"SubscriberKey": "SK-2"}, "values": {"GlobalPartyID ": "m-2"}},  # trailing space: no such field
+        {"keys": {"SubscriberKey": "SK-3"}, "values": {"GlobalPartyId": "m-3"}},
+    ]
+    response = requests.post(f"{sandbox.url}{ROWSET}", json=items, headers=auth(token), timeout=5)
+    assert refused(response) == ["GlobalPartyID : The column [GlobalPartyID ] does not exist in the data extension."]
+    assert sandbox.rows(DE) == {}
+
+
+def test_a_wrong_primary_key_name_is_refused_as_a_tenant_refuses_it(sandbox: MarketingCloudSandbox) -> None:
+    token = get_token(sandbox)
+    response = requests.put(
+        f"{sandbox.url}{ROWS}/EmailAddress:a@example.com", json={"values": {}}, headers=auth(token), timeout=5
+    )
+    assert response.status_code == 400
+    assert response.json() == {
+        "message": "Primary key 'emailaddress' does not exist.",
+        "errorcode": 10000,
+        "documentation": "",
+    }
+
+
+def test_required_fields_are_required_on_insert_not_on_update(sandbox: MarketingCloudSandbox) -> None:
+    sandbox.declare(
+        DataExtensionSchema(
+            "Leads",
+            "Leads",
+            (
+                DataExtensionField("LeadKey", "Text", 50, is_primary_key=True),
+                DataExtensionField("Email", "EmailAddress", is_required=True),
+                DataExtensionField("Score", "Number"),
+            ),
+        )
+    )
+    token = get_token(sandbox)
+    url = f"{sandbox.url}/hub/v1/dataevents/key:Leads/rows/LeadKey:L-1"
+    missing = requests.put(url, json={"values": {"Score": 3}}, headers=auth(token), timeout=5)
+    assert refused(missing) == ["Email: The value for column [Email] is required."]
+    assert requests.put(url, json={"values": {"Email": "l@example.com"}}, headers=auth(token), timeout=5).ok
+    assert requests.put(url, json={"values": {"Score": 4}}, headers=auth(token), timeout=5).ok
+    emptied = requests.put(url, json={"values": {"Email": ""}}, headers=auth(token), timeout=5)
+    assert refused(emptied) == ["Email: The value for column [Email] is required."]
+    assert sandbox.rows("Leads") == {"L-1": {"Email": "l@example.com", "Score": "4", "LeadKey": "L-1"}}
+
+
+def test_declaring_through_the_control_endpoint(sandbox: MarketingCloudSandbox) -> None:
+    declaration = {"key": "Prefs", "fields": [{"name": "Key", "isPrimaryKey": True, "maxLength": 10}]}
+    assert requests.post(f"{sandbox.url}/__sandbox/data-extensions", json=declaration, timeout=5).ok
+    listed = requests.get(f"{sandbox.url}/__sandbox/data-extensions", timeout=5).json()
+    assert [d["key"] for d in listed] == ["Individual", "Prefs"]
+    assert listed[1]["fields"][0] == {
+        "name": "Key",
+        "fieldType": "Text",
+        "maxLength": 10,
+        "isRequired": True,
+        "isPrimaryKey": True,
+        "scale": 0,
+    }
+    bad = requests.post(f"{sandbox.url}/__sandbox/data-extensions", json={"key": "X", "fields": []}, timeout=5)
+    assert bad.status_code == 400
+    sandbox.reset()
+    assert [schema.key for schema in sandbox.data_extensions()] == ["Individual"]
+
+
+def test_a_token_without_the_write_scope_cannot_write(sandbox: MarketingCloudSandbox) -> None:
+    token = get_token(sandbox, scope="data_extensions_read")
+    response = put_row(sandbox, token, "SK-1", {"FirstName": "Ada"})
+    assert response.status_code == 403 and response.json()["errorcode"] == 20000
+    read = requests.get(f"{sandbox.url}{QUERY}", headers=auth(token), timeout=5)
+    assert read.status_code == 200
+    sandbox.configure(scope="data_extensions_write")
+    granted = requests.post(
+        f"{sandbox.url}/v2/token",
+        json={
+            "grant_type": "client_credentials",
+            "client_id": "sandbox-client-id",
+            "client_secret": "sandbox-client-secret",
+        },
+        timeout=5,
+    ).json()
+    assert granted["scope"] == "data_extensions_write"
+
+
+# -- row reads as a tenant answers them -------------------------------------------------------
+
+MC_TIME = dt.timezone(dt.timedelta(hours=-6))  # stated independently of the code under test
+
+
+def test_dates_are_stored_and_read_in_marketing_cloud_time(sandbox: MarketingCloudSandbox) -> None:
+    token = get_token(sandbox)
+    put_row(sandbox, token, "A", {"ModifiedDate": "2024-06-23T06:00:00Z"})  # an instant: midnight in MC time
+    put_row(sandbox, token, "B", {"ModifiedDate": "2024-06-23T13:05:09"})  # no offset: MC time as it is
+    put_row(sandbox, token, "C", {"ModifiedDate": "7/4/2024 9:30:00 PM"})  # Marketing Cloud's own format
+    # July: Chicago would be on daylight saving time (UTC-5); Marketing Cloud stays at UTC-6.
+    put_row(sandbox, token, "D", {"ModifiedDate": "2024-07-04T03:30:00+00:00"})
+    data = requests.get(f"{sandbox.url}{QUERY}", headers=auth(token), timeout=5).json()
+    dates = {item["keys"]["subscriberkey"]: item["values"]["modifieddate"] for item in data["items"]}
+    assert dates == {
+        "A": "6/23/2024 12:00:00 AM",
+        "B": "6/23/2024 1:05:09 PM",
+        "C": "7/4/2024 9:30:00 PM",
+        "D": "7/3/2024 9:30:00 PM",
+    }
+    # A filter literal is Marketing Cloud time too, and dates compare as dates, not as text.
+    stamp = dt.datetime(2024, 6, 23, 12, 0, tzinfo=MC_TIME).strftime("%Y-%m-%dT%H:%M:%S")
+    later = requests.get(
+        f"{sandbox.url}{QUERY}",
+        params={"$filter": f"ModifiedDate gt '{stamp}'", "$orderBy": "ModifiedDate desc"},
+        headers=auth(token),
+        timeout=5,
+    ).json()
+    assert [item["keys"]["subscriberkey"] for item in later["items"]] == ["C", "D", "B"]
+
+
+def test_pages_hold_2500_rows_and_follow_the_request_token(sandbox: MarketingCloudSandbox) -> None:
+    token = get_token(sandbox)
+    for start in range(0, 2501, 50):
+        items = [
+            {"keys": {"SubscriberKey": f"SK-{n:05d}"}, "values": {"SubscriberId": n}}
+            for n in range(start, min(start + 50, 2501))
+        ]
+        assert requests.post(f"{sandbox.url}{ROWSET}", json=items, headers=auth(token), timeout=10).ok
+    first = requests.get(f"{sandbox.url}{QUERY}", headers=auth(token), timeout=10).json()
+    assert (first["pageSize"], first["count"], len(first["items"])) == (2500, 2501, 2500)
+    # What changes after the first page does not move rows between pages of this read.
+    put_row(sandbox, token, "SK-00000", {"SubscriberId": 1})
+    second = requests.get(f"{sandbox.url}/data{first['links']['next']}", headers=auth(token), timeout=10).json()
+    assert [item["keys"]["subscriberkey"] for item in second["items"]] == ["SK-02500"]
+    assert second["page"] == 2 and "next" not in second["links"]
+    unknown = requests.get(
+        f"{sandbox.url}/data/v1/customobjectdata/token/nope/rowset?$page=2", headers=auth(token), timeout=5
+    )
+    assert unknown.status_code == 400 and unknown.json()["errorcode"] == 10000
+
+
+# -- SOAP: the data extension's fields --------------------------------------------------------
+
+FIELDS_REQUEST = Path(__file__).parent / "fixtures" / "marketing_cloud" / "soap_retrieve_fields_request.xml"
+
+
+def soap_post(sandbox: MarketingCloudSandbox, body: str) -> requests.Response:
+    return requests.post(
+        f"{sandbox.url}/Service.asmx",
+        data=body.encode(),
+        headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": "Retrieve"},
+        timeout=5,
+    )
+
+
+def test_soap_retrieve_of_the_fields_answers_the_declaration(sandbox: MarketingCloudSandbox) -> None:
+    token = get_token(sandbox)
+    response = soap_post(sandbox, FIELDS_REQUEST.read_text().replace("ACCESS-TOKEN", token))
+    assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/xml")
+    root = SafeET.fromstring(response.content)
+    assert root.tag == "{http://www.w3.org/2003/05/soap-envelope}Envelope"
+    ns = {"p": "http://exacttarget.com/wsdl/partnerAPI", "s": "http://www.w3.org/2003/05/soap-envelope"}
+    message = root.find("s:Body/p:RetrieveResponseMsg", ns)
+    assert message.findtext("p:OverallStatus", namespaces=ns) == "OK"
+    results = message.findall("p:Results", ns)
+    assert [r.get("{http://www.w3.org/2001/XMLSchema-instance}type") for r in results] == ["DataExtensionField"] * len(
+        INDIVIDUAL.fields
+    )
+    first = results[0]
+    assert first.findtext("p:Name", namespaces=ns) == "SubscriberKey"
+    assert first.findtext("p:IsPrimaryKey", namespaces=ns) == "true"
+    assert first.findtext("p:MaxLength", namespaces=ns) == "254"
+    assert first.findtext("p:DataExtension/p:CustomerKey", namespaces=ns) == "Individual"
+    other = soap_post(
+        sandbox, FIELDS_REQUEST.read_text().replace("ACCESS-TOKEN", token).replace(">Individual<", ">Nope<")
+    )
+    assert SafeET.fromstring(other.content).find("s:Body/p:RetrieveResponseMsg", ns).findall("p:Results", ns) == []
+
+
+def test_soap_with_a_bad_token_is_a_login_failed_fault(sandbox: MarketingCloudSandbox) -> None:
+    response = soap_post(sandbox, FIELDS_REQUEST.read_text())
+    assert response.status_code == 500
+    fault = SafeET.fromstring(response.content).find(
+        "{http://schemas.xmlsoap.org/soap/envelope/}Body/{http://schemas.xmlsoap.org/soap/envelope/}Fault"
+    )
+    assert (fault.findtext("faultcode"), fault.findtext("faultstring")) == ("q0:Security", "Login Failed")
+    unreadable = soap_post(sandbox, "<not-soap/>")
+    assert unreadable.status_code == 500
+
+
+def test_soap_refuses_an_unknown_property_as_the_tenant_does(sandbox: MarketingCloudSandbox) -> None:
+    token = get_token(sandbox)
+    body = FIELDS_REQUEST.read_text().replace("ACCESS-TOKEN", token).replace(">MaxLength<", ">Length<")
+    status = SafeET.fromstring(soap_post(sandbox, body).content).findtext(
+        "{http://www.w3.org/2003/05/soap-envelope}Body/{http://exacttarget.com/wsdl/partnerAPI}RetrieveResponseMsg/"
+        "{http://exacttarget.com/wsdl/partnerAPI}OverallStatus"
+    )
+    assert status.startswith("Error: The Request Property(s) Length do not match")
 
 
 # -- auth and routing -------------------------------------------------------------------------
@@ -350,7 +638,7 @@ def test_fault_429_blocked_has_no_retry_after(sandbox: MarketingCloudSandbox) ->
 def test_simple_faults(sandbox: MarketingCloudSandbox, kind: str, status: int, errorcode: int) -> None:
     token = get_token(sandbox)
     sandbox.inject(kind)
-    response = put_row(sandbox, token, "SK-1", {"A": "1"})
+    response = put_row(sandbox, token, "SK-1", {"FirstName": "1"})
     assert response.status_code == status
     assert response.json()["errorcode"] == errorcode
     assert set(response.json()) == {"message", "errorcode", "documentation"}
@@ -458,9 +746,10 @@ def test_control_endpoints(sandbox: MarketingCloudSandbox) -> None:
         assert session.post(f"{control}/faults", json={"kind": "bogus"}, timeout=5).status_code == 400
         assert put_row(sandbox, token, "SK-1", {}).status_code == 429
         assert session.delete(f"{control}/faults", timeout=5).status_code == 200
-        assert put_row(sandbox, token, "SK-1", {"A": "b"}).status_code == 200
+        assert put_row(sandbox, token, "SK-1", {"FirstName": "b"}).status_code == 200
 
-        assert session.get(f"{control}/rows/{DE}", timeout=5).json() == {"SK-1": {"A": "b", "SubscriberKey": "SK-1"}}
+        rows = session.get(f"{control}/rows/{DE}", timeout=5).json()
+        assert rows == {"SK-1": {"FirstName": "b", "SubscriberKey": "SK-1"}}
         log = session.get(f"{control}/log", timeout=5).json()
         assert [entry["status"] for entry in log] == [200, 429, 200]
 

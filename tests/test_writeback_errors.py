@@ -144,3 +144,70 @@ def test_a_401_that_survives_a_fresh_token_is_permanent(journey, sandbox):
     dead = DeadLetter.objects.get()
     assert dead.http_status == 401 and dead.error_code == "0"
     assert sandbox.count("POST", "/v2/token") == 2  # one refresh, not a loop
+
+
+# The sandbox's data extension is declared as the tenant's is: a wrong setting fails here as it
+# would in production, where the lax emulator used to accept anything.
+
+
+def test_a_wrong_master_id_field_is_dead_lettered_with_marketing_clouds_additional_errors(journey, sandbox, settings):
+    settings.MC_MASTER_ID_FIELD = "MasterId"
+    _process_until_writeback(journey)
+    run_queued()
+    dead = DeadLetter.objects.get()
+    assert (dead.stage, dead.http_status, dead.error_code) == ("writeback", 400, "10006")
+    assert dead.error_detail["errorcode"] == 10006
+    assert dead.error_detail["message"].startswith("Unable to save rows for data extension ID ")
+    assert dead.error_detail["additionalErrors"] == [
+        {"message": "MasterId: The column [MasterId] does not exist in the data extension.", "errorcode": 10000}
+    ]
+    assert "MasterId: The column [MasterId] does not exist" in dead.reason
+    step = SyncRun.objects.get().steps.get(outcome="failed")
+    assert step.data["additionalErrors"] == dead.error_detail["additionalErrors"]
+    assert sandbox.rows("Individual") == {}
+
+
+def test_a_wrong_data_extension_key_is_dead_lettered(journey, sandbox, settings):
+    settings.MC_DE_KEY = "Individuals"
+    _process_until_writeback(journey)
+    run_queued()
+    dead = DeadLetter.objects.get()
+    assert (dead.http_status, dead.error_code) == (400, "10000")
+    assert dead.error_detail == {
+        "message": "Data extension with external key 'Individuals' was not found.",
+        "errorcode": 10000,
+    }
+    assert SyncRun.objects.get().status == RunStatus.DEAD
+
+
+def test_a_batch_with_a_wrong_field_dead_letters_every_row_with_its_causes(sandbox, settings):
+    from integrations.choices import MARKETING_CLOUD
+    from integrations.intake import AcceptedEvent, store_events
+    from integrations.marketing_cloud.mapping import subscriber_to_cim
+
+    settings.MC_MASTER_ID_FIELD = "GlobalPartyID "  # a trailing space, as pasted from a spreadsheet
+    for i in range(3):
+        args = subscriber(key=f"SK-{i}", email=f"p{i}@example.com")
+        store_events(
+            [
+                AcceptedEvent(
+                    channel="mc_journey",
+                    system=MARKETING_CLOUD,
+                    external_id=args["SubscriberKey"],
+                    idempotency_key=f"k-{i}",
+                    raw_body=b"{}",
+                    headers={},
+                    content_type="application/jwt",
+                    payload={},
+                    individual_cim=subscriber_to_cim(args),
+                )
+            ]
+        )
+    run_queued()
+    # The rowset failed as a whole; each row was then sent alone and refused with its own cause.
+    assert sandbox.count("POST", "/hub/v1/dataevents/key:Individual/rowset") >= 1
+    letters = list(DeadLetter.objects.all())
+    assert len(letters) == 3
+    assert all(
+        letter.error_detail["additionalErrors"][0]["message"].startswith("GlobalPartyID :") for letter in letters
+    )

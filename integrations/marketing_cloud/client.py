@@ -116,6 +116,13 @@ class MarketingCloudClient:
             row.save()
             return row
 
+    def token_info(self) -> dict[str, Any]:
+        """A new token straight from ``/v2/token``, with the scopes and instance URLs it names.
+
+        Not cached or shared: ``mc_check`` uses it to see what the installed package grants.
+        """
+        return self._fetch_token()
+
     def invalidate_token(self, access_token: str) -> None:
         # Only the token that was refused: another worker may already hold a fresh one.
         AccessToken.objects.filter(system=MARKETING_CLOUD, access_token=access_token).update(
@@ -218,6 +225,7 @@ class MarketingCloudClient:
             permanent=True,
             http_status=status,
             error_code=code,
+            detail=_kept_detail(body),
         )
 
     def upsert_row(self, de_key: str, primary_key: str, key_value: str, values: dict[str, Any]) -> Any:
@@ -235,6 +243,18 @@ class MarketingCloudClient:
         return self.request("POST", f"/hub/v1/dataevents/key:{quote(de_key, safe='')}/rowset", json=rows)
 
 
+def _kept_detail(body: Any) -> dict[str, Any] | None:
+    """The parts of an error body worth keeping: message, errorcode and every additional error."""
+    if not isinstance(body, dict):
+        return None
+    kept: dict[str, Any] = {k: body[k] for k in ("message", "errorcode") if k in body}
+    additional = body.get("additionalErrors")
+    if isinstance(additional, list):
+        items = [item for item in additional[:50] if isinstance(item, dict)]
+        kept["additionalErrors"] = [{k: item[k] for k in ("message", "errorcode") if k in item} for item in items]
+    return kept or None
+
+
 def _error_body(response: requests.Response) -> Any:
     try:
         return response.json()
@@ -247,5 +267,11 @@ def _error_detail(response: requests.Response) -> str:
     if isinstance(body, dict):
         for key in ("message", "error_description", "error"):
             if body.get(key):
-                return str(body[key])[:500]
+                text = str(body[key])[:500]
+                # An aggregate error (10006) says only "Unable to save rows ...": name the causes too.
+                additional = body.get("additionalErrors")
+                if isinstance(additional, list):
+                    causes = [str(i.get("message"))[:300] for i in additional[:3] if isinstance(i, dict)]
+                    text = "; ".join([text, *causes])
+                return text
     return (response.text or response.reason or "").strip()[:200]

@@ -14,6 +14,7 @@ from typing import Any
 from customers.cim import CimValidationError, check_datetime_range, parse_cim_date, parse_cim_datetime
 from customers.normalize import clean_text, normalize_email
 from integrations.choices import MARKETING_CLOUD
+from integrations.marketing_cloud.schema import INDIVIDUAL, parse_mc_datetime
 
 IN_ARGUMENTS = (
     "SubscriberKey",
@@ -43,36 +44,27 @@ SUBSCRIBER_STATUSES = {
     "deleted": "Deleted",
 }
 NOT_MARKETABLE = {"Held", "Unsubscribed"}
-# Subscriber IDs in the data extension come as numbers; everything else as strings.
+# Text lengths as the data extension declares them; a subscriber ID is a number there, kept as text here.
 _MAX_LENGTH = {
-    "SubscriberKey": 254,
-    "EmailAddress": 254,
-    "SubscriberId": 40,
-    "FirstName": 100,
-    "LastName": 100,
-    "MobileNumber": 40,
-    "Gender": 32,
-    "AddressLine1": 200,
-    "City": 100,
-    "PostalCode": 20,
-    "StateProvince": 100,
-    "Country": 100,
-    "GlobalPartyId": 64,
-}
+    column.name: column.max_length
+    for column in INDIVIDUAL.fields
+    if column.max_length is not None and column.field_type in ("Text", "EmailAddress")
+} | {"SubscriberId": 40}
 
 
-def _mc_datetime(value: str, field: str) -> dt.datetime | None:
-    """ISO 8601, or Marketing Cloud's own ``M/D/YYYY h:mm:ss AM`` (its data extensions' format)."""
+def mc_datetime(value: str, field: str) -> dt.datetime | None:
+    """ISO 8601, or Marketing Cloud's own ``M/D/YYYY h:mm:ss AM`` in its system time (UTC-6, no DST).
+
+    Row reads and Journey Builder's data bindings give data extension dates in that format and
+    time (shared reference §6); reading them as UTC would put every change six hours in the past.
+    """
     text = value.strip()
     if "/" not in text:  # no Marketing Cloud date: ISO 8601 or nothing
         return parse_cim_datetime(text, field)
-    for fmt in ("%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y"):
-        try:
-            parsed = dt.datetime.strptime(text, fmt).replace(tzinfo=dt.UTC)
-        except ValueError:
-            continue
-        return check_datetime_range(parsed, field)
-    return parse_cim_datetime(text, field)
+    parsed = parse_mc_datetime(text)
+    if parsed is None:
+        return parse_cim_datetime(text, field)
+    return check_datetime_range(parsed, field)
 
 
 # In-argument names as an activity may have saved them: ours, or a data extension column's
@@ -134,14 +126,14 @@ def subscriber_to_cim(args: dict[str, Any], *, prefix: str = "inArguments") -> d
         raw_birth = values["BirthDate"]
         parsed = None
         if "/" in raw_birth:
-            parsed_dt = _mc_datetime(raw_birth, f"{prefix}.BirthDate")
+            parsed_dt = mc_datetime(raw_birth, f"{prefix}.BirthDate")
             parsed = parsed_dt.date() if parsed_dt else None
             parsed = parse_cim_date(parsed.isoformat(), f"{prefix}.BirthDate") if parsed else None
         else:
             parsed = parse_cim_date(raw_birth, f"{prefix}.BirthDate")
         birth_date = parsed.isoformat() if parsed else None
-    created = _mc_datetime(values["CreatedDate"], f"{prefix}.CreatedDate") if "CreatedDate" in values else None
-    modified = _mc_datetime(values["ModifiedDate"], f"{prefix}.ModifiedDate") if "ModifiedDate" in values else None
+    created = mc_datetime(values["CreatedDate"], f"{prefix}.CreatedDate") if "CreatedDate" in values else None
+    modified = mc_datetime(values["ModifiedDate"], f"{prefix}.ModifiedDate") if "ModifiedDate" in values else None
 
     contact_points: list[dict[str, Any]] = [
         {"contactPointType": "ContactPointEmail", "emailAddress": values["EmailAddress"]}

@@ -1,10 +1,20 @@
 """Reconciliation poller: what no journey call brought in, read from the data extension.
 
 Which API: the REST ``GET /data/v1/customobjectdata/key/{key}/rowset`` with
-``$filter``, ``$orderBy`` and ``$page``/``$pageSize`` (up to 2,500 rows a page). It
-uses the same OAuth token and REST base as the write-back, answers JSON, and
-filters on ``ModifiedDate`` server-side, so a run reads only what changed since the
-watermark. The documented alternative, a SOAP ``Retrieve`` of
+``$filter``, ``$orderBy`` and ``$pageSize`` (up to 2,500 rows a page). It uses the
+same OAuth token and REST base as the write-back, answers JSON, and filters on
+``ModifiedDate`` server-side, so a run reads only what changed since the watermark.
+Later pages are read through ``links.next`` (``/v1/customobjectdata/token/{requestToken}
+/rowset?$page=N``, relative to the REST base's ``/data``): the continuation of the
+first read's result, so a row changed while the run pages on cannot shift another
+across a page boundary, as re-running the query with ``$page=2`` could.
+
+Dates: row reads give ``6/23/2024 12:00:00 AM`` in Marketing Cloud system time (US
+Central Standard Time, UTC-6 all year), and dates written by SQL activities with
+``GETDATE()`` are in that time too (shared reference §6). They are parsed in it,
+the watermark is the instant they name, and the ``$filter`` literal is written in
+it (ISO 8601 without an offset, which the tenant compares as system time
+**(inferred)**). The documented alternative, a SOAP ``Retrieve`` of
 ``DataExtensionObject[key]`` with a ``SimpleFilterPart`` and ``ContinueRequest``
 paging, needs the SOAP endpoint and XML envelopes for the same result; it is what
 to fall back to should a tenant refuse the REST route.
@@ -20,6 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -31,8 +42,9 @@ from customers.cim import CimValidationError
 from customers.models import CrossReference
 from integrations.choices import MARKETING_CLOUD, EventChannel
 from integrations.intake import AcceptedEvent, store_events, store_rejected
-from integrations.marketing_cloud.mapping import IN_ARGUMENTS, subscriber_to_cim
+from integrations.marketing_cloud.mapping import IN_ARGUMENTS, mc_datetime, subscriber_to_cim
 from integrations.marketing_cloud.models import ReconciliationState
+from integrations.marketing_cloud.schema import MC_SYSTEM_TIME
 from integrations.queue import enqueue
 from integrations.transport import TransportError
 
@@ -50,12 +62,10 @@ def row_to_subscriber(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def _parse_modified(value: Any) -> dt.datetime | None:
-    from integrations.marketing_cloud.mapping import _mc_datetime
-
     if not value:
         return None
     try:
-        return _mc_datetime(str(value), "ModifiedDate")
+        return mc_datetime(str(value), "ModifiedDate")
     except CimValidationError:
         return None
 
@@ -64,8 +74,33 @@ def queue_poll() -> str:
     return enqueue(POLL_TASK, task_name="mc-reconciliation")
 
 
+@dataclass
+class ReconciliationRun:
+    """What one run read and sent; ``status`` is "succeeded" or "failed"."""
+
+    de_key: str
+    status: str
+    since: dt.datetime | None
+    watermark: dt.datetime | None
+    rows: int
+    pages: int
+    sent: int
+    rejected: int
+    error: str = ""
+
+    def summary(self) -> str:
+        if self.status == "failed":
+            return f"failed: {self.error}"
+        return f"{self.rows} rows in {self.pages} page(s), {self.sent} sent"
+
+
 def poll_data_extension(client: Any = None) -> str:
     """django-q2 entry point (scheduled, or started by hand in the admin)."""
+    return reconcile(client).summary()
+
+
+def reconcile(client: Any = None) -> ReconciliationRun:
+    """Read every row changed since the watermark (less the overlap) and send what the hub lacks."""
     from integrations.marketing_cloud.client import MarketingCloudClient
 
     de_key = settings.MC_DE_KEY
@@ -81,32 +116,48 @@ def poll_data_extension(client: Any = None) -> str:
     high_water = state.watermark
     try:
         client = client or MarketingCloudClient.from_settings()
-        page = 1
-        while True:
-            body = client.request("GET", _page_path(de_key, since, page, state.page_size))
-            items = (body or {}).get("items") or []
+        path: str | None = _first_page_path(de_key, since, state.page_size)
+        while path is not None:
+            body = client.request("GET", path) or {}
+            items = body.get("items") or []
             totals["pages"] += 1
             totals["rows"] += len(items)
             high_water = _take_page(items, totals, high_water)
-            if not items or not ((body or {}).get("links") or {}).get("next"):
-                break
-            page += 1
+            path = _next_page_path((body.get("links") or {}).get("next")) if items else None
     except TransportError as exc:
         _finish(de_key, "failed", totals, high_water=None, error=exc.message)
         logger.warning(
             "reconciliation of %s failed after %s page(s): %s", de_key, totals["pages"], exc.http_status or "network"
         )
-        return f"failed: {exc.message}"
-    _finish(de_key, "succeeded", totals, high_water=high_water)
-    return f"{totals['rows']} rows in {totals['pages']} page(s), {totals['sent']} sent"
+        return ReconciliationRun(de_key, "failed", since, state.watermark, error=exc.message, **totals)
+    watermark = _finish(de_key, "succeeded", totals, high_water=high_water)
+    return ReconciliationRun(de_key, "succeeded", since, watermark, **totals)
 
 
-def _page_path(de_key: str, since: dt.datetime | None, page: int, page_size: int) -> str:
-    query = f"$page={page}&$pageSize={page_size}&$orderBy={quote('ModifiedDate asc')}"
+def mc_filter_stamp(moment: dt.datetime) -> str:
+    """``moment`` as a ``$filter`` date literal: ISO 8601 in Marketing Cloud system time, no offset."""
+    return moment.astimezone(MC_SYSTEM_TIME).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _first_page_path(de_key: str, since: dt.datetime | None, page_size: int) -> str:
+    query = f"$page=1&$pageSize={page_size}&$orderBy={quote('ModifiedDate asc')}"
     if since is not None:
-        stamp = since.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        query += "&$filter=" + quote(f"ModifiedDate gt '{stamp}'")
+        query += "&$filter=" + quote(f"ModifiedDate gt '{mc_filter_stamp(since)}'")
     return f"/data/v1/customobjectdata/key/{quote(de_key, safe='')}/rowset?{query}"
+
+
+def _next_page_path(link: Any) -> str | None:
+    """The REST path of ``links.next``, which the tenant gives relative to ``/data``.
+
+    Only a continuation of a row read is followed: the link comes from the other side, and the
+    client sends our token wherever it points.
+    """
+    if not isinstance(link, str) or not link:
+        return None
+    path = link if link.startswith("/data/") else "/data" + (link if link.startswith("/") else "/" + link)
+    if not path.startswith("/data/v1/customobjectdata/") or "://" in path or ".." in path:
+        raise TransportError(f"unexpected links.next in a row read: {link[:100]!r}", permanent=True)
+    return path
 
 
 def _take_page(items: list[dict[str, Any]], totals: dict[str, int], high_water: dt.datetime | None) -> Any:
@@ -164,7 +215,8 @@ def _take_page(items: list[dict[str, Any]], totals: dict[str, int], high_water: 
 
 def _finish(
     de_key: str, status: str, totals: dict[str, int], *, high_water: dt.datetime | None, error: str = ""
-) -> None:
+) -> dt.datetime | None:
+    """Record the run; returns the watermark as it stands afterwards."""
     with transaction.atomic():
         state = ReconciliationState.objects.select_for_update().get(de_key=de_key)
         if high_water is not None and (state.watermark is None or high_water > state.watermark):
@@ -177,3 +229,4 @@ def _finish(
         state.last_rows_rejected = totals["rejected"]
         state.last_error = error[:2000]
         state.save()
+        return state.watermark

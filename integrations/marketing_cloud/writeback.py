@@ -266,6 +266,8 @@ def _apply(results: list[RowResult], *, started: dt.datetime, batch_size: int) -
             "retryAfter": error.retry_after,
             "batchSize": batch_size,
         }
+        if error.detail and error.detail.get("additionalErrors"):
+            data["additionalErrors"] = error.detail["additionalErrors"]
         if error.permanent or attempt >= max_attempts:
             why = "permanent failure" if error.permanent else f"gave up after {attempt} attempts"
             reason = f"{why}: {error.message}"
@@ -328,6 +330,7 @@ def _apply(results: list[RowResult], *, started: dt.datetime, batch_size: int) -
                     reason=reason[:4000],
                     http_status=error.http_status,
                     error_code=(error.error_code or "")[:20],
+                    error_detail=error.detail or {},
                     original_event=event_snapshot(snapshots[run.event_id]) if run.event_id in snapshots else {},
                 )
                 for run, reason, error in dead

@@ -3,7 +3,9 @@
 Migrates, makes a local admin (its password printed once), then starts together
 the web server (gunicorn), the django-q2 cluster and the Marketing Cloud sandbox,
 plays the demo subscribers through the real intake endpoint signed as Journey
-Builder signs them, and prints where to look. Ctrl-C stops every process.
+Builder signs them, registers the hub's ENS callback with the sandbox, runs
+``mc_check`` against it and prints its result, and prints where to look. Ctrl-C
+stops every process.
 """
 
 from __future__ import annotations
@@ -118,6 +120,8 @@ class Command(BaseCommand):
             self._wait_for(f"{web_url}/api/health", processes, "web server")
             if not no_demo and use_sandbox:
                 self._play_demo(web_url, env["MC_JWT_SECRET"], sandbox_port)
+            if use_sandbox:
+                self._check_tenant(web_url, env, base_dir)
             self.stdout.write(self.style.SUCCESS(f"\nThe hub is up. Admin: {web_url}/admin/  (user admin)"))
             self.stdout.write(f"API schema: {web_url}/api/schema/   Health: {web_url}/api/health")
             if use_sandbox:
@@ -192,6 +196,27 @@ class Command(BaseCommand):
             time.sleep(0.3)
         raise CommandError(f"the {what} did not answer at {url} within 60 s")
 
+    def _check_tenant(self, web_url: str, env: dict[str, str], base_dir: Path) -> None:
+        """Register the ENS callback with the sandbox, then print what ``mc_check`` finds."""
+        python = sys.executable
+        # Children get the sandbox's settings through env; this process keeps its own.
+        register = [python, "manage.py", "mc_ens_register", f"{web_url}/api/v1/marketing-cloud/ens", "--allow-insecure"]
+        registered = subprocess.run(register, cwd=base_dir, env=env, capture_output=True, text=True, timeout=90)  # noqa: S603
+        if registered.returncode != 0:
+            self.stderr.write(f"ENS registration with the sandbox failed: {registered.stderr.strip()[-300:]}")
+        self.stdout.write("\nTenant self-check (manage.py mc_check) against the sandbox:")
+        checked = subprocess.run(  # noqa: S603 - our own argv
+            [python, "manage.py", "mc_check", "--hub-url", web_url],
+            cwd=base_dir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        self.stdout.write(checked.stdout.rstrip())
+        if checked.returncode != 0:
+            self.stderr.write(checked.stderr.strip()[-500:] or "mc_check reported failures (above).")
+
     def _play_demo(self, web_url: str, jwt_secret: str, sandbox_port: int) -> None:
         from integrations.marketing_cloud.sandbox.journey import DEMO_SUBSCRIBERS, send_demo
 
@@ -209,13 +234,16 @@ class Command(BaseCommand):
         ).json()["access_token"]
         for args in DEMO_SUBSCRIBERS:
             values = {k: v for k, v in args.items() if k != settings.MC_DE_PRIMARY_KEY}
-            requests.put(
+            answer = requests.put(
                 f"{sandbox_url}/hub/v1/dataevents/key:{settings.MC_DE_KEY}/rows/{settings.MC_DE_PRIMARY_KEY}:"
                 f"{args['SubscriberKey']}",
                 json={"values": values},
                 timeout=5,
                 headers={"Authorization": f"Bearer {token}"},
             )
+            if answer.status_code != 200:
+                # The sandbox's data extension is strict, as a tenant's: say what it refused.
+                self.stderr.write(f"the sandbox refused a demo row: {answer.status_code} {answer.text[:300]}")
         self.stdout.write(f"Playing {len(DEMO_SUBSCRIBERS)} demo subscribers as Journey Builder ...")
         responses = send_demo(f"{web_url}/api/v1/marketing-cloud/journey/execute", jwt_secret)
         event_ids = [r.json().get("eventId") for r in responses if r.status_code == 200]

@@ -3,6 +3,13 @@
 The hub is developed and tested without a real Marketing Cloud tenant, so this module answers the
 auth (``/v2/token``) and data extension REST calls with the same request and error shapes as SFMC,
 and adds switches for latency and injected failures so retry and back-off code can be exercised.
+Its data extensions are strict, as a tenant's are: each is declared with its fields (by default
+:data:`~integrations.marketing_cloud.schema.INDIVIDUAL`, the one declaration the hub, ``make run``
+and the tests share), and writes that do not fit are refused with Marketing Cloud's error shape
+(see :mod:`.data_extensions`). Row reads answer as a tenant does: lower-cased field names, dates in
+Marketing Cloud system time, 2,500 rows a page and ``links.next`` continuing through a request
+token. The SOAP endpoint (``/Service.asmx``) retrieves data extensions and their fields
+(:mod:`.soap`), which ``manage.py mc_check`` reads.
 It also plays the Event Notification Service (ENS): callbacks are registered and verified through
 ``/platform/v1/ens-*`` as on a real tenant, and :meth:`MarketingCloudSandbox.deliver_ens` pushes
 signed event batches to them (the signing lives in :mod:`.ens`).
@@ -18,13 +25,20 @@ import http.client
 import json
 import re
 import secrets
+import time
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
+from integrations.marketing_cloud.sandbox import soap
+from integrations.marketing_cloud.sandbox.data_extensions import (
+    SandboxDataExtension,
+    data_extension_error,
+    unknown_data_extension,
+)
 from integrations.marketing_cloud.sandbox.ens import (
     SIGNATURE_HEADER,
     encode_batch,
@@ -32,13 +46,21 @@ from integrations.marketing_cloud.sandbox.ens import (
     sign_ens,
     tamper_signature,
 )
+from integrations.marketing_cloud.schema import INDIVIDUAL, DataExtensionField, DataExtensionSchema
 from integrations.sandbox_http import ApiError, EmulatorServer, Fault, Reply
 
 __all__ = ["FAULT_KINDS", "MarketingCloudSandbox", "SandboxConfig"]
 
 DOCS_URL = "https://developer.salesforce.com/docs/atlas.en-us.mc-apis.meta/mc-apis/error-handling.htm"
 OAUTH_ERROR_URI = "https://developer.salesforce.com"
-TOKEN_SCOPE = "data_extensions_read data_extensions_write list_and_subscribers_read"
+# What an installed package with the hub's permissions grants (shared reference §3.4).
+TOKEN_SCOPE = (
+    "data_extensions_read data_extensions_write list_and_subscribers_read "
+    "event_notification_callback_create event_notification_callback_read event_notification_callback_update "
+    "event_notification_callback_delete event_notification_subscription_create "
+    "event_notification_subscription_read event_notification_subscription_update "
+    "event_notification_subscription_delete"
+)
 TOKEN_PATH = "/v2/token"
 FAULT_KINDS = frozenset({"429", "429-blocked", "500", "503", "400", "403", "401", "timeout", "reset"})
 
@@ -48,7 +70,12 @@ DEFAULT_RETRY_AFTER = 5
 
 _ROW_PATH = re.compile(r"^/hub/v1/dataevents/key:([^/]+)/rows/([^/]+)$")
 _ROWSET_PATH = re.compile(r"^/hub/v1/dataevents/key:([^/]+)/rowset$")
-_QUERY_PATH = re.compile(r"^/data/v1/customobjectdata/key/([^/]+)/rowset$")
+_QUERY_PATH = re.compile(r"^/data/v1/customobjectdata/key/([^/]+)/rowset/?$")
+# links.next of a row read: the continuation of the same result through its request token.
+_TOKEN_QUERY_PATH = re.compile(r"^/data/v1/customobjectdata/token/([^/]+)/rowset/?$")
+SOAP_PATH = "/Service.asmx"
+# A row read's request token lives this long (tokenExpireDateUtc of a real read is 20 minutes on).
+ROW_TOKEN_TTL = 20 * 60
 # The primary key value in a row path is usually a subscriber key or an email address: it is
 # replaced before anything is logged so personal data never reaches a log.
 _ROW_VALUE_IN_PATH = re.compile(r"(/rows/[^/]*?(?::|%3[aA]))[^/]*")
@@ -67,14 +94,6 @@ ENS_MAX_SUBSCRIPTIONS_PER_CALLBACK = 200
 # Fully qualified event types are NotificationEventCategory.NotificationEventType.
 _ENS_EVENT_TYPE = re.compile(r"^[A-Za-z]+\.[A-Za-z]+$")
 _ENS_FILTER = re.compile(r"^([A-Za-z_][\w]*)=(.*)$", re.DOTALL)
-_FILTER_OPS: dict[str, Callable[[str, str], bool]] = {
-    "eq": lambda a, b: a == b,
-    "ne": lambda a, b: a != b,
-    "gt": lambda a, b: a > b,
-    "ge": lambda a, b: a >= b,
-    "lt": lambda a, b: a < b,
-    "le": lambda a, b: a <= b,
-}
 
 
 @dataclass
@@ -93,14 +112,18 @@ class SandboxConfig:
     allow_insecure_callbacks: bool = True
     ens_verify_timeout: float = 30.0  # seconds ENS waits for the callback to answer its verification POST
     ens_delivery_timeout: float = 3.0  # seconds a callback has to answer a notification batch
+    scope: str = TOKEN_SCOPE  # the scopes tokens are granted, space-separated
 
 
 @dataclass
-class _DataExtension:
-    key_columns: tuple[str, ...]
-    object_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    # Insertion-ordered, as the GET rowset pages through rows in the order they were created.
-    rows: dict[str, dict[str, str]] = field(default_factory=dict)
+class _RowToken:
+    """A row read's result: its rows' keys, fixed at the first page, read page by page."""
+
+    de_key: str
+    keys: list[str]
+    page_size: int
+    expires: float  # monotonic
+    expires_utc: datetime
 
 
 @dataclass
@@ -166,17 +189,6 @@ def redact_path(path: str) -> str:
     return _ROW_VALUE_IN_PATH.sub(r"\1*", path)
 
 
-def _as_cell(value: Any) -> str:
-    # SFMC stores every data extension value as text; booleans come back as True/False.
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (bool, int, float)):
-        return str(value)
-    raise _rest_error(400, 10001, "Invalid data type")
-
-
 def _parse_json(body: bytes) -> Any:
     try:
         return json.loads(body.decode("utf-8"))
@@ -184,23 +196,16 @@ def _parse_json(body: bytes) -> Any:
         raise _rest_error(400, 10004, "Invalid message format") from None
 
 
-def _checked_values(item: Any) -> dict[str, str]:
-    values = item.get("values") if isinstance(item, dict) else None
-    if not isinstance(values, dict):
-        raise _rest_error(400, 10002, "Missing required field: values")
-    return {name: _as_cell(value) for name, value in values.items()}
-
-
-def _checked_keys(item: dict[str, Any]) -> dict[str, str]:
-    keys = item.get("keys")
+def _checked_item(item: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``keys`` and ``values`` of one rowset item, both objects (values may be empty)."""
+    if not isinstance(item, dict):
+        raise _rest_error(400, 10004, "Invalid message format")
+    keys, values = item.get("keys"), item.get("values")
     if not isinstance(keys, dict) or not keys:
         raise _rest_error(400, 10002, "Missing required field: keys")
-    result = {}
-    for name, value in keys.items():
-        if value is None:
-            raise _rest_error(400, 10005, "Invalid value")
-        result[name] = _as_cell(value)
-    return result
+    if not isinstance(values, dict):
+        raise _rest_error(400, 10002, "Missing required field: values")
+    return keys, values
 
 
 def _parse_filter(expression: str) -> list[tuple[str, str, str]]:
@@ -297,6 +302,134 @@ def _positive_int(raw: str | None, default: int) -> int:
     return number
 
 
+_SOAP_PROPERTIES = {
+    "DataExtension": (
+        "ObjectID",
+        "CustomerKey",
+        "Name",
+        "Description",
+        "IsSendable",
+        "IsTestable",
+        "CategoryID",
+        "CreatedDate",
+        "ModifiedDate",
+        "Client.ID",
+    ),
+    "DataExtensionField": (
+        "ObjectID",
+        "CustomerKey",
+        "Name",
+        "DefaultValue",
+        "MaxLength",
+        "IsRequired",
+        "Ordinal",
+        "IsPrimaryKey",
+        "FieldType",
+        "Scale",
+        "CreatedDate",
+        "ModifiedDate",
+        "Client.ID",
+        "DataExtension.CustomerKey",
+    ),
+}
+# The tenant's answers carry these for every object; the sandbox's never change.
+_SOAP_CREATED = "2024-01-02T03:04:05.000"
+_SOAP_CLIENT_ID = "500001"
+
+
+def _de_properties(de: SandboxDataExtension) -> dict[str, str]:
+    return {
+        "ObjectID": de.object_id,
+        "CustomerKey": de.schema.key,
+        "Name": de.schema.name,
+        "Description": "",
+        "IsSendable": "false",
+        "IsTestable": "false",
+        "CategoryID": "0",
+        "CreatedDate": _SOAP_CREATED,
+        "ModifiedDate": _SOAP_CREATED,
+        "Client.ID": _SOAP_CLIENT_ID,
+    }
+
+
+def _field_properties(de: SandboxDataExtension, column: DataExtensionField, ordinal: int) -> dict[str, str]:
+    return {
+        "ObjectID": str(uuid.uuid5(uuid.UUID(de.object_id), column.name.lower())),
+        # mcdev documents a field's CustomerKey as "[DEkey].[FieldName]".
+        "CustomerKey": f"[{de.schema.key}].[{column.name}]",
+        "Name": column.name,
+        "DefaultValue": "",
+        "MaxLength": "" if column.max_length is None else str(column.max_length),
+        "IsRequired": "true" if column.is_required else "false",
+        "Ordinal": str(ordinal),
+        "IsPrimaryKey": "true" if column.is_primary_key else "false",
+        "FieldType": column.field_type,
+        "Scale": str(column.scale),
+        "CreatedDate": _SOAP_CREATED,
+        "ModifiedDate": _SOAP_CREATED,
+        "Client.ID": _SOAP_CLIENT_ID,
+        "DataExtension.CustomerKey": de.schema.key,
+    }
+
+
+def _declaration_view(schema: DataExtensionSchema) -> dict[str, Any]:
+    return {
+        "key": schema.key,
+        "name": schema.name,
+        "fields": [
+            {
+                "name": column.name,
+                "fieldType": column.field_type,
+                "maxLength": column.max_length,
+                "isRequired": column.is_required,
+                "isPrimaryKey": column.is_primary_key,
+                "scale": column.scale,
+            }
+            for column in schema.fields
+        ],
+    }
+
+
+def _declaration_from(data: dict[str, Any]) -> DataExtensionSchema:
+    """A data extension declared through ``POST /__sandbox/data-extensions`` (the shape GET shows)."""
+    key, fields = data.get("key"), data.get("fields")
+    if not isinstance(key, str) or not key or not isinstance(fields, list) or not fields:
+        raise ValueError("a declaration needs a key and a non-empty list of fields")
+    columns = []
+    for item in fields:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
+            raise ValueError("every field needs a name")
+        length = item.get("maxLength")
+        if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
+            raise ValueError(f"maxLength of {item['name']} must be a positive integer")
+        columns.append(
+            DataExtensionField(
+                item["name"],
+                str(item.get("fieldType") or "Text"),
+                length,
+                is_required=bool(item.get("isRequired")),
+                is_primary_key=bool(item.get("isPrimaryKey")),
+                scale=int(item.get("scale") or 0),
+            )
+        )
+    return DataExtensionSchema(key, str(data.get("name") or key), tuple(columns))
+
+
+def _required_scope(path: str, method: str) -> str | None:
+    """The package scope a REST call needs (shared reference §3.4), or None for none."""
+    if path.startswith("/hub/v1/dataevents/"):
+        return "data_extensions_write"
+    if path.startswith("/data/v1/customobjectdata/"):
+        return "data_extensions_read"
+    if path.startswith(("/platform/v1/ens-callbacks", "/platform/v1/ens-verify")):
+        action = {"GET": "read", "DELETE": "delete", "PATCH": "update", "PUT": "update"}.get(method, "create")
+        return f"event_notification_callback_{action}"
+    if path.startswith("/platform/v1/ens-subscriptions"):
+        action = {"GET": "read", "DELETE": "delete", "PATCH": "update", "PUT": "update"}.get(method, "create")
+        return f"event_notification_subscription_{action}"
+    return None
+
+
 class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
     """A threaded HTTP server answering like SFMC's auth and REST endpoints.
 
@@ -319,9 +452,17 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         config: SandboxConfig | None = None,
         *,
         verbose: bool = False,
+        data_extensions: Iterable[DataExtensionSchema] | None = None,
     ) -> None:
+        """``data_extensions`` are the ones the tenant has (default: the hub's :data:`INDIVIDUAL`)."""
         super().__init__(host, port, config, verbose=verbose)
-        self._des: dict[str, _DataExtension] = {}
+        self._declared: tuple[DataExtensionSchema, ...] = tuple(
+            (INDIVIDUAL,) if data_extensions is None else data_extensions
+        )
+        self._des: dict[str, SandboxDataExtension] = {}
+        self._row_tokens: dict[str, _RowToken] = {}
+        self._token_scopes: dict[str, frozenset[str]] = {}
+        self._declare_initial()
         # Insertion-ordered, so "the first verified callback" is the one registered first.
         self._ens_callbacks: dict[str, _EnsCallback] = {}
         self._ens_subscriptions: dict[str, _EnsSubscription] = {}
@@ -329,10 +470,31 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
     # -- test and control API ----------------------------------------------------------------
 
     def rows(self, de_key: str) -> dict[str, dict[str, str]]:
-        """Primary key value (several key columns joined with "|") -> copy of the stored row."""
+        """Primary key value (several key columns joined with "|") -> copy of the stored row.
+
+        A row holds the fields written to it, by their declared names, as row reads show them.
+        """
         with self._lock:
-            de = self._des.get(de_key)
+            de = self._des.get(de_key.lower())
             return {} if de is None else {pk: dict(row) for pk, row in de.rows.items()}
+
+    def declare(self, schema: DataExtensionSchema) -> None:
+        """Create a data extension with these fields (empty), as a marketer would in Contact Builder.
+
+        Declaring a key again replaces that data extension and drops its rows. :meth:`reset` goes
+        back to the data extensions the sandbox was constructed with.
+        """
+        with self._lock:
+            self._des[schema.key.lower()] = SandboxDataExtension(schema)
+
+    def data_extensions(self) -> list[DataExtensionSchema]:
+        with self._lock:
+            return [de.schema for de in self._des.values()]
+
+    def _declare_initial(self) -> None:
+        # Called with the lock held by reset(), and before serving by the constructor.
+        self._des = {schema.key.lower(): SandboxDataExtension(schema) for schema in self._declared}
+        self._row_tokens.clear()
 
     def _checked_config_value(self, name: str, value: Any) -> Any:
         # Only the fields SFMC's config adds are checked here; latency, failures and seed by the base.
@@ -348,12 +510,16 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         elif name in ("ens_verify_timeout", "ens_delivery_timeout"):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"{name} must be a positive number of seconds")
+        elif name == "scope":
+            if not isinstance(value, str):
+                raise ValueError("scope must be a space-separated string")
         else:
             return super()._checked_config_value(name, value)
         return value
 
     def _reset_state(self) -> None:
-        self._des.clear()
+        self._declare_initial()
+        self._token_scopes.clear()
         self._ens_callbacks.clear()
         self._ens_subscriptions.clear()
 
@@ -479,7 +645,8 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             (TOKEN_PATH, {"POST": lambda m: self._issue_token(body)}),
             (_ROW_PATH, {"PUT": lambda m: self._put_row(m, body)}),
             (_ROWSET_PATH, {"POST": lambda m: self._post_rowset(m, body)}),
-            (_QUERY_PATH, {"GET": lambda m: self._get_rowset(m, path, query)}),
+            (_QUERY_PATH, {"GET": lambda m: self._get_rowset(m, query)}),
+            (_TOKEN_QUERY_PATH, {"GET": lambda m: self._continue_rowset(m, query)}),
             (
                 ENS_CALLBACKS_PATH,
                 {
@@ -508,6 +675,11 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             ),
             (_ENS_SUBSCRIPTIONS_BY_CB_PATH, {"GET": lambda m: self._ens_subscriptions_by_callback(m)}),
         ]
+        if path.lower() == SOAP_PATH.lower():
+            # SOAP carries its token in the envelope, and answers errors as faults.
+            if method != "POST":
+                return Reply(405, raw=soap.fault("soap:Client", "Method Not Allowed"), content_type=soap.CONTENT_TYPE)
+            return self._soap(body)
         for pattern, methods in routes:
             match = (path == pattern) if isinstance(pattern, str) else pattern.match(path)
             if not match:
@@ -518,14 +690,23 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
                 error.reply.headers["Allow"] = ", ".join(methods)
                 raise error
             if pattern != TOKEN_PATH:
-                self._require_token(headers)
+                token = self._require_token(headers)
+                self._require_scope(token, _required_scope(path, method))
             return handler(match)
         raise _rest_error(404, 404, "Not Found", "")
 
-    def _require_token(self, headers: Mapping[str, str]) -> None:
+    def _require_token(self, headers: Mapping[str, str]) -> str:
         scheme, _, token = (headers.get("Authorization") or "").strip().partition(" ")
-        if scheme.lower() != "bearer" or not self._token_is_live(token.strip()):
+        token = token.strip()
+        if scheme.lower() != "bearer" or not self._token_is_live(token):
             raise _rest_error(401, 0, "Not Authorized")
+        return token
+
+    def _require_scope(self, token: str, scope: str | None) -> None:
+        with self._lock:
+            granted = self._token_scopes.get(token, frozenset())
+        if scope is not None and scope not in granted:
+            raise _rest_error(403, 20000, "Insufficient privileges")
 
     def _issue_token(self, body: bytes) -> Reply:
         try:
@@ -555,8 +736,16 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
                 "invalid_client",
                 "Client authentication failed. Make sure that the client ID and client secret are valid.",
             )
+        granted = frozenset(config.scope.split())
+        asked = data.get("scope")
+        if isinstance(asked, str) and asked.strip():
+            # A token request may ask for fewer scopes than the package has, never for more.
+            granted = granted & frozenset(asked.split())
         token = secrets.token_urlsafe(48)
         self._remember_token(token, config.token_ttl)
+        with self._lock:
+            self._token_scopes = {t: v for t, v in self._token_scopes.items() if t in self._tokens}
+            self._token_scopes[token] = granted
         base = self.url + "/"
         return Reply(
             200,
@@ -564,11 +753,18 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
                 "access_token": token,
                 "token_type": "Bearer",
                 "expires_in": config.token_ttl,
-                "scope": TOKEN_SCOPE,
+                "scope": " ".join(sorted(granted)),
                 "soap_instance_url": base,
                 "rest_instance_url": base,
             },
         )
+
+    def _data_extension(self, key: str) -> SandboxDataExtension:
+        """The declared data extension with external key ``key``; the caller holds the lock."""
+        de = self._des.get(key.lower())
+        if de is None:
+            raise unknown_data_extension(key)
+        return de
 
     def _put_row(self, match: re.Match[str], body: bytes) -> Reply:
         de_key = unquote(match.group(1))
@@ -576,94 +772,143 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         pk_name, sep, pk_value = unquote(match.group(2)).partition(":")
         if not sep or not pk_name or not pk_value:
             raise _rest_error(400, 10005, "Invalid value")
-        values = _checked_values(_parse_json(body))
-        row = self._upsert(de_key, {pk_name: pk_value}, values)
-        return Reply(200, {"keys": {pk_name: pk_value}, "values": row})
+        data = _parse_json(body)
+        values = data.get("values") if isinstance(data, dict) else None
+        if not isinstance(values, dict):
+            raise _rest_error(400, 10002, "Missing required field: values")
+        with self._lock:
+            [(keys, row)] = self._data_extension(de_key).upsert([({pk_name: pk_value}, values)])
+        return Reply(200, {"keys": keys, "values": row})
 
     def _post_rowset(self, match: re.Match[str], body: bytes) -> Reply:
         de_key = unquote(match.group(1))
         items = _parse_json(body)
         if not isinstance(items, list):
             raise _rest_error(400, 10004, "Invalid message format")
-        # Validate everything first: SFMC rejects the whole rowset when one row is bad.
-        checked = []
-        for item in items:
-            values = _checked_values(item)
-            checked.append((_checked_keys(item), values))
-        for keys, values in checked:
-            self._upsert(de_key, keys, values)
+        checked = [_checked_item(item) for item in items]
+        with self._lock:
+            # Every row is checked before any is written: one bad row fails the whole rowset.
+            self._data_extension(de_key).upsert(checked)
         return Reply(200, items)
 
-    def _upsert(self, de_key: str, keys: dict[str, str], values: dict[str, str]) -> dict[str, str]:
-        """Merge a row and return its non-key values."""
-        with self._lock:
-            de = self._des.get(de_key)
-            if de is None:
-                de = self._des[de_key] = _DataExtension(tuple(keys))
-            # Column names are case-insensitive in SFMC, so match the request's key columns that way.
-            given = {name.lower(): value for name, value in keys.items()}
-            if set(given) != {name.lower() for name in de.key_columns}:
-                raise _rest_error(400, 10006, "Unable to save rows for data extension: primary key mismatch")
-            pk = "|".join(given[name.lower()] for name in de.key_columns)
-            row = de.rows.setdefault(pk, {})
-            existing = {name.lower(): name for name in row}
-            # Keys are applied last so a conflicting key column in "values" cannot rename the row.
-            for name, value in [*values.items(), *((n, given[n.lower()]) for n in de.key_columns)]:
-                row[existing.setdefault(name.lower(), name)] = value
-            key_names = {name.lower() for name in de.key_columns}
-            return {name: value for name, value in row.items() if name.lower() not in key_names}
-
-    def _get_rowset(self, match: re.Match[str], path: str, query: str) -> Reply:
+    def _get_rowset(self, match: re.Match[str], query: str) -> Reply:
         de_key = unquote(match.group(1))
-        params = {name: values[-1] for name, values in parse_qs(query, keep_blank_values=True).items()}
+        # Parameter names are matched case-insensitively ($pagesize and $pageSize both occur).
+        params = {name.lower(): values[-1] for name, values in parse_qs(query, keep_blank_values=True).items()}
         page = _positive_int(params.get("$page"), 1)
-        page_size = min(_positive_int(params.get("$pageSize"), MAX_PAGE_SIZE), MAX_PAGE_SIZE)
+        page_size = min(_positive_int(params.get("$pagesize"), MAX_PAGE_SIZE), MAX_PAGE_SIZE)
         clauses = _parse_filter(params["$filter"]) if params.get("$filter") else []
-        order = _parse_order(params["$orderBy"]) if params.get("$orderBy") else []
+        order = _parse_order(params["$orderby"]) if params.get("$orderby") else []
+        now = time.monotonic()
         with self._lock:
-            de = self._des.get(de_key)
-            key_columns = de.key_columns if de else ()
-            object_id = de.object_id if de else str(uuid.uuid5(uuid.NAMESPACE_URL, de_key))
-            rows = [dict(row) for row in de.rows.values()] if de else []
-        # SFMC answers this GET with lower-cased column names; filtering and sorting use them too.
-        lowered = [{name.lower(): value for name, value in row.items()} for row in rows]
-        selected = [row for row in lowered if all(_FILTER_OPS[op](row.get(col, ""), lit) for col, op, lit in clauses)]
-        # Sort by the last key first; Python's stable sort then yields the full multi-key order.
-        for column, descending in reversed(order):
-            selected.sort(key=lambda row: row.get(column, ""), reverse=descending)
-        start = (page - 1) * page_size
-        key_names = [name.lower() for name in key_columns]
-        items = [
-            {
-                "keys": {name: row.get(name, "") for name in key_names},
-                "values": {name: value for name, value in row.items() if name not in key_names},
-            }
-            for row in selected[start : start + page_size]
-        ]
+            de = self._data_extension(de_key)
+            keys = de.select(clauses, order)
+            token = str(uuid.uuid4())
+            # The result is fixed here: later pages come from it, whatever changes meanwhile
+            # (what the request token is for; inferred from its 20-minute lifetime).
+            self._row_tokens = {t: v for t, v in self._row_tokens.items() if v.expires > now}
+            self._row_tokens[token] = _RowToken(
+                de.schema.key,
+                keys,
+                page_size,
+                now + ROW_TOKEN_TTL,
+                datetime.now(UTC) + timedelta(seconds=ROW_TOKEN_TTL),
+            )
+        return self._rowset_page(token, page)
 
-        def link(to_page: int) -> str:
-            kept = {"$page": to_page, "$pageSize": page_size}
-            kept.update({name: params[name] for name in ("$orderBy", "$filter") if params.get(name)})
-            return f"{path}?{urlencode(kept, safe='$', quote_via=quote)}"
+    def _continue_rowset(self, match: re.Match[str], query: str) -> Reply:
+        params = {name.lower(): values[-1] for name, values in parse_qs(query, keep_blank_values=True).items()}
+        page = _positive_int(params.get("$page"), 1)
+        token = unquote(match.group(1))
+        with self._lock:
+            found = self._row_tokens.get(token)
+        if found is None or found.expires <= time.monotonic():
+            raise data_extension_error(400, 10000, "The request token is invalid or has expired.")
+        return self._rowset_page(token, page)
 
-        links = {"self": link(page)}
-        if start + page_size < len(selected):
-            links["next"] = link(page + 1)
-        expires = datetime.now(UTC) + timedelta(minutes=20)
+    def _rowset_page(self, token: str, page: int) -> Reply:
+        with self._lock:
+            found = self._row_tokens[token]
+            de = self._data_extension(found.de_key)
+            start = (page - 1) * found.page_size
+            items = [de.read_item(pk) for pk in found.keys[start : start + found.page_size]]
+            object_id, key, total = de.object_id, de.schema.key, len(found.keys)
+            page_size, expires = found.page_size, found.expires_utc
+        # The links a tenant gives, relative to the REST base's /data (a public client's recorded
+        # answer: "/v1/customobjectdata/token/<requestToken>/rowset?$page=2").
+        links = {"self": f"/v1/customobjectdata/token/{token}/rowset?$page={page}"}
+        if start + page_size < total:
+            links["next"] = f"/v1/customobjectdata/token/{token}/rowset?$page={page + 1}"
         return Reply(
             200,
             {
                 "links": links,
-                "requestToken": str(uuid.uuid4()),
+                "requestToken": token,
                 "tokenExpireDateUtc": expires.replace(tzinfo=None).isoformat(timespec="milliseconds"),
                 "customObjectId": object_id,
-                "customObjectKey": de_key,
+                "customObjectKey": key,
                 "pageSize": page_size,
                 "page": page,
-                "count": len(selected),
+                "count": total,
+                "top": 0,
                 "items": items,
             },
         )
+
+    # -- SOAP --------------------------------------------------------------------------------
+
+    def _soap(self, body: bytes) -> Reply:
+        def xml(status: int, payload: bytes) -> Reply:
+            return Reply(status, raw=payload, content_type=soap.CONTENT_TYPE)
+
+        try:
+            token, operation, request = soap.parse_request(body)
+        except soap.SoapRequestError:
+            return xml(500, soap.fault("soap:Client", "Server was unable to read request."))
+        if not self._token_is_live(token):
+            return xml(500, soap.fault("q0:Security", "Login Failed", actor=self.url + SOAP_PATH))
+        if request is None:
+            return xml(500, soap.fault("soap:Client", f"The sandbox does not implement {operation}."))
+        with self._lock:
+            granted = self._token_scopes.get(token, frozenset())
+        if "data_extensions_read" not in granted:
+            return xml(200, soap.retrieve_response([], overall_status="Error: Insufficient privileges"))
+        status, results = self._soap_retrieve(request)
+        return xml(200, soap.retrieve_response(results, overall_status=status, relates_to=request.message_id))
+
+    def _soap_retrieve(self, request: soap.RetrieveRequest) -> tuple[str, list[tuple[str, list[tuple[str, str]]]]]:
+        kind = request.object_type
+        if kind not in _SOAP_PROPERTIES:
+            return f"Error: Unable to find object type {kind or '(none)'}", []
+        known = _SOAP_PROPERTIES[kind]
+        unknown = [p for p in request.properties if p not in known]
+        if unknown or not request.properties:
+            names = ", ".join(unknown) or "(none)"
+            return f"Error: The Request Property(s) {names} do not match with the fields of {kind} retrieve", []
+        # Filters the hub and the public tools use: a data extension by key or name, fields by
+        # their data extension's key.
+        filterable = ("CustomerKey", "Name") if kind == "DataExtension" else ("DataExtension.CustomerKey",)
+        filter_on, wanted = None, None
+        if request.filter is not None:
+            filter_on, operator, values = request.filter
+            if filter_on not in filterable or operator not in ("equals", "IN") or not values:
+                return f"Error: The filter on {filter_on or '(none)'} is not supported by the sandbox", []
+            wanted = {value.lower() for value in values}
+        results: list[tuple[str, list[tuple[str, str]]]] = []
+        with self._lock:
+            des = list(self._des.values())
+        for de in des:
+            compared = de.schema.name if filter_on == "Name" else de.schema.key
+            if wanted is not None and compared.lower() not in wanted:
+                continue
+            if kind == "DataExtension":
+                row = _de_properties(de)
+                results.append(("DataExtension", [(p, row[p]) for p in request.properties]))
+                continue
+            for ordinal, column in enumerate(de.schema.fields, start=1):
+                row = _field_properties(de, column, ordinal)
+                results.append(("DataExtensionField", [(p, row[p]) for p in request.properties]))
+        return "OK", results
 
     # -- ENS endpoints -----------------------------------------------------------------------
 
@@ -1032,6 +1277,14 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             except ValueError as error:
                 raise self._control_error(str(error)) from None
             return Reply(200, {"statuses": statuses})
+        if sub_path == "/data-extensions" and method == "GET":
+            return Reply(200, [_declaration_view(schema) for schema in self.data_extensions()])
+        if sub_path == "/data-extensions" and method == "POST":
+            try:
+                self.declare(_declaration_from(self._control_payload(body)))
+            except (TypeError, ValueError) as error:
+                raise self._control_error(str(error)) from None
+            return Reply(200, {"declared": True})
         if sub_path == "/ens/callbacks" and method == "GET":
             return Reply(200, self.callbacks())
         if sub_path == "/ens/subscriptions" and method == "GET":
