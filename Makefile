@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 
-.PHONY: run test lint audit bench clean-db help browser
+.PHONY: run test lint audit bench clean-db help browser nginx
 
 help:
 	@echo "make run   - everything up (embedded PostgreSQL unless DATABASE_URL), demo data, admin URL"
@@ -24,7 +24,7 @@ $(DEV): requirements-dev.txt $(RUNTIME)
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-run: $(RUNTIME)
+run: $(RUNTIME) nginx
 	HUB_DEBUG=$${HUB_DEBUG:-true} $(BIN)/python manage.py run_hub
 
 lint: $(DEV)
@@ -39,8 +39,16 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get install -y -q chromium || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }; }
 
+# The web process runs behind nginx (deploy/nginx/hub.conf.template), in `make run` and in the
+# slow-client tests as in production: install Debian's nginx when it is missing.
+nginx:
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+	  echo "Installing Debian's nginx for the web front"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -q nginx || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q nginx; }; }
+
 # pytest's exit code 5 ("no tests collected") is a failure here, not a pass.
-test: lint browser
+test: lint browser nginx
 	$(BIN)/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 

@@ -2,6 +2,7 @@
 
     python bench/intake_vs_bare.py                      # this checkout
     python bench/intake_vs_bare.py --tree ../before     # another checkout of the hub (before a change)
+    python bench/intake_vs_bare.py --shipped            # the web process as deployed: nginx in front
 
 Starts ``gunicorn -w 2`` once (production settings: ``HUB_DEBUG=false``) with the hub's
 settings plus one bare DRF view (``bench/bare``: reads the body, answers 200, touches
@@ -41,6 +42,7 @@ import requests  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from bench.harness import scratch_database  # noqa: E402
+from hub.webserver import free_port, gunicorn_command, nginx_command  # noqa: E402
 from integrations.marketing_cloud.sandbox.journey import build_execute_payload, sign_execute  # noqa: E402
 
 JWT_SECRET = "bench-jwt-signing-secret-0123456789abcdef"
@@ -110,6 +112,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--gunicorn-threads", type=int, default=1, help="gunicorn --threads (1: sync workers)")
     parser.add_argument("--bodies", type=int, default=60_000, help="Distinct intake bodies per round.")
+    parser.add_argument(
+        "--shipped",
+        action="store_true",
+        help="gunicorn with deploy/gunicorn.conf.py behind nginx (deploy/nginx/), as deployed; wrk talks to nginx.",
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install wrk")
@@ -136,31 +143,26 @@ def main() -> None:
     bare_bodies = scratch / "bare.txt"
     write_bodies(bare_bodies, 1000, 0)
     port = 8931
-    web = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "hub.wsgi",
-            "-w",
-            str(args.workers),
-            "--threads",
-            str(args.gunicorn_threads),
-            "-b",
-            f"127.0.0.1:{port}",
-        ],
-        cwd=tree,
-        env=env,
-        start_new_session=True,
-        stderr=subprocess.DEVNULL,
-    )
+    sizing = ["-w", str(args.workers), "--threads", str(args.gunicorn_threads)]
+    if args.shipped:
+        upstream = f"127.0.0.1:{free_port()}"
+        commands = [
+            gunicorn_command(upstream, *sizing),
+            nginx_command(scratch / "nginx", listen=f"127.0.0.1:{port}", upstream=upstream),
+        ]
+    else:
+        commands = [[sys.executable, "-m", "gunicorn", "hub.wsgi", *sizing, "-b", f"127.0.0.1:{port}"]]
+    processes = [
+        subprocess.Popen(command, cwd=tree, env=env, start_new_session=True, stderr=subprocess.DEVNULL)  # noqa: S603
+        for command in commands
+    ]
     base = f"http://127.0.0.1:{port}"
     rounds = []
     try:
         for _ in range(300):
             try:
-                requests.get(f"{base}/api/health", timeout=1)
-                break
+                if requests.get(f"{base}/api/health", timeout=1).status_code in (200, 503):
+                    break
             except requests.RequestException:
                 time.sleep(0.2)
         warm = scratch / "warm.txt"
@@ -176,8 +178,10 @@ def main() -> None:
                 raise SystemExit(f"round {r}: {intake['requests']} requests but only {args.bodies} distinct bodies")
             rounds.append({"bare": bare, "intake": intake})
     finally:
-        os.killpg(web.pid, 15)
-        web.wait(30)
+        for process in processes:
+            os.killpg(process.pid, 15)
+        for process in processes:
+            process.wait(30)
         shutil.rmtree(scratch, ignore_errors=True)
     with psycopg.connect(db_url) as conn:
         (stored,) = conn.execute(
@@ -194,6 +198,7 @@ def main() -> None:
                 "tree": str(tree),
                 "commit": commit.stdout.strip(),
                 "gunicorn": f"-w {args.workers} --threads {args.gunicorn_threads}",
+                "front": "nginx, deploy/nginx/hub.conf.template" if args.shipped else "none (gunicorn direct)",
                 "wrk": f"-t{args.threads} -c{args.connections} -d{args.seconds:g}s",
                 "rounds": rounds,
                 "bare_requests_per_second": round(bare_mean, 1),

@@ -1,7 +1,8 @@
 """``manage.py run_hub`` (what ``make run`` calls): everything up on one machine.
 
 Migrates, makes a local admin (its password printed once), then starts together
-the web server (gunicorn), the django-q2 cluster and the Marketing Cloud sandbox,
+the web server as deployed (gunicorn behind nginx, with the files in ``deploy/``),
+the django-q2 cluster and the Marketing Cloud sandbox,
 plays the demo subscribers through the real intake endpoint signed as Journey
 Builder signs them, registers the hub's ENS callback with the sandbox, runs
 ``mc_check`` against it and prints its result, and prints where to look. Ctrl-C
@@ -25,6 +26,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from hub.webserver import NginxMissing, free_port, gunicorn_command, nginx_command
 from integrations.choices import EventStatus
 from integrations.models import InboundEvent
 from integrations.queue import STALL_SECONDS, cluster_stalled
@@ -66,24 +68,18 @@ class Command(BaseCommand):
         commands: list[tuple[str, list[str]]] = []
         if use_sandbox:
             commands.append(("sandbox", [python, "manage.py", "mc_sandbox", "--port", str(sandbox_port)]))
+        # As deployed (README, "Running the processes yourself"): gunicorn with the shipped settings
+        # on a loopback port, nginx with the shipped site in front of it on the hub's port.
+        gunicorn_bind = f"127.0.0.1:{free_port()}"
+        try:
+            front = nginx_command(
+                Path(settings.DATA_DIR) / "nginx", listen=f"127.0.0.1:{web_port}", upstream=gunicorn_bind
+            )
+        except NginxMissing as exc:
+            raise CommandError(str(exc)) from None
         commands += [
-            (
-                "web",
-                [
-                    python,
-                    "-m",
-                    "gunicorn",
-                    "hub.wsgi",
-                    "--bind",
-                    f"127.0.0.1:{web_port}",
-                    "--workers",
-                    str(web_workers),
-                    "--access-logfile",
-                    "-",
-                    "--graceful-timeout",
-                    "10",
-                ],
-            ),
+            ("web", gunicorn_command(gunicorn_bind, "--workers", str(web_workers), "--access-logfile", "-")),
+            ("front", front),
             ("qcluster", [python, "manage.py", "qcluster"]),
         ]
         processes: list[tuple[str, subprocess.Popen[bytes]]] = []
