@@ -50,6 +50,8 @@ KNOWN_NAMES: frozenset[str] = frozenset(
         "MC_HTTP_TIMEOUT",
         "MC_ENS_SIGNATURE_KEY",
         "HUB_ENS_HANDSHAKE_WINDOW_SECONDS",
+        "HUB_LOGIN_FAILURE_LIMIT",
+        "HUB_LOGIN_COOLOFF_MINUTES",
         "MC_SANDBOX_PORT",
         "SF_CLIENT_ID",
         "SF_CLIENT_SECRET",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from hub.env import check_unknown_names, database_from_url, env_bool, env_url
+from hub.env import CHECKED_PREFIXES, KNOWN_NAMES, check_unknown_names, database_from_url, env_bool, env_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,6 +75,20 @@ def test_unknown_and_malformed_settings_are_refused(monkeypatch):
         env_url("MC_AUTH_BASE_URL")
     with pytest.raises(ImproperlyConfigured, match="PostgreSQL only"):
         database_from_url("sqlite:///db.sqlite3")
+
+
+def test_every_setting_the_hub_reads_is_known_and_documented():
+    """A name read but not known is refused at start-up as a typo; one not in the README is a secret to operators."""
+    read = set()
+    for path in (ROOT / "hub").glob("*.py"):
+        read |= set(
+            re.findall(r'env_(?:str|required|bool|int|float|list|url)\(\s*"([A-Z][A-Z0-9_]+)"', path.read_text())
+        )
+    assert read, "the settings read their names through hub.env"
+    ours = {name for name in read if name.startswith(CHECKED_PREFIXES)}
+    assert ours <= KNOWN_NAMES, sorted(ours - KNOWN_NAMES)
+    readme = (ROOT / "README.md").read_text()
+    assert not [name for name in sorted(read) if f"`{name}`" not in readme]
 
 
 def test_database_url_forms():
