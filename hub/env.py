@@ -51,6 +51,7 @@ KNOWN_NAMES: frozenset[str] = frozenset(
         "MC_ENS_SIGNATURE_KEY",
         "HUB_ENS_HANDSHAKE_WINDOW_SECONDS",
         "HUB_LOGIN_FAILURE_LIMIT",
+        "HUB_EVENT_CLOCK_SKEW_SECONDS",
         "HUB_LOGIN_COOLOFF_MINUTES",
         "MC_SANDBOX_PORT",
         "SF_CLIENT_ID",

@@ -146,6 +146,9 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 
 # Bodies above this are refused with 413 before anything is parsed or stored.
+# How far ahead of the hub's clock an event's occurredAt may be (source clocks drift a little);
+# further ahead is refused, since the newest change wins survivorship.
+EVENT_CLOCK_SKEW_SECONDS = env_int("HUB_EVENT_CLOCK_SKEW_SECONDS", 300, minimum=0, maximum=86400)
 MAX_BODY_BYTES = env_int("HUB_MAX_BODY_BYTES", 5 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_BODY_BYTES
 

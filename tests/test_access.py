@@ -133,16 +133,28 @@ def test_a_carried_master_id_does_not_move_a_linked_record_it_goes_to_review(liv
     assert zed.master_id in review.comparison["note"]
 
 
-def test_a_new_record_carrying_a_master_id_still_joins_that_golden_record(live_server):
+def test_a_new_record_carrying_a_master_id_joins_only_when_the_rules_agree(live_server):
     pos = _key_session(live_server, "pos", ["POS"])
-    assert _post(pos, [_event("e1", "POS", "p-1", cim("Ann", "Lee", email="ann@example.com"))]).status_code == 200
+    ann_cim = cim("Ann", "Lee", email="ann@example.com", phone="+1 415 555 0101")
+    assert _post(pos, [_event("e1", "POS", "p-1", ann_cim)]).status_code == 200
     run_queued()
     ann = Individual.objects.get()
-    newcomer = cim("Ann", "Lee-Smith", email="other@example.com")
-    newcomer["externalIds"] = [{"externalId": ann.master_id, "externalIdType": "MDM"}]
-    assert _post(pos, [_event("e2", "POS", "p-9", newcomer)]).status_code == 200
+    same_person = cim("Ann", "Lee", email="ann@example.com")
+    same_person["externalIds"] = [{"externalId": ann.master_id, "externalIdType": "MDM"}]
+    stranger = cim("Mallory", "Evil", email="attacker@example.com")
+    stranger["externalIds"] = [{"externalId": ann.master_id, "externalIdType": "GLOBAL"}]
+    assert (
+        _post(pos, [_event("e2", "POS", "p-2", same_person), _event("e3", "POS", "p-3", stranger)]).status_code == 200
+    )
     run_queued()
-    assert CrossReference.objects.get(system="POS", external_id="p-9").individual_id == ann.pk
+    assert CrossReference.objects.get(system="POS", external_id="p-2").individual_id == ann.pk
+    mallory = CrossReference.objects.get(system="POS", external_id="p-3").individual
+    assert mallory.pk != ann.pk
+    ann.refresh_from_db()
+    assert ann.first_name == "Ann" and not ann.contact_points.filter(email_address__icontains="attacker").exists()
+    review = MatchCandidate.objects.get(status="open")
+    assert {review.left_id, review.right_id} == {ann.pk, mallory.pk} and review.rule == CARRIED_MASTER_ID_RULE
+    assert "do not merge" in review.comparison["note"]
 
 
 # -- roles × admin actions -----------------------------------------------------------------------

@@ -15,7 +15,7 @@ import requests
 from django.urls import reverse
 
 from customers.models import Individual
-from integrations.downstream.models import DownstreamTarget
+from integrations.downstream.models import Delivery, DownstreamTarget
 from integrations.models import ApiClient, InboundEvent
 from integrations.roles import STEWARD, VIEWER
 from tests.queue import run_queued
@@ -188,3 +188,19 @@ def test_a_steward_cannot_send_the_salesforce_client_secret_to_a_webhook_host(li
         assert not leaked, f"the partner's host got the Salesforce client secret: {leaked[0][:2]}"
     finally:
         partner.server.shutdown()
+
+
+def test_a_token_answer_cannot_point_the_personal_data_at_another_host(live_server, settings):
+    """The REST calls go to the target's My Domain only, whatever instance_url the token endpoint names."""
+    settings.SF_CLIENT_ID, settings.SF_CLIENT_SECRET = "sf-client", "sf-client-secret"
+    token_host = _Recorder()  # answers every request with instance_url https://elsewhere.example
+    try:
+        DownstreamTarget.objects.create(name="crm", kind=DownstreamTarget.SALESFORCE, url=token_host.url)
+        pos = _key_session(live_server, "pos", ["POS"])
+        assert _post(pos, [_event("e1", "POS", "p-1", cim("Ann", "Lee", email="ann@example.com"))]).status_code == 200
+        run_queued()
+        assert [method for method, _, _ in token_host.requests] == ["POST"]  # the token request, nothing else
+        delivery = Delivery.objects.get()
+        assert delivery.status == Delivery.DEAD and "another host" in delivery.last_error
+    finally:
+        token_host.server.shutdown()

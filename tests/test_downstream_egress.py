@@ -20,6 +20,7 @@ import pytest
 from django.contrib.auth.models import Group, User
 
 from customers.models import ChangeEvent
+from integrations.downstream.egress import delivery_session
 from integrations.downstream.models import Delivery, DownstreamTarget
 from integrations.models import SyncStep
 from integrations.roles import STEWARD, VIEWER
@@ -348,3 +349,12 @@ def test_the_development_switches(env, expected):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == expected
+
+
+def test_a_proxy_in_the_environment_is_not_used_for_deliveries(monkeypatch):
+    """A proxy resolves the name after the hub's check: deliveries never go through one."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    session = delivery_session()
+    assert session.trust_env is False
+    assert session.merge_environment_settings("https://93.184.215.14/hook", {}, None, None, None)["proxies"] == {}

@@ -38,8 +38,8 @@ from customers.choices import ChangeType, CrossReferenceStatus, HistoryAction, W
 from customers.cim import SourceIndividual
 from customers.history import require_atomic
 from customers.resolution.blocking import IDENTITY_KEY_KINDS, MatchProfile, blocking_keys, profile_from_source
-from customers.resolution.rules import OUTCOME_SUSPECT, Decision
-from customers.resolution.store import PendingCandidate, PendingChange, StaleState, UnitOfWork
+from customers.resolution.rules import OUTCOME_AUTO, OUTCOME_SUSPECT, Decision, decide
+from customers.resolution.store import Golden, PendingCandidate, PendingChange, StaleState, UnitOfWork
 from customers.resolution.survivorship import SURVIVING_FIELDS
 from hub.sql import advisory_lock
 
@@ -243,9 +243,13 @@ def _apply(work: UnitOfWork, change: SourceChange, writeback_systems: frozenset[
             )
             break
         result.unknown_master_ids.append(master_id)
-    claimed = None
-    if found is not None and record is not None and not change.master_id_may_move:
-        owner = work.goldens.get(record.individual_id)
+    # On a channel whose word alone is not enough (``master_id_may_move`` off), a carried master ID
+    # is a claim to check: it never moves a linked record, and it joins a new record to that golden
+    # record only when the match rules would merge them anyway. Otherwise the pair goes to review.
+    claimed: Golden | None = None
+    claim_verdict: Decision | None = None
+    if found is not None and not change.master_id_may_move:
+        owner = work.goldens.get(record.individual_id) if record is not None else None
         if owner is not None and owner.active and owner.pk != found.pk:
             claimed, found = found, owner
             result.rule = "cross_reference"
@@ -253,6 +257,14 @@ def _apply(work: UnitOfWork, change: SourceChange, writeback_systems: frozenset[
                 f"{change.system} record already linked; the master ID it carried ({claimed.master_id}) "
                 "names another golden record: sent to review, not moved"
             )
+        elif record is None:
+            claim_verdict = decide(work.rules, change.profile, work.profile_of(found))
+            if claim_verdict.outcome == OUTCOME_AUTO:
+                result.detail += f"; the match rules agree (rule {claim_verdict.rule!r})"
+                result.decision = claim_verdict.explanation()
+            else:
+                claimed, found = found, None
+                result.rule = "none"
     if found is None and record is not None:
         owner = work.goldens.get(record.individual_id)
         if owner is not None and owner.active:
@@ -276,6 +288,8 @@ def _apply(work: UnitOfWork, change: SourceChange, writeback_systems: frozenset[
         else:
             result.detail = f"no golden record matched ({matched.compared} compared)"
     result.compared = matched.compared
+    if claimed is not None and claim_verdict is not None:
+        result.detail += f"; carried master ID {claimed.master_id} sent to review (the match rules do not merge them)"
     found_at = timezone.now()
     result.steps["find golden record"] = (started, found_at)
 
@@ -368,7 +382,7 @@ def _apply(work: UnitOfWork, change: SourceChange, writeback_systems: frozenset[
     result.steps["upsert cross reference"] = (golden_at, linked_at)
 
     if claimed is not None:
-        suspects.insert(0, (claimed.pk, _claimed_by_master_id(change, claimed)))
+        suspects.insert(0, (claimed.pk, _claimed_by_master_id(change, claimed, claim_verdict)))
     result.suspects_found = len(suspects)
     for other_id, decision in suspects:
         if other_id != target.pk:
@@ -401,15 +415,16 @@ def _apply(work: UnitOfWork, change: SourceChange, writeback_systems: frozenset[
     return result
 
 
-def _claimed_by_master_id(change: SourceChange, claimed: Any) -> Decision:
-    """Why a pair is reviewed when a source record carried another golden record's master ID."""
+def _claimed_by_master_id(change: SourceChange, claimed: Golden, verdict: Decision | None) -> Decision:
+    """Why a pair is reviewed when a source record carried a master ID that was not applied."""
     return Decision(
         outcome=OUTCOME_SUSPECT,
         rule=CARRIED_MASTER_ID_RULE,
         rule_id=None,
-        score=0.0,
-        comparisons={},
-        note=f"{change.system} {change.external_id} carried master ID {claimed.master_id}",
+        score=verdict.score if verdict else 0.0,
+        comparisons=verdict.comparisons if verdict else {},
+        note=f"{change.system} {change.external_id} carried master ID {claimed.master_id}"
+        + (" (the match rules do not merge them)" if verdict else ""),
     )
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.permissions import AllowAny
@@ -50,6 +52,13 @@ class CimEventSerializer(serializers.Serializer):
     individual = serializers.JSONField(
         help_text="A CIM Individual; its id (or an externalId of the source's type) is the source record's ID."
     )
+
+    def validate_occurredAt(self, value: dt.datetime) -> dt.datetime:  # noqa: N802  (the API's field name)
+        # The newest change wins survivorship: a date ahead of the clock would win it until that date.
+        skew = settings.EVENT_CLOCK_SKEW_SECONDS
+        if value > timezone.now() + dt.timedelta(seconds=skew):
+            raise serializers.ValidationError(f"is in the future (more than {skew} s ahead of the hub's clock)")
+        return value
 
 
 class CimBatchSerializer(serializers.Serializer):

@@ -60,7 +60,9 @@ class DownstreamTargetAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
     actions = ["resume"]
     # A URL typed without a scheme is an https one.
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
-    ADMIN_ONLY_FIELDS = ("url", "secret")
+    # Where a target sends, how it signs, and what kind of target it is (the kind decides whether the
+    # Salesforce OAuth credentials go to its URL) are for administrators only.
+    ADMIN_ONLY_FIELDS = ("url", "secret", "kind")
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         fields = list(super().get_fields(request, obj))
@@ -71,7 +73,7 @@ class DownstreamTargetAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         readonly = list(super().get_readonly_fields(request, obj))
         if not request.user.is_superuser:
-            readonly += ["url", "secret_hidden"]
+            readonly += ["url", "secret_hidden", "kind"]
         return readonly
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -83,7 +85,7 @@ class DownstreamTargetAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
         if not request.user.is_superuser:
             stored = DownstreamTarget.objects.filter(pk=obj.pk).values(*self.ADMIN_ONLY_FIELDS).first()
             if stored is None or any(stored[name] != getattr(obj, name) for name in self.ADMIN_ONLY_FIELDS):
-                raise PermissionDenied("Only administrators may change a target's URL or secret.")
+                raise PermissionDenied("Only administrators may change a target's URL, secret or kind.")
         super().save_model(request, obj, form, change)
 
     @admin.display(description="secret")

@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 from django.conf import settings
@@ -78,6 +78,17 @@ class DeliveryFailed(TransportError):
     def __init__(self, message: str, *, response_bytes: int | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.response_bytes = response_bytes
+
+
+def _same_https_host(url: str, expected: str) -> bool:
+    """``url`` is https (or the scheme ``expected`` has, for development) on ``expected``'s host and port."""
+    try:
+        given, wanted = urlsplit(url), urlsplit(expected)
+        return (given.scheme, given.hostname, given.port) == (wanted.scheme, wanted.hostname, wanted.port) and (
+            given.scheme == "https" or settings.DOWNSTREAM_ALLOW_HTTP
+        )
+    except ValueError:
+        return False
 
 
 def _call(session: requests.Session, method: str, url: str, **kwargs: Any) -> tuple[Answer, bytes]:
@@ -175,8 +186,18 @@ def _salesforce_token(target: DownstreamTarget, session: requests.Session, *, re
                 http_status=answer.status,
                 response_bytes=answer.size,
             ) from None
+        instance_url = body.get("instance_url") or target.url
+        if not isinstance(instance_url, str) or not _same_https_host(instance_url, target.url):
+            # The REST calls carry the bearer token and the personal data: only to the org's own My
+            # Domain (what the token endpoint of a My Domain answers), never where an answer points.
+            raise DeliveryFailed(
+                "Salesforce's token endpoint named an instance_url on another host than the target's My Domain",
+                permanent=True,
+                http_status=answer.status,
+                response_bytes=answer.size,
+            )
         row.access_token = access_token
-        row.rest_instance_url = body.get("instance_url") or target.url
+        row.rest_instance_url = instance_url
         # Client-credentials tokens carry no expires_in; the session lasts its policy (2 h by default).
         row.expires_at = timezone.now() + dt.timedelta(minutes=90)
         row.fetched_at = timezone.now()
