@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from hub.env import check_unknown_names, database_from_url, env_bool, env_url
+from hub.env import check_unknown_names, database_from_url, env_bool, env_numeric_ids, env_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,6 +74,14 @@ def test_unknown_and_malformed_settings_are_refused(monkeypatch):
         env_url("MC_AUTH_BASE_URL")
     with pytest.raises(ImproperlyConfigured, match="PostgreSQL only"):
         database_from_url("sqlite:///db.sqlite3")
+    for bad in ("All Subscribers", "0", "12,x"):
+        monkeypatch.setenv("MC_ALL_SUBSCRIBERS_LIST_ID", bad)
+        with pytest.raises(ImproperlyConfigured, match="MC_ALL_SUBSCRIBERS_LIST_ID"):
+            env_numeric_ids("MC_ALL_SUBSCRIBERS_LIST_ID")
+    monkeypatch.setenv("MC_ALL_SUBSCRIBERS_LIST_ID", " 10001, 20002 ")
+    assert env_numeric_ids("MC_ALL_SUBSCRIBERS_LIST_ID") == ["10001", "20002"]
+    monkeypatch.delenv("MC_ALL_SUBSCRIBERS_LIST_ID")
+    assert env_numeric_ids("MC_ALL_SUBSCRIBERS_LIST_ID") == []
 
 
 def test_database_url_forms():
