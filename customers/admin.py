@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from customers.choices import ContactPointKind, HistoryAction, WritebackState
@@ -75,6 +75,7 @@ class CrossReferenceInline(admin.TabularInline):
     fields = [
         "system",
         "external_id",
+        "system_record_id",
         "status",
         "match_rule",
         "writeback_state",
@@ -191,6 +192,7 @@ class IndividualAdmin(admin.ModelAdmin):
         "redirect",
         "do_not_market_since",
         "consent_source",
+        "list_consents",
         "erased_at",
         "created_at",
         "updated_at",
@@ -208,7 +210,10 @@ class IndividualAdmin(admin.ModelAdmin):
             },
         ),
         ("Lineage: where each value comes from", {"fields": ["lineage_table"]}),
-        ("Consent", {"fields": [("do_not_market_since", "consent_source")]}),
+        (
+            "Consent: do-not-market is for all marketing; per list and channel below",
+            {"fields": [("do_not_market_since", "consent_source"), "list_consents"]},
+        ),
         ("Audit", {"fields": [("created_at", "updated_at", "erased_at")]}),
     ]
     inlines = [ContactPointInline, CrossReferenceInline]
@@ -285,6 +290,31 @@ class IndividualAdmin(admin.ModelAdmin):
             return f"(survivor of {', '.join(merged)})" if merged else "-"
         url = reverse("admin:customers_individual_change", args=[obj.merged_into_id])
         return format_html('<a href="{}">{}</a> (this ID redirects there)', url, obj.merged_into.master_id)
+
+    @admin.display(description="consent per list and channel")
+    def list_consents(self, obj: Individual) -> str:
+        if obj.pk is None:
+            return "-"
+        consents = list(obj.subscription_consents.all())
+        if not consents:
+            return "No list-level consent recorded."
+        head = "<tr><th>system</th><th>list</th><th>channel</th><th>status</th><th>since</th><th>captured by</th></tr>"
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    c.system,
+                    c.subscription_id,
+                    c.get_channel_display(),
+                    c.get_status_display(),
+                    c.effective_from.isoformat(timespec="seconds"),
+                    c.capture_source or "-",
+                )
+                for c in consents
+            ),
+        )
+        return format_html('<table class="list-consents">{}{}</table>', mark_safe(head), rows)  # noqa: S308
 
     @admin.display(description="lineage")
     def lineage_table(self, obj: Individual) -> str:

@@ -9,6 +9,21 @@ class ContactPointKind(models.TextChoices):
     ADDRESS = "ContactPointAddress", "Address"
 
 
+class EngagementChannel(models.TextChoices):
+    """The channel a consent is about (Salesforce's ContactPointType picklist values)."""
+
+    EMAIL = "Email", "Email"
+    PHONE = "Phone", "Phone"
+    MAILING_ADDRESS = "MailingAddress", "Mailing address"
+
+
+class PrivacyConsentStatus(models.TextChoices):
+    """A consent's status (the values of Salesforce's PrivacyConsentStatus that a list consent takes)."""
+
+    OPT_IN = "OptIn", "Opted in"
+    OPT_OUT = "OptOut", "Opted out"
+
+
 class CrossReferenceStatus(models.TextChoices):
     VALID = "VALID", "Valid"
     INVALID = "INVALID", "Invalid"

@@ -305,16 +305,41 @@ CROSS_REFERENCE_COLUMNS = (
 )
 
 
+SUBSCRIPTION_CONSENT_COLUMNS = ("system", "subscription_id", "channel", "status", "effective_from", "capture_source")
+
+
+def render_subscription_consents(consents: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Consent per list and channel, under the names of Salesforce's CommSubscriptionConsent.
+
+    CIM 1.0 has no consent entity; the list itself is named as CIM names any record of another
+    system (``externalSourceId``, ``externalRecordId``).
+    """
+    return [
+        {
+            "communicationSubscription": {
+                "externalSourceId": c["system"],
+                "externalRecordId": c["subscription_id"],
+            },
+            "engagementChannelType": c["channel"],
+            "privacyConsentStatus": c["status"],
+            "effectiveFromDate": _iso(c["effective_from"]),
+            "consentCapturedSource": c["capture_source"] or None,
+        }
+        for c in consents
+    ]
+
+
 def render_cim(
     record: Mapping[str, Any],
     contact_points: Iterable[Mapping[str, Any]],
     cross_references: Iterable[Mapping[str, Any]],
+    subscription_consents: Iterable[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """A golden record as a process-level CIM Individual (``id`` = master ID), from plain values.
 
-    ``record`` holds the golden record's columns, ``contact_points`` and
-    ``cross_references`` theirs (``CONTACT_POINT_COLUMNS``, ``CROSS_REFERENCE_COLUMNS``),
-    in the order they are to be listed.
+    ``record`` holds the golden record's columns, ``contact_points``, ``cross_references``
+    and ``subscription_consents`` theirs (``CONTACT_POINT_COLUMNS``, ``CROSS_REFERENCE_COLUMNS``,
+    ``SUBSCRIPTION_CONSENT_COLUMNS``), in the order they are to be listed.
     """
     points: list[dict[str, Any]] = []
     for cp in contact_points:
@@ -366,6 +391,7 @@ def render_cim(
         "birthDate": _iso(record["birth_date"]),
         "gender": record["gender"] or None,
         "doNotMarketFromUpdateDate": _iso(record["do_not_market_since"]),
+        "communicationSubscriptionConsents": render_subscription_consents(subscription_consents),
         "contactPoints": points,
         "externalIds": external_ids,
         "auditInfo": {
@@ -394,7 +420,8 @@ RECORD_COLUMNS = (
 def render_individual(individual: Any) -> dict[str, Any]:
     """A golden record (model instance) as a process-level CIM Individual.
 
-    Expects ``contact_points`` and ``cross_references`` prefetched when rendering many.
+    Expects ``contact_points``, ``cross_references`` and ``subscription_consents`` prefetched
+    when rendering many.
     """
     return render_cim(
         {name: getattr(individual, name) for name in RECORD_COLUMNS},
@@ -405,5 +432,9 @@ def render_individual(individual: Any) -> dict[str, Any]:
         (
             {name: getattr(x, "pk" if name == "id" else name) for name in CROSS_REFERENCE_COLUMNS}
             for x in individual.cross_references.all()
+        ),
+        (
+            {name: getattr(c, name) for name in SUBSCRIPTION_CONSENT_COLUMNS}
+            for c in individual.subscription_consents.all()
         ),
     )

@@ -16,8 +16,10 @@ from customers.choices import (
     CandidateStatus,
     ContactPointKind,
     CrossReferenceStatus,
+    EngagementChannel,
     HistoryAction,
     MatchOutcome,
+    PrivacyConsentStatus,
     SurvivorshipStrategy,
     WritebackState,
 )
@@ -135,9 +137,10 @@ class CrossReference(models.Model):
     individual = models.ForeignKey(Individual, on_delete=models.PROTECT, related_name="cross_references")
     system = models.CharField(max_length=40)
     external_id = models.CharField(max_length=255)
-    # The source's own internal ID of the record (CIM ``id``), e.g. Marketing Cloud's numeric
-    # SubscriberID, which its engagement events use instead of the SubscriberKey.
-    system_record_id = models.CharField(max_length=64, blank=True)
+    # The source's own internal ID of the record (CIM ``id``), kept apart from ``external_id``:
+    # for Marketing Cloud its numeric SubscriberID (ENS events name subscribers by it), never
+    # the SubscriberKey (that is ``external_id``); blank while the source has not told us.
+    system_record_id = models.CharField("system record ID", max_length=64, blank=True)
     status = models.CharField(max_length=10, choices=CrossReferenceStatus.choices, default=CrossReferenceStatus.VALID)
     # The source's own status of the record, e.g. Marketing Cloud's Active / Unsubscribed.
     source_status = models.CharField(max_length=40, blank=True)
@@ -179,6 +182,42 @@ class CrossReference(models.Model):
 
     def __str__(self) -> str:
         return f"{self.system}:{self.external_id}"
+
+
+class CommunicationSubscriptionConsent(models.Model):
+    """A person's consent to one list of one source system, on one channel.
+
+    Named after Salesforce's CommSubscriptionConsent (CIM 1.0 has no consent entity): an
+    unsubscribe from a single list (a Marketing Cloud list other than All Subscribers) is
+    recorded here and leaves the person marketable; opting out of all marketing is the
+    Individual's ``do_not_market_since`` (CIM doNotMarketFromUpdateDate).
+    """
+
+    # No index of its own: the unique constraint leads with it.
+    individual = models.ForeignKey(
+        Individual, on_delete=models.CASCADE, related_name="subscription_consents", db_index=False
+    )
+    # The list as its system names it (CIM externalSourceId / externalRecordId of the subscription).
+    system = models.CharField(max_length=40)
+    subscription_id = models.CharField("list ID", max_length=64)
+    channel = models.CharField(max_length=16, choices=EngagementChannel.choices, default=EngagementChannel.EMAIL)
+    status = models.CharField(max_length=8, choices=PrivacyConsentStatus.choices)
+    # Since when the status holds (the unsubscribe's time), and how it was captured.
+    effective_from = models.DateTimeField("since")
+    capture_source = models.CharField("captured by", max_length=40, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "list consent"
+        ordering = ["system", "subscription_id", "channel"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["individual", "system", "subscription_id", "channel"], name="subscription_consent_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.system} list {self.subscription_id} ({self.channel}): {self.status}"
 
 
 class HistoryEntry(models.Model):
@@ -345,6 +384,7 @@ class NotAMatch(models.Model):
 
 __all__ = [
     "ChangeEvent",
+    "CommunicationSubscriptionConsent",
     "ContactPoint",
     "CrossReference",
     "HistoryEntry",

@@ -25,11 +25,21 @@ from customers.choices import (
     ChangeType,
     ContactPointKind,
     CrossReferenceStatus,
+    EngagementChannel,
     HistoryAction,
+    PrivacyConsentStatus,
 )
 from customers.cim import MIN_YEAR, CimValidationError, parse_individual
 from customers.history import jsonable, record_history, require_atomic
-from customers.models import ChangeEvent, CrossReference, HistoryEntry, Individual, MatchCandidate, NotAMatch
+from customers.models import (
+    ChangeEvent,
+    CommunicationSubscriptionConsent,
+    CrossReference,
+    HistoryEntry,
+    Individual,
+    MatchCandidate,
+    NotAMatch,
+)
 from customers.resolution.store import Golden, Recomputed, UnitOfWork
 from customers.resolution.survivorship import SURVIVING_FIELDS
 from customers.signals import (
@@ -134,6 +144,9 @@ def merge_individuals(
     retired.set("merged_at", now)
     work.recompute(survivor, actor=actor, now=now, history_action=None)
     work.recompute(retired, actor=actor, now=now, history_action=None)
+    # The retired record's list consents go with its sources (before the flush renders the snapshot).
+    _carry_subscription_consents(retired.pk, survivor.pk)
+    CommunicationSubscriptionConsent.objects.filter(individual_id=retired.pk).delete()
     after = {"survivor": _snapshot(survivor), "retired_master_id": retired.master_id, "rule": rule}
     for golden in (survivor, retired):
         work.record(
@@ -215,6 +228,9 @@ def unmerge_cross_reference(xref: CrossReference, *, actor: str, actor_user: Any
     if original.values["do_not_market_since"] and original.values["consent_source"] == record.system:
         split.set("do_not_market_since", original.values["do_not_market_since"])
         split.set("consent_source", original.values["consent_source"])
+    # Lists of the split record's system may be its own: the split keeps their consents too
+    # (written before the flush creates the split's row: the foreign key is checked at commit).
+    _carry_subscription_consents(original.pk, split.pk, system=record.system)
     change = {
         "originalId": original.master_id,
         "splitId": split.master_id,
@@ -453,19 +469,27 @@ def recompute_golden_record(individual: Individual, *, actor: str, actor_user: A
 # ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class OptOut:
-    """An email opt-out to record on a golden record (CIM doNotMarketFromUpdateDate)."""
+    """An opt-out to record on a golden record.
+
+    Without ``subscription`` it is an opt-out of all marketing (CIM doNotMarketFromUpdateDate);
+    with one, ``(system, list ID)``, of that list only, on ``channel``: a list consent
+    (CommunicationSubscriptionConsent) that leaves the person marketable otherwise.
+    """
 
     individual_id: int
     since: dt.datetime
     source: str
     actor: str
+    subscription: tuple[str, str] | None = None
+    channel: str = EngagementChannel.EMAIL
 
 
 def record_opt_outs(opt_outs: list[OptOut]) -> int:
     """Record opt-outs on their golden records, set-based; returns how many records changed.
 
-    The earliest opt-out wins: a later repeat of the same unsubscribe changes nothing.
-    Runs in the caller's transaction.
+    The earliest opt-out wins (per record, and per list and channel): a later repeat of the
+    same unsubscribe changes nothing. Each change writes a history row (before and after)
+    and a change event. Runs in the caller's transaction.
     """
     require_atomic()
     if not opt_outs:
@@ -475,14 +499,39 @@ def record_opt_outs(opt_outs: list[OptOut]) -> int:
         return 0
     work, _ = _open(*individuals)
     changed: set[int] = set()
+    wanted: dict[tuple[int, str, str, str], tuple[OptOut, dict[str, Any] | None]] = {}
+    listed = [o for o in opt_outs if o.subscription is not None and o.individual_id in work.goldens]
+    existing = _subscription_consents({o.individual_id for o in listed})
     for opt_out in sorted(opt_outs, key=lambda o: o.since):
         if opt_out.individual_id not in work.goldens:
             continue
         golden = work.golden(opt_out.individual_id)
+        now = timezone.now()
+        if opt_out.subscription is not None:
+            key = (golden.pk, opt_out.subscription[0][:40], opt_out.subscription[1][:64], opt_out.channel)
+            current = wanted[key][0] if key in wanted else None
+            held = existing.get(key)
+            if current is not None or (
+                held is not None
+                and held["status"] == PrivacyConsentStatus.OPT_OUT
+                and held["effective_from"] <= opt_out.since
+            ):
+                continue  # opted out of this list already, as early or earlier
+            wanted[key] = (opt_out, held)
+            before = _consent_values(key, held) if held is not None else None
+            opted_out = {
+                "status": PrivacyConsentStatus.OPT_OUT,
+                "effective_from": opt_out.since,
+                "capture_source": opt_out.source[:40],
+            }
+            after = _consent_values(key, opted_out)
+            work.record(golden, HistoryAction.CONSENT, actor=opt_out.actor, now=now, before=before, after=after)
+            work.publish(golden, ChangeType.CONSENT, actor=opt_out.actor, now=now, change=after)
+            changed.add(golden.pk)
+            continue
         current = golden.values["do_not_market_since"]
         if current is not None and current <= opt_out.since:
             continue
-        now = timezone.now()
         before = {"do_not_market_since": current, "consent_source": golden.values["consent_source"]}
         golden.set("do_not_market_since", opt_out.since)
         golden.set("consent_source", opt_out.source[:40])
@@ -496,8 +545,79 @@ def record_opt_outs(opt_outs: list[OptOut]) -> int:
             change={"doNotMarketFromUpdateDate": opt_out.since, "source": opt_out.source[:40]},
         )
         changed.add(golden.pk)
+    if wanted:
+        # Written before the flush, so the change events' snapshots show them.
+        CommunicationSubscriptionConsent.objects.bulk_create(
+            [
+                CommunicationSubscriptionConsent(
+                    individual_id=individual_id,
+                    system=system,
+                    subscription_id=subscription_id,
+                    channel=channel,
+                    status=PrivacyConsentStatus.OPT_OUT,
+                    effective_from=opt_out.since,
+                    capture_source=opt_out.source[:40],
+                )
+                for (individual_id, system, subscription_id, channel), (opt_out, _) in wanted.items()
+            ],
+            update_conflicts=True,
+            unique_fields=["individual", "system", "subscription_id", "channel"],
+            update_fields=["status", "effective_from", "capture_source", "updated_at"],
+        )
     work.flush()
     return len(changed)
+
+
+def _subscription_consents(individual_ids: set[int]) -> dict[tuple[int, str, str, str], dict[str, Any]]:
+    """The list consents these golden records hold, locked (their records are locked already)."""
+    if not individual_ids:
+        return {}
+    rows = (
+        CommunicationSubscriptionConsent.objects.select_for_update()
+        .filter(individual_id__in=individual_ids)
+        .values("individual_id", "system", "subscription_id", "channel", "status", "effective_from", "capture_source")
+    )
+    return {(r["individual_id"], r["system"], r["subscription_id"], r["channel"]): r for r in rows}
+
+
+def _consent_values(key: tuple[int, str, str, str], values: dict[str, Any]) -> dict[str, Any]:
+    """A list consent as history rows and change events show it."""
+    _, system, subscription_id, channel = key
+    return {
+        "communicationSubscription": f"{system}:{subscription_id}",
+        "channel": channel,
+        "status": values["status"],
+        "effective_from": values["effective_from"],
+        "consent_source": values["capture_source"],
+    }
+
+
+def _carry_subscription_consents(from_id: int, to_id: int, *, system: str | None = None) -> None:
+    """Copy ``from_id``'s list consents (of ``system`` only, if given) onto ``to_id``: opt-outs win.
+
+    An opt-out the target holds already stays, keeping the earlier date; otherwise the
+    source's consent is taken.
+    """
+    rows = CommunicationSubscriptionConsent.objects.filter(individual_id=from_id)
+    if system is not None:
+        rows = rows.filter(system=system)
+    held = {
+        (c.system, c.subscription_id, c.channel): c
+        for c in CommunicationSubscriptionConsent.objects.filter(individual_id=to_id)
+    }
+    for consent in rows:
+        target = held.get((consent.system, consent.subscription_id, consent.channel))
+        if target is None:
+            consent.pk = None
+            consent.individual_id = to_id
+            consent.save()
+            continue
+        opted_out = PrivacyConsentStatus.OPT_OUT
+        earlier = consent.status != opted_out or target.effective_from <= consent.effective_from
+        if not (target.status == opted_out and earlier):
+            target.status, target.effective_from = consent.status, consent.effective_from
+            target.capture_source = consent.capture_source
+            target.save(update_fields=["status", "effective_from", "capture_source", "updated_at"])
 
 
 def erase_individual(individual: Individual, *, actor: str, actor_user: Any = None) -> list[tuple[str, str]]:

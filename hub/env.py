@@ -49,6 +49,7 @@ KNOWN_NAMES: frozenset[str] = frozenset(
         "MC_ATTRIBUTE_SET",
         "MC_HTTP_TIMEOUT",
         "MC_ENS_SIGNATURE_KEY",
+        "MC_ALL_SUBSCRIBERS_LIST_ID",
         "HUB_ENS_HANDSHAKE_WINDOW_SECONDS",
         "HUB_LOGIN_FAILURE_LIMIT",
         "HUB_EVENT_CLOCK_SKEW_SECONDS",
@@ -138,6 +139,15 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None or raw.strip() == "":
         return list(default)
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_numeric_ids(name: str) -> list[str]:
+    """Comma-separated positive integer IDs (e.g. Marketing Cloud ListIDs), as text; [] when unset."""
+    values = env_list(name, [])
+    for value in values:
+        if not value.isascii() or not value.isdigit() or int(value) == 0 or len(value) > 19:
+            raise ImproperlyConfigured(f"{name} must be positive integer IDs separated by commas, not {value!r}.")
+    return values
 
 
 def env_url(name: str, default: str = "") -> str:

@@ -17,6 +17,7 @@ from hub.env import (
     env_float,
     env_int,
     env_list,
+    env_numeric_ids,
     env_str,
     env_url,
 )
@@ -277,6 +278,11 @@ if any(character in MC_ATTRIBUTE_SET for character in '"{}'):
     raise ImproperlyConfigured("MC_ATTRIBUTE_SET is a data extension name: no quotes or braces.")
 # Verifies ENS notification batches; else the key stored by `manage.py mc_ens_register`.
 MC_ENS_SIGNATURE_KEY = env_str("MC_ENS_SIGNATURE_KEY")
+# The ListID of the All Subscribers list (one per business unit, comma-separated): an ENS
+# unsubscribe from it is a global do-not-market, from any other list that list's consent only.
+# Unset, the hub cannot tell them apart and records every unsubscribe as a global
+# do-not-market (and the list's consent too), so nobody who unsubscribed is mailed again.
+MC_ALL_SUBSCRIBERS_LIST_ID = env_numeric_ids("MC_ALL_SUBSCRIBERS_LIST_ID")
 # How long after `manage.py mc_ens_register` opens a registration the hub accepts ENS's
 # verification handshake for it (ENS posts it within 30 s of the callback's creation).
 ENS_HANDSHAKE_WINDOW_SECONDS = env_int("HUB_ENS_HANDSHAKE_WINDOW_SECONDS", 15 * 60, minimum=60, maximum=24 * 3600)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import requests
 
+from integrations.marketing_cloud.sandbox.ens import ALL_SUBSCRIBERS_LIST_ID
 from integrations.marketing_cloud.sandbox.journey import build_execute_payload, sign_execute
 from integrations.marketing_cloud.sandbox.server import MarketingCloudSandbox, SandboxConfig
 
@@ -37,6 +38,7 @@ def sandbox(_sandbox_server: MarketingCloudSandbox, settings: Any) -> MarketingC
     settings.MC_ACCOUNT_ID = ""
     settings.MC_JWT_SECRET = JWT_SECRET
     settings.MC_HTTP_TIMEOUT = 5.0
+    settings.MC_ALL_SUBSCRIBERS_LIST_ID = [ALL_SUBSCRIBERS_LIST_ID]  # the sandbox tenant's
     return _sandbox_server
 
 

@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from hub.env import CHECKED_PREFIXES, KNOWN_NAMES, check_unknown_names, database_from_url, env_bool, env_url
+from hub.env import (
+    CHECKED_PREFIXES,
+    KNOWN_NAMES,
+    check_unknown_names,
+    database_from_url,
+    env_bool,
+    env_numeric_ids,
+    env_url,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,6 +83,14 @@ def test_unknown_and_malformed_settings_are_refused(monkeypatch):
         env_url("MC_AUTH_BASE_URL")
     with pytest.raises(ImproperlyConfigured, match="PostgreSQL only"):
         database_from_url("sqlite:///db.sqlite3")
+    for bad in ("All Subscribers", "0", "12,x"):
+        monkeypatch.setenv("MC_ALL_SUBSCRIBERS_LIST_ID", bad)
+        with pytest.raises(ImproperlyConfigured, match="MC_ALL_SUBSCRIBERS_LIST_ID"):
+            env_numeric_ids("MC_ALL_SUBSCRIBERS_LIST_ID")
+    monkeypatch.setenv("MC_ALL_SUBSCRIBERS_LIST_ID", " 10001, 20002 ")
+    assert env_numeric_ids("MC_ALL_SUBSCRIBERS_LIST_ID") == ["10001", "20002"]
+    monkeypatch.delenv("MC_ALL_SUBSCRIBERS_LIST_ID")
+    assert env_numeric_ids("MC_ALL_SUBSCRIBERS_LIST_ID") == []
 
 
 def test_every_setting_the_hub_reads_is_known_and_documented():
@@ -82,7 +98,9 @@ def test_every_setting_the_hub_reads_is_known_and_documented():
     read = set()
     for path in (ROOT / "hub").glob("*.py"):
         read |= set(
-            re.findall(r'env_(?:str|required|bool|int|float|list|url)\(\s*"([A-Z][A-Z0-9_]+)"', path.read_text())
+            re.findall(
+                r'env_(?:str|required|bool|int|float|list|url|numeric_ids)\(\s*"([A-Z][A-Z0-9_]+)"', path.read_text()
+            )
         )
     assert read, "the settings read their names through hub.env"
     ours = {name for name in read if name.startswith(CHECKED_PREFIXES)}

@@ -15,12 +15,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
 from integrations.marketing_cloud.sandbox.ens import (
+    ALL_SUBSCRIBERS_LIST_ID,
     EMAIL_OPEN,
     EMAIL_UNSUBSCRIBE,
     SIGNATURE_HEADER,
@@ -176,6 +178,14 @@ def hand_signature(body: bytes, signature_key: str) -> str:
     # Written out independently of ens.sign_ens: HMAC-SHA256 keyed with the base64-decoded key.
     key = base64.b64decode(signature_key)
     return base64.b64encode(hmac.new(key, body, hashlib.sha256).digest()).decode()
+
+
+def hand_signature_raw(body: bytes, signature_key: str) -> str:
+    # The other reading public consumers use: the key's own UTF-8 bytes, not decoded.
+    return base64.b64encode(hmac.new(signature_key.encode(), body, hashlib.sha256).digest()).decode()
+
+
+FIXTURES = json.loads((Path(__file__).parent / "fixtures" / "ens_events.json").read_text())
 
 
 # -- callbacks -------------------------------------------------------------------------------
@@ -636,3 +646,52 @@ def test_send_batch_posts_the_exact_signed_bytes(receiver: Receiver) -> None:
     assert "zoë".encode() in good.body  # raw UTF-8, not \\u escapes
     assert good.headers[SIGNATURE_HEADER] == hand_signature(good.body, key)
     assert bad.headers[SIGNATURE_HEADER] != hand_signature(bad.body, key)
+
+
+def test_batches_can_be_signed_with_the_keys_raw_bytes(
+    sandbox: MarketingCloudSandbox, api: Api, receiver: Receiver
+) -> None:
+    created = api.verified_callback(receiver)
+    api.subscribe(created["callbackId"], [EMAIL_UNSUBSCRIBE])
+    key = created["signatureKey"]
+
+    assert sandbox.deliver_ens([email_unsubscribe_event("SK-1")], key_encoding="raw") == [200]
+    assert sandbox.deliver_ens([email_unsubscribe_event("SK-2")]) == [200]  # base64-decoded, the default
+
+    raw, decoded = receiver.batches
+    assert raw.headers[SIGNATURE_HEADER] == hand_signature_raw(raw.body, key) != hand_signature(raw.body, key)
+    assert decoded.headers[SIGNATURE_HEADER] == hand_signature(decoded.body, key)
+    assert verify_ens(raw.body, raw.headers[SIGNATURE_HEADER], key, "raw")
+    assert not verify_ens(raw.body, raw.headers[SIGNATURE_HEADER], key)
+    with pytest.raises(ValueError, match="keyEncoding"):
+        sandbox.deliver_ens([email_unsubscribe_event("SK-3")], key_encoding="hex")
+    assert len(receiver.batches) == 2
+
+    control = f"{sandbox.url}/__sandbox/ens/deliver"
+    body = {"events": [email_unsubscribe_event("SK-4")], "keyEncoding": "raw"}
+    assert requests.post(control, json=body, timeout=10).json() == {"statuses": [200]}
+    last = receiver.batches[-1]
+    assert last.headers[SIGNATURE_HEADER] == hand_signature_raw(last.body, key)
+    assert requests.post(control, json={**body, "keyEncoding": "hex"}, timeout=10).status_code == 400
+
+
+def test_events_carry_a_numeric_subscriber_id_apart_from_the_key_and_the_list() -> None:
+    documented = FIXTURES["email_unsubscribe"]
+    # A retailer's customer number as SubscriberKey: the SubscriberID is another number.
+    event = email_unsubscribe_event("178363503", email_address="ann@example.com")
+    assert event["composite"]["subscriberId"].isdigit()
+    assert event["composite"]["subscriberId"] != "178363503"
+    assert event["composite"]["listId"] == ALL_SUBSCRIBERS_LIST_ID
+    # The documented shape, field for field.
+    assert set(event) == set(documented)
+    assert set(event["composite"]) == set(documented["composite"])
+    assert set(event["info"]) == set(documented["info"])
+
+    listed = email_unsubscribe_event("SK-1", subscriber_id=178363503, list_id=69238)
+    assert (listed["composite"]["subscriberId"], listed["composite"]["listId"]) == ("178363503", "69238")
+    for bad in ("SK-1", "", "0", "-5", True):
+        with pytest.raises(ValueError, match="SubscriberID"):
+            email_unsubscribe_event("SK-1", subscriber_id=bad)
+    for bad in ("All Subscribers", "0", False):
+        with pytest.raises(ValueError, match="ListID"):
+            email_unsubscribe_event("SK-1", list_id=bad)

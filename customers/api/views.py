@@ -51,7 +51,7 @@ class CimIndividualSerializer(serializers.BaseSerializer):
 
 
 def _individuals() -> QuerySet[Individual]:
-    return Individual.objects.prefetch_related("contact_points", "cross_references")
+    return Individual.objects.prefetch_related("contact_points", "cross_references", "subscription_consents")
 
 
 _ERRORS = {

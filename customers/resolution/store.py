@@ -40,6 +40,7 @@ from customers.choices import (
 from customers.cim import (
     CONTACT_POINT_COLUMNS,
     CROSS_REFERENCE_COLUMNS,
+    SUBSCRIPTION_CONSENT_COLUMNS,
     CimValidationError,
     SourceIndividual,
     parse_individual,
@@ -48,6 +49,7 @@ from customers.cim import (
 from customers.history import HistoryRow, require_atomic, write_history
 from customers.models import (
     ChangeEvent,
+    CommunicationSubscriptionConsent,
     ContactPoint,
     CrossReference,
     Individual,
@@ -866,6 +868,15 @@ class UnitOfWork:
                 result[row["individual_id"]][(row["kind"], row["value_key"])] = row
         return result
 
+    def _db_consents(self, ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+        """The list consents of these golden records as written so far (they are written before the flush)."""
+        result: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        if ids:
+            rows = CommunicationSubscriptionConsent.objects.filter(individual_id__in=set(ids))
+            for row in rows.values("individual_id", *SUBSCRIPTION_CONSENT_COLUMNS):
+                result[row.pop("individual_id")].append(row)
+        return result
+
     def _db_keys(self, ids: list[int]) -> dict[int, set[tuple[str, str]]]:
         result: dict[int, set[tuple[str, str]]] = defaultdict(set)
         if ids:
@@ -1073,11 +1084,12 @@ class UnitOfWork:
         self, db_points: dict[int, dict[tuple[str, str], dict[str, Any]]], point_ids: dict[tuple[int, str, str], int]
     ) -> None:
         rows = []
+        consents = self._db_consents([p.golden.pk for p in self.pending_changes if p.snapshot_record is not None])
         for p in self.pending_changes:
             snapshot = None
             if p.snapshot_record is not None:
                 points = _rendered_points(p.golden.pk, db_points.get(p.golden.pk, {}), p.snapshot_points, point_ids)
-                snapshot = render_cim(p.snapshot_record, points, p.snapshot_sources or [])
+                snapshot = render_cim(p.snapshot_record, points, p.snapshot_sources or [], consents[p.golden.pk])
             rows.append(
                 {
                     "id": p.pk,

@@ -39,7 +39,7 @@ def event_body(change: ChangeEvent) -> dict[str, Any]:
     individual = change.snapshot
     if individual is None:  # bulk imports record no snapshot: render the record now
         record = (
-            Individual.objects.prefetch_related("contact_points", "cross_references")
+            Individual.objects.prefetch_related("contact_points", "cross_references", "subscription_consents")
             .filter(master_id=change.master_id)
             .first()
         )

@@ -1,11 +1,18 @@
 """The Event Notification Service callback: unsubscribes (and the rest) from Marketing Cloud.
 
 ENS POSTs JSON arrays of up to 1,000 events, signed in ``x-sfmc-ens-signature``
-(base64 HMAC-SHA256 of the raw body, keyed with the callback's signature key, the
-key's base64 decoded), and wants a 200-204 within 3 seconds, else it retries and
-may suspend the callback. So the view verifies, stores the batch in one insert
-(redeliveries land on the same rows by ``compositeId``), queues one task and
-answers; the task applies the events.
+(base64 HMAC-SHA256 of the raw body, keyed with the callback's signature key: its
+base64 decoded, or its bytes as they are, see ``_key_readings``), and wants a 200-204
+within 3 seconds, else it retries and may suspend the callback. So the view verifies,
+stores the batch in one insert (redeliveries land on the same rows by ``compositeId``),
+queues one task and answers; the task applies the events.
+
+An unsubscribe names the subscriber by Marketing Cloud's numeric SubscriberID
+(``composite.subscriberId``), matched only against the SubscriberIDs the hub holds
+(``CrossReference.system_record_id``), never against a SubscriberKey; when no record
+holds it, by the address (``info.to``). From the All Subscribers list
+(``MC_ALL_SUBSCRIBERS_LIST_ID``) it is a global do-not-market; from any other list
+(``composite.listId``), that list's consent only.
 
 Registration: ``manage.py mc_ens_register`` opens a registration (an ``EnsCallback``
 row with no callback ID yet) and asks ENS to create the callback; while that request
@@ -69,13 +76,28 @@ HANDSHAKE_FIELDS = {
     "verificationKey": (VERIFICATION_KEY_PATTERN, "must be a string of 1-200 base64 characters"),
 }
 LOGGED_VALUE_LIMIT = 100
+ENS_CONSENT_SOURCE = "MARKETING_CLOUD_ENS"
+# Marketing Cloud's SubscriberIDs and ListIDs are integers (sent as strings in ENS events).
+_NUMERIC_ID = re.compile(r"[0-9]{1,19}")
 
 
-def _key_bytes(signature_key: str) -> bytes | None:
+def _key_readings(signature_key: str) -> list[bytes]:
+    """The HMAC keys a callback's signature key may stand for.
+
+    Salesforce documents the signature as the base64 HMAC-SHA256 of the body "with the
+    signature key" but not how the key is read; public consumers differ (Prismatic's
+    connector and a production NestJS consumer base64-decode it, the Flue framework uses
+    its bytes as they are). A batch signed either way is accepted: refusing every batch
+    would make ENS retry, then suspend the callback, and the unsubscribes would be lost.
+    """
+    readings = [signature_key.encode("utf-8")]
     try:
-        return base64.b64decode(signature_key, validate=True)
+        decoded = base64.b64decode(signature_key, validate=True)
     except (binascii.Error, ValueError):
-        return None
+        decoded = b""
+    if decoded:
+        readings.append(decoded)
+    return readings
 
 
 def signature_keys() -> list[str]:
@@ -85,18 +107,20 @@ def signature_keys() -> list[str]:
 
 
 def signature_is_valid(body: bytes, signature: str, keys: list[str]) -> bool:
-    """Constant-time check of the signature against every known key (rotation keeps two alive)."""
+    """Whether ``signature`` signs ``body`` under any known key (rotation keeps two alive), read either way.
+
+    Every candidate is computed and compared in constant time, with no early exit, so the
+    answer's timing says nothing about which key or reading came close.
+    """
     try:
         given = base64.b64decode(signature.strip(), validate=True)
     except (binascii.Error, ValueError):
         return False
     valid = False
     for key in keys:
-        key_bytes = _key_bytes(key)
-        if key_bytes is None:
-            continue
-        expected = hmac.new(key_bytes, body, hashlib.sha256).digest()
-        valid |= hmac.compare_digest(expected, given)
+        for key_bytes in _key_readings(key):
+            expected = hmac.new(key_bytes, body, hashlib.sha256).digest()
+            valid |= hmac.compare_digest(expected, given)
     return valid
 
 
@@ -304,7 +328,7 @@ class EnsCallbackView(APIView):
 
 
 def apply_notifications(limit: int = 5000) -> str:
-    """django-q2 entry point: act on received notifications (unsubscribes set do-not-market).
+    """django-q2 entry point: act on received notifications (unsubscribes: do-not-market or a list's consent).
 
     The whole batch is one transaction: the golden records' opt-outs are written together,
     through the same unit of work as every other golden-record change.
@@ -321,9 +345,10 @@ def apply_notifications(limit: int = 5000) -> str:
         unsubscribes = [n for n in pending if n.event_type == EMAIL_UNSUBSCRIBE]
         targets = _individuals_for(unsubscribes)
         opt_outs = [
-            OptOut(individual_id, n.occurred_at or now, "MARKETING_CLOUD_ENS", f"ens:{n.composite_id}"[:120])
+            opt_out
             for n in unsubscribes
             for individual_id in targets.get(n.pk, [])
+            for opt_out in _opt_outs(n, individual_id, now)
         ]
         record_opt_outs(opt_outs)
         master_ids = dict(
@@ -348,23 +373,52 @@ def apply_notifications(limit: int = 5000) -> str:
     return f"{applied} applied, {unmatched} unmatched, {stored} stored"
 
 
+def _list_id_of(notification: EnsNotification) -> str:
+    """The list an event's email went to (``composite.listId``), '' when it names none."""
+    composite = notification.payload.get("composite") if isinstance(notification.payload, dict) else None
+    list_id = str(composite.get("listId") or "").strip() if isinstance(composite, dict) else ""
+    return list_id if _NUMERIC_ID.fullmatch(list_id) else ""
+
+
+def _opt_outs(notification: EnsNotification, individual_id: int, now: dt.datetime) -> list[OptOut]:
+    """What an unsubscribe means for one golden record: a global opt-out, a list's, or (unsure) both."""
+    since = notification.occurred_at or now
+    actor = f"ens:{notification.composite_id}"[:120]
+    list_id = _list_id_of(notification)
+    all_subscribers = settings.MC_ALL_SUBSCRIBERS_LIST_ID
+    result = []
+    # No list named, the All Subscribers list, or no way to tell (the setting unset): all marketing.
+    if not list_id or list_id in all_subscribers or not all_subscribers:
+        result.append(OptOut(individual_id, since, ENS_CONSENT_SOURCE, actor))
+    if list_id and list_id not in all_subscribers:
+        subscription = (MARKETING_CLOUD, list_id)
+        result.append(OptOut(individual_id, since, ENS_CONSENT_SOURCE, actor, subscription=subscription))
+    return result
+
+
 def _individuals_for(notifications: list[EnsNotification]) -> dict[int, list[int]]:
-    """The golden records each engagement event is about: by SubscriberID, else by email address."""
-    by_subscriber: dict[str, int] = {}
-    subscriber_ids = {n.subscriber_id for n in notifications if n.subscriber_id}
+    """The golden records each engagement event is about: by SubscriberID, else by email address.
+
+    ``composite.subscriberId`` is compared with the SubscriberIDs the hub holds and with
+    nothing else: a numeric SubscriberKey that happens to equal it is another person.
+    """
+    by_subscriber: dict[str, list[int]] = {}
+    subscriber_ids = {n.subscriber_id for n in notifications if _is_subscriber_id(n.subscriber_id)}
     if subscriber_ids:
         rows = (
             CrossReference.objects.filter(system=MARKETING_CLOUD, system_record_id__in=subscriber_ids)
-            .order_by("system", "external_id")
+            .order_by("individual_id")
             .values_list("system_record_id", "individual_id")
+            .distinct()
         )
         for subscriber_id, individual_id in rows:
-            by_subscriber.setdefault(subscriber_id, individual_id)
+            # One subscriber under two keys (a key changed in Marketing Cloud) may sit on two records.
+            by_subscriber.setdefault(subscriber_id, []).append(individual_id)
     result: dict[int, list[int]] = {}
     by_email: dict[int, str] = {}
     for notification in notifications:
         if notification.subscriber_id in by_subscriber:
-            result[notification.pk] = [by_subscriber[notification.subscriber_id]]
+            result[notification.pk] = by_subscriber[notification.subscriber_id]
         elif notification.email_address:
             try:
                 by_email[notification.pk] = normalize_email(notification.email_address)
@@ -384,3 +438,8 @@ def _individuals_for(notifications: list[EnsNotification]) -> dict[int, list[int
             if owners.get(key):
                 result[pk] = owners[key]
     return result
+
+
+def _is_subscriber_id(value: str) -> bool:
+    # SubscriberIDs are positive integers; events without a subscriber carry "0" (the SMS examples).
+    return bool(_NUMERIC_ID.fullmatch(value)) and int(value) > 0

@@ -2,8 +2,10 @@
 
 Mapping after the accelerator's Salesforce Marketing System API (shared reference
 §1.4, §5.B): SubscriberKey is the cross reference's external ID, SubscriberId the
-system's own numeric ID, GlobalPartyId the master ID (externalIdType MDM), and a
-Status of Unsubscribed or Held means do-not-market from the change date.
+system's own numeric ID (CIM ``id``, kept on the cross reference apart from the key;
+``id`` is null when the subscriber data carries none, never the key in its place),
+GlobalPartyId the master ID (externalIdType MDM), and a Status of Unsubscribed or
+Held means do-not-market from the change date.
 """
 
 from __future__ import annotations
@@ -100,6 +102,8 @@ def subscriber_to_cim(args: dict[str, Any], *, prefix: str = "inArguments") -> d
             continue
         if isinstance(raw, bool) or not isinstance(raw, str | int | float):
             raise CimValidationError(f"{prefix}.{name}", "must be a string")
+        if isinstance(raw, float) and raw.is_integer():
+            raw = int(raw)  # a number column read as 501.0
         text = clean_text(raw)
         # An unresolved Journey Builder binding arrives as the literal template.
         if text.startswith("{{") and text.endswith("}}"):
@@ -111,6 +115,13 @@ def subscriber_to_cim(args: dict[str, Any], *, prefix: str = "inArguments") -> d
     for name in REQUIRED:
         if not values.get(name):
             raise CimValidationError(f"{prefix}.{name}", "is required")
+    subscriber_id = values.get("SubscriberId", "")
+    if subscriber_id and not (subscriber_id.isascii() and subscriber_id.isdigit() and int(subscriber_id) > 0):
+        # ENS names subscribers by this number: a key bound here by mistake would make the
+        # hub take someone else's unsubscribes for this person.
+        raise CimValidationError(
+            f"{prefix}.SubscriberId", "must be Marketing Cloud's numeric SubscriberID (not the SubscriberKey)"
+        )
     try:
         normalize_email(values["EmailAddress"])
     except ValueError as exc:
@@ -158,7 +169,7 @@ def subscriber_to_cim(args: dict[str, Any], *, prefix: str = "inArguments") -> d
         external_ids.append({"externalId": values["GlobalPartyId"], "externalIdType": "MDM", "status": "VALID"})
     first, last = values.get("FirstName", ""), values.get("LastName", "")
     cim: dict[str, Any] = {
-        "id": values.get("SubscriberId") or values["SubscriberKey"],
+        "id": subscriber_id or None,
         "partyType": "Individual",
         "personName": " ".join(p for p in (first, last) if p) or None,
         "firstName": first or None,

@@ -28,6 +28,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from hub.webserver import NginxMissing, free_port, gunicorn_command, nginx_command
 from integrations.choices import EventStatus
+from integrations.marketing_cloud.sandbox.ens import ALL_SUBSCRIBERS_LIST_ID
 from integrations.models import InboundEvent
 from integrations.queue import STALL_SECONDS, cluster_stalled
 
@@ -56,6 +57,8 @@ class Command(BaseCommand):
                 MC_CLIENT_ID=DEMO_CLIENT_ID,
                 MC_CLIENT_SECRET=DEMO_CLIENT_SECRET,
                 MC_JWT_SECRET=env.get("MC_JWT_SECRET") or DEMO_JWT_SECRET,
+                # The sandbox tenant's All Subscribers list (its ENS events name it).
+                MC_ALL_SUBSCRIBERS_LIST_ID=env.get("MC_ALL_SUBSCRIBERS_LIST_ID") or ALL_SUBSCRIBERS_LIST_ID,
             )
             env.pop("MC_REST_BASE_URL", None)
             env.pop("MC_ACCOUNT_ID", None)

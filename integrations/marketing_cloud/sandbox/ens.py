@@ -28,8 +28,10 @@ if TYPE_CHECKING:
     import requests
 
 __all__ = [
+    "ALL_SUBSCRIBERS_LIST_ID",
     "EMAIL_OPEN",
     "EMAIL_UNSUBSCRIBE",
+    "KEY_ENCODINGS",
     "SIGNATURE_HEADER",
     "email_open_event",
     "email_unsubscribe_event",
@@ -47,7 +49,10 @@ SIGNATURE_HEADER = "x-sfmc-ens-signature"
 EMAIL_UNSUBSCRIBE = "EngagementEvents.EmailUnsubscribe"
 EMAIL_OPEN = "EngagementEvents.EmailOpen"
 DEFAULT_MID = 100000001
-# The list every subscriber of a business unit is on; used when an event names no other list.
+# This tenant's All Subscribers list: every subscriber of the business unit is on it, and sends to
+# data extensions carry its ListID (the documented click example's link names "All Subscribers" for
+# listId 69238). Events use it unless given another list; the hub learns it from
+# MC_ALL_SUBSCRIBERS_LIST_ID.
 ALL_SUBSCRIBERS_LIST_ID = "10001"
 # Marketing Cloud's system clock runs on US Central Standard Time all year round (UTC-6, no
 # daylight saving). The documented EmailUnsubscribe example shows it: info.unsubscribeDate is
@@ -59,19 +64,27 @@ _JOB_IDS = itertools.count(1_000_000 + secrets.randbelow(8_000_000))
 _DEFAULT_USER_AGENT = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko)"
 
 
-def signature_key_bytes(signature_key: str) -> bytes:
-    """Return the HMAC key bytes for a callback's ``signatureKey``.
+# How a tenant may turn the signature key into HMAC key bytes (see :func:`signature_key_bytes`).
+KEY_ENCODINGS = ("base64", "raw")
+
+
+def signature_key_bytes(signature_key: str, key_encoding: str = "base64") -> bytes:
+    """Return the HMAC key bytes for a callback's ``signatureKey``, read as ``key_encoding`` says.
 
     Salesforce's Notification Signing page only says to "use the callback signature key" and its
     pseudocode is cut off before the key handling. The key it returns is 32 random bytes in base64
     (the documented example ``V27FXfqI3DnhfQW1bhFDeJixpt8eDAY5R24UJI3cK6M=`` decodes to exactly 32
-    bytes), and the integrations we found that verify real ENS traffic (Prismatic's SFMC connector,
-    a production NestJS consumer) base64-decode it, so that is what we do. One other library (Flue)
-    uses the key's UTF-8 text as key material instead; a hub that does that will fail here, which
-    is the point: it would fail against a real tenant too if that reading is wrong.
+    bytes). Public consumers that verify real ENS traffic disagree: Prismatic's SFMC connector and a
+    production NestJS consumer base64-decode it (``"base64"``, the default), the Flue framework uses
+    the key's UTF-8 text as it is (``"raw"``). The sandbox signs either way, so a hub can be tested
+    against both readings.
     """
     if not signature_key:
         raise ValueError("an ENS signature key must not be empty")
+    if key_encoding == "raw":
+        return signature_key.encode("utf-8")
+    if key_encoding != "base64":
+        raise ValueError(f"key_encoding must be one of {KEY_ENCODINGS}, not {key_encoding!r}")
     try:
         return base64.b64decode(signature_key, validate=True)
     except (binascii.Error, ValueError) as error:
@@ -83,15 +96,15 @@ def new_signature_key() -> str:
     return base64.b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
-def sign_ens(body: bytes, signature_key: str) -> str:
+def sign_ens(body: bytes, signature_key: str, key_encoding: str = "base64") -> str:
     """Return the ``x-sfmc-ens-signature`` header value for this exact request body."""
-    digest = hmac.new(signature_key_bytes(signature_key), body, hashlib.sha256).digest()
+    digest = hmac.new(signature_key_bytes(signature_key, key_encoding), body, hashlib.sha256).digest()
     return base64.b64encode(digest).decode("ascii")
 
 
-def verify_ens(body: bytes, signature: str, signature_key: str) -> bool:
+def verify_ens(body: bytes, signature: str, signature_key: str, key_encoding: str = "base64") -> bool:
     """True when ``signature`` is the valid ENS signature of ``body``; compares in constant time."""
-    expected = sign_ens(body, signature_key)
+    expected = sign_ens(body, signature_key, key_encoding)
     return hmac.compare_digest(expected.encode("ascii"), signature.encode("utf-8", "replace"))
 
 
@@ -117,18 +130,40 @@ def subscriber_id_for(subscriber_key: str) -> str:
     """A stable stand-in for Marketing Cloud's numeric SubscriberID of ``subscriber_key``.
 
     Real engagement events identify the subscriber only by ``composite.subscriberId`` (and the
-    address in ``info.to`` for unsubscribes), never by subscriber key, so tests that need to map an
-    event back to a subscriber use this (or pass ``subscriber_id=`` explicitly).
+    address in ``info.to`` for unsubscribes), never by subscriber key; the SubscriberID is a number
+    the tenant assigns, unrelated to the key, even when the key is a number itself. Tests that need
+    to map an event back to a subscriber use this (or pass ``subscriber_id=`` explicitly).
     """
     digest = hashlib.sha256(subscriber_key.encode("utf-8")).digest()
-    return str(100_000_000 + int.from_bytes(digest[:4], "big") % 900_000_000)
+    candidate = 100_000_000 + int.from_bytes(digest[:4], "big") % 900_000_000
+    if str(candidate) == subscriber_key:  # a numeric key that happens to hash to itself
+        candidate = 100_000_000 + (candidate + 1 - 100_000_000) % 900_000_000
+    return str(candidate)
+
+
+def _subscriber_id(subscriber_key: str, subscriber_id: str | int | None) -> str:
+    if subscriber_id is None:
+        return subscriber_id_for(subscriber_key)
+    text = str(subscriber_id)
+    if isinstance(subscriber_id, bool) or not (text.isascii() and text.isdigit() and int(text) > 0):
+        raise ValueError(f"a SubscriberID is a positive integer, not {subscriber_id!r}")
+    return text
+
+
+def _list_id(list_id: str | int | None) -> str:
+    if list_id is None:
+        return ALL_SUBSCRIBERS_LIST_ID
+    text = str(list_id)
+    if isinstance(list_id, bool) or not (text.isascii() and text.isdigit() and int(text) > 0):
+        raise ValueError(f"a ListID is a positive integer, not {list_id!r}")
+    return text
 
 
 def _envelope(
     category_type: str,
     subscriber_key: str,
     *,
-    list_id: str | None,
+    list_id: str | int | None,
     mid: int,
     eid: int | None,
     timestamp_ms: int | None,
@@ -139,8 +174,8 @@ def _envelope(
     composite = {
         "jobId": str(next(_JOB_IDS)),
         "batchId": str(1000 + secrets.randbelow(90_000)),
-        "listId": str(list_id) if list_id is not None else ALL_SUBSCRIBERS_LIST_ID,
-        "subscriberId": str(subscriber_id) if subscriber_id is not None else subscriber_id_for(subscriber_key),
+        "listId": _list_id(list_id),
+        "subscriberId": _subscriber_id(subscriber_key, subscriber_id),
     }
     if composite_id is None:
         # The documented examples compose it as jobId.listId.batchId.subscriberId.
@@ -167,7 +202,7 @@ def email_unsubscribe_event(
     subscriber_key: str,
     *,
     email_address: str | None = None,
-    list_id: str | None = None,
+    list_id: str | int | None = None,
     mid: int = DEFAULT_MID,
     timestamp_ms: int | None = None,
     composite_id: str | None = None,
@@ -179,10 +214,12 @@ def email_unsubscribe_event(
 
     Per Salesforce's reference, ``info`` holds ``to`` (the address), ``domain``, ``unsubscribeDate``
     and ``unsubscribeMethod`` ("Click" or "Reply"); the list is ``composite.listId`` and the
-    subscriber is ``composite.subscriberId``. There is no subscriberKey anywhere in this event, so
-    ``subscriber_key`` only seeds the subscriberId (see :func:`subscriber_id_for`) and stands in
-    for ``to`` when it is itself an email address and ``email_address`` is not given. With no
-    address at all, ``to`` and ``domain`` are left out rather than invented.
+    subscriber is ``composite.subscriberId``, a positive number (ValueError otherwise). There is no
+    subscriberKey anywhere in this event, so ``subscriber_key`` only seeds the subscriberId (see
+    :func:`subscriber_id_for`) and stands in for ``to`` when it is itself an email address and
+    ``email_address`` is not given. With no address at all, ``to`` and ``domain`` are left out
+    rather than invented. ``list_id`` defaults to the All Subscribers list; another list's ID makes
+    it an unsubscribe from that list only.
     """
     event = _envelope(
         EMAIL_UNSUBSCRIBE,
@@ -209,7 +246,7 @@ def email_open_event(
     subscriber_key: str,
     *,
     email_address: str | None = None,
-    list_id: str | None = None,
+    list_id: str | int | None = None,
     mid: int = DEFAULT_MID,
     timestamp_ms: int | None = None,
     composite_id: str | None = None,
@@ -248,17 +285,19 @@ def send_batch(
     session: requests.Session | None = None,
     timeout: float = 3.0,
     tamper: bool = False,
+    key_encoding: str = "base64",
 ) -> requests.Response:
     """POST one signed notification batch to ``url`` as ENS does and return the response.
 
     ENS gives a callback three seconds to answer 200-204, hence the default ``timeout``. With
-    ``tamper`` the signature is well-formed but wrong. Batch size is the caller's business: ENS
-    never sends more than the callback's ``maxBatchSize`` (100-1000) events in one request.
+    ``tamper`` the signature is well-formed but wrong; ``key_encoding`` says how the key is read
+    (see :func:`signature_key_bytes`). Batch size is the caller's business: ENS never sends more
+    than the callback's ``maxBatchSize`` (100-1000) events in one request.
     """
     import requests  # here, not at the top: the stdlib-only sandbox server imports this module
 
     body = encode_batch(events)
-    signature = sign_ens(body, signature_key)
+    signature = sign_ens(body, signature_key, key_encoding)
     if tamper:
         signature = tamper_signature(signature)
     headers = {"Content-Type": "application/json", SIGNATURE_HEADER: signature}

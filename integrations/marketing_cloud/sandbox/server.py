@@ -40,6 +40,7 @@ from integrations.marketing_cloud.sandbox.data_extensions import (
     unknown_data_extension,
 )
 from integrations.marketing_cloud.sandbox.ens import (
+    KEY_ENCODINGS,
     SIGNATURE_HEADER,
     encode_batch,
     new_signature_key,
@@ -554,6 +555,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         callback_id: str | None = None,
         signature_key: str | None = None,
         tamper: bool = False,
+        key_encoding: str = "base64",
     ) -> list[int]:
         """Send ``events`` to a callback as ENS does and return the HTTP status of each batch POST.
 
@@ -564,8 +566,10 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         that callback, verified or not, which is a test override ENS itself never does.
 
         Events keep their order and are split into batches of the callback's ``maxBatchSize``.
-        Each batch is signed with the callback's signature key, or ``signature_key`` if given;
-        ``tamper`` sends a well-formed but wrong signature. A status of 0 means no HTTP answer
+        Each batch is signed with the callback's signature key, or ``signature_key`` if given,
+        read as ``key_encoding`` says (``"base64"``-decoded or ``"raw"`` bytes: tenants' readings
+        are not documented, see ``ens.signature_key_bytes``); ``tamper`` sends a well-formed but
+        wrong signature. A status of 0 means no HTTP answer
         (connection refused, or none within ``ens_delivery_timeout`` -- ENS's 3 s limit). Failed
         batches are not retried: ENS would retry three times, but tests want each POST visible.
         """
@@ -573,6 +577,8 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             isinstance(event, dict) and isinstance(event.get("eventCategoryType"), str) for event in events
         ):
             raise ValueError("events must be a list of objects, each with an eventCategoryType")
+        if key_encoding not in KEY_ENCODINGS:
+            raise ValueError(f"keyEncoding must be one of {', '.join(KEY_ENCODINGS)}")
         with self._lock:
             timeout = self.config.ens_delivery_timeout
             if callback_id is not None:
@@ -600,7 +606,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         # Sent outside the lock: the hub's callback may well call back into the sandbox meanwhile.
         for start in range(0, len(selected), batch_size):
             body = encode_batch(selected[start : start + batch_size])
-            signature = sign_ens(body, key)
+            signature = sign_ens(body, key, key_encoding)
             if tamper:
                 signature = tamper_signature(signature)
             status, _ = _post_json(url, body, {SIGNATURE_HEADER: signature}, timeout)
@@ -1264,6 +1270,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         if sub_path == "/ens/deliver" and method == "POST":
             data = self._control_payload(body)
             callback_id, signature_key, tamper = data.get("callbackId"), data.get("signatureKey"), data.get("tamper")
+            key_encoding = data.get("keyEncoding", "base64")
             if callback_id is not None and not isinstance(callback_id, str):
                 raise self._control_error("callbackId must be a string")
             if signature_key is not None and not isinstance(signature_key, str):
@@ -1272,7 +1279,11 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
                 raise self._control_error("tamper must be true or false")
             try:
                 statuses = self.deliver_ens(
-                    data.get("events"), callback_id=callback_id, signature_key=signature_key, tamper=bool(tamper)
+                    data.get("events"),
+                    callback_id=callback_id,
+                    signature_key=signature_key,
+                    tamper=bool(tamper),
+                    key_encoding=key_encoding,
                 )
             except ValueError as error:
                 raise self._control_error(str(error)) from None
