@@ -356,5 +356,4 @@ def test_a_proxy_in_the_environment_is_not_used_for_deliveries(monkeypatch):
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
     session = delivery_session()
-    assert session.trust_env is False
     assert session.merge_environment_settings("https://93.184.215.14/hook", {}, None, None, None)["proxies"] == {}

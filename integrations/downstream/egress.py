@@ -152,14 +152,19 @@ class _NoRedirectSession(requests.Session):
         kwargs["allow_redirects"] = False
         return super().send(request, **kwargs)
 
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> dict:
+        # No proxy from the environment (HTTPS_PROXY...): a proxy would resolve the name itself,
+        # after the check, so the address checked would not be the address reached. The rest of
+        # the environment (REQUESTS_CA_BUNDLE for a company's CA) still applies.
+        merged = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        merged["proxies"] = {}
+        return merged
+
 
 def delivery_session() -> requests.Session:
     """A session for deliveries: https (http only when allowed) to checked public addresses, no redirects."""
     allow_loopback = settings.DOWNSTREAM_ALLOW_LOOPBACK
     session = _NoRedirectSession()
-    # No proxy from the environment (HTTPS_PROXY...): a proxy would resolve the name itself, after
-    # the check, so the address checked would not be the address reached.
-    session.trust_env = False
     session.mount("https://", _PinnedPublicAddressAdapter(https=True, allow_loopback=allow_loopback))
     if settings.DOWNSTREAM_ALLOW_HTTP:
         session.mount("http://", _PinnedPublicAddressAdapter(https=False, allow_loopback=allow_loopback))
