@@ -95,6 +95,9 @@ MAX_UTC_OFFSET = dt.timedelta(hours=14)
 # that large only slows every match it takes part in.
 MAX_CONTACT_POINTS = 50
 MAX_EXTERNAL_IDS = 50
+# A source record's ID (``id``, an ``externalId``) as a cross reference holds it; longer ones
+# would be cut there, and two records differing only beyond it would become one.
+MAX_ID_LENGTH = 255
 
 _MAX = {"salutation": 40, "firstName": 100, "middleName": 100, "lastName": 100, "nameSuffix": 40, "gender": 32}
 
@@ -109,10 +112,18 @@ def _type_of(value: Any, path: str) -> str:
 
 
 def _text(data: dict[str, Any], key: str, path: str, max_length: int = 200) -> str:
+    """A text field: a string, or an integer (taken as its digits); anything else is refused.
+
+    Other numbers are refused because the stored event would not say the same: jsonb keeps
+    numbers as PostgreSQL numerics, so ``1e101`` (six characters as Python writes it) comes
+    back as a 102-digit integer, and the resolver would parse another value than intake did.
+    An integer comes back as it was sent; integers stay accepted because stored source records
+    holding them are parsed again whenever their golden record is recomputed.
+    """
     value = data.get(key)
     if value is None:
         return ""
-    if not isinstance(value, str | int | float) or isinstance(value, bool):
+    if not isinstance(value, str | int) or isinstance(value, bool):
         raise CimValidationError(f"{path}.{key}", "must be a string")
     text = clean_text(value)
     if len(text) > max_length:
@@ -213,6 +224,8 @@ def parse_individual(data: Any, path: str = "individual") -> SourceIndividual:
     if system_id is not None and (isinstance(system_id, bool) or not isinstance(system_id, str | int)):
         raise CimValidationError(f"{path}.id", "must be a string")
     result.system_id = clean_text(system_id)
+    if len(result.system_id) > MAX_ID_LENGTH:
+        raise CimValidationError(f"{path}.id", f"must be at most {MAX_ID_LENGTH} characters")
 
     points = data.get("contactPoints") or []
     if not isinstance(points, list):
@@ -263,7 +276,7 @@ def parse_individual(data: Any, path: str = "individual") -> SourceIndividual:
         p = f"{path}.externalIds[{i}]"
         if not isinstance(item, dict):
             raise CimValidationError(p, "must be an object")
-        value = _text(item, "externalId", p, 255)
+        value = _text(item, "externalId", p, MAX_ID_LENGTH)
         if not value:
             continue  # the accelerator emits empty placeholders; they identify nothing
         id_type = _type_of(item.get("externalIdType"), f"{p}.externalIdType").upper()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 import uuid
@@ -38,6 +39,16 @@ def new_master_id() -> str:
     rand = secrets.randbits(74)
     value = millis << 80 | 0x7 << 76 | (rand >> 62) << 64 | 0b10 << 62 | rand & (1 << 62) - 1
     return str(uuid.UUID(int=value))
+
+
+# The shape of every master ID the hub has issued: a UUID in its hyphenated form (of any version,
+# so IDs issued before version 7 match too). Case is not part of a UUID (RFC 9562).
+MASTER_ID_SHAPE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+
+
+def is_master_id(value: object) -> bool:
+    """Whether ``value`` has the shape of a master ID (it may still belong to no golden record)."""
+    return isinstance(value, str) and MASTER_ID_SHAPE.fullmatch(value) is not None
 
 
 class Individual(models.Model):
@@ -394,6 +405,7 @@ __all__ = [
     "MatchRule",
     "NotAMatch",
     "SurvivorshipRule",
+    "is_master_id",
     "new_master_id",
 ]
 

@@ -39,6 +39,7 @@ from customers.models import (
     Individual,
     MatchCandidate,
     NotAMatch,
+    is_master_id,
 )
 from customers.resolution.store import Golden, Recomputed, UnitOfWork
 from customers.resolution.survivorship import SURVIVING_FIELDS
@@ -67,7 +68,13 @@ class ResolutionError(ValueError):
 
 
 def resolve_master_id(master_id: str) -> Individual | None:
-    """The golden record a master ID stands for today: merged IDs redirect to their survivor."""
+    """The golden record a master ID stands for today: merged IDs redirect to their survivor.
+
+    None for a value without a master ID's shape: it names no record (and some such values,
+    NUL among them, PostgreSQL refuses outright).
+    """
+    if not is_master_id(master_id):
+        return None
     individual = Individual.objects.filter(master_id=master_id).first()
     if individual is not None and individual.merged_into_id is not None:
         # Redirects are kept one hop deep (merge re-points older redirects at the new survivor).
@@ -328,7 +335,7 @@ def pin_value(individual: Individual, attribute: str, value: Any, *, actor: str,
     work, (golden,) = _open(individual)
     if not golden.active:
         raise ResolutionError("merged or erased golden records cannot be changed")
-    value = _pinnable(attribute, value)
+    value = pinnable_value(attribute, value)
     now = timezone.now()
     before = golden.values[attribute]
     golden.set(
@@ -355,13 +362,20 @@ def pin_value(individual: Individual, attribute: str, value: Any, *, actor: str,
 _UNPINNABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
-def _pinnable(attribute: str, value: Any) -> Any:
-    """The value to pin, or ValueError saying why it cannot be one."""
+def pinnable_value(attribute: str, value: Any) -> Any:
+    """The value to pin for ``attribute``, or ValueError saying why it cannot be one.
+
+    Text must fit the golden record's column (its ``max_length``, read from the model): a
+    longer pin could never be stored.
+    """
     if not isinstance(value, str):
         return value
     if _UNPINNABLE.search(value):
         raise ValueError("must not contain control characters")
     if attribute != "birth_date":
+        max_length = Individual._meta.get_field(attribute).max_length
+        if max_length is not None and len(value) > max_length:
+            raise ValueError(f"must be at most {max_length} characters for {attribute}")
         return value
     if not value:
         return None
@@ -678,6 +692,7 @@ __all__ = [
     "merge_individuals",
     "not_a_match_with",
     "pin_value",
+    "pinnable_value",
     "recompute_golden_record",
     "record_opt_outs",
     "request_resync",

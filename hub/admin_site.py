@@ -1,4 +1,5 @@
-"""The hub's admin site: every action declares its permission, and a refused action is a 403.
+"""The hub's admin site: every action declares its permission, a refused action is a 403, and a
+list filter the database cannot run is a 400.
 
 Django offers an action to a user only when the user has the permissions the action
 declares; an action that declares none is offered to anyone who may view the list. So
@@ -6,17 +7,61 @@ declares; an action that declares none is offered to anyone who may view the lis
 deployment) for an action that declares no permission, and every model admin registered
 here refuses a posted action the user may not run with 403 Forbidden, instead of Django's
 quiet "No action selected" redirect that leaves a caller guessing.
+
+Any user who may view a list may add lookups of its fields to the query string
+(``?received_at__year=0``). Django turns what such a lookup raises while the filter is
+built into a redirect; what it raises only when the query is compiled or run was a 500.
+Every model admin registered here answers that with 400, naming the parameters.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.apps import AdminConfig
+from django.contrib.admin.views.main import ERROR_FLAG, IGNORED_PARAMS, PAGE_VAR, SEARCH_VAR
 from django.core import checks
 from django.core.exceptions import PermissionDenied
+from django.db import DataError, ProgrammingError
 from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+
+from hub.middleware import problem_response
+
+logger = logging.getLogger(__name__)
+
+# What a lookup from the query string raises when its query is compiled or run: a year Python
+# cannot bound (0, -1, 10**20; 9999 in a date hierarchy, whose end is the next year), a __range
+# of one value, a regular expression PostgreSQL cannot compile, an operator of an extension
+# that is not installed (trigram_similar, unaccent).
+_LOOKUP_ERRORS = (ValueError, OverflowError, IndexError, DataError, ProgrammingError)
+_LIST_CONTROLS = frozenset({*IGNORED_PARAMS, PAGE_VAR, ERROR_FLAG})
+
+
+class RefuseUnworkableFilters:
+    """Mixed into every registered model admin: a list filter or search that cannot run is a 400."""
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        filters = [name for name in request.GET if name not in _LIST_CONTROLS]
+        if not filters and not request.GET.get(SEARCH_VAR):
+            return super().changelist_view(request, extra_context)  # type: ignore[misc]
+        try:
+            response = super().changelist_view(request, extra_context)  # type: ignore[misc]
+            if isinstance(response, TemplateResponse):
+                response.render()  # the rows, the date hierarchy and the facets are read while rendering
+        except _LOOKUP_ERRORS as exc:
+            # The model and the error's type only: the message may quote the value.
+            logger.warning("refused a filter of the %s list (%s)", self.model._meta.label, type(exc).__name__)  # type: ignore[attr-defined]
+            return problem_response(
+                400,
+                "Invalid filter",
+                "The list cannot be filtered or searched by this.",
+                [{"field": f"query.{name}", "message": "is not a filter this list can run"} for name in filters]
+                or [{"field": f"query.{SEARCH_VAR}", "message": "is not a search this list can run"}],
+            )
+        return response
 
 
 class RefuseUnpermittedActions:
@@ -33,6 +78,10 @@ class RefuseUnpermittedActions:
         return super().changelist_view(request, extra_context)  # type: ignore[misc]
 
 
+# Outermost first: a filter that cannot run is answered before an action is looked at.
+_GUARDS = (RefuseUnworkableFilters, RefuseUnpermittedActions)
+
+
 class HubAdminSite(admin.AdminSite):
     site_header = "Customer hub"
     site_title = "Customer hub"
@@ -40,10 +89,11 @@ class HubAdminSite(admin.AdminSite):
 
     def register(self, model_or_iterable: Any, admin_class: Any = None, **options: Any) -> None:
         admin_class = admin_class or admin.ModelAdmin
-        if not issubclass(admin_class, RefuseUnpermittedActions):
+        guards = tuple(guard for guard in _GUARDS if not issubclass(admin_class, guard))
+        if guards:
             admin_class = type(
                 admin_class.__name__,
-                (RefuseUnpermittedActions, admin_class),
+                (*guards, admin_class),
                 {"__module__": admin_class.__module__, "__doc__": admin_class.__doc__},
             )
         super().register(model_or_iterable, admin_class, **options)

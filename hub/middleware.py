@@ -35,7 +35,7 @@ class SecurityHeadersMiddleware:
 _PATH_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
-def _problem(status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None) -> JsonResponse:
+def problem_response(status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None) -> JsonResponse:
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
     if errors:
         body["errors"] = errors
@@ -71,9 +71,11 @@ class RequestGuardMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         errors = _control_character_errors(request)
         if errors:
-            return _problem(400, "Invalid request", "Control characters are not allowed here.", errors)
+            return problem_response(400, "Invalid request", "Control characters are not allowed here.", errors)
         if _chunked_without_length(request.META) and "wsgi.input" in request.META:
-            return _problem(411, "Length required", "Send a Content-Length (this server cannot read a chunked body).")
+            return problem_response(
+                411, "Length required", "Send a Content-Length (this server cannot read a chunked body)."
+            )
         return self.get_response(request)
 
 

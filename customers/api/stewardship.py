@@ -9,19 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.validators import RegexValidator
+from django.db import models
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import permissions, serializers, status
 from rest_framework.exceptions import APIException, ValidationError
-from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from customers.api.views import ReadScope
 from customers.choices import CandidateStatus
-from customers.models import CrossReference, HistoryEntry, Individual, MatchCandidate
+from customers.models import CrossReference, HistoryEntry, Individual, MatchCandidate, NotAMatch, is_master_id
 from customers.resolution.survivorship import SURVIVING_FIELDS
 from customers.stewardship import (
     ResolutionError,
@@ -29,10 +30,12 @@ from customers.stewardship import (
     mark_not_a_match,
     merge_individuals,
     pin_value,
+    pinnable_value,
     resolve_master_id,
     unmerge_cross_reference,
     unpin_value,
 )
+from hub.paging import ApiCursorPagination
 
 
 class StewardScope(permissions.BasePermission):
@@ -59,14 +62,76 @@ _ERRORS = {
 }
 
 
-OTHER_RECORD = inline_serializer("OtherRecord", {"masterId": serializers.CharField()})
-NOT_A_MATCH = inline_serializer(
-    "NotAMatchRequest", {"masterId": serializers.CharField(), "reason": serializers.CharField(required=False)}
+def _max_length(model: type[models.Model], name: str) -> int | None:
+    """The column's length: a longer value could never be stored (PostgreSQL refuses it)."""
+    return model._meta.get_field(name).max_length
+
+
+# No stored source record ID holds a control character (intake removes them), and PostgreSQL
+# refuses NUL outright.
+_NO_CONTROL_CHARACTERS = RegexValidator(
+    r"[\x00-\x1f\x7f-\x9f]", "must not contain control characters", inverse_match=True
 )
-SOURCE_RECORD = inline_serializer(
-    "SourceRecordRef", {"externalIdType": serializers.CharField(), "externalId": serializers.CharField()}
-)
-PIN = inline_serializer("PinRequest", {"value": serializers.CharField(allow_null=True, max_length=100)})
+
+
+def _master_id_shaped(value: str) -> None:
+    if not is_master_id(value):
+        raise serializers.ValidationError("is not a master ID (a UUID, as the hub issues them)")
+
+
+class MasterIdField(serializers.CharField):
+    """A golden record's master ID: a value of another shape is a 400 naming the field."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", _max_length(Individual, "master_id"))
+        kwargs.setdefault("help_text", "A golden record's master ID (a UUID); a merged one stands for its survivor.")
+        super().__init__(**kwargs)
+        self.validators.append(_master_id_shaped)
+
+
+class StringField(serializers.CharField):
+    """A CharField that takes JSON strings only (DRF's own turns numbers into text)."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class OtherRecordSerializer(serializers.Serializer):
+    masterId = MasterIdField()
+
+
+class NotAMatchRequestSerializer(serializers.Serializer):
+    masterId = MasterIdField()
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=_max_length(NotAMatch, "reason"))
+
+
+class SourceRecordRefSerializer(serializers.Serializer):
+    externalIdType = serializers.CharField(
+        max_length=_max_length(CrossReference, "system"), validators=[_NO_CONTROL_CHARACTERS]
+    )
+    externalId = serializers.CharField(
+        max_length=_max_length(CrossReference, "external_id"), validators=[_NO_CONTROL_CHARACTERS]
+    )
+
+
+class PinRequestSerializer(serializers.Serializer):
+    """``value``: text that fits the attribute's column (a birth date as YYYY-MM-DD), or null."""
+
+    value = StringField(allow_null=True, allow_blank=True, trim_whitespace=False)
+
+    def validate_value(self, value: str | None) -> str | None:
+        try:
+            pinnable_value(self.context["attribute"], value)
+        except ValueError as exc:  # the service's own rules, so the API and the admin refuse alike
+            raise serializers.ValidationError(str(exc)) from None
+        return value
+
+
+def _valid(serializer: serializers.Serializer) -> dict[str, Any]:
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
 
 
 _READ_ERRORS = {
@@ -85,11 +150,8 @@ def golden(master_id: str) -> Individual:
     return individual
 
 
-def _other(request: Request, field: str = "masterId") -> Individual:
-    value = request.data.get(field) if isinstance(request.data, dict) else None
-    if not isinstance(value, str) or not value.strip():
-        raise ValidationError({field: ["is required (a master ID)"]})
-    other = resolve_master_id(value.strip())
+def _other(master_id: str, field: str = "masterId") -> Individual:
+    other = resolve_master_id(master_id)
     if other is None:
         raise ValidationError({field: ["no golden record has this master ID"]})
     return other
@@ -112,11 +174,12 @@ class MergeView(_Steward):
         tags=["stewardship"],
         operation_id="individual_merge",
         summary="Merge another golden record into this one (the older master ID survives)",
-        request=OTHER_RECORD,
+        request=OtherRecordSerializer,
         responses={200: OpenApiTypes.OBJECT, **_ERRORS},
     )
     def post(self, request: Request, master_id: str) -> Response:
-        individual, other = golden(master_id), _other(request)
+        individual = golden(master_id)
+        other = _other(_valid(OtherRecordSerializer(data=request.data))["masterId"])
         try:
             survivor = merge_individuals(individual, other, actor=_actor(request), rule="api")
         except ResolutionError as exc:
@@ -130,17 +193,14 @@ class UnmergeView(_Steward):
         tags=["stewardship"],
         operation_id="individual_unmerge",
         summary="Split one source record off into a golden record of its own",
-        request=SOURCE_RECORD,
+        request=SourceRecordRefSerializer,
         responses={201: OpenApiTypes.OBJECT, **_ERRORS},
     )
     def post(self, request: Request, master_id: str) -> Response:
         individual = golden(master_id)
-        data = request.data if isinstance(request.data, dict) else {}
-        errors = {name: ["is required"] for name in ("externalIdType", "externalId") if not data.get(name)}
-        if errors:
-            raise ValidationError(errors)
+        data = _valid(SourceRecordRefSerializer(data=request.data))
         xref = CrossReference.objects.filter(
-            individual=individual, system=str(data["externalIdType"]).upper(), external_id=str(data["externalId"])
+            individual=individual, system=data["externalIdType"].upper(), external_id=data["externalId"]
         ).first()
         if xref is None:
             raise ValidationError({"externalId": ["this golden record has no such source record"]})
@@ -156,14 +216,13 @@ class NotAMatchView(_Steward):
         tags=["stewardship"],
         operation_id="individual_not_a_match",
         summary="Remember that two golden records are different people",
-        request=NOT_A_MATCH,
+        request=NotAMatchRequestSerializer,
         responses={201: OpenApiTypes.OBJECT, **_ERRORS},
     )
     def post(self, request: Request, master_id: str) -> Response:
-        individual, other = golden(master_id), _other(request)
-        reason = request.data.get("reason", "") if isinstance(request.data, dict) else ""
-        if not isinstance(reason, str):
-            raise ValidationError({"reason": ["must be a string"]})
+        individual = golden(master_id)
+        data = _valid(NotAMatchRequestSerializer(data=request.data))
+        other, reason = _other(data["masterId"]), data.get("reason", "")
         try:
             mark_not_a_match(individual, other, actor=_actor(request), reason=reason)
         except ResolutionError as exc:
@@ -174,15 +233,12 @@ class NotAMatchView(_Steward):
         tags=["stewardship"],
         operation_id="individual_not_a_match_clear",
         summary="Clear a not-a-match, so the rules may pair the records again",
-        parameters=[OpenApiParameter("masterId", str, required=True)],
+        parameters=[OpenApiParameter("masterId", str, required=True, description="The other record's master ID")],
         responses={204: None, **_ERRORS},
     )
     def delete(self, request: Request, master_id: str) -> Response:
         individual = golden(master_id)
-        value = request.query_params.get("masterId", "")
-        other = resolve_master_id(value) if value else None
-        if other is None:
-            raise ValidationError({"masterId": ["is required (the other record's master ID)"]})
+        other = _other(_valid(OtherRecordSerializer(data=request.query_params))["masterId"])
         if not clear_not_a_match(individual, other, actor=_actor(request)):
             raise Http404
         return Response(status=204)
@@ -193,21 +249,17 @@ class PinView(_Steward):
         tags=["stewardship"],
         operation_id="individual_pin",
         summary="Pin a golden value: it wins over every source until unpinned",
-        request=PIN,
+        request=PinRequestSerializer,
         responses={200: OpenApiTypes.OBJECT, **_ERRORS},
     )
     def put(self, request: Request, master_id: str, attribute: str) -> Response:
         individual = golden(master_id)
         if attribute not in SURVIVING_FIELDS:
             raise ValidationError({"attribute": [f"must be one of {', '.join(SURVIVING_FIELDS)}"]})
-        if not isinstance(request.data, dict) or "value" not in request.data:
-            raise ValidationError({"value": ["is required"]})
-        value = request.data["value"]
-        if not isinstance(value, str | type(None)) or (isinstance(value, str) and len(value) > 100):
-            raise ValidationError({"value": ["must be a string of at most 100 characters, or null"]})
+        value = _valid(PinRequestSerializer(data=request.data, context={"attribute": attribute}))["value"]
         try:
             individual = pin_value(individual, attribute, value, actor=_actor(request))
-        except ValueError as exc:  # ResolutionError, or a birth date that is not one
+        except ValueError as exc:  # ResolutionError: a merged or erased record
             raise ValidationError({"value": [str(exc)]}) from None
         return Response({"masterId": individual.master_id, "pins": individual.pins})
 
@@ -283,17 +335,9 @@ class HistoryView(APIView):
         )
 
 
-class CandidatePagination(CursorPagination):
+class CandidatePagination(ApiCursorPagination):
     ordering = ("created_at", "id")
     page_size = 50
-
-    def decode_cursor(self, request: Request) -> Any:
-        from rest_framework.exceptions import NotFound
-
-        try:
-            return super().decode_cursor(request)
-        except NotFound:  # a bad cursor is the caller's mistake, not a missing page
-            raise ValidationError({"cursor": ["is not a cursor this API issued"]}) from None
 
 
 class CandidateListView(APIView):

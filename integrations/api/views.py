@@ -22,7 +22,7 @@ from integrations import connector
 from integrations.auth import HasScope
 from integrations.bodies import read_body_or_problem
 from integrations.choices import MARKETING_CLOUD, RESERVED_SOURCES, SYSTEM_CODE, EventChannel
-from integrations.intake import AcceptedEvent, request_headers, store_events, store_rejected
+from integrations.intake import AcceptedEvent, json_safe, request_headers, store_events, store_rejected
 from integrations.models import SyncRun
 from integrations.problems import problem
 from integrations.queue import cluster_stalled, queue_depth
@@ -170,8 +170,12 @@ class EventsView(APIView):
         errors = []
         for index, item in enumerate(serializer.validated_data["events"]):
             path = f"events[{index}].individual"
+            # Parse what is stored, as the resolver will read it back from jsonb: NUL kept as
+            # U+FFFD (json_safe). Numbers jsonb would give back in another form (1e101 as a
+            # 102-digit integer) customers.cim refuses wherever it reads a value.
+            individual = json_safe(item["individual"])
             try:
-                source = parse_individual(item["individual"], path)
+                source = parse_individual(individual, path)
                 external_id = source.system_id or source.external_id_for(item["source"])
                 if not external_id:
                     raise CimValidationError(
@@ -191,7 +195,7 @@ class EventsView(APIView):
                     headers=headers,
                     content_type=content_type,
                     payload={"id": item["id"], "source": item["source"], "batchSize": len(data["events"])},
-                    individual_cim=item["individual"],
+                    individual_cim=individual,
                     occurred_at=item["occurredAt"],
                     api_client=client,
                 )

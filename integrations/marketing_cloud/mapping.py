@@ -13,7 +13,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from customers.cim import CimValidationError, check_datetime_range, parse_cim_date, parse_cim_datetime
+from customers.cim import (
+    CimValidationError,
+    check_datetime_range,
+    parse_cim_date,
+    parse_cim_datetime,
+    parse_individual,
+)
 from customers.normalize import clean_text, normalize_email
 from integrations.choices import MARKETING_CLOUD
 from integrations.marketing_cloud.schema import INDIVIDUAL, parse_mc_datetime
@@ -186,4 +192,39 @@ def subscriber_to_cim(args: dict[str, Any], *, prefix: str = "inArguments") -> d
     }
     if status in NOT_MARKETABLE:
         cim["doNotMarketFromUpdateDate"] = (modified or created or dt.datetime.now(dt.UTC)).isoformat()
+    try:
+        # The resolver parses this CIM again; what it would refuse (a mobile number that is no
+        # telephone number) is refused now, instead of accepted and dead-lettered later.
+        parse_individual(cim, prefix)
+    except CimValidationError as exc:
+        raise CimValidationError(_in_argument_of(exc.field, prefix, values), exc.message) from None
     return cim
+
+
+# The CIM fields subscriber_to_cim fills, by the in-argument each is made of.
+_IN_ARGUMENT_OF = {
+    "firstName": "FirstName",
+    "lastName": "LastName",
+    "birthDate": "BirthDate",
+    "gender": "Gender",
+    "emailAddress": "EmailAddress",
+    "telephoneNumber": "MobileNumber",
+    "addressLine1": "AddressLine1",
+    "cityName": "City",
+    "postalCodeText": "PostalCode",
+    "stateProvinceName": "StateProvince",
+    "countryName": "Country",
+    "doNotMarketFromUpdateDate": "ModifiedDate",
+}
+
+
+def _in_argument_of(field: str, prefix: str, values: dict[str, str]) -> str:
+    """The in-argument a CIM field's error (``row.contactPoints[1].telephoneNumber``) is about."""
+    name = field.rsplit(".", 1)[-1]
+    if name == "id":
+        argument = "SubscriberId" if values.get("SubscriberId") else "SubscriberKey"
+    elif name == "externalId":
+        argument = "GlobalPartyId" if ".externalIds[1]." in field else "SubscriberKey"
+    else:
+        argument = _IN_ARGUMENT_OF.get(name, "")
+    return f"{prefix}.{argument}" if argument else field
