@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.runtime-installed
+LOCAL := $(VENV)/.local-installed
 DEV := $(VENV)/.dev-installed
 
 .PHONY: run test lint audit bench clean-db help browser nginx
@@ -20,11 +21,17 @@ $(RUNTIME): requirements.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@
 
-$(DEV): requirements-dev.txt $(RUNTIME)
+# What production installs is requirements.txt alone; `make run` and the tests add the embedded
+# PostgreSQL (requirements-local.txt), the tests their tools (requirements-dev.txt).
+$(LOCAL): requirements-local.txt $(RUNTIME)
+	$(BIN)/pip install --quiet -r requirements-local.txt
+	touch $@
+
+$(DEV): requirements-dev.txt $(LOCAL)
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-run: $(RUNTIME) nginx
+run: $(LOCAL) nginx
 	HUB_DEBUG=$${HUB_DEBUG:-true} $(BIN)/python manage.py run_hub
 
 lint: $(DEV)

@@ -35,8 +35,8 @@ from django.conf import settings  # noqa: E402
 
 from bench.harness import HubProcesses, percentile, scratch_database  # noqa: E402
 from integrations.downstream.models import new_webhook_secret  # noqa: E402
-from integrations.marketing_cloud.sandbox.journey import build_execute_payload, sign_execute  # noqa: E402
-from integrations.marketing_cloud.sandbox.server import MarketingCloudSandbox  # noqa: E402
+from sandboxes.marketing_cloud.journey import build_execute_payload, sign_execute  # noqa: E402
+from sandboxes.marketing_cloud.server import MarketingCloudSandbox  # noqa: E402
 from tests.webhook_receiver import WebhookReceiver  # noqa: E402
 
 JWT_SECRET = "bench-jwt-signing-secret-0123456789abcdef"

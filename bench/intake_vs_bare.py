@@ -43,7 +43,7 @@ from django.conf import settings  # noqa: E402
 
 from bench.harness import scratch_database  # noqa: E402
 from hub.webserver import free_port, gunicorn_command, nginx_command  # noqa: E402
-from integrations.marketing_cloud.sandbox.journey import build_execute_payload, sign_execute  # noqa: E402
+from sandboxes.marketing_cloud.journey import build_execute_payload, sign_execute  # noqa: E402
 
 JWT_SECRET = "bench-jwt-signing-secret-0123456789abcdef"
 BARE = Path(__file__).resolve().parent / "bare"

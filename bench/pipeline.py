@@ -46,8 +46,8 @@ import requests  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from bench.harness import percentile, scratch_database  # noqa: E402
-from integrations.marketing_cloud.sandbox.journey import build_execute_payload, sign_execute  # noqa: E402
-from integrations.marketing_cloud.sandbox.server import MarketingCloudSandbox, SandboxConfig  # noqa: E402
+from sandboxes.marketing_cloud.journey import build_execute_payload, sign_execute  # noqa: E402
+from sandboxes.marketing_cloud.server import MarketingCloudSandbox, SandboxConfig  # noqa: E402
 
 JWT_SECRET = "bench-jwt-signing-secret-0123456789abcdef"
 FIRST = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Margaret", "Dennis", "Radia"]

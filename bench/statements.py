@@ -45,9 +45,9 @@ from django_q.models import OrmQ  # noqa: E402
 import integrations.marketing_cloud.writeback as writeback  # noqa: E402
 from integrations.intake import AcceptedEvent, store_events  # noqa: E402
 from integrations.marketing_cloud.mapping import subscriber_to_cim  # noqa: E402
-from integrations.marketing_cloud.sandbox.server import MarketingCloudSandbox, SandboxConfig  # noqa: E402
 from integrations.marketing_cloud.writeback import flush_writebacks  # noqa: E402
 from integrations.models import InboundEvent  # noqa: E402
+from sandboxes.marketing_cloud.server import MarketingCloudSandbox, SandboxConfig  # noqa: E402
 
 try:
     from integrations.resolver import resolve_ready_events

@@ -1,4 +1,4 @@
-"""Embedded PostgreSQL for machines without a server (``DATABASE_URL`` unset).
+"""Embedded PostgreSQL for development and tests on machines without a server (``DATABASE_URL`` unset).
 
 PyPI's ``pgserver`` ships the PostgreSQL binaries in its wheel. The server keeps
 its data under ``var/pgdata`` (git-ignored), listens on a Unix socket only, and
@@ -29,10 +29,10 @@ def embedded_database_url(data_dir: Path) -> str:
         os.environ["XDG_RUNTIME_DIR"] = str(runtime_dir)
     try:
         import pgserver
-    except ImportError:  # pragma: no cover - requirements.txt installs it
+    except ImportError:  # pragma: no cover - requirements-local.txt installs it
         raise ImproperlyConfigured(
             "DATABASE_URL is not set and the embedded PostgreSQL (pgserver) is not installed. "
-            "Run `make run` / `pip install -r requirements.txt`, or set DATABASE_URL."
+            "Run `make run` / `pip install -r requirements-local.txt`, or set DATABASE_URL."
         ) from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -97,10 +97,16 @@ TEMPLATES = [
 ]
 
 # ---------------------------------------------------------------------------
-# Database: PostgreSQL only. DATABASE_URL, else the embedded server under var/.
+# Database: PostgreSQL only. DATABASE_URL, else (development and tests only) the embedded server
+# under var/, which production does not even install (requirements-local.txt).
 # ---------------------------------------------------------------------------
 _database_url = env_str("DATABASE_URL")
 if not _database_url:
+    if not (DEBUG or TESTING):
+        raise ImproperlyConfigured(
+            "DATABASE_URL must be set: the embedded PostgreSQL is for development and tests only "
+            "(HUB_DEBUG=true, as `make run` sets it)."
+        )
     from hub.embedded_pg import embedded_database_url
 
     _database_url = embedded_database_url(DATA_DIR)

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import requests
 
-from integrations.marketing_cloud.sandbox.ens import ALL_SUBSCRIBERS_LIST_ID
-from integrations.marketing_cloud.sandbox.journey import build_execute_payload, sign_execute
-from integrations.marketing_cloud.sandbox.server import MarketingCloudSandbox, SandboxConfig
+from sandboxes.marketing_cloud.ens import ALL_SUBSCRIBERS_LIST_ID
+from sandboxes.marketing_cloud.journey import build_execute_payload, sign_execute
+from sandboxes.marketing_cloud.server import MarketingCloudSandbox, SandboxConfig
 
 JWT_SECRET = "test-jwt-signing-secret-0123456789abcdef"
 CLIENT_ID = "test-client-id"

@@ -26,8 +26,8 @@ import requests
 
 from integrations.marketing_cloud.activity import POSTMONGER_INTEGRITY, POSTMONGER_URL
 from integrations.marketing_cloud.mapping import IN_ARGUMENTS
-from integrations.marketing_cloud.sandbox.journey import BindingError, Journey, entry_source_bindings
 from integrations.models import InboundEvent
+from sandboxes.marketing_cloud.journey import BindingError, Journey, entry_source_bindings
 from tests.conftest import JWT_SECRET
 
 playwright_api = pytest.importorskip("playwright.sync_api")

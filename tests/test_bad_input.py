@@ -19,9 +19,9 @@ from django.db import connection
 from customers.models import Individual
 from integrations.choices import EventStatus
 from integrations.marketing_cloud.models import EnsNotification
-from integrations.marketing_cloud.sandbox.ens import email_unsubscribe_event, encode_batch, sign_ens
-from integrations.marketing_cloud.sandbox.journey import build_execute_payload
 from integrations.models import ApiClient, DeadLetter, InboundEvent, SyncRun, SyncStep
+from sandboxes.marketing_cloud.ens import email_unsubscribe_event, encode_batch, sign_ens
+from sandboxes.marketing_cloud.journey import build_execute_payload
 from tests.conftest import JWT_SECRET, subscriber
 from tests.queue import queued_tasks, run_queued
 

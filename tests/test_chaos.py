@@ -21,8 +21,8 @@ import requests
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from integrations.marketing_cloud.sandbox.journey import build_execute_payload, sign_execute
 from integrations.models import InboundEvent
+from sandboxes.marketing_cloud.journey import build_execute_payload, sign_execute
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, JWT_SECRET, subscriber
 from tests.processes import HubProcesses, wait_until
 

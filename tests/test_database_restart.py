@@ -18,7 +18,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from integrations.marketing_cloud.sandbox.journey import build_execute_payload, sign_execute
+from sandboxes.marketing_cloud.journey import build_execute_payload, sign_execute
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, JWT_SECRET, subscriber
 from tests.processes import ROOT, HubProcesses, wait_until
 

@@ -338,8 +338,9 @@ def test_no_answer_body_is_stored_or_shown(journey, sandbox, receiver, admin_cli
         ({"HUB_DEBUG": "false", "HUB_DOWNSTREAM_ALLOW_HTTP": "true"}, "True False"),
     ],
 )
-def test_the_development_switches(env, expected):
-    environment = {**os.environ, "HUB_SECRET_KEY": "k" * 60, **env}
+def test_the_development_switches(env, expected, settings):
+    # A named database: without HUB_DEBUG the hub refuses the embedded one the tests may use.
+    environment = {**os.environ, "HUB_SECRET_KEY": "k" * 60, "DATABASE_URL": settings.EFFECTIVE_DATABASE_URL, **env}
     environment.pop("HUB_TESTING", None)
     result = subprocess.run(  # noqa: S603 - our own argv
         [sys.executable, "-c", "import django; django.setup(); from django.conf import settings; "

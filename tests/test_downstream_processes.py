@@ -10,8 +10,8 @@ import pytest
 
 from customers.models import ChangeEvent
 from integrations.downstream.models import Delivery, DownstreamTarget
-from integrations.marketing_cloud.sandbox.journey import send_execute
 from integrations.models import InboundEvent
+from sandboxes.marketing_cloud.journey import send_execute
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, JWT_SECRET, subscriber
 from tests.processes import HubProcesses, wait_until
 from tests.webhook_receiver import WebhookReceiver

@@ -6,7 +6,7 @@ import pytest
 
 from customers.models import Individual
 from integrations.downstream.models import Delivery, DownstreamTarget
-from integrations.salesforce.sandbox.server import SalesforceSandbox, SalesforceSandboxConfig
+from sandboxes.salesforce.server import SalesforceSandbox, SalesforceSandboxConfig
 from tests.conftest import subscriber
 from tests.queue import run_queued
 

@@ -9,8 +9,8 @@ import requests
 
 from customers.models import CrossReference, Individual, MatchCandidate
 from integrations.choices import EventStatus
-from integrations.marketing_cloud.sandbox.journey import DEMO_SUBSCRIBERS, send_demo, send_execute
 from integrations.models import InboundEvent
+from sandboxes.marketing_cloud.journey import DEMO_SUBSCRIBERS, send_demo, send_execute
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, JWT_SECRET, subscriber
 from tests.processes import HubProcesses, wait_until
 

@@ -11,7 +11,7 @@ from django.core.management.base import CommandError
 
 from customers.models import Individual
 from integrations.marketing_cloud.models import EnsCallback, EnsNotification
-from integrations.marketing_cloud.sandbox.ens import email_open_event, email_unsubscribe_event, sign_ens
+from sandboxes.marketing_cloud.ens import email_open_event, email_unsubscribe_event, sign_ens
 from tests.conftest import subscriber
 from tests.logs import captured_console
 from tests.queue import queued_tasks, run_queued

@@ -25,13 +25,13 @@ from customers.stewardship import merge_individuals, unmerge_cross_reference
 from integrations.choices import MARKETING_CLOUD
 from integrations.marketing_cloud import ens as hub_ens
 from integrations.marketing_cloud.models import EnsCallback, EnsNotification
-from integrations.marketing_cloud.sandbox.ens import (
+from integrations.models import InboundEvent
+from sandboxes.marketing_cloud.ens import (
     ALL_SUBSCRIBERS_LIST_ID,
     email_unsubscribe_event,
     encode_batch,
     sign_ens,
 )
-from integrations.models import InboundEvent
 from tests.conftest import subscriber
 from tests.queue import run_queued
 

@@ -146,12 +146,14 @@ def test_start_up_stops_with_a_clear_message(env, message):
     assert message in result.stderr
 
 
-def test_production_settings_pass_the_deploy_check():
+def test_production_settings_pass_the_deploy_check(settings):
     env = {
         **os.environ,
         "HUB_SECRET_KEY": "x" * 64 + "-production-like-key-for-the-check",
         "HUB_ALLOWED_HOSTS": "hub.example.com",
         "HUB_DEBUG": "false",
+        # Production names its database; the embedded one (when the tests use it) is refused there.
+        "DATABASE_URL": settings.EFFECTIVE_DATABASE_URL,
     }
     env.pop("HUB_TESTING", None)
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # a test-only switch (browser tests), never a deployment's

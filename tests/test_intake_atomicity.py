@@ -65,11 +65,3 @@ def test_create_api_key_prints_the_key_as_its_last_line():
     client = ApiClient.objects.get(name="pos")
     assert key.startswith(f"hub_{client.key_prefix}_") and client.scopes == ["ingest"] and client.sources == ["POS"]
     assert client.key_hash == ApiClient.hash_key(key)
-
-
-def test_mc_sandbox_command_plays_journey_builder(journey, settings):
-    out = io.StringIO()
-    call_command("mc_sandbox", "--send-demo", journey.url, "--count", "2", stdout=out)
-    assert InboundEvent.objects.count() == 2
-    lines = out.getvalue().strip().splitlines()
-    assert len(lines) == 2 and all(" 200 " in line for line in lines)

@@ -10,7 +10,7 @@ import jwt
 import pytest
 
 from integrations.marketing_cloud.mapping import IN_ARGUMENTS
-from integrations.marketing_cloud.sandbox.journey import BindingError, Journey
+from sandboxes.marketing_cloud.journey import BindingError, Journey
 from tests.conftest import JWT_SECRET
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "journey_builder.json").read_text())

@@ -14,8 +14,8 @@ from customers.models import ContactPoint, CrossReference, HistoryEntry, Individ
 from integrations.choices import EventStatus, RunStatus
 from integrations.marketing_cloud.activity import in_argument_bindings
 from integrations.marketing_cloud.mapping import IN_ARGUMENTS
-from integrations.marketing_cloud.sandbox.journey import Journey, entry_source_bindings, sign_execute
 from integrations.models import InboundEvent, SyncRun
+from sandboxes.marketing_cloud.journey import Journey, entry_source_bindings, sign_execute
 from tests.conftest import JWT_SECRET, subscriber
 from tests.queue import queued_tasks, run_queued
 

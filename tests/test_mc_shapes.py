@@ -20,9 +20,9 @@ from defusedxml import ElementTree as SafeET
 
 from integrations.marketing_cloud import soap
 from integrations.marketing_cloud.poller import _next_page_path
-from integrations.marketing_cloud.sandbox.server import MarketingCloudSandbox
 from integrations.marketing_cloud.schema import INDIVIDUAL, DataExtensionField, DataExtensionSchema
 from integrations.transport import TransportError
+from sandboxes.marketing_cloud.server import MarketingCloudSandbox
 
 FIXTURES = Path(__file__).parent / "fixtures" / "marketing_cloud"
 MC_DATE = re.compile(r"^\d{1,2}/\d{1,2}/\d{4} \d{1,2}:\d{2}:\d{2} (AM|PM)$")

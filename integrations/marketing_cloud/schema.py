@@ -14,7 +14,8 @@ Marketing Cloud's system time is US Central Standard Time, UTC-6 all year, witho
 in it too. ``Etc/GMT+6`` is the IANA name of that fixed offset (the sign is POSIX's, inverted);
 ``America/Chicago`` would be wrong half the year.
 
-No Django imports: the sandbox (a plain library) uses this module as well.
+No Django imports: the Marketing Cloud sandbox (``sandboxes.marketing_cloud``, a plain library) uses
+this module as well.
 """
 
 from __future__ import annotations

@@ -1,17 +1,19 @@
 """``manage.py run_hub`` (what ``make run`` calls): everything up on one machine.
 
 Migrates, makes a local admin (its password printed once), then starts together
-the web server as deployed (gunicorn behind nginx, with the files in ``deploy/``),
-the django-q2 cluster and the Marketing Cloud sandbox,
-plays the demo subscribers through the real intake endpoint signed as Journey
-Builder signs them, registers the hub's ENS callback with the sandbox, runs
-``mc_check`` against it and prints its result, and prints where to look. Ctrl-C
-stops every process.
+the Marketing Cloud sandbox (``python -m sandboxes.marketing_cloud``, a child
+process like the others: the hub never imports the emulators), the web server as
+deployed (gunicorn behind nginx, with the files in ``deploy/``) and the django-q2
+cluster; has the sandbox play the demo subscribers through the real intake endpoint
+signed as Journey Builder signs them, registers the hub's ENS callback with the
+sandbox, runs ``mc_check`` against it and prints its result, and prints where to
+look. Ctrl-C stops every process.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -28,7 +30,6 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from hub.webserver import NginxMissing, free_port, gunicorn_command, nginx_command
 from integrations.choices import EventStatus
-from integrations.marketing_cloud.sandbox.ens import ALL_SUBSCRIBERS_LIST_ID
 from integrations.models import InboundEvent
 from integrations.queue import STALL_SECONDS, cluster_stalled
 
@@ -36,6 +37,8 @@ WATCHDOG_INTERVAL = 15.0
 DEMO_CLIENT_ID = "hub-demo-client"
 DEMO_CLIENT_SECRET = "hub-demo-client-secret"  # the sandbox's, not a real tenant's
 DEMO_JWT_SECRET = "hub-demo-jwt-signing-secret-for-the-local-sandbox"
+# What `python -m sandboxes.marketing_cloud --send-demo` prints for each execute call.
+DEMO_CALL_LINE = re.compile(r"^\d+ (?P<status>\d{3}) eventId=(?P<event_id>\S+)$")
 
 
 class Command(BaseCommand):
@@ -57,8 +60,6 @@ class Command(BaseCommand):
                 MC_CLIENT_ID=DEMO_CLIENT_ID,
                 MC_CLIENT_SECRET=DEMO_CLIENT_SECRET,
                 MC_JWT_SECRET=env.get("MC_JWT_SECRET") or DEMO_JWT_SECRET,
-                # The sandbox tenant's All Subscribers list (its ENS events name it).
-                MC_ALL_SUBSCRIBERS_LIST_ID=env.get("MC_ALL_SUBSCRIBERS_LIST_ID") or ALL_SUBSCRIBERS_LIST_ID,
             )
             env.pop("MC_REST_BASE_URL", None)
             env.pop("MC_ACCOUNT_ID", None)
@@ -68,9 +69,8 @@ class Command(BaseCommand):
         self._ensure_admin()
 
         python = sys.executable
+        sandbox_url = f"http://127.0.0.1:{sandbox_port}"
         commands: list[tuple[str, list[str]]] = []
-        if use_sandbox:
-            commands.append(("sandbox", [python, "manage.py", "mc_sandbox", "--port", str(sandbox_port)]))
         # As deployed (README, "Running the processes yourself"): gunicorn with the shipped settings
         # on a loopback port, nginx with the shipped site in front of it on the hub's port.
         gunicorn_bind = f"127.0.0.1:{free_port()}"
@@ -105,28 +105,36 @@ class Command(BaseCommand):
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
 
+        def start(name: str, command: list[str]) -> None:
+            # Each in its own process group, so a stop reaches its children (gunicorn and
+            # qcluster workers) and Ctrl-C in the terminal reaches only us.
+            proc = subprocess.Popen(command, cwd=base_dir, env=env, start_new_session=True)  # noqa: S603 - our own argv
+            processes.append((name, proc))
+
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         try:
-            for name, command in commands:
-                # Each in its own process group, so a stop reaches its children (gunicorn and
-                # qcluster workers) and Ctrl-C in the terminal reaches only us.
-                proc = subprocess.Popen(command, cwd=base_dir, env=env, start_new_session=True)  # noqa: S603 - our own argv
-                processes.append((name, proc))
-            web_url = f"http://127.0.0.1:{web_port}"
             if use_sandbox:
-                self._wait_for(f"http://127.0.0.1:{sandbox_port}/__sandbox/health", processes, "sandbox")
+                # First, and ready before the hub starts: the hub's settings take the sandbox
+                # tenant's All Subscribers list (its ENS events name it), which the sandbox tells.
+                start("sandbox", [python, "-m", "sandboxes.marketing_cloud", "--port", str(sandbox_port)])
+                self._wait_for(f"{sandbox_url}/__sandbox/health", processes, "sandbox")
+                if not env.get("MC_ALL_SUBSCRIBERS_LIST_ID"):
+                    tenant = requests.get(f"{sandbox_url}/__sandbox/tenant", timeout=5).json()
+                    env["MC_ALL_SUBSCRIBERS_LIST_ID"] = tenant["allSubscribersListId"]
+            for name, command in commands:
+                start(name, command)
+            web_url = f"http://127.0.0.1:{web_port}"
             self._wait_for(f"{web_url}/api/health", processes, "web server")
             if not no_demo and use_sandbox:
-                self._play_demo(web_url, env["MC_JWT_SECRET"], sandbox_port)
+                self._play_demo(web_url, env, base_dir, sandbox_url)
             if use_sandbox:
                 self._check_tenant(web_url, env, base_dir)
             self.stdout.write(self.style.SUCCESS(f"\nThe hub is up. Admin: {web_url}/admin/  (user admin)"))
             self.stdout.write(f"API schema: {web_url}/api/schema/   Health: {web_url}/api/health")
             if use_sandbox:
                 self.stdout.write(
-                    f"Marketing Cloud sandbox: http://127.0.0.1:{sandbox_port} "
-                    f"(rows: /__sandbox/rows/{settings.MC_DE_KEY})"
+                    f"Marketing Cloud sandbox: {sandbox_url} (rows: /__sandbox/rows/{settings.MC_DE_KEY})"
                 )
             self.stdout.write("Ctrl-C stops everything.")
             last_check = cluster_started = time.monotonic()
@@ -216,37 +224,34 @@ class Command(BaseCommand):
         if checked.returncode != 0:
             self.stderr.write(checked.stderr.strip()[-500:] or "mc_check reported failures (above).")
 
-    def _play_demo(self, web_url: str, jwt_secret: str, sandbox_port: int) -> None:
-        from integrations.marketing_cloud.sandbox.journey import DEMO_SUBSCRIBERS, send_demo
-
+    def _play_demo(self, web_url: str, env: dict[str, str], base_dir: Path, sandbox_url: str) -> None:
+        """Have the sandbox fill its data extension with the demo subscribers and play them as Journey Builder."""
+        self.stdout.write("Playing the demo subscribers as Journey Builder ...")
         # Marketing Cloud holds the subscribers in the data extension the journey enters from; the
-        # reconciliation poller reads it too.
-        sandbox_url = f"http://127.0.0.1:{sandbox_port}"
-        token = requests.post(
-            f"{sandbox_url}/v2/token",
-            timeout=5,
-            json={
-                "grant_type": "client_credentials",
-                "client_id": DEMO_CLIENT_ID,
-                "client_secret": DEMO_CLIENT_SECRET,
-            },
-        ).json()["access_token"]
-        for args in DEMO_SUBSCRIBERS:
-            values = {k: v for k, v in args.items() if k != settings.MC_DE_PRIMARY_KEY}
-            answer = requests.put(
-                f"{sandbox_url}/hub/v1/dataevents/key:{settings.MC_DE_KEY}/rows/{settings.MC_DE_PRIMARY_KEY}:"
-                f"{args['SubscriberKey']}",
-                json={"values": values},
-                timeout=5,
-                headers={"Authorization": f"Bearer {token}"},
-            )
-            if answer.status_code != 200:
-                # The sandbox's data extension is strict, as a tenant's: say what it refused.
-                self.stderr.write(f"the sandbox refused a demo row: {answer.status_code} {answer.text[:300]}")
-        self.stdout.write(f"Playing {len(DEMO_SUBSCRIBERS)} demo subscribers as Journey Builder ...")
-        responses = send_demo(f"{web_url}/api/v1/marketing-cloud/journey/execute", jwt_secret)
-        event_ids = [r.json().get("eventId") for r in responses if r.status_code == 200]
-        failed = [r.status_code for r in responses if r.status_code != 200]
+        # reconciliation poller reads it too. The JWT secret and credentials reach it through env.
+        played = subprocess.run(  # noqa: S603 - our own argv
+            [
+                sys.executable,
+                "-m",
+                "sandboxes.marketing_cloud",
+                "--send-demo",
+                f"{web_url}/api/v1/marketing-cloud/journey/execute",
+                "--fill-data-extension",
+                sandbox_url,
+                "--de-key",
+                settings.MC_DE_KEY,
+            ],
+            cwd=base_dir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if played.stderr.strip():
+            self.stderr.write(played.stderr.strip()[-1000:])
+        calls = [match for line in played.stdout.splitlines() if (match := DEMO_CALL_LINE.match(line.strip()))]
+        event_ids = [call["event_id"] for call in calls if call["status"] == "200" and call["event_id"] != "-"]
+        failed = [int(call["status"]) for call in calls if call["status"] != "200"]
         if failed:
             self.stderr.write(f"demo calls refused: {failed}")
         deadline = time.monotonic() + 60
@@ -257,7 +262,7 @@ class Command(BaseCommand):
                 break
             time.sleep(0.3)
         synced = InboundEvent.objects.filter(pk__in=event_ids, status=EventStatus.SYNCED).count()
-        rows = requests.get(f"http://127.0.0.1:{sandbox_port}/__sandbox/rows/{settings.MC_DE_KEY}", timeout=5).json()
+        rows = requests.get(f"{sandbox_url}/__sandbox/rows/{settings.MC_DE_KEY}", timeout=5).json()
         written = sum(1 for values in rows.values() if values.get(settings.MC_MASTER_ID_FIELD))
         self.stdout.write(
             f"Demo: {len(event_ids)} events accepted, {synced} synced; "

@@ -32,7 +32,7 @@ from integrations.marketing_cloud.schema import (
     format_mc_datetime,
     parse_mc_datetime,
 )
-from integrations.sandbox_http import ApiError
+from sandboxes.http import ApiError
 
 __all__ = ["SandboxDataExtension", "data_extension_error", "unknown_data_extension"]
 

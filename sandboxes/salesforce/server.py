@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from integrations.sandbox_http import ApiError, EmulatorServer, Fault, Reply
+from sandboxes.http import ApiError, EmulatorServer, Fault, Reply
 
 __all__ = ["FAULT_KINDS", "SalesforceSandbox", "SalesforceSandboxConfig", "redact_path"]
 
@@ -799,7 +799,7 @@ class SalesforceSandbox(EmulatorServer[SalesforceSandboxConfig]):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the sandbox in the foreground: ``python -m integrations.salesforce.sandbox.server``."""
+    """Run the sandbox in the foreground: ``python -m sandboxes.salesforce``."""
     parser = argparse.ArgumentParser(description="Serve a local emulator of the Salesforce REST API.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8767)

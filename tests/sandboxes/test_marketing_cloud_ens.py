@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import requests
 
-from integrations.marketing_cloud.sandbox.ens import (
+from sandboxes.marketing_cloud.ens import (
     ALL_SUBSCRIBERS_LIST_ID,
     EMAIL_OPEN,
     EMAIL_UNSUBSCRIBE,
@@ -34,7 +34,7 @@ from integrations.marketing_cloud.sandbox.ens import (
     subscriber_id_for,
     verify_ens,
 )
-from integrations.marketing_cloud.sandbox.server import MarketingCloudSandbox, SandboxConfig
+from sandboxes.marketing_cloud.server import MarketingCloudSandbox, SandboxConfig
 
 CALLBACKS = "/platform/v1/ens-callbacks"
 VERIFY = "/platform/v1/ens-verify"
@@ -185,7 +185,7 @@ def hand_signature_raw(body: bytes, signature_key: str) -> str:
     return base64.b64encode(hmac.new(signature_key.encode(), body, hashlib.sha256).digest()).decode()
 
 
-FIXTURES = json.loads((Path(__file__).parent / "fixtures" / "ens_events.json").read_text())
+FIXTURES = json.loads((Path(__file__).parent.parent / "fixtures" / "ens_events.json").read_text())
 
 
 # -- callbacks -------------------------------------------------------------------------------

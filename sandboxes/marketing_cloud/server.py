@@ -14,9 +14,9 @@ It also plays the Event Notification Service (ENS): callbacks are registered and
 ``/platform/v1/ens-*`` as on a real tenant, and :meth:`MarketingCloudSandbox.deliver_ens` pushes
 signed event batches to them (the signing lives in :mod:`.ens`).
 
-It deliberately imports nothing from Django: tests, benchmarks and ``make run`` start it as a plain
-library or through the ``mc_sandbox`` management command, and other processes drive it over the
-``/__sandbox/`` control endpoints.
+It deliberately imports nothing from Django: tests and benchmarks start it as a plain library,
+``make run`` as ``python -m sandboxes.marketing_cloud`` (:mod:`.__main__`), and other processes drive
+it over the ``/__sandbox/`` control endpoints.
 """
 
 from __future__ import annotations
@@ -33,13 +33,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from integrations.marketing_cloud.sandbox import soap
-from integrations.marketing_cloud.sandbox.data_extensions import (
+from integrations.marketing_cloud.schema import INDIVIDUAL, DataExtensionField, DataExtensionSchema
+from sandboxes.http import ApiError, EmulatorServer, Fault, Reply
+from sandboxes.marketing_cloud import soap
+from sandboxes.marketing_cloud.data_extensions import (
     SandboxDataExtension,
     data_extension_error,
     unknown_data_extension,
 )
-from integrations.marketing_cloud.sandbox.ens import (
+from sandboxes.marketing_cloud.ens import (
+    ALL_SUBSCRIBERS_LIST_ID,
     KEY_ENCODINGS,
     SIGNATURE_HEADER,
     encode_batch,
@@ -47,8 +50,6 @@ from integrations.marketing_cloud.sandbox.ens import (
     sign_ens,
     tamper_signature,
 )
-from integrations.marketing_cloud.schema import INDIVIDUAL, DataExtensionField, DataExtensionSchema
-from integrations.sandbox_http import ApiError, EmulatorServer, Fault, Reply
 
 __all__ = ["FAULT_KINDS", "MarketingCloudSandbox", "SandboxConfig"]
 
@@ -1267,6 +1268,10 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
     def _system_control(self, method: str, sub_path: str, query: str, body: bytes) -> Reply:
         if sub_path.startswith("/rows/") and method == "GET":
             return Reply(200, self.rows(unquote(sub_path[len("/rows/") :])))
+        if sub_path == "/tenant" and method == "GET":
+            # What a hub must be configured with for this tenant that its APIs do not tell it
+            # (`make run` reads it to set MC_ALL_SUBSCRIBERS_LIST_ID).
+            return Reply(200, {"allSubscribersListId": ALL_SUBSCRIBERS_LIST_ID})
         if sub_path == "/ens/deliver" and method == "POST":
             data = self._control_payload(body)
             callback_id, signature_key, tamper = data.get("callbackId"), data.get("signatureKey"), data.get("tamper")

@@ -16,7 +16,8 @@ import pytest
 import requests
 from defusedxml import ElementTree as SafeET
 
-from integrations.marketing_cloud.sandbox.journey import (
+from integrations.marketing_cloud.schema import INDIVIDUAL, DataExtensionField, DataExtensionSchema
+from sandboxes.marketing_cloud.journey import (
     DEMO_EVENT_DEFINITION_KEY,
     DEMO_SUBSCRIBERS,
     BindingError,
@@ -27,8 +28,7 @@ from integrations.marketing_cloud.sandbox.journey import (
     send_demo,
     sign_execute,
 )
-from integrations.marketing_cloud.sandbox.server import MarketingCloudSandbox, SandboxConfig
-from integrations.marketing_cloud.schema import INDIVIDUAL, DataExtensionField, DataExtensionSchema
+from sandboxes.marketing_cloud.server import MarketingCloudSandbox, SandboxConfig
 
 DE = "Individual"
 # At least 32 bytes, as RFC 7518 asks of HS256 keys (PyJWT warns about shorter ones).
@@ -513,7 +513,7 @@ def test_pages_hold_2500_rows_and_follow_the_request_token(sandbox: MarketingClo
 
 # -- SOAP: the data extension's fields --------------------------------------------------------
 
-FIELDS_REQUEST = Path(__file__).parent / "fixtures" / "marketing_cloud" / "soap_retrieve_fields_request.xml"
+FIELDS_REQUEST = Path(__file__).parent.parent / "fixtures" / "marketing_cloud" / "soap_retrieve_fields_request.xml"
 
 
 def soap_post(sandbox: MarketingCloudSandbox, body: str) -> requests.Response:

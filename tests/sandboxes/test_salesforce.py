@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-from integrations.salesforce.sandbox.server import (
+from sandboxes.salesforce.server import (
     FAULT_KINDS,
     SalesforceSandbox,
     SalesforceSandboxConfig,

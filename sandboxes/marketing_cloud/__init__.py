@@ -1,0 +1,1 @@
+"""A local emulator of Salesforce Marketing Cloud (:mod:`.server`) and a Journey Builder player (:mod:`.journey`)."""

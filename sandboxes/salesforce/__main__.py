@@ -1,0 +1,5 @@
+"""``python -m sandboxes.salesforce [--host H] [--port P] [--verbose]``: serve the Salesforce emulator."""
+
+from sandboxes.salesforce.server import main
+
+main()
