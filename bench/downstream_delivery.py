@@ -67,8 +67,7 @@ def main() -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO downstream_downstreamtarget (name, kind, url, secret, event_types, enabled, cursor, "
-            "pause_reason, consecutive_failures, last_error, created_at) VALUES "
-            "('bench', 'webhook', %s, %s, '[]', true, 0, '', 0, '', now())",
+            "created_at) VALUES ('bench', 'webhook', %s, %s, '[]', true, 0, now())",
             [receiver.url, secret],
         )
     url = f"{hub.url}/api/v1/marketing-cloud/journey/execute"

@@ -298,13 +298,17 @@ if MC_HTTP_TIMEOUT * 2 >= Q_TIMEOUT:
 MC_SANDBOX_PORT = env_int("MC_SANDBOX_PORT", 8765, minimum=1, maximum=65535)
 HUB_PORT = env_int("HUB_PORT", 8000, minimum=1, maximum=65535)
 # ---------------------------------------------------------------------------
-# Salesforce core (a downstream target of kind "salesforce")
+# Salesforce core (a downstream target of kind "salesforce"): read by the connector,
+# integrations.salesforce.client.SalesforceSettings
 # ---------------------------------------------------------------------------
 SF_CLIENT_ID = env_str("SF_CLIENT_ID")
 SF_CLIENT_SECRET = env_str("SF_CLIENT_SECRET")
 SF_API_VERSION = env_str("SF_API_VERSION", "v62.0")
 SF_SOBJECT = env_str("SF_SOBJECT", "Contact")
 SF_MASTER_ID_FIELD = env_str("SF_MASTER_ID_FIELD", "Global_Customer_Id__c")
+# ---------------------------------------------------------------------------
+# Downstream delivery
+# ---------------------------------------------------------------------------
 DOWNSTREAM_MAX_ATTEMPTS = env_int("HUB_DOWNSTREAM_MAX_ATTEMPTS", 12, minimum=1, maximum=100)
 # Downstream targets get personal data: https to public addresses only (integrations.downstream.egress).
 # Receivers on this machine over plain http (the demo, the tests) need both switches; HUB_DEBUG=true and

@@ -33,6 +33,7 @@ from integrations.models import (
     validate_sendable_source,
 )
 from integrations.replay import replay_dead_letter
+from integrations.transport import CircuitBreaker
 
 
 class ReadOnlyMixin:
@@ -277,15 +278,11 @@ class ConnectorStateAdmin(ReadOnlyMixin, admin.ModelAdmin):
     def close_breaker(self, request: HttpRequest, queryset: QuerySet[ConnectorState]) -> None:
         from integrations.marketing_cloud.writeback import queue_flush
 
-        count = queryset.update(
-            breaker_state=ConnectorState.CLOSED,
-            consecutive_failures=0,
-            open_until=None,
-            paused_until=None,
-            times_opened=0,
-        )
+        systems = list(queryset.values_list("system", flat=True))
+        for system in systems:
+            CircuitBreaker(system).close()
         queue_flush()
-        self.message_user(request, f"Closed {count} breaker(s); pending write-backs resume.", messages.SUCCESS)
+        self.message_user(request, f"Closed {len(systems)} breaker(s); pending write-backs resume.", messages.SUCCESS)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.has_perm("integrations.change_connectorstate")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import secrets
 
@@ -235,6 +236,8 @@ class AccessToken(models.Model):
 class ConnectorState(models.Model):
     """Shared health of one external system's API, seen by every worker process.
 
+    One row per system the hub calls: ``MARKETING_CLOUD``, and ``target:<id>`` for each downstream
+    target; ``integrations.transport.CircuitBreaker`` keeps it.
     ``paused_until``: the system asked us to slow down (429); nobody calls before then.
     Circuit breaker: after ``consecutive_failures`` reaches the threshold the breaker
     opens until ``open_until``; then one probe call is let through (half open) and its
@@ -263,6 +266,22 @@ class ConnectorState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.system}: {self.breaker_state}"
+
+    @property
+    def held_until(self) -> dt.datetime | None:
+        """Until when calls are held: the pause or the open breaker's cooldown, whichever ends later.
+
+        Stays set (in the past) while the breaker waits for its probe to succeed.
+        """
+        times = [self.paused_until, self.open_until if self.breaker_state != self.CLOSED else None]
+        return max((t for t in times if t is not None), default=None)
+
+    @property
+    def hold_reason(self) -> str:
+        """Why calls are held: the failures that opened the breaker, or the pause's reason."""
+        if self.breaker_state != self.CLOSED:
+            return f"{self.consecutive_failures} failures in a row; last: {self.last_error[:300]}"
+        return self.pause_reason if self.paused_until else ""
 
 
 class QueuedFlag(models.Model):

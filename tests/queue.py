@@ -3,7 +3,7 @@
 The tasks are the real signed packages the hub enqueued; only the cluster process
 around them is skipped (tests that need the real ``qcluster`` start one). Delayed
 tasks are run by fast-forwarding: every stored "not before" time (queue rows,
-write-back due times, the connector's pause and breaker) moves earlier by the wait,
+write-back due times, the connectors' and targets' pauses and breakers) moves earlier by the wait,
 as if that much time had passed.
 """
 
@@ -38,13 +38,12 @@ def fast_forward(delta: dt.timedelta) -> None:
     ConnectorState.objects.filter(paused_until__isnull=False).update(paused_until=F("paused_until") - delta)
     ConnectorState.objects.filter(open_until__isnull=False).update(open_until=F("open_until") - delta)
     ConnectorState.objects.update(updated_at=F("updated_at") - delta)
-    from integrations.downstream.models import Delivery, DownstreamTarget
+    from integrations.downstream.models import Delivery
 
     Delivery.objects.filter(status=Delivery.PENDING).update(next_attempt_at=F("next_attempt_at") - delta)
     from integrations.models import QueuedFlag
 
     QueuedFlag.objects.filter(wake_at__isnull=False).update(wake_at=F("wake_at") - delta)
-    DownstreamTarget.objects.filter(paused_until__isnull=False).update(paused_until=F("paused_until") - delta)
 
 
 def run_queued(*, include_delayed: bool = True, limit: int | None = None) -> list[tuple[str, Any]]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from customers.models import CrossReference, Individual
-from integrations import connector
 from integrations.choices import MARKETING_CLOUD, EventStatus, RunStatus
 from integrations.intake import AcceptedEvent, store_events
+from integrations.marketing_cloud.client import breaker
 from integrations.marketing_cloud.mapping import subscriber_to_cim
 from integrations.models import ConnectorState, InboundEvent, SyncRun
 from tests.conftest import subscriber
@@ -100,7 +100,7 @@ def test_throttling_pauses_every_worker_until_retry_after(sandbox):
     run_queued(include_delayed=False)  # the flush is throttled; the retry waits
     state = ConnectorState.objects.get(system=MARKETING_CLOUD)
     assert state.paused_until is not None and state.breaker_state == "closed"
-    gate = connector.check_gate(MARKETING_CLOUD)
+    gate = breaker.check()
     assert not gate.allowed and gate.wait > 25 and gate.reason.startswith("paused")
     # A flush started by any other worker now defers instead of calling.
     from integrations.marketing_cloud.writeback import flush_writebacks
@@ -116,15 +116,15 @@ def test_circuit_breaker_opens_after_consecutive_failures_then_probes_and_closes
     settings.WRITEBACK_MAX_ATTEMPTS = 20
     store(3)
     process_only()
-    sandbox.inject("503", count=connector.BREAKER_THRESHOLD)
+    sandbox.inject("503", count=breaker.threshold)
     for _ in range(60):  # retries come due one after another until the breaker opens
         run_queued(limit=1)
         state = ConnectorState.objects.get(system=MARKETING_CLOUD)
         if state.breaker_state == "open":
             break
-    assert state.breaker_state == "open" and state.consecutive_failures == connector.BREAKER_THRESHOLD
+    assert state.breaker_state == "open" and state.consecutive_failures == breaker.threshold
     calls = sandbox.count("POST", "/hub/v1/dataevents") + sandbox.count("PUT", "/hub/v1/dataevents")
-    assert calls == connector.BREAKER_THRESHOLD
+    assert calls == breaker.threshold
     from integrations.marketing_cloud.writeback import flush_writebacks
 
     calls = len(sandbox.requests_log())
@@ -137,23 +137,23 @@ def test_circuit_breaker_opens_after_consecutive_failures_then_probes_and_closes
 
 
 def test_a_failed_probe_reopens_the_breaker_for_longer(sandbox):
-    for _ in range(connector.BREAKER_THRESHOLD):
-        connector.record_failure(MARKETING_CLOUD, "boom")
+    for _ in range(breaker.threshold):
+        breaker.record_failure("boom")
     state = ConnectorState.objects.get(system=MARKETING_CLOUD)
     first_cooldown = (state.open_until - state.opened_at).total_seconds()
     state.open_until = state.opened_at  # cooldown over
     state.save()
-    assert connector.check_gate(MARKETING_CLOUD).probe
-    assert not connector.check_gate(MARKETING_CLOUD).allowed  # one probe at a time
-    connector.record_failure(MARKETING_CLOUD, "still down")
+    assert breaker.check().probe
+    assert not breaker.check().allowed  # one probe at a time
+    breaker.record_failure("still down")
     state.refresh_from_db()
     assert state.breaker_state == "open"
     assert (state.open_until - state.opened_at).total_seconds() == 2 * first_cooldown
 
 
 def test_health_shows_the_breaker(client, sandbox):
-    for _ in range(connector.BREAKER_THRESHOLD):
-        connector.record_failure(MARKETING_CLOUD, "boom")
+    for _ in range(breaker.threshold):
+        breaker.record_failure("boom")
     body = client.get("/api/health").json()
     assert body["connectors"][0]["system"] == MARKETING_CLOUD
     assert body["connectors"][0]["breaker"] == "open"

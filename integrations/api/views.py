@@ -18,11 +18,11 @@ from rest_framework.views import APIView
 
 from customers.cim import CimValidationError, parse_cim_datetime, parse_individual
 from hub import strict_json
-from integrations import connector
 from integrations.auth import HasScope
 from integrations.bodies import read_body_or_problem
-from integrations.choices import MARKETING_CLOUD, RESERVED_SOURCES, SYSTEM_CODE, EventChannel
+from integrations.choices import RESERVED_SOURCES, SYSTEM_CODE, EventChannel
 from integrations.intake import AcceptedEvent, json_safe, request_headers, store_events, store_rejected
+from integrations.marketing_cloud.client import breaker as marketing_cloud_breaker
 from integrations.models import SyncRun
 from integrations.problems import problem
 from integrations.queue import cluster_stalled, queue_depth
@@ -319,7 +319,7 @@ class HealthView(APIView):
         except DatabaseError:
             body.update(status="unavailable", database="unreachable")
             return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE)
-        body["connectors"] = [connector.describe(MARKETING_CLOUD)]
+        body["connectors"] = [marketing_cloud_breaker.describe()]
         stalled = cluster_stalled(QUEUE_STALL_SECONDS)
         body["queue"] = {"status": "stalled" if stalled else "ok", "depth": depth, "oldestReadySeconds": oldest}
         if stalled:

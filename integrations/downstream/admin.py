@@ -17,6 +17,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from integrations.downstream.delivery import replay, status_counts, target_lag_seconds
+from integrations.downstream.delivery import resume as resume_target
 from integrations.downstream.models import Delivery, DownstreamTarget
 
 
@@ -108,14 +109,8 @@ class DownstreamTargetAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="Resume now (lift the pause)", permissions=["change"])
     def resume(self, request: HttpRequest, queryset: QuerySet[DownstreamTarget]) -> None:
-        from integrations.downstream.delivery import DELIVER_TASK, deliver_flag
-        from integrations.queue import enqueue_once
-
-        for target in queryset:
-            DownstreamTarget.objects.filter(pk=target.pk).update(
-                paused_until=None, consecutive_failures=0, pause_reason=""
-            )
-            enqueue_once(DELIVER_TASK, target.pk, flag=deliver_flag(target.pk))
+        for target_id in queryset.values_list("pk", flat=True):
+            resume_target(target_id)
         self.message_user(request, "Resumed.", messages.SUCCESS)
 
 

@@ -8,7 +8,11 @@
    before an earlier one, and a person whose head keeps failing holds up nobody else.
    A dead-lettered head blocks that person's later changes until it is replayed.
 3. Transient failures retry with capped, jittered backoff; after 5 in a row the
-   target is paused (reason shown in the admin) and probed again when the pause ends.
+   target's circuit breaker (``integrations.transport.CircuitBreaker``, one ``ConnectorState``
+   row per target) pauses it, reason shown in the admin; when the pause ends one delivery
+   probes it, and a success resumes it.
+4. The sender is chosen by the target's kind (``senders.SENDERS``): a webhook, or the
+   Salesforce core connector.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from integrations.downstream.egress import delivery_session
 from integrations.downstream.models import Delivery, DownstreamTarget
 from integrations.downstream.senders import SENDERS
 from integrations.queue import enqueue_once, enqueue_wake_up, task_started, wake_up_started
-from integrations.transport import TransportError, backoff_delay
+from integrations.transport import CircuitBreaker, TransportError, backoff_delay
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +44,11 @@ FANOUT_BATCH = 2000
 HEADS_PER_ROUND = 50
 ROUND_SECONDS = 20.0  # one task's sending time, well under django-q2's timeout
 PAUSE_AFTER_FAILURES = 5
-PAUSE_BASE_SECONDS = 10.0
+PAUSE_BASE_SECONDS = 10.0  # the first pause; doubles each time the probe fails
 PAUSE_MAX_SECONDS = 600.0
+# One sender per target (an advisory lock), so a probe is never concurrent with another send; one
+# not reported back by then (its worker died) lets the next round probe again.
+PROBE_TIMEOUT_SECONDS = 30.0
 
 _HEADS_SQL = """
 SELECT id FROM (
@@ -66,6 +73,17 @@ SELECT min(next_attempt_at) FROM (
 ) AS head
 WHERE status = 'pending'
 """
+
+
+def target_breaker(target_id: int) -> CircuitBreaker:
+    """The breaker that pauses a target after failures in a row (its ``ConnectorState`` ``target:<id>``)."""
+    return CircuitBreaker(
+        DownstreamTarget.breaker_key(target_id),
+        threshold=PAUSE_AFTER_FAILURES,
+        cooldown=PAUSE_BASE_SECONDS,
+        max_cooldown=PAUSE_MAX_SECONDS,
+        probe_timeout=PROBE_TIMEOUT_SECONDS,
+    )
 
 
 def deliver_flag(target_id: int) -> str:
@@ -139,44 +157,55 @@ def deliver(target_id: int) -> str:
         _unlock(target_id)
 
 
+def _due_heads(target_id: int) -> list[Delivery]:
+    with connection.cursor() as cursor:
+        cursor.execute(_HEADS_SQL, [target_id, HEADS_PER_ROUND])
+        head_ids = [row[0] for row in cursor.fetchall()]
+    return list(Delivery.objects.select_related("change").filter(pk__in=head_ids).order_by("change_id"))
+
+
 def _deliver(target_id: int, session: requests.Session) -> str:
     target = DownstreamTarget.objects.filter(pk=target_id).first()
     if target is None or not target.enabled:
         return "target gone or disabled"
-    now = timezone.now()
-    if target.paused_until and target.paused_until > now:
-        enqueue_wake_up_for(target_id, (target.paused_until - now).total_seconds())
-        return f"paused: {target.pause_reason}"
+    heads = _due_heads(target_id)
+    if not heads:
+        _schedule_next(target, None)
+        return "0 delivered, 0 failed"
+    # Asked only with a delivery at hand: a breaker that lets a probe through gets one at once.
+    breaker = target_breaker(target_id)
+    gate = breaker.check()
+    if not gate.allowed:
+        enqueue_wake_up_for(target_id, gate.wait)
+        return f"paused: {gate.reason}"
     sent = failed = 0
     deadline = time.monotonic() + ROUND_SECONDS
-    paused = False
-    while time.monotonic() < deadline and not paused:
-        with connection.cursor() as cursor:
-            cursor.execute(_HEADS_SQL, [target_id, HEADS_PER_ROUND])
-            head_ids = [row[0] for row in cursor.fetchall()]
-        if not head_ids:
-            break
-        heads = Delivery.objects.select_related("change").filter(pk__in=head_ids).order_by("change_id")
+    held_until: dt.datetime | None = None
+    while heads and held_until is None:
         for delivery in heads:
-            ok = _send_one(target, delivery, session)
+            ok, held_until = _send_one(target, breaker, delivery, session)
             sent += ok
             failed += not ok
-            if not ok and target.consecutive_failures >= PAUSE_AFTER_FAILURES:
-                _pause(target)
-                paused = True
+            if held_until is not None:
+                logger.warning("downstream target %s paused until %s", target.pk, held_until.isoformat())
                 break
-    _schedule_next(target)
-    return f"{sent} delivered, {failed} failed" + (" (target paused)" if paused else "")
+        heads = _due_heads(target_id) if time.monotonic() < deadline and held_until is None else []
+    _schedule_next(target, held_until)
+    return f"{sent} delivered, {failed} failed" + (" (target paused)" if held_until else "")
 
 
-def _send_one(target: DownstreamTarget, delivery: Delivery, session: requests.Session) -> bool:
+def _send_one(
+    target: DownstreamTarget, breaker: CircuitBreaker, delivery: Delivery, session: requests.Session
+) -> tuple[bool, dt.datetime | None]:
+    """Send one delivery and record its outcome: whether it was delivered, and until when the
+    target's breaker now holds sends (None while it lets them through)."""
     delivery.attempts += 1
     try:
         answer = SENDERS[target.kind](target, delivery, session)
     except TransportError as exc:
         # Our own words, the status and the answer's size: never the answer's body.
         delivery.last_status_code = exc.http_status
-        delivery.last_response_bytes = getattr(exc, "response_bytes", None)
+        delivery.last_response_bytes = exc.response_bytes
         delivery.last_error = exc.message[:2000]
         if exc.permanent or delivery.attempts >= settings.DOWNSTREAM_MAX_ATTEMPTS:
             delivery.status = Delivery.DEAD
@@ -196,13 +225,9 @@ def _send_one(target: DownstreamTarget, delivery: Delivery, session: requests.Se
                 "last_error",
             ]
         )
-        if not exc.permanent:
-            target.consecutive_failures += 1
-        target.last_error = exc.message[:2000]
-        DownstreamTarget.objects.filter(pk=target.pk).update(
-            consecutive_failures=target.consecutive_failures, last_error=target.last_error
-        )
-        return False
+        # A permanent failure is about this delivery, not an outage: noted, not counted.
+        state = breaker.record_failure(exc.message, trips_breaker=not exc.permanent)
+        return False, state.open_until if state.breaker_state == state.OPEN else None
     delivery.status = Delivery.DELIVERED
     delivery.delivered_at = timezone.now()
     delivery.last_status_code = answer.status
@@ -211,32 +236,14 @@ def _send_one(target: DownstreamTarget, delivery: Delivery, session: requests.Se
     delivery.save(
         update_fields=["attempts", "status", "delivered_at", "last_status_code", "last_response_bytes", "last_error"]
     )
-    if target.consecutive_failures or target.paused_until:
-        target.consecutive_failures = 0
-        target.paused_until = None
-        target.pause_reason = ""
-    target.last_success_at = delivery.delivered_at
-    DownstreamTarget.objects.filter(pk=target.pk).update(
-        consecutive_failures=0, paused_until=None, pause_reason="", last_success_at=delivery.delivered_at
-    )
-    return True
+    breaker.record_success()
+    return True, None
 
 
-def _pause(target: DownstreamTarget) -> None:
-    extra = target.consecutive_failures - PAUSE_AFTER_FAILURES
-    seconds = min(PAUSE_MAX_SECONDS, PAUSE_BASE_SECONDS * 2 ** max(extra, 0))
-    target.paused_until = timezone.now() + dt.timedelta(seconds=seconds)
-    target.pause_reason = f"{target.consecutive_failures} failures in a row; last: {target.last_error[:300]}"
-    DownstreamTarget.objects.filter(pk=target.pk).update(
-        paused_until=target.paused_until, pause_reason=target.pause_reason
-    )
-    logger.warning("downstream target %s paused for %.0fs", target.pk, seconds)
-
-
-def _schedule_next(target: DownstreamTarget) -> None:
+def _schedule_next(target: DownstreamTarget, held_until: dt.datetime | None) -> None:
     now = timezone.now()
-    if target.paused_until and target.paused_until > now:
-        enqueue_wake_up_for(target.pk, (target.paused_until - now).total_seconds())
+    if held_until and held_until > now:
+        enqueue_wake_up_for(target.pk, (held_until - now).total_seconds())
         return
     with connection.cursor() as cursor:
         cursor.execute(_NEXT_HEAD_SQL, [target.pk])
@@ -248,6 +255,13 @@ def _schedule_next(target: DownstreamTarget) -> None:
             enqueue_once(DELIVER_TASK, target.pk, flag=deliver_flag(target.pk))
         else:
             enqueue_wake_up_for(target.pk, (soonest - now).total_seconds())
+
+
+def resume(target_id: int) -> None:
+    """Lift a target's pause now (*Resume now* in the admin) and send what is due."""
+    target_breaker(target_id).close()
+    with transaction.atomic():
+        enqueue_once(DELIVER_TASK, target_id, flag=deliver_flag(target_id))
 
 
 def replay(delivery: Delivery) -> None:

@@ -28,6 +28,9 @@ from requests.adapters import BaseAdapter
 from requests_hardened.ip_filter import InvalidIPAddress
 from requests_hardened.ip_filter_adapter import IPFilterAdapter
 
+# Raised by the session for plain http or a non-public address; the transport makes it a permanent failure.
+from integrations.transport import DestinationRefused
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Ranges Python's ipaddress calls global that still must not be reached from here.
@@ -43,10 +46,6 @@ _NOT_PUBLIC_EXTRA = tuple(
         "5f00::/16",  # SRv6 segment identifiers
     )
 )
-
-
-class DestinationRefused(requests.RequestException):
-    """The hub will not send a delivery there (plain http, or a non-public address)."""
 
 
 def address_refusal(ip: IPAddress, *, allow_loopback: bool) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import secrets
 
 from auditlog.registry import auditlog
@@ -11,6 +12,8 @@ from django.utils import timezone
 
 from customers.choices import ChangeType
 from integrations.downstream.egress import validate_target_url
+from integrations.models import ConnectorState
+from integrations.transport import CircuitBreaker
 
 
 def new_webhook_secret() -> str:
@@ -19,7 +22,12 @@ def new_webhook_secret() -> str:
 
 
 class DownstreamTarget(models.Model):
-    """A system told about golden-record changes, in order per master ID."""
+    """A system told about golden-record changes, in order per master ID.
+
+    Its configuration only: how deliveries to it fare (failures in a row, the pause, the last error
+    and success) is its ``ConnectorState`` row ``target:<id>``, kept by the one circuit breaker
+    (``integrations.transport.CircuitBreaker``, tuned in ``delivery.py``).
+    """
 
     WEBHOOK, SALESFORCE = "webhook", "salesforce"
     KINDS = [(WEBHOOK, "Webhook (Standard Webhooks)"), (SALESFORCE, "Salesforce core (REST upsert)")]
@@ -44,11 +52,6 @@ class DownstreamTarget(models.Model):
     enabled = models.BooleanField(default=True)
     # Fan-out position: the last change event turned into deliveries for this target.
     cursor = models.BigIntegerField(default=0)
-    paused_until = models.DateTimeField(null=True, blank=True)
-    pause_reason = models.CharField(max_length=500, blank=True)
-    consecutive_failures = models.PositiveIntegerField(default=0)
-    last_error = models.TextField(blank=True)
-    last_success_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -60,6 +63,37 @@ class DownstreamTarget(models.Model):
 
     def wants(self, change_type: str) -> bool:
         return not self.event_types or change_type in self.event_types
+
+    @staticmethod
+    def breaker_key(target_id: int) -> str:
+        """The ``ConnectorState.system`` of a target's breaker."""
+        return f"target:{target_id}"
+
+    @property
+    def health(self) -> ConnectorState:
+        """How deliveries to this target fare, read fresh each time (a closed, unsaved state before any)."""
+        return CircuitBreaker(self.breaker_key(self.pk)).state()
+
+    # What the target list and page show of its health.
+    @property
+    def paused_until(self) -> dt.datetime | None:
+        return self.health.held_until
+
+    @property
+    def pause_reason(self) -> str:
+        return self.health.hold_reason
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self.health.consecutive_failures
+
+    @property
+    def last_error(self) -> str:
+        return self.health.last_error
+
+    @property
+    def last_success_at(self) -> dt.datetime | None:
+        return self.health.last_success_at
 
 
 class Delivery(models.Model):
@@ -107,18 +141,10 @@ class Delivery(models.Model):
 
 
 # A target's configuration keeps its before/after change log (django-auditlog); the secret only as a
-# fingerprint, and the delivery state (cursor, pause, errors) is not configuration.
+# fingerprint, and the delivery state (cursor; the pause and errors live in ConnectorState) is not configuration.
 auditlog.register(
     DownstreamTarget,
     mask_fields=["secret"],
     mask_callable="hub.audit.secret_fingerprint",
-    exclude_fields=[
-        "cursor",
-        "paused_until",
-        "pause_reason",
-        "consecutive_failures",
-        "last_error",
-        "last_success_at",
-        "created_at",
-    ],
+    exclude_fields=["cursor", "created_at"],
 )

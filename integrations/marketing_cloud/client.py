@@ -6,47 +6,48 @@ JSON body, live 20 minutes, and the response names the tenant's REST base
 401 errorcode 0 is a missing/expired token; 429 is throttling (50100 with
 ``Retry-After``, 50200 "temporarily blocked" without); 400 (10000-10006) and 403
 (20000-20002) will not succeed on retry.
+
+The request wrapper, the status table, the shared token and the breaker are the transport's
+(``integrations.transport``); this module names Marketing Cloud's part of them: its URLs, its
+429 without Retry-After, and how its error bodies read. Redirects are not followed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
-import logging
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote
 
 import requests
 from django.conf import settings
-from django.db import transaction
-from django.utils import timezone
 
 from integrations.choices import MARKETING_CLOUD
 from integrations.models import AccessToken
-from integrations.transport import TransportError
-
-logger = logging.getLogger(__name__)
+from integrations.transport import (
+    Answer,
+    CachedToken,
+    CircuitBreaker,
+    FreshToken,
+    PermanentError,
+    StatusPolicy,
+    TransientError,
+    Verdict,
+    raise_for_status,
+)
+from integrations.transport import request as send_request
 
 # Refresh this long before Marketing Cloud's own expiry, so a token never dies mid-call.
 TOKEN_EXPIRY_MARGIN = dt.timedelta(seconds=60)
 # 50200 ("temporarily blocked") carries no Retry-After; back off longer than for 50100.
 BLOCKED_MIN_WAIT = 60.0
+# Read no further: a row read page (at most 2,500 rows) is a few MiB; far more is no answer the hub asked for.
+MAX_ANSWER_BYTES = 32 * 1024 * 1024
+# The transport's table, and a 429 without any wait named is 50200: a minute at least.
+POLICY = StatusPolicy({429: Verdict(permanent=False, wait=BLOCKED_MIN_WAIT)})
 
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Retry-After as delay-seconds or an HTTP-date (RFC 9110)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, (when - timezone.now()).total_seconds())
+# The one breaker for Marketing Cloud's API, shared by every worker (write-back asks it before calling).
+breaker = CircuitBreaker(MARKETING_CLOUD)
 
 
 class MarketingCloudClient:
@@ -64,10 +65,7 @@ class MarketingCloudClient:
         session: requests.Session | None = None,
     ) -> None:
         if not (auth_base_url and client_id and client_secret):
-            raise TransportError(
-                "Marketing Cloud is not configured (MC_AUTH_BASE_URL, MC_CLIENT_ID, MC_CLIENT_SECRET)",
-                permanent=True,
-            )
+            raise PermanentError("Marketing Cloud is not configured (MC_AUTH_BASE_URL, MC_CLIENT_ID, MC_CLIENT_SECRET)")
         self.auth_base_url = auth_base_url.rstrip("/")
         self.rest_base_url = rest_base_url.rstrip("/")
         self.client_id = client_id
@@ -75,7 +73,7 @@ class MarketingCloudClient:
         self.account_id = account_id
         self.timeout = timeout
         self.session = session or requests.Session()
-        self.token_requests = 0
+        self.tokens = CachedToken(MARKETING_CLOUD, self._fresh_token, margin=TOKEN_EXPIRY_MARGIN)
 
     @classmethod
     def from_settings(cls, session: requests.Session | None = None) -> MarketingCloudClient:
@@ -90,31 +88,9 @@ class MarketingCloudClient:
         )
 
     # -- tokens ---------------------------------------------------------------
-    def _cached_token(self) -> AccessToken | None:
-        token = AccessToken.objects.filter(system=MARKETING_CLOUD).first()
-        if token and token.expires_at - TOKEN_EXPIRY_MARGIN > timezone.now():
-            return token
-        return None
-
     def get_token(self) -> AccessToken:
-        """The shared token, fetched under a row lock so concurrent workers fetch it once."""
-        token = self._cached_token()
-        if token is not None:
-            return token
-        with transaction.atomic():
-            AccessToken.objects.get_or_create(
-                system=MARKETING_CLOUD, defaults={"access_token": "", "expires_at": timezone.now()}
-            )
-            row = AccessToken.objects.select_for_update().get(system=MARKETING_CLOUD)
-            if row.access_token and row.expires_at - TOKEN_EXPIRY_MARGIN > timezone.now():
-                return row  # another worker refreshed it while we waited
-            body = self._fetch_token()
-            row.access_token = body["access_token"]
-            row.rest_instance_url = str(body.get("rest_instance_url") or "")
-            row.expires_at = timezone.now() + dt.timedelta(seconds=int(body.get("expires_in") or 1080))
-            row.fetched_at = timezone.now()
-            row.save()
-            return row
+        """The shared token (``transport.CachedToken``: fetched once for all workers, under a row lock)."""
+        return self.tokens.get()
 
     def token_info(self) -> dict[str, Any]:
         """A new token straight from ``/v2/token``, with the scopes and instance URLs it names.
@@ -124,109 +100,84 @@ class MarketingCloudClient:
         return self._fetch_token()
 
     def invalidate_token(self, access_token: str) -> None:
-        # Only the token that was refused: another worker may already hold a fresh one.
-        AccessToken.objects.filter(system=MARKETING_CLOUD, access_token=access_token).update(
-            expires_at=timezone.now() - dt.timedelta(days=1)
+        self.tokens.invalidate(access_token)
+
+    def _fresh_token(self) -> FreshToken:
+        body = self._fetch_token()
+        return FreshToken(
+            access_token=body["access_token"],
+            lifetime=dt.timedelta(seconds=int(body.get("expires_in") or 1080)),
+            instance_url=str(body.get("rest_instance_url") or ""),
         )
 
     def _fetch_token(self) -> dict[str, Any]:
         payload = {"grant_type": "client_credentials", "client_id": self.client_id, "client_secret": self.client_secret}
         if self.account_id:
             payload["account_id"] = self.account_id
-        self.token_requests += 1
-        try:
-            response = self.session.post(f"{self.auth_base_url}/v2/token", json=payload, timeout=self.timeout)
-        except requests.Timeout:
-            raise TransportError("token request timed out") from None
-        except requests.ConnectionError as exc:
-            raise TransportError(f"token request failed: {type(exc).__name__}") from None
-        if response.status_code == 200:
-            try:
-                body = response.json()
-                body["access_token"]  # noqa: B018 - presence check
-            except (ValueError, KeyError, TypeError):
-                raise TransportError("token response is not the expected JSON") from None
-            return body
-        detail = _error_detail(response)
-        if response.status_code >= 500 or response.status_code == 429:
-            raise TransportError(
-                f"token request failed with {response.status_code}: {detail}",
-                http_status=response.status_code,
-                retry_after=parse_retry_after(response.headers.get("Retry-After")),
-            )
-        raise TransportError(
-            f"token request refused with {response.status_code}: {detail}",
-            permanent=True,
-            http_status=response.status_code,
+        answer = send_request(
+            self.session,
+            "POST",
+            f"{self.auth_base_url}/v2/token",
+            json=payload,
+            timeout=self.timeout,
+            what="token request",
+            max_bytes=MAX_ANSWER_BYTES,
         )
+        raise_for_status(answer, what="token request", label=f": {_error_detail(answer)}", policy=POLICY)
+        try:
+            body = answer.json()
+            body["access_token"]  # noqa: B018 - presence check
+        except (ValueError, KeyError, TypeError):
+            raise TransientError("token response is not the expected JSON", http_status=answer.status) from None
+        return body
 
     # -- REST -----------------------------------------------------------------
     def _rest_url(self, token: AccessToken, path: str) -> str:
         base = self.rest_base_url or token.rest_instance_url.rstrip("/")
         if not base:
-            raise TransportError(
-                "no REST base URL: set MC_REST_BASE_URL or use a token with rest_instance_url", permanent=True
-            )
+            raise PermanentError("no REST base URL: set MC_REST_BASE_URL or use a token with rest_instance_url")
         return f"{base}{path}"
 
     def request(self, method: str, path: str, *, json: Any = None) -> Any:
-        """A REST call with the shared token; a 401 refreshes the token once and retries."""
-        for attempt in (1, 2):
-            token = self.get_token()
-            try:
-                response = self.session.request(
-                    method,
-                    self._rest_url(token, path),
-                    json=json,
-                    headers={"Authorization": f"Bearer {token.access_token}"},
-                    timeout=self.timeout,
-                )
-            except requests.Timeout:
-                raise TransportError(f"{method} timed out after {self.timeout}s") from None
-            except requests.ConnectionError as exc:
-                raise TransportError(f"{method} connection failed: {type(exc).__name__}") from None
-            if response.status_code == 401 and attempt == 1:
-                self.invalidate_token(token.access_token)
-                continue
-            return self._result(response)
-        raise AssertionError("unreachable")
+        """A REST call with the shared token; a 401 refreshes the token once and repeats the call."""
 
-    def _result(self, response: requests.Response) -> Any:
-        status = response.status_code
-        if 200 <= status < 300:
-            try:
-                return response.json() if response.content else None
-            except ValueError:
-                return None
-        body = _error_body(response)
+        def send(token: AccessToken) -> Answer:
+            return send_request(
+                self.session,
+                method,
+                self._rest_url(token, path),
+                json=json,
+                headers={"Authorization": f"Bearer {token.access_token}"},
+                timeout=self.timeout,
+                what=method,
+                max_bytes=MAX_ANSWER_BYTES,
+            )
+
+        return self._result(self.tokens.call(send))
+
+    def _result(self, answer: Answer) -> Any:
+        body = _error_body(answer)
+        if 200 <= answer.status < 300:
+            if answer.truncated:  # the same call would answer as much again
+                raise PermanentError(
+                    f"Marketing Cloud answered more than {answer.limit} bytes", http_status=answer.status
+                )
+            return body if answer.body else None
         code = str(body.get("errorcode", "")) if isinstance(body, dict) else ""
-        message = _error_detail(response)
-        if status == 429:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            if retry_after is None and isinstance(body, dict) and str(body.get("retryAfter", "")).isdigit():
-                retry_after = float(body["retryAfter"])
-            if retry_after is None:
-                retry_after = BLOCKED_MIN_WAIT  # 50200: blocked, no hint given
-            raise TransportError(
-                f"throttled (429, errorcode {code or '?'}): {message}",
-                http_status=status,
-                error_code=code,
-                retry_after=retry_after,
-            )
-        if status >= 500 or status == 408:
-            raise TransportError(
-                f"server error {status}: {message}",
-                http_status=status,
-                error_code=code,
-                retry_after=parse_retry_after(response.headers.get("Retry-After")),
-            )
-        raise TransportError(
-            f"refused with {status} (errorcode {code or '?'}): {message}",
-            permanent=True,
-            http_status=status,
+        retry_after = answer.retry_after
+        if retry_after is None and isinstance(body, dict) and str(body.get("retryAfter", "")).isdigit():
+            retry_after = float(body["retryAfter"])
+        # Every other status is a failure: this raises.
+        raise_for_status(
+            answer,
+            what="Marketing Cloud",
+            label=f" (errorcode {code or '?'}): {_error_detail(answer)}",
             error_code=code,
+            policy=POLICY,
+            retry_after=retry_after,
             detail=_kept_detail(body),
         )
+        return None
 
     def upsert_row(self, de_key: str, primary_key: str, key_value: str, values: dict[str, Any]) -> Any:
         """Upsert one data-extension row by its primary key (synchronous Hub API)."""
@@ -255,15 +206,15 @@ def _kept_detail(body: Any) -> dict[str, Any] | None:
     return kept or None
 
 
-def _error_body(response: requests.Response) -> Any:
+def _error_body(answer: Answer) -> Any:
     try:
-        return response.json()
+        return answer.json()
     except ValueError:
         return None
 
 
-def _error_detail(response: requests.Response) -> str:
-    body = _error_body(response)
+def _error_detail(answer: Answer) -> str:
+    body = _error_body(answer)
     if isinstance(body, dict):
         for key in ("message", "error_description", "error"):
             if body.get(key):
@@ -274,4 +225,12 @@ def _error_detail(response: requests.Response) -> str:
                     causes = [str(i.get("message"))[:300] for i in additional[:3] if isinstance(i, dict)]
                     text = "; ".join([text, *causes])
                 return text
-    return (response.text or response.reason or "").strip()[:200]
+    text = answer.body[:1000].decode("utf-8", "replace").strip()
+    return (text or _status_phrase(answer.status))[:200]
+
+
+def _status_phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""

@@ -46,7 +46,7 @@ from integrations.marketing_cloud.mapping import IN_ARGUMENTS, mc_datetime, subs
 from integrations.marketing_cloud.models import ReconciliationState
 from integrations.marketing_cloud.schema import MC_SYSTEM_TIME
 from integrations.queue import enqueue
-from integrations.transport import TransportError
+from integrations.transport import PermanentError, TransportError
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def _next_page_path(link: Any) -> str | None:
         return None
     path = link if link.startswith("/data/") else "/data" + (link if link.startswith("/") else "/" + link)
     if not path.startswith("/data/v1/customobjectdata/") or "://" in path or ".." in path:
-        raise TransportError(f"unexpected links.next in a row read: {link[:100]!r}", permanent=True)
+        raise PermanentError(f"unexpected links.next in a row read: {link[:100]!r}")
     return path
 
 

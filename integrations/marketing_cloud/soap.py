@@ -18,7 +18,7 @@ import requests
 from defusedxml import ElementTree as SafeET
 from defusedxml.common import DefusedXmlException
 
-from integrations.transport import TransportError
+from integrations.transport import PermanentError, TransientError, raise_for_status, request
 
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 # Tenants answer SOAP 1.1 requests in SOAP 1.2's envelope namespace (Salesforce's examples do too).
@@ -75,49 +75,47 @@ def retrieve(
     """Every result of a Retrieve (this hub's retrievals fit one page), as dicts by property path.
 
     Raises TransportError for a fault, an HTTP error, an unreadable answer or an OverallStatus
-    other than OK; a Security fault ("Login Failed") is permanent.
+    other than OK; a Security fault ("Login Failed") is permanent. The request goes through
+    ``integrations.transport.request`` (network failures, the answer read at most 5 MiB).
     """
     url = soap_base_url.rstrip("/") + "/Service.asmx"
     payload = _request_body(token, object_type, properties, filter_property, filter_value)
+    answer = request(
+        session,
+        "POST",
+        url,
+        data=payload,
+        headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": "Retrieve"},
+        timeout=timeout,
+        what="SOAP Retrieve",
+        max_bytes=MAX_ANSWER_BYTES,
+    )
+    if answer.truncated:
+        raise TransientError("SOAP answer too large", http_status=answer.status)
     try:
-        response = session.post(
-            url,
-            data=payload,
-            headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": "Retrieve"},
-            timeout=timeout,
-        )
-    except requests.Timeout:
-        raise TransportError("SOAP Retrieve timed out") from None
-    except requests.ConnectionError as exc:
-        raise TransportError(f"SOAP Retrieve failed: {type(exc).__name__}") from None
-    if len(response.content) > MAX_ANSWER_BYTES:
-        raise TransportError("SOAP answer too large", http_status=response.status_code)
-    try:
-        root = SafeET.fromstring(response.content)
+        root = SafeET.fromstring(answer.body)
     except (ET.ParseError, DefusedXmlException, ValueError):
-        raise TransportError(
-            f"SOAP answer with status {response.status_code} is not XML", http_status=response.status_code
-        ) from None
-    envelope_ns = root.tag[1 : root.tag.index("}")] if root.tag.startswith("{") else ""
-    if envelope_ns not in (SOAP11, SOAP12):
-        raise TransportError("SOAP answer is no SOAP envelope", http_status=response.status_code)
+        root = None
+    envelope_ns = root.tag[1 : root.tag.index("}")] if root is not None and root.tag.startswith("{") else ""
+    if root is None or envelope_ns not in (SOAP11, SOAP12):
+        # Faults come in a SOAP envelope, with a 500; any other answer is judged by its status.
+        what = "is not XML" if root is None else "is no SOAP envelope"
+        raise_for_status(answer, what="SOAP Retrieve", label=f" (the answer {what})")
+        raise TransientError(f"SOAP answer with status {answer.status} {what}", http_status=answer.status)
     fault = root.find(f"{{{envelope_ns}}}Body/{{{envelope_ns}}}Fault")
     if fault is not None:
         # SOAP 1.1 names faultcode/faultstring; 1.2 has Code/Value and Reason/Text.
         code = (fault.findtext("faultcode") or fault.findtext(f"{{{SOAP12}}}Code/{{{SOAP12}}}Value") or "").strip()
         text = (fault.findtext("faultstring") or fault.findtext(f"{{{SOAP12}}}Reason/{{{SOAP12}}}Text") or "").strip()
-        raise TransportError(
-            f"SOAP fault {code}: {text}"[:500],
-            permanent=code.endswith("Security") or code.endswith("Client"),
-            http_status=response.status_code,
-            error_code=code[:20],
-        )
+        # A Security fault ("Login Failed") or a Client fault (the request is wrong) will not change on retry.
+        fault_error = PermanentError if code.endswith(("Security", "Client")) else TransientError
+        raise fault_error(f"SOAP fault {code}: {text}"[:500], http_status=answer.status, error_code=code[:20])
     message = root.find(f"{{{envelope_ns}}}Body/{{{PARTNER_API}}}RetrieveResponseMsg")
     if message is None:
-        raise TransportError("SOAP answer without RetrieveResponseMsg", http_status=response.status_code)
+        raise TransientError("SOAP answer without RetrieveResponseMsg", http_status=answer.status)
     status = (message.findtext(f"{{{PARTNER_API}}}OverallStatus") or "").strip()
     if status not in ("OK", "MoreDataAvailable"):
-        raise TransportError(f"SOAP Retrieve of {object_type}: {status}"[:500], permanent=True)
+        raise PermanentError(f"SOAP Retrieve of {object_type}: {status}"[:500])
     return [_flatten(result) for result in message.findall(f"{{{PARTNER_API}}}Results")]
 
 

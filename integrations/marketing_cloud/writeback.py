@@ -6,10 +6,10 @@ claims up to 50 due rows (``SKIP LOCKED``, so concurrent flushes never share one
 and sends them in one call: a single row as ``PUT .../rows/{pk}:{value}``, more as
 ``POST .../rowset`` (Marketing Cloud's advice: at most 50 rows per call).
 
-Before calling, the flush asks the shared gate (``integrations.connector``): a 429
-pauses every worker until Retry-After has passed, and an open circuit breaker
-holds all calls until a single probe succeeds. Nothing ever sleeps in a worker: a
-deferred flush is a queue row that becomes visible later.
+Before calling, the flush asks Marketing Cloud's shared breaker (``client.breaker``, an
+``integrations.transport.CircuitBreaker``): a 429 pauses every worker until Retry-After
+has passed, and an open circuit breaker holds all calls until a single probe succeeds.
+Nothing ever sleeps in a worker: a deferred flush is a queue row that becomes visible later.
 """
 
 from __future__ import annotations
@@ -30,10 +30,9 @@ from customers.choices import WritebackState
 from customers.models import CrossReference
 from customers.writeback_state import Written, record_deferred, record_failed, record_written
 from hub.sql import update_rows
-from integrations import connector
 from integrations.choices import MARKETING_CLOUD, EventStatus, RunStatus, StepOutcome
 from integrations.faults import fault_point
-from integrations.marketing_cloud.client import MarketingCloudClient
+from integrations.marketing_cloud.client import MarketingCloudClient, breaker
 from integrations.models import DeadLetter, InboundEvent, QueuedFlag, SyncRun, SyncStep
 from integrations.queue import enqueue_once, enqueue_wake_up, task_started, wake_up_started
 from integrations.runs import event_snapshot
@@ -121,7 +120,7 @@ def flush_writebacks(client: Any = None, *, from_queue: bool = True) -> str:
     if from_queue:
         task_started(FLUSH_FLAG)
         wake_up_started(FLUSH_WAKE_UP)
-    gate = connector.check_gate(MARKETING_CLOUD)
+    gate = breaker.check()
     if not gate.allowed:
         if _pending().exists():
             queue_flush(delay=gate.wait + random.uniform(0, 1))
@@ -171,12 +170,11 @@ def _record_connector_health(results: list[RowResult]) -> None:
     errors = [r.error for r in results if r.error]
     transient = [e for e in errors if not e.permanent]
     if not transient:
-        connector.record_success(MARKETING_CLOUD)
+        breaker.record_success()
         return
     first = transient[0]
     throttled = first.http_status == 429
-    connector.record_failure(
-        MARKETING_CLOUD,
+    breaker.record_failure(
         first.message,
         trips_breaker=not throttled,
         pause_for=first.retry_after if throttled else None,
