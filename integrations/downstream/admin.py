@@ -16,7 +16,7 @@ from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from integrations.downstream.delivery import replay, status_counts, target_lag_seconds
+from integrations.downstream.delivery import replay, resume, status_counts, target_lag_seconds
 from integrations.downstream.models import Delivery, DownstreamTarget
 
 
@@ -108,14 +108,8 @@ class DownstreamTargetAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="Resume now (lift the pause)", permissions=["change"])
     def resume(self, request: HttpRequest, queryset: QuerySet[DownstreamTarget]) -> None:
-        from integrations.downstream.delivery import DELIVER_TASK, deliver_flag
-        from integrations.queue import enqueue_once
-
         for target in queryset:
-            DownstreamTarget.objects.filter(pk=target.pk).update(
-                paused_until=None, consecutive_failures=0, pause_reason=""
-            )
-            enqueue_once(DELIVER_TASK, target.pk, flag=deliver_flag(target.pk))
+            resume(target)
         self.message_user(request, "Resumed.", messages.SUCCESS)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import requests
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Min
+from django.db.models import Count, Min
 from django.utils import timezone
 
 from customers.models import ChangeEvent
@@ -250,6 +250,13 @@ def _schedule_next(target: DownstreamTarget) -> None:
             enqueue_wake_up_for(target.pk, (soonest - now).total_seconds())
 
 
+def resume(target: DownstreamTarget) -> None:
+    """Lift a target's pause now (a steward's click): its failures count from zero, its queue is sent."""
+    with transaction.atomic():
+        DownstreamTarget.objects.filter(pk=target.pk).update(paused_until=None, consecutive_failures=0, pause_reason="")
+        enqueue_once(DELIVER_TASK, target.pk, flag=deliver_flag(target.pk))
+
+
 def replay(delivery: Delivery) -> None:
     """A dead-lettered delivery goes back to its person's queue, at its place in the order."""
     Delivery.objects.filter(pk=delivery.pk, status=Delivery.DEAD).update(
@@ -267,6 +274,4 @@ def target_lag_seconds(target: DownstreamTarget) -> float | None:
 
 
 def status_counts(target: DownstreamTarget) -> dict[str, Any]:
-    from django.db.models import Count
-
     return dict(Delivery.objects.filter(target=target).values_list("status").annotate(n=Count("id")))
