@@ -149,6 +149,11 @@ def merge_individuals(
         survivor.set("consent_source", retired.values["consent_source"])
     retired.set("merged_into_id", survivor.pk)
     retired.set("merged_at", now)
+    # Older redirects follow, so every retired ID resolves in one hop.
+    earlier = list(Individual.objects.filter(merged_into_id=retired.pk).values_list("pk", flat=True))
+    work.load_goldens(earlier)
+    for pk in earlier:
+        work.golden(pk).set("merged_into_id", survivor.pk)
     work.recompute(survivor, actor=actor, now=now, history_action=None)
     work.recompute(retired, actor=actor, now=now, history_action=None)
     # The retired record's list consents go with its sources (before the flush renders the snapshot).
@@ -179,8 +184,6 @@ def merge_individuals(
         },
     )
     work.flush(now)
-    # Older redirects follow, so every retired ID resolves in one hop.
-    Individual.objects.filter(merged_into_id=retired.pk).exclude(pk=retired.pk).update(merged_into_id=survivor.pk)
     _carry_pair_memory(retired.pk, survivor.pk, actor=actor, candidate=candidate)
     result = _fresh(survivor)
     golden_records_merged.send(sender=Individual, survivor=result, retired=_fresh(retired), actor=actor)
@@ -478,6 +481,51 @@ def recompute_golden_record(individual: Individual, *, actor: str, actor_user: A
     return recomputed
 
 
+@transaction.atomic
+def set_source_status(xref: CrossReference, status: str, *, actor: str, actor_user: Any = None) -> Recomputed | None:
+    """Mark a source record valid or invalid: an invalid one stops supplying its golden record.
+
+    The golden record is recomputed from the sources that remain. None when the status was
+    already ``status``.
+    """
+    if status not in CrossReferenceStatus.values:
+        raise ResolutionError(f"{status} is not a cross reference status")
+    work, (golden,) = _open(xref.individual)
+    if not golden.active:
+        raise ResolutionError("merged or erased golden records cannot be changed")
+    record = work.source(xref.system, xref.external_id)
+    if record is None or record.individual_id != golden.pk:
+        raise ResolutionError("this source record belongs to another golden record now")
+    if record.status == status:
+        return None
+    now = timezone.now()
+    user = _user_id(actor_user)
+    before = record.status
+    work.update_source(record, status=status, updated_at=now)
+    work.record(
+        golden,
+        HistoryAction.UPDATE,
+        actor=actor,
+        now=now,
+        object_type="CrossReference",
+        object_id=record.pk,
+        actor_user_id=user,
+        before={"status": before},
+        after={"status": status, "system": record.system, "external_id": record.external_id},
+    )
+    recomputed = work.recompute(golden, actor=actor, now=now, actor_user_id=user)
+    if recomputed.changed_fields or recomputed.added_contact_points or recomputed.removed_contact_points:
+        work.publish(
+            golden,
+            ChangeType.UPDATED,
+            actor=actor,
+            now=now,
+            change={"changedFields": recomputed.changed_fields, "source": "recompute"},
+        )
+    work.flush(now)
+    return recomputed
+
+
 # ---------------------------------------------------------------------------
 # Consent, erasure, re-sync
 # ---------------------------------------------------------------------------
@@ -697,6 +745,7 @@ __all__ = [
     "record_opt_outs",
     "request_resync",
     "resolve_master_id",
+    "set_source_status",
     "skip_candidate",
     "steward_edit",
     "unmerge_cross_reference",

@@ -28,7 +28,7 @@ from django.db import DataError, ProgrammingError
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from hub.middleware import problem_response
+from hub.problems import problem_response
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class RefuseUnworkableFilters:
                 400,
                 "Invalid filter",
                 "The list cannot be filtered or searched by this.",
-                [{"field": f"query.{name}", "message": "is not a filter this list can run"} for name in filters]
+                errors=[{"field": f"query.{name}", "message": "is not a filter this list can run"} for name in filters]
                 or [{"field": f"query.{SEARCH_VAR}", "message": "is not a search this list can run"}],
             )
         return response

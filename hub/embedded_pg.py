@@ -27,6 +27,8 @@ def embedded_database_url(data_dir: Path) -> str:
         runtime_dir.mkdir(mode=0o700, exist_ok=True)
         runtime_dir.chmod(0o700)
         os.environ["XDG_RUNTIME_DIR"] = str(runtime_dir)
+    # Imported here, not at the top: after the runtime dir is set, and only where it runs
+    # (production does not install it).
     try:
         import pgserver
     except ImportError:  # pragma: no cover - requirements-local.txt installs it

@@ -8,7 +8,9 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
+
+from hub.problems import PROBLEM_CONTENT_TYPE, problem_body, problem_response
 
 # The admin and the API need nothing from other origins; pages that do (the Journey
 # Builder activity page) set their own policy, which is left alone.
@@ -33,13 +35,6 @@ class SecurityHeadersMiddleware:
 # Control characters have no place in a path (NUL cannot even reach PostgreSQL, which refuses it
 # in text); in a query string only NUL is refused, since a pasted search may hold a tab.
 _PATH_CONTROL = re.compile("[\x00-\x1f\x7f]")
-
-
-def problem_response(status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None) -> JsonResponse:
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    if errors:
-        body["errors"] = errors
-    return JsonResponse(body, status=status, content_type="application/problem+json")
 
 
 def _control_character_errors(request: HttpRequest) -> list[dict[str, str]]:
@@ -71,7 +66,7 @@ class RequestGuardMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         errors = _control_character_errors(request)
         if errors:
-            return problem_response(400, "Invalid request", "Control characters are not allowed here.", errors)
+            return problem_response(400, "Invalid request", "Control characters are not allowed here.", errors=errors)
         if _chunked_without_length(request.META) and "wsgi.input" in request.META:
             return problem_response(
                 411, "Length required", "Send a Content-Length (this server cannot read a chunked body)."
@@ -101,13 +96,8 @@ class ChunkedBodyReader:
         if _chunked_without_length(environ) and environ.get("wsgi.input_terminated"):
             body = environ["wsgi.input"].read(self.limit + 1)
             if len(body) > self.limit:
-                problem = {
-                    "type": "about:blank",
-                    "title": "Body too large",
-                    "status": 413,
-                    "detail": f"A body is limited to {self.limit} bytes.",
-                }
-                start_response("413 Content Too Large", [("Content-Type", "application/problem+json")])
+                problem = problem_body(413, "Body too large", f"A body is limited to {self.limit} bytes.")
+                start_response("413 Content Too Large", [("Content-Type", PROBLEM_CONTENT_TYPE)])
                 return [json.dumps(problem).encode()]
             environ["wsgi.input"] = io.BytesIO(body)
             environ["CONTENT_LENGTH"] = str(len(body))

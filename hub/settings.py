@@ -10,6 +10,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from hub.embedded_pg import embedded_database_url  # pgserver itself is imported only when it runs
 from hub.env import (
     check_unknown_names,
     database_from_url,
@@ -107,8 +108,6 @@ if not _database_url:
             "DATABASE_URL must be set: the embedded PostgreSQL is for development and tests only "
             "(HUB_DEBUG=true, as `make run` sets it)."
         )
-    from hub.embedded_pg import embedded_database_url
-
     _database_url = embedded_database_url(DATA_DIR)
 DATABASES = {"default": database_from_url(_database_url)}
 # What child processes (web, qcluster) of `manage.py run_hub` connect to.
@@ -194,9 +193,10 @@ if API_KEY_RATE and not re.fullmatch(r"\d+/(s|sec|m|min|h|hour|d|day)", API_KEY_
     raise ImproperlyConfigured(f"HUB_API_KEY_RATE must look like 6000/min, not {API_KEY_RATE!r}.")
 
 REST_FRAMEWORK = {
-    "DEFAULT_THROTTLE_CLASSES": ["integrations.throttling.ApiKeyRateThrottle"],
-    "DEFAULT_AUTHENTICATION_CLASSES": ["integrations.auth.ApiKeyAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_THROTTLE_CLASSES": ["hub.api.throttling.ApiKeyRateThrottle"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["hub.api.auth.ApiKeyAuthentication"],
+    # Every view names its scope (required_scope); one that names none is refused (hub/api/).
+    "DEFAULT_PERMISSION_CLASSES": ["hub.api.permissions.HasScope"],
     "DEFAULT_PAGINATION_CLASS": "hub.paging.ApiPagination",
     "PAGE_SIZE": 50,
     # Strict JSON (no NaN, Infinity, 1e400, lone surrogates or deep nesting): 400 naming the field.
@@ -206,7 +206,7 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "integrations.problems.problem_exception_handler",
+    "EXCEPTION_HANDLER": "hub.api.problems.problem_exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {

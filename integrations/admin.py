@@ -10,6 +10,7 @@ from axes.models import AccessAttempt
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
@@ -19,9 +20,10 @@ from django.utils.safestring import SafeString, mark_safe
 from django_q import admin as q_admin
 from django_q.models import Failure, Success
 
-from customers.admin import RECORD_PANELS
+from customers.admin.records import RECORD_PANELS
 from hub.paging import CappedCountPaginator
 from integrations.choices import ApiScope
+from integrations.marketing_cloud.writeback import queue_flush
 from integrations.models import (
     AccessToken,
     ApiClient,
@@ -276,12 +278,11 @@ class ConnectorStateAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
     @admin.action(description="Close the circuit breaker and lift the pause now", permissions=["change"])
     def close_breaker(self, request: HttpRequest, queryset: QuerySet[ConnectorState]) -> None:
-        from integrations.marketing_cloud.writeback import queue_flush
-
         systems = list(queryset.values_list("system", flat=True))
-        for system in systems:
-            CircuitBreaker(system).close()
-        queue_flush()
+        with transaction.atomic():  # the breakers close and the flush is queued together
+            for system in systems:
+                CircuitBreaker(system).close()
+            queue_flush()
         self.message_user(request, f"Closed {len(systems)} breaker(s); pending write-backs resume.", messages.SUCCESS)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:

@@ -13,6 +13,8 @@ def ensure_resolver_sweep(**kwargs: Any) -> None:
     (a wake-up lost with a dying worker); a flushed or restored database gets it back at
     the next migrate.
     """
+    # Django imports apps.py while it loads the apps, before any model may be imported: models
+    # (and what imports them) are imported when the signal fires, receivers in ready().
     from django_q.models import Schedule
 
     from integrations.resolver import SWEEP_SCHEDULE, SWEEP_TASK

@@ -1,4 +1,8 @@
-"""Storing inbound events from every channel: the minimum durable work, then the answer.
+"""Storing inbound events: the minimum durable work, then the answer.
+
+The channels that store here: Journey Builder's execute call, the events API and the
+reconciliation poller. (ENS batches are stored as ``EnsNotification`` rows by
+``integrations.marketing_cloud.ens``; a backfill applies its rows through the engine directly.)
 
 An accepted event is one row of ``InboundEvent``, and that row is its queue entry (see
 ``integrations.resolver``): storing a batch of events is one SQL statement that inserts

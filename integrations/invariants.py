@@ -13,6 +13,7 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from django.conf import settings
 from django.db.models import Count, Q
@@ -21,6 +22,8 @@ from django.utils import timezone
 from customers.choices import WritebackState
 from customers.models import CrossReference
 from integrations.choices import MARKETING_CLOUD, TERMINAL_EVENT_STATUSES, EventStatus
+from integrations.marketing_cloud.client import MarketingCloudClient
+from integrations.marketing_cloud.poller import row_to_subscriber
 from integrations.models import InboundEvent
 
 
@@ -79,11 +82,6 @@ def check_unique_effects() -> list[Check]:
 
 def check_marketing_cloud(client: Any = None, page_size: int = 2500) -> Check:
     """Read the whole data extension and compare master IDs with the written cross references."""
-    from urllib.parse import quote
-
-    from integrations.marketing_cloud.client import MarketingCloudClient
-    from integrations.marketing_cloud.poller import row_to_subscriber
-
     client = client or MarketingCloudClient.from_settings()
     held: dict[str, str] = {}
     field_name = settings.MC_MASTER_ID_FIELD.lower()

@@ -6,7 +6,6 @@ from typing import Any
 
 from django.db.models import Q
 from django.dispatch import receiver
-from django.utils import timezone
 
 from customers.choices import WritebackState
 from customers.models import CrossReference
@@ -43,10 +42,9 @@ def scrub_integration_stores(
         DeadLetter.objects.filter(event__in=events).update(original_event={"erased": True})
         events.update(raw_body=b"", payload=None, individual_cim=None, headers={}, reason="(erased)")
     EnsNotification.objects.filter(master_id=individual.master_id).update(payload={"erased": True}, email_address="")
-    pending = CrossReference.objects.filter(individual=individual, system__in=["MARKETING_CLOUD"])
-    if pending.exists():
-        # Marketing Cloud is told by clearing the master ID it holds (see the write-back).
-        pending.update(writeback_state=WritebackState.PENDING, writeback_due_at=timezone.now(), writeback_attempts=0)
+    # Marketing Cloud is told by clearing the master ID it holds (see the write-back).
+    told = CrossReference.objects.filter(individual=individual, system=MARKETING_CLOUD).values_list("pk", flat=True)
+    if request_writeback(list(told)):
         queue_flush()
 
 

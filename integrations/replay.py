@@ -16,7 +16,7 @@ from integrations.choices import EventStatus, RunStatus, RunTrigger, StepOutcome
 from integrations.marketing_cloud.writeback import queue_flush
 from integrations.models import DeadLetter, InboundEvent, SyncRun
 from integrations.resolver import WRITABLE_SYSTEMS, wake_resolver
-from integrations.runs import finish_run, notify_downstream
+from integrations.runs import downstream_step, enabled_targets, finish_run
 from integrations.steps import StepLog
 
 
@@ -32,7 +32,7 @@ def start_resync(individual: Individual, *, actor: str) -> list[SyncRun]:
         run = SyncRun.objects.create(trigger=RunTrigger.RESYNC, master_id=individual.master_id, actor=actor)
         log = StepLog(run)
         log.add("re-sync requested", StepOutcome.OK, f"by {actor}")
-        notify_downstream(log, individual, change_event)
+        log.add(*downstream_step(individual.master_id, change_event, enabled_targets()))
         log.add("write back master ID", StepOutcome.SKIPPED, "no Marketing Cloud cross reference")
         finish_run(None, run, log, "", RunStatus.SUCCEEDED, master_id=individual.master_id)
         return [run]
@@ -48,7 +48,7 @@ def start_resync(individual: Individual, *, actor: str) -> list[SyncRun]:
         log = StepLog(run)
         log.add("re-sync requested", StepOutcome.OK, f"by {actor}", {"crossReferenceId": xref.pk})
         if xref is xrefs[0]:
-            notify_downstream(log, individual, change_event)
+            log.add(*downstream_step(individual.master_id, change_event, enabled_targets()))
         log.save()
         request_writeback([xref.pk])
         queue_flush()

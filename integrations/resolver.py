@@ -52,7 +52,7 @@ from integrations.faults import fault_point
 from integrations.marketing_cloud.writeback import flush_if_starved, queue_flush
 from integrations.models import DeadLetter, InboundEvent, SyncRun, SyncStep
 from integrations.queue import enqueue_once, enqueue_wake_up, task_started, wake_up_started
-from integrations.runs import event_snapshot
+from integrations.runs import downstream_step, enabled_targets, event_snapshot
 from integrations.transport import backoff_delay
 
 logger = logging.getLogger(__name__)
@@ -293,7 +293,7 @@ def _record_done(done: list[tuple[Claimed, int, Resolution]]) -> Counter[str]:
     if not done:
         return counts
     now = timezone.now()
-    targets = DownstreamTarget.objects.filter(enabled=True).count()
+    targets = enabled_targets()
     runs, steps, events = [], [], []
     writeback = False
     for item, run_id, resolution in done:
@@ -376,7 +376,7 @@ def _insert_steps(steps: list[tuple[Any, ...]]) -> None:
     )
 
 
-def _outcome(resolution: Resolution, targets: int) -> tuple[str, str, list[tuple[Any, ...]]]:
+def _outcome(resolution: Resolution, targets: list[DownstreamTarget]) -> tuple[str, str, list[tuple[Any, ...]]]:
     """(run status, event status, steps) of a resolved event, as its step log tells it."""
     change = resolution.change
     steps: list[tuple[Any, ...]] = []
@@ -438,23 +438,7 @@ def _outcome(resolution: Resolution, targets: int) -> tuple[str, str, list[tuple
             f"{len(queued)} possible match(es) queued for review",
             {"candidates": queued, "found": resolution.suspects_found},
         )
-    event = resolution.change_event
-    if event is None:
-        step(
-            "notify downstream systems",
-            StepOutcome.SKIPPED,
-            "the golden record did not change",
-            {"masterId": resolution.master_id},
-        )
-    else:
-        step(
-            "notify downstream systems",
-            StepOutcome.OK if targets else StepOutcome.SKIPPED,
-            f"change event {event.pk} ({event.change_type}) queued for {targets} target(s)"
-            if targets
-            else f"change event {event.pk} recorded; no downstream targets enabled",
-            {"masterId": resolution.master_id, "changeEventId": event.pk, "targets": targets},
-        )
+    step(*downstream_step(resolution.master_id, resolution.change_event, targets))
     if resolution.writeback == "queued":
         carried = resolution.carried_master_ids
         reason = "event carried another master ID" if carried else "event carried no master ID"

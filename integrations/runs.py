@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from typing import Any
 
 from django.utils import timezone
 
-from customers.models import Individual
 from integrations.choices import StepOutcome
 from integrations.downstream.models import DownstreamTarget
 from integrations.models import InboundEvent, SyncRun
@@ -31,25 +31,33 @@ def event_snapshot(event: InboundEvent) -> dict[str, Any]:
     }
 
 
-def notify_downstream(log: StepLog, individual: Individual, change_event: Any) -> None:
-    """Log what downstream systems will be told (the outbox row was written with the change)."""
+DOWNSTREAM_STEP = "notify downstream systems"
+
+
+def enabled_targets() -> list[DownstreamTarget]:
+    return list(DownstreamTarget.objects.filter(enabled=True))
+
+
+def downstream_step(
+    master_id: str, change_event: Any, targets: Sequence[DownstreamTarget]
+) -> tuple[str, str, str, dict[str, Any]]:
+    """The step log's line about downstream systems: (name, outcome, detail, data).
+
+    It only reports. The change event (the outbox row) was written with the change, in its
+    transaction, which also queued the fan-out (``integrations.downstream.receivers``); the
+    fan-out makes one delivery per enabled target that wants the change's type.
+    """
     if change_event is None:
-        log.add(
-            "notify downstream systems",
-            StepOutcome.SKIPPED,
-            "the golden record did not change",
-            {"masterId": individual.master_id},
-        )
-        return
-    targets = DownstreamTarget.objects.filter(enabled=True).count()
-    log.add(
-        "notify downstream systems",
-        StepOutcome.OK if targets else StepOutcome.SKIPPED,
-        f"change event {change_event.pk} ({change_event.change_type}) queued for {targets} target(s)"
-        if targets
-        else f"change event {change_event.pk} recorded; no downstream targets enabled",
-        {"masterId": individual.master_id, "changeEventId": change_event.pk, "targets": targets},
-    )
+        return DOWNSTREAM_STEP, StepOutcome.SKIPPED, "the golden record did not change", {"masterId": master_id}
+    wanting = sum(1 for target in targets if target.wants(change_event.change_type))
+    if wanting:
+        detail = f"change event {change_event.pk} ({change_event.change_type}) queued for {wanting} target(s)"
+    elif targets:
+        detail = f"change event {change_event.pk} recorded; no enabled target wants {change_event.change_type}"
+    else:
+        detail = f"change event {change_event.pk} recorded; no downstream targets enabled"
+    data = {"masterId": master_id, "changeEventId": change_event.pk, "targets": wanting}
+    return DOWNSTREAM_STEP, StepOutcome.OK if wanting else StepOutcome.SKIPPED, detail, data
 
 
 def finish_run(

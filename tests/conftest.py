@@ -139,7 +139,7 @@ def _default_rules(request: pytest.FixtureRequest) -> None:
     seed_rules(MatchRule, SurvivorshipRule)
     from django.contrib.auth.models import Group, Permission
 
-    from integrations.roles import ensure_roles
+    from hub.roles import ensure_roles
 
     ensure_roles(Group, Permission)
 

@@ -34,11 +34,11 @@ from customers.models import (
 )
 from customers.resolution.engine import CARRIED_MASTER_ID_RULE
 from customers.stewardship import steward_edit
+from hub.roles import STEWARD, VIEWER
 from integrations.choices import EventStatus
 from integrations.downstream.models import Delivery, DownstreamTarget
 from integrations.marketing_cloud.models import ReconciliationState
 from integrations.models import ApiClient, ConnectorState, DeadLetter, InboundEvent, SyncRun
-from integrations.roles import STEWARD, VIEWER
 from tests.queue import run_queued
 from tests.test_mdm import cim
 

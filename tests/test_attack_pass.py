@@ -15,9 +15,9 @@ import requests
 from django.urls import reverse
 
 from customers.models import Individual
+from hub.roles import STEWARD, VIEWER
 from integrations.downstream.models import Delivery, DownstreamTarget
 from integrations.models import ApiClient, InboundEvent
-from integrations.roles import STEWARD, VIEWER
 from tests.queue import run_queued
 from tests.test_access import AdminBrowser, _event, _key_session, _post, _user
 from tests.test_mdm import cim

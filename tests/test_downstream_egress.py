@@ -20,10 +20,10 @@ import pytest
 from django.contrib.auth.models import Group, User
 
 from customers.models import ChangeEvent
+from hub.roles import STEWARD, VIEWER
 from integrations.downstream.egress import delivery_session
 from integrations.downstream.models import Delivery, DownstreamTarget
 from integrations.models import SyncStep
-from integrations.roles import STEWARD, VIEWER
 from tests.conftest import subscriber
 from tests.queue import run_queued
 from tests.webhook_receiver import WebhookReceiver

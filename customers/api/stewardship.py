@@ -1,7 +1,7 @@
 """Stewardship API: merge, unmerge, not-a-match, pins, the suspect queue, sources and history.
 
-Every write runs in one transaction (``customers.resolution``) and is recorded in
-the record's history with the API key as the actor. Old (merged) master IDs are
+Every write is a ``customers.stewardship`` action: one transaction, recorded in the
+record's history with the API key as the actor. Old (merged) master IDs are
 accepted everywhere and resolve to their survivor.
 """
 
@@ -14,13 +14,12 @@ from django.db import models
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import permissions, serializers, status
+from rest_framework import serializers, status
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from customers.api.views import ReadScope
 from customers.choices import CandidateStatus
 from customers.models import CrossReference, HistoryEntry, Individual, MatchCandidate, NotAMatch, is_master_id
 from customers.resolution.survivorship import SURVIVING_FIELDS
@@ -36,14 +35,6 @@ from customers.stewardship import (
     unpin_value,
 )
 from hub.paging import ApiCursorPagination
-
-
-class StewardScope(permissions.BasePermission):
-    message = "This API key lacks the steward scope."
-
-    def has_permission(self, request: Request, view: Any) -> bool:
-        has_scope = getattr(request.user, "has_scope", None)
-        return bool(callable(has_scope) and has_scope("steward"))
 
 
 class Conflict(APIException):
@@ -162,7 +153,7 @@ def _actor(request: Request) -> str:
 
 
 class _Steward(APIView):
-    permission_classes = [StewardScope]
+    required_scope = "steward"
 
 
 def _mine(individual: Individual) -> dict[str, Any]:
@@ -274,7 +265,7 @@ class PinView(_Steward):
 class SourcesView(APIView):
     """Source records (cross references) with their payload and match decision, plus lineage and pins."""
 
-    permission_classes = [ReadScope]
+    required_scope = "read"
 
     @extend_schema(
         tags=["individuals"], operation_id="individual_sources", responses={200: OpenApiTypes.OBJECT, **_READ_ERRORS}
@@ -307,7 +298,7 @@ class SourcesView(APIView):
 
 
 class HistoryView(APIView):
-    permission_classes = [ReadScope]
+    required_scope = "read"
 
     @extend_schema(
         tags=["individuals"], operation_id="individual_history", responses={200: OpenApiTypes.OBJECT, **_READ_ERRORS}
@@ -343,7 +334,7 @@ class CandidatePagination(ApiCursorPagination):
 class CandidateListView(APIView):
     """The suspect queue, oldest first (``?status=open`` by default)."""
 
-    permission_classes = [ReadScope]
+    required_scope = "read"
 
     @extend_schema(
         tags=["stewardship"],

@@ -14,7 +14,7 @@ from drf_spectacular.utils import (
     extend_schema_view,
     inline_serializer,
 )
-from rest_framework import generics, permissions, serializers
+from rest_framework import generics, serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -25,24 +25,6 @@ from customers.models import Individual
 from customers.normalize import normalize_email
 from customers.stewardship import erase_individual
 from hub.paging import ApiPagination
-
-
-class ReadScope(permissions.BasePermission):
-    """The caller (whatever authenticated it) must hold the ``read`` scope."""
-
-    message = "This API key lacks the read scope."
-
-    def has_permission(self, request: Request, view: Any) -> bool:
-        has_scope = getattr(request.user, "has_scope", None)
-        return bool(callable(has_scope) and has_scope("read"))
-
-
-class EraseScope(permissions.BasePermission):
-    message = "This API key lacks the erase scope."
-
-    def has_permission(self, request: Request, view: Any) -> bool:
-        has_scope = getattr(request.user, "has_scope", None)
-        return bool(callable(has_scope) and has_scope("erase"))
 
 
 class CimIndividualSerializer(serializers.BaseSerializer):
@@ -71,7 +53,7 @@ _ERRORS = {
 class IndividualDetailView(generics.RetrieveAPIView):
     """``GET /api/v1/individuals/{masterId}``: the golden record as a CIM Individual."""
 
-    permission_classes = [ReadScope]
+    required_scope = "read"
     serializer_class = CimIndividualSerializer
     lookup_field = "master_id"
     lookup_url_kwarg = "master_id"
@@ -109,7 +91,7 @@ class IndividualDetailView(generics.RetrieveAPIView):
 class IndividualListView(generics.ListAPIView):
     """``GET /api/v1/individuals?externalIdType=&externalId=`` or ``?email=``"""
 
-    permission_classes = [ReadScope]
+    required_scope = "read"
     serializer_class = CimIndividualSerializer
 
     def get_queryset(self) -> QuerySet[Individual]:
@@ -158,7 +140,7 @@ class IndividualListView(generics.ListAPIView):
 class IndividualErasureView(generics.GenericAPIView):
     """``POST /api/v1/individuals/{masterId}/erasure``"""
 
-    permission_classes = [EraseScope]
+    required_scope = "erase"
     lookup_field = "master_id"
     lookup_url_kwarg = "master_id"
     queryset = Individual.objects.all()

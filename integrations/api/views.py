@@ -18,13 +18,12 @@ from rest_framework.views import APIView
 
 from customers.cim import CimValidationError, parse_cim_datetime, parse_individual
 from hub import strict_json
-from integrations.auth import HasScope
-from integrations.bodies import read_body_or_problem
+from hub.api.bodies import read_body_or_problem
+from hub.api.problems import problem
 from integrations.choices import RESERVED_SOURCES, SYSTEM_CODE, EventChannel
 from integrations.intake import AcceptedEvent, json_safe, request_headers, store_events, store_rejected
 from integrations.marketing_cloud.client import breaker as marketing_cloud_breaker
 from integrations.models import SyncRun
-from integrations.problems import problem
 from integrations.queue import cluster_stalled, queue_depth
 
 MAX_BATCH = 1000
@@ -69,7 +68,6 @@ class EventsView(APIView):
     """``POST /api/v1/events``: a batch of up to 1,000 CIM Individual events, all or nothing."""
 
     parser_classes = [strict_json.StrictJSONParser]  # the view reads the raw body; JSON is the only format
-    permission_classes = [HasScope]
     required_scope = "ingest"
 
     @extend_schema(
@@ -268,7 +266,6 @@ class SyncRunSerializer(serializers.ModelSerializer):
 class SyncRunDetailView(generics.RetrieveAPIView):
     """``GET /api/v1/sync-runs/{id}``"""
 
-    permission_classes = [HasScope]
     required_scope = "read"
     serializer_class = SyncRunSerializer
     queryset = SyncRun.objects.prefetch_related("steps")

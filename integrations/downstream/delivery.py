@@ -25,7 +25,7 @@ from typing import Any
 import requests
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Min
+from django.db.models import Count, Min
 from django.utils import timezone
 
 from customers.models import ChangeEvent
@@ -281,6 +281,4 @@ def target_lag_seconds(target: DownstreamTarget) -> float | None:
 
 
 def status_counts(target: DownstreamTarget) -> dict[str, Any]:
-    from django.db.models import Count
-
     return dict(Delivery.objects.filter(target=target).values_list("status").annotate(n=Count("id")))

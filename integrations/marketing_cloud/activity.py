@@ -24,8 +24,9 @@ from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from hub.api.bodies import BodyTooLarge, read_body
+from hub.problems import problem_response
 from hub.strict_json import StrictJsonError
-from integrations.bodies import BodyTooLarge, read_body
 from integrations.marketing_cloud.mapping import IN_ARGUMENTS
 from integrations.marketing_cloud.views import JOURNEY_MAX_BODY, verify_journey_jwt
 
@@ -187,24 +188,17 @@ def icon(request: HttpRequest) -> HttpResponse:
 def lifecycle(request: HttpRequest, action: str) -> JsonResponse:
     """save / publish / validate / stop: verified like execute, acknowledged with 200."""
     if action not in LIFECYCLE_ACTIONS:
-        return JsonResponse({"title": "Not found", "status": 404}, status=404)
+        return problem_response(404, "Not found", f"Lifecycle actions: {', '.join(LIFECYCLE_ACTIONS)}.")
     try:
         body = read_body(request, JOURNEY_MAX_BODY)
     except BodyTooLarge:
-        return JsonResponse({"title": "Body too large", "status": 413}, status=413)
+        return problem_response(413, "Body too large", f"A lifecycle call is limited to {JOURNEY_MAX_BODY} bytes.")
     try:
         claims = verify_journey_jwt(body.strip(), settings.MC_JWT_SECRET)
     except jwt.InvalidTokenError:
-        response = JsonResponse({"type": "about:blank", "title": "Invalid token", "status": 401}, status=401)
-        response["Content-Type"] = "application/problem+json"
-        return response
+        return problem_response(401, "Invalid token")
     except StrictJsonError as exc:
-        errors = [{"field": exc.field, "message": exc.message}]
-        response = JsonResponse(
-            {"type": "about:blank", "title": "Invalid claims", "status": 400, "errors": errors}, status=400
-        )
-        response["Content-Type"] = "application/problem+json"
-        return response
+        return problem_response(400, "Invalid claims", errors=[{"field": exc.field, "message": exc.message}])
     logger.info(
         "journey activity %s: journey %s activity %s",
         action,

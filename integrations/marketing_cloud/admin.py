@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import Count
 from django.http import HttpRequest
+from django_q.models import Schedule
 
 from integrations.marketing_cloud.models import EnsCallback, EnsNotification, ImportJob, ReconciliationState
+from integrations.marketing_cloud.poller import SCHEDULE_NAME, queue_poll
 
 
 @admin.register(EnsCallback)
@@ -99,22 +102,14 @@ class ReconciliationStateAdmin(admin.ModelAdmin):
 
     @admin.display(description="next scheduled run")
     def next_scheduled_run(self, obj: ReconciliationState) -> Any:
-        from django_q.models import Schedule
-
-        from integrations.marketing_cloud.poller import SCHEDULE_NAME
-
         return Schedule.objects.filter(name=SCHEDULE_NAME).values_list("next_run", flat=True).first()
 
     @admin.action(description="Run the reconciliation now", permissions=["change"])
     def run_now(self, request: HttpRequest, queryset: Any) -> None:
-        from integrations.marketing_cloud.poller import queue_poll
-
         queue_poll()
         self.message_user(request, "Reconciliation queued; refresh to see its result.", messages.SUCCESS)
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
-        from django.conf import settings
-
         # Show the row before the first run, so "Run now" has something to act on.
         ReconciliationState.objects.get_or_create(de_key=settings.MC_DE_KEY)
         return super().changelist_view(request, extra_context)

@@ -10,6 +10,7 @@ def ensure_reconciliation_schedule(**kwargs: Any) -> None:
     On post_migrate rather than in a data migration, so a database that was flushed
     (tests) or restored without it gets it back at the next migrate.
     """
+    # Models may not be imported while Django loads the apps (it imports this module then).
     from django_q.models import Schedule
 
     from integrations.marketing_cloud.poller import POLL_TASK, SCHEDULE_NAME

@@ -52,11 +52,11 @@ from customers.models import ContactPoint, CrossReference, Individual
 from customers.normalize import normalize_email
 from customers.stewardship import OptOut, record_opt_outs
 from hub import strict_json
-from integrations.bodies import read_body_or_problem
+from hub.api.bodies import read_body_or_problem
+from hub.api.problems import problem
 from integrations.choices import MARKETING_CLOUD
 from integrations.intake import json_safe
 from integrations.marketing_cloud.models import EnsCallback, EnsNotification
-from integrations.problems import problem
 from integrations.queue import enqueue_once, task_started
 
 logger = logging.getLogger(__name__)

@@ -42,6 +42,7 @@ from customers.cim import CimValidationError
 from customers.models import CrossReference
 from integrations.choices import MARKETING_CLOUD, EventChannel
 from integrations.intake import AcceptedEvent, store_events, store_rejected
+from integrations.marketing_cloud.client import MarketingCloudClient
 from integrations.marketing_cloud.mapping import IN_ARGUMENTS, mc_datetime, subscriber_to_cim
 from integrations.marketing_cloud.models import ReconciliationState
 from integrations.marketing_cloud.schema import MC_SYSTEM_TIME
@@ -101,8 +102,6 @@ def poll_data_extension(client: Any = None) -> str:
 
 def reconcile(client: Any = None) -> ReconciliationRun:
     """Read every row changed since the watermark (less the overlap) and send what the hub lacks."""
-    from integrations.marketing_cloud.client import MarketingCloudClient
-
     de_key = settings.MC_DE_KEY
     with transaction.atomic():
         ReconciliationState.objects.get_or_create(de_key=de_key)

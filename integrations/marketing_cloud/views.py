@@ -27,11 +27,11 @@ from rest_framework.views import APIView
 
 from customers.cim import CimValidationError, parse_cim_datetime
 from hub import strict_json
-from integrations.bodies import read_body_or_problem
+from hub.api.bodies import read_body_or_problem
+from hub.api.problems import problem
 from integrations.choices import MARKETING_CLOUD, EventChannel
 from integrations.intake import AcceptedEvent, request_headers, store_events, store_rejected
 from integrations.marketing_cloud.mapping import canonical_name, merge_in_arguments, subscriber_to_cim
-from integrations.problems import problem
 
 JOURNEY_MAX_BODY = 256 * 1024
 JWT_LEEWAY_SECONDS = 30

@@ -163,7 +163,8 @@ def _queue_next_flush() -> None:
     next_due = _pending().order_by("writeback_due_at").values_list("writeback_due_at", flat=True).first()
     if next_due is None:
         return
-    queue_flush(delay=max(0.0, (next_due - timezone.now()).total_seconds()))
+    with transaction.atomic():  # a flush due now is coalesced: its flag and its queue row commit together
+        queue_flush(delay=max(0.0, (next_due - timezone.now()).total_seconds()))
 
 
 def _record_connector_health(results: list[RowResult]) -> None:

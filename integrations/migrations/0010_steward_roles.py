@@ -1,8 +1,8 @@
-"""The two roles of the steward workspace, as groups (see integrations.roles)."""
+"""The two roles of the steward workspace, as groups (see hub.roles)."""
 
 from django.db import migrations
 
-from integrations.roles import ensure_roles_in_migration
+from hub.roles import ensure_roles_in_migration
 
 
 def create_roles(apps, schema_editor):

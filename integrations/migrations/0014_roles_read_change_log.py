@@ -2,7 +2,7 @@
 
 from django.db import migrations
 
-from integrations.roles import ensure_roles_in_migration
+from hub.roles import ensure_roles_in_migration
 
 
 def refresh_roles(apps, schema_editor):

@@ -1,4 +1,9 @@
-"""The steward's view of golden records, cross references and history."""
+"""Golden records and their cross references: find, understand, fix.
+
+A record's page shows its golden values with their lineage, contact points, cross references,
+consent, its timeline and the panels other apps register in ``RECORD_PANELS``; every change a
+steward makes there is a ``customers.stewardship`` action (one transaction, a history row).
+"""
 
 from __future__ import annotations
 
@@ -18,10 +23,14 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
-from customers.choices import ContactPointKind, HistoryAction, WritebackState
-from customers.history import record_history
-from customers.models import ContactPoint, CrossReference, HistoryEntry, Individual
+from customers.admin.common import LargeListMixin, actor_of
+from customers.admin.history import timeline
+from customers.choices import ContactPointKind, WritebackState
+from customers.cim import phone_key
+from customers.models import ContactPoint, CrossReference, Individual
+from customers.normalize import normalize_email
 from customers.resolution.survivorship import SURVIVING_FIELDS
+from customers.review import compare_records
 from customers.stewardship import (
     ResolutionError,
     erase_individual,
@@ -29,19 +38,15 @@ from customers.stewardship import (
     pin_value,
     recompute_golden_record,
     request_resync,
+    set_source_status,
     steward_edit,
     unmerge_cross_reference,
     unpin_value,
 )
-from hub.paging import CappedCountPaginator
 
 # Panels other apps add to a golden record's page (integrations adds its sync runs): each
 # takes the record and returns HTML. customers never imports integrations; they register here.
 RECORD_PANELS: list[tuple[str, Callable[[Individual], SafeString]]] = []
-
-
-def actor_of(request: HttpRequest) -> str:
-    return f"user:{request.user.get_username()}"
 
 
 class ContactPointInline(admin.TabularInline):
@@ -169,8 +174,7 @@ class GoldenRecordForm(forms.ModelForm):
 
 
 @admin.register(Individual)
-class IndividualAdmin(admin.ModelAdmin):
-    paginator = CappedCountPaginator
+class IndividualAdmin(LargeListMixin, admin.ModelAdmin):
     form = GoldenRecordForm
     list_display = [
         "master_id",
@@ -219,7 +223,6 @@ class IndividualAdmin(admin.ModelAdmin):
     inlines = [ContactPointInline, CrossReferenceInline]
     actions = ["resync", "merge_two", "recompute", "erase"]
     change_form_template = "admin/customers/individual/change_form.html"
-    show_full_result_count = False
     list_per_page = 50
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Individual]:
@@ -412,8 +415,6 @@ class IndividualAdmin(admin.ModelAdmin):
                 return HttpResponseRedirect(reverse("admin:customers_individual_changelist"))
             messages.success(request, f"Merged: {survivor.master_id} survives; the other ID redirects to it.")
             return HttpResponseRedirect(reverse("admin:customers_individual_change", args=[survivor.pk]))
-        from customers.review import compare_records
-
         return TemplateResponse(
             request,
             "admin/customers/individual/merge.html",
@@ -485,9 +486,6 @@ SEARCH_CAP = 500
 
 def search_ids(term: str) -> list[int]:
     """Golden record IDs a steward's search term finds (each lookup uses an index)."""
-    from customers.cim import phone_key
-    from customers.normalize import normalize_email
-
     ids: set[int] = set()
 
     def add(queryset: Any, field: str = "pk") -> None:
@@ -510,19 +508,8 @@ def search_ids(term: str) -> list[int]:
     return sorted(ids)[: SEARCH_CAP * 2]
 
 
-def timeline(individual: Individual, limit: int = 200) -> list[HistoryEntry]:
-    """The record's history newest first, with that of the records merged into it."""
-    ids = [individual.pk, *individual.merged_records.values_list("pk", flat=True)]
-    return list(
-        HistoryEntry.objects.filter(individual_id__in=ids)
-        .select_related("actor_user")
-        .order_by("-created_at", "-id")[:limit]
-    )
-
-
 @admin.register(CrossReference)
-class CrossReferenceAdmin(admin.ModelAdmin):
-    paginator = CappedCountPaginator
+class CrossReferenceAdmin(LargeListMixin, admin.ModelAdmin):
     list_display = [
         "__str__",
         "golden_record",
@@ -556,7 +543,6 @@ class CrossReferenceAdmin(admin.ModelAdmin):
         "updated_at",
     ]
     fields = ["status", *readonly_fields]
-    show_full_result_count = False
 
     @admin.display(description="golden record", ordering="individual__master_id")
     def golden_record(self, obj: CrossReference) -> str:
@@ -567,20 +553,12 @@ class CrossReferenceAdmin(admin.ModelAdmin):
         """Only the status is editable: an invalid source record stops supplying the golden record."""
         if not change or "status" not in form.changed_data:
             return
-        with transaction.atomic():
-            super().save_model(request, obj, form, change)
-            individual = Individual.objects.select_for_update().get(pk=obj.individual_id)
-            record_history(
-                individual=individual,
-                master_id=individual.master_id,
-                action=HistoryAction.UPDATE,
-                obj=obj,
-                actor=actor_of(request),
-                actor_user=request.user,
-                before={"status": form.initial.get("status")},
-                after={"status": obj.status, "system": obj.system, "external_id": obj.external_id},
-            )
-            recompute_golden_record(individual, actor=actor_of(request), actor_user=request.user)
+        stored = CrossReference.objects.select_related("individual").get(pk=obj.pk)
+        try:
+            set_source_status(stored, form.cleaned_data["status"], actor=actor_of(request), actor_user=request.user)
+        except ResolutionError as exc:
+            messages.error(request, str(exc))
+        obj.refresh_from_db()
 
     def get_urls(self) -> list[Any]:
         view = self.admin_site.admin_view(self.unmerge_view)
@@ -614,25 +592,3 @@ class CrossReferenceAdmin(admin.ModelAdmin):
                 "opts": self.model._meta,
             },
         )
-
-
-@admin.register(HistoryEntry)
-class HistoryEntryAdmin(admin.ModelAdmin):
-    paginator = CappedCountPaginator
-    list_display = ["created_at", "master_id", "action", "object_type", "actor"]
-    list_filter = ["action", "object_type", "created_at"]
-    search_fields = ["=master_id", "actor"]
-    readonly_fields = [f.name for f in HistoryEntry._meta.fields]
-    show_full_result_count = False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-from customers import admin_review, admin_rules  # noqa: E402, F401  (registers their admin classes)

@@ -11,24 +11,21 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
-from customers.admin import actor_of  # defined before customers.admin imports this module
+from customers.admin.common import LargeListMixin, actor_of
 from customers.choices import CandidateStatus
 from customers.models import MatchCandidate
 from customers.review import compare_records
 from customers.stewardship import ResolutionError, mark_not_a_match, merge_individuals, skip_candidate
-from hub.paging import CappedCountPaginator
 
 
 @admin.register(MatchCandidate)
-class MatchCandidateAdmin(admin.ModelAdmin):
-    paginator = CappedCountPaginator
+class MatchCandidateAdmin(LargeListMixin, admin.ModelAdmin):
     list_display = ["created_at", "left_record", "right_record", "rule", "score_display", "status", "decided_by"]
     list_filter = ["status", "rule", "created_at"]
     list_select_related = ["left", "right"]
     search_fields = ["=left__master_id", "=right__master_id"]
     ordering = ["created_at", "id"]
     actions = ["merge_selected", "not_a_match_selected", "skip_selected"]
-    show_full_result_count = False
     list_per_page = 50
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[MatchCandidate]:

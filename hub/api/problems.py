@@ -1,4 +1,9 @@
-"""Problem details (RFC 9457) for every refusal the API makes."""
+"""Problem details (RFC 9457) for every refusal the API makes: DRF's side.
+
+``problem`` answers from a DRF view; ``problem_exception_handler`` (DRF's EXCEPTION_HANDLER) turns
+DRF's own refusals (authentication, scope, throttling, validation) and unexpected errors into
+problems. Plain Django views and middlewares answer with ``hub.problems.problem_response``.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,9 @@ from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-logger = logging.getLogger(__name__)
+from hub.problems import PROBLEM_CONTENT_TYPE, problem_body
 
-PROBLEM_CONTENT_TYPE = "application/problem+json"
+logger = logging.getLogger(__name__)
 
 
 def problem(
@@ -25,13 +30,8 @@ def problem(
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> Response:
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
-    if detail:
-        body["detail"] = detail
-    if errors:
-        body["errors"] = errors
-    body.update(extra)
-    response = Response(body, status=status, headers=headers)
+    """A problem answered from a DRF view."""
+    response = Response(problem_body(status, title, detail, errors=errors, **extra), status=status, headers=headers)
     response.content_type = PROBLEM_CONTENT_TYPE
     return response
 

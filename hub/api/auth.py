@@ -1,4 +1,8 @@
-"""API-key authentication: ``Authorization: Bearer hub_<prefix>_<secret>``, stored hashed."""
+"""API-key authentication: ``Authorization: Bearer hub_<prefix>_<secret>``, stored hashed.
+
+The keys are ``integrations.models.ApiClient`` rows (``manage.py create_api_key``); what a key may do
+is checked by ``hub.api.permissions.HasScope``.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Any
 
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from rest_framework import authentication, exceptions, permissions
+from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
 from integrations.models import ApiClient
@@ -64,21 +68,10 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         return 'Bearer realm="hub"'
 
 
-class HasScope(permissions.BasePermission):
-    """Grants access when the API key carries the view's ``required_scope``."""
-
-    message = "This API key lacks the scope this endpoint needs."
-
-    def has_permission(self, request: Request, view: Any) -> bool:
-        user = request.user
-        scope = getattr(view, "required_scope", None)
-        return bool(isinstance(user, ApiPrincipal) and scope and user.has_scope(scope))
-
-
 class ApiKeyScheme(OpenApiAuthenticationExtension):
     """Documents the API-key scheme in the OpenAPI schema."""
 
-    target_class = "integrations.auth.ApiKeyAuthentication"
+    target_class = "hub.api.auth.ApiKeyAuthentication"
     name = "apiKey"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, str]:

@@ -13,7 +13,7 @@ from django.http.request import RawPostDataException
 from rest_framework import status
 from rest_framework.response import Response
 
-from integrations.problems import problem
+from hub.api.problems import problem
 
 
 class BodyTooLarge(Exception):

@@ -9,8 +9,10 @@ from auditlog.mixins import AuditlogHistoryAdminMixin
 from django import forms
 from django.contrib import admin
 from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 
+from customers.admin.common import actor_of
 from customers.dryrun import proposed_rules, run_dry_run
 from customers.models import MatchRule, SurvivorshipRule
 from customers.resolution.rules import METHODS_BY_ATTRIBUTE, RuleSpec, parse_criteria
@@ -66,7 +68,7 @@ class MatchRuleAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
             return f"invalid: {exc}"
 
     def save_model(self, request: HttpRequest, obj: MatchRule, form: Any, change: bool) -> None:
-        obj.updated_by = f"user:{request.user.get_username()}"
+        obj.updated_by = actor_of(request)
         super().save_model(request, obj, form, change)
 
     def changeform_view(
@@ -84,8 +86,6 @@ class MatchRuleAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
         """Validate the edited rule and report what it would change; nothing is saved."""
         obj = self.get_object(request, object_id) if object_id else None
         if not (self.has_change_permission(request, obj) if obj else self.has_add_permission(request)):
-            from django.core.exceptions import PermissionDenied
-
             raise PermissionDenied
         form = self.get_form(request, obj, change=obj is not None)(request.POST, instance=obj)
         report = None
