@@ -79,9 +79,9 @@ def queue_down(monkeypatch):
 
 
 def test_resuming_a_target_commits_with_its_queued_delivery_or_not_at_all(steward, queue_down):
-    target = DownstreamTarget.objects.create(
-        name="crm",
-        url="https://crm.example.com/hook",
+    target = DownstreamTarget.objects.create(name="crm", url="https://crm.example.com/hook")
+    ConnectorState.objects.create(
+        system=DownstreamTarget.breaker_key(target.pk),
         paused_until=timezone.now() + timezone.timedelta(minutes=5),
         pause_reason="5 failures in a row",
         consecutive_failures=5,

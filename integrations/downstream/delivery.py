@@ -259,8 +259,8 @@ def _schedule_next(target: DownstreamTarget, held_until: dt.datetime | None) -> 
 
 def resume(target_id: int) -> None:
     """Lift a target's pause now (*Resume now* in the admin) and send what is due."""
-    target_breaker(target_id).close()
-    with transaction.atomic():
+    with transaction.atomic():  # the pause lifts and the delivery run is queued together, or neither
+        target_breaker(target_id).close()
         enqueue_once(DELIVER_TASK, target_id, flag=deliver_flag(target_id))
 
 
