@@ -1,16 +1,19 @@
 # The two commands a newcomer needs: `make run` and `make test`.
 PYTHON ?= python3
+# pytest-xdist workers for `make test-fast` (each has its own test database).
+TEST_WORKERS ?= 2
 VENV := .venv
 BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.runtime-installed
 LOCAL := $(VENV)/.local-installed
 DEV := $(VENV)/.dev-installed
 
-.PHONY: run test lint audit bench clean-db help browser nginx
+.PHONY: run test test-fast lint audit bench clean-db help browser nginx
 
 help:
 	@echo "make run   - everything up (embedded PostgreSQL unless DATABASE_URL), demo data, admin URL"
 	@echo "make test  - lint, migration check and the whole test suite"
+	@echo "make test-fast - lint, migration check and the tests that start no process or browser"
 	@echo "make bench - journey intake benchmark (see docs/benchmarks.md)"
 
 $(BIN)/python:
@@ -57,6 +60,11 @@ nginx:
 # pytest's exit code 5 ("no tests collected") is a failure here, not a pass.
 test: lint browser nginx
 	$(BIN)/python -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+# The loop while working: no gunicorn, qcluster, nginx or Chromium, so none is installed here.
+test-fast: lint
+	$(BIN)/python -m pytest -m "not slow and not browser" -n $(TEST_WORKERS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 # Known vulnerabilities in the pinned requirements (PyPI's advisory data). Where the registry does

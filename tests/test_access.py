@@ -100,6 +100,7 @@ def test_a_key_for_every_system_still_cannot_overwrite_a_stewards_edit(live_serv
     assert golden.first_name == "Annabel"
 
 
+@pytest.mark.django_db
 def test_keys_cannot_be_bound_to_a_reserved_source():
     with pytest.raises(ValidationError):
         ApiClient.issue("forger", ["ingest"], ["STEWARD"])
@@ -202,6 +203,7 @@ def _every_action() -> set[tuple[str, str]]:
     }
 
 
+@pytest.mark.django_db
 def test_every_admin_action_is_classified_and_declares_a_permission():
     actions = _every_action()
     deletes = {pair for pair in actions if pair[1] == "delete_selected"}

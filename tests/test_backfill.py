@@ -15,7 +15,7 @@ from integrations.marketing_cloud.models import ImportJob
 from tests.conftest import subscriber
 from tests.queue import run_queued
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db  # rolled back; the tests that need commits say so
 
 HEADER = [
     "SubscriberKey",
@@ -89,6 +89,7 @@ def test_import_applies_the_rules_reports_bad_rows_and_queues_write_backs(tmp_pa
     assert sandbox.count("POST", "/hub/v1/dataevents/key:Individual/rowset") == 1  # 23 rows, one call
 
 
+@pytest.mark.django_db(transaction=True)  # live server: its thread sees committed rows only
 def test_import_matches_records_the_hub_already_has(tmp_path, journey, sandbox):
     journey.execute(subscriber(key="IMP-00001", email="imp1@example.com", ModifiedDate="2026-10-01T00:00:00Z"))
     # The same mailbox, name and birth date: the export's IMP-00002 is this person.
@@ -116,6 +117,7 @@ def test_import_matches_records_the_hub_already_has(tmp_path, journey, sandbox):
     assert tuple(sorted((owner["NAMESAKE"], owner["IMP-00000"]))) in pairs
 
 
+@pytest.mark.django_db(transaction=True)  # live server: its thread sees committed rows only
 def test_older_rows_do_not_overwrite_newer_changes(tmp_path, journey, sandbox):
     journey.execute(
         subscriber(key="IMP-00000", email="imp0@example.com", FirstName="Newest", ModifiedDate="2026-11-20T00:00:00Z")
@@ -138,6 +140,7 @@ def test_an_interrupted_import_resumes_after_its_last_committed_batch(tmp_path, 
         import_subscribers(path)
 
 
+@pytest.mark.django_db(transaction=True)  # the command forks worker processes
 def test_command_output_and_refusals(tmp_path, sandbox):
     path = write_csv(tmp_path / "e.csv", people(3))
     out, err = io.StringIO(), io.StringIO()

@@ -362,6 +362,7 @@ def test_nul_in_path_or_query_is_refused_before_the_database_sees_it(api, path, 
     assert_problem(api.get(f"{api.base_url}{path}", timeout=10), 400, field)
 
 
+@pytest.mark.django_db
 def test_nul_in_an_admin_search_is_refused(admin_client):
     response = admin_client.get("/admin/customers/individual/", {"q": "a\x00b"})
     assert response.status_code == 400

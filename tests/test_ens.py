@@ -39,6 +39,7 @@ def test_registration_stores_the_signature_key_and_verifies(registered, sandbox)
     assert sandbox.subscriptions()[0]["eventCategoryTypes"] == ["EngagementEvents.EmailUnsubscribe"]
 
 
+@pytest.mark.django_db
 def test_registration_refuses_urls_ens_would_refuse(sandbox):
     with pytest.raises(CommandError, match="https"):
         call_command("mc_ens_register", "http://hub.example.com:8080/ens")
@@ -46,6 +47,7 @@ def test_registration_refuses_urls_ens_would_refuse(sandbox):
         call_command("mc_ens_register", "https://hub.example.com/ens?x=1")
 
 
+@pytest.mark.django_db
 def test_registration_fails_clearly_when_the_hub_is_not_reachable(sandbox):
     with pytest.raises(CommandError, match="Creating the callback failed|did not receive"):
         call_command("mc_ens_register", "http://127.0.0.1:9/nothing", "--allow-insecure")

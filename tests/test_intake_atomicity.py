@@ -58,6 +58,7 @@ def test_a_later_event_without_the_master_id_writes_it_again(journey, sandbox):
     assert sandbox.rows("Individual")["SK-1001"]["GlobalPartyId"] == Individual.objects.get().master_id
 
 
+@pytest.mark.django_db
 def test_create_api_key_prints_the_key_as_its_last_line():
     out = io.StringIO()
     call_command("create_api_key", "pos", "--scope", "ingest", "--source", "POS", stdout=out, stderr=io.StringIO())

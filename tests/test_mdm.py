@@ -37,7 +37,7 @@ from integrations.resolver import process_event
 from tests.conftest import subscriber
 from tests.queue import run_queued
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db  # rolled back; the tests that need commits say so
 _sequence = itertools.count()
 
 
@@ -319,6 +319,7 @@ def test_a_pinned_value_wins_until_unpinned_and_history_shows_it(sandbox):
 # ---------------------------------------------------------------------------
 # Concurrency
 # ---------------------------------------------------------------------------
+@pytest.mark.django_db(transaction=True)  # two threads, two connections
 def test_two_conflicting_events_processed_at_once_make_one_golden_record(sandbox):
     # The same person from two systems (phone and nickname), processed by two workers at the same moment.
     for attempt in range(3):
@@ -370,6 +371,7 @@ def steward_api(live_server):
     return session
 
 
+@pytest.mark.django_db(transaction=True)  # live server: its thread sees committed rows only
 def test_merge_unmerge_not_a_match_and_pins_through_the_api(sandbox, steward_api):
     base = f"{steward_api.base_url}/api/v1/individuals"
     ann = ingest("POS", "p-1", cim("Ann", "Jones", email="home@example.com"))
@@ -415,6 +417,7 @@ def test_merge_unmerge_not_a_match_and_pins_through_the_api(sandbox, steward_api
     assert all(h["actor"] for h in history)
 
 
+@pytest.mark.django_db(transaction=True)  # live server: its thread sees committed rows only
 def test_steward_endpoints_need_the_steward_scope(api):
     ann = ingest("POS", "p-1", cim("Ann", "Jones", email="a@example.com"))
     response = api.post(f"{api.base_url}/api/v1/individuals/{ann.master_id}/merge", json={"masterId": "x"}, timeout=10)

@@ -22,7 +22,7 @@ from integrations.models import InboundEvent
 from tests.conftest import subscriber
 from tests.queue import queued_tasks, run_queued
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db  # rolled back; the tests that need commits say so
 
 
 def seed(n: int, *, modified: str = "2026-11-10T08:00:00", start: int = 0) -> None:
@@ -84,6 +84,7 @@ def test_a_second_run_sends_only_changes(small_pages, sandbox):
     assert queued_tasks()[0]["func"] == "integrations.resolver.resolve_ready_events"
 
 
+@pytest.mark.django_db(transaction=True)  # live server: its thread sees committed rows only
 def test_subscribers_seen_newer_through_the_journey_are_skipped(small_pages, journey, sandbox):
     journey.execute(subscriber(key="ROW-0000", email="row0@example.com", ModifiedDate="2026-11-20T00:00:00Z"))
     run_queued()
@@ -139,6 +140,7 @@ def mc_now(delta: dt.timedelta = dt.timedelta()) -> str:
     return (timezone.now() + delta).astimezone(MC_TIME).strftime("%Y-%m-%dT%H:%M:%S")
 
 
+@pytest.mark.django_db(transaction=True)  # live server: its thread sees committed rows only
 def test_a_row_changed_a_minute_ago_in_marketing_cloud_time_is_picked_up(small_pages, journey, sandbox):
     # The hub saw this subscriber five minutes ago through the journey (an instant in UTC).
     seen = (timezone.now() - dt.timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")

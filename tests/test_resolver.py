@@ -23,7 +23,7 @@ from integrations.models import DeadLetter, InboundEvent, QueuedFlag, SyncRun
 from integrations.resolver import PROCESS_MAX_ATTEMPTS, claim, resolve_claimed, resolve_ready_events, sweep
 from tests.queue import run_queued
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db  # rolled back; the tests that need commits say so
 
 
 def person(first: str, last: str, email: str, phone: str = "", birth: str = "", **extra: object) -> dict:
@@ -78,6 +78,7 @@ def test_two_new_records_of_one_person_in_one_batch_become_one_golden_record():
     ]
 
 
+@pytest.mark.django_db(transaction=True)  # claims compare with the database's now()
 def test_a_source_records_events_are_claimed_one_at_a_time_in_the_order_received():
     first = store("POS", "p-1", person("Ann", "Lee", "ann@example.com"), "2026-11-01T00:00:00+00:00")
     second = store("POS", "p-1", person("Annie", "Lee", "ann@example.com"), "2026-11-03T00:00:00+00:00")
@@ -110,6 +111,7 @@ def _at(day: str) -> dt.datetime:
     return dt.datetime.fromisoformat(f"{day}T00:00:00+00:00")
 
 
+@pytest.mark.django_db(transaction=True)  # claims compare with the database's now()
 def test_one_bad_event_fails_alone_and_is_retried_then_the_rest_commits(monkeypatch):
     ids = [store("POS", f"p-{i}", person(f"P{i}", "Okafor", f"p{i}@example.com")) for i in range(5)]
     broken = store("POS", "bad", {"contactPoints": "not a list"})  # bad data: dead at once
@@ -150,6 +152,7 @@ def test_a_batch_whose_writing_fails_is_applied_one_by_one(monkeypatch):
     assert CrossReference.objects.count() == 3
 
 
+@pytest.mark.django_db(transaction=True)  # claims compare with the database's now()
 def test_a_claim_whose_worker_died_is_retried_alone_and_dead_lettered_when_it_keeps_dying():
     healthy = store("POS", "p-1", person("Ada", "Byron", "ada@example.com"))
     crashed = store("POS", "p-2", person("Alan", "Turing", "alan@example.com"))
@@ -166,6 +169,7 @@ def test_a_claim_whose_worker_died_is_retried_alone_and_dead_lettered_when_it_ke
     assert "worker died" in DeadLetter.objects.get(event_id=killer).reason
 
 
+@pytest.mark.django_db(transaction=True)  # claims compare with the database's now()
 def test_a_worker_dying_on_one_crashed_claim_does_not_count_against_the_others():
     events = [store("POS", f"p-{i}", person(name, "Lovelace", f"{name}@example.com")) for i, name in enumerate("abc")]
     past = timezone.now() - dt.timedelta(seconds=1)
@@ -184,6 +188,7 @@ def test_a_worker_dying_on_one_crashed_claim_does_not_count_against_the_others()
     assert [(c.pk, c.attempts) for c in claim(10)] == [(events[1], 2)]
 
 
+@pytest.mark.django_db(transaction=True)  # four threads, four connections
 def test_several_resolvers_at_once_never_mint_two_golden_records_for_one_person(settings):
     settings.RESOLVER_BATCH = 7
     rng = random.Random(7)

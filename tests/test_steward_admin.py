@@ -9,7 +9,7 @@ from django.urls import reverse
 from customers.models import CrossReference, HistoryEntry, Individual, MatchCandidate, MatchRule
 from tests.test_mdm import cim, ingest
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from integrations.models import ConnectorState, InboundEvent, SyncRun
 from tests.conftest import subscriber
 from tests.queue import queued_tasks, run_queued
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db  # rolled back; the tests that need commits say so
 
 FLUSH = "integrations.marketing_cloud.writeback.flush_writebacks"
 PROCESS = "integrations.resolver.resolve_ready_events"
@@ -159,6 +159,7 @@ def test_health_shows_the_breaker(client, sandbox):
     assert body["connectors"][0]["breaker"] == "open"
 
 
+@pytest.mark.django_db(transaction=True)  # live server: its thread sees committed rows only
 def test_write_back_state_is_in_the_api(api, journey, sandbox):
     sandbox.inject("403")
     journey.execute(subscriber())

@@ -180,6 +180,7 @@ def test_a_wrong_data_extension_key_is_dead_lettered(journey, sandbox, settings)
     assert SyncRun.objects.get().status == RunStatus.DEAD
 
 
+@pytest.mark.django_db
 def test_a_batch_with_a_wrong_field_dead_letters_every_row_with_its_causes(sandbox, settings):
     from integrations.choices import MARKETING_CLOUD
     from integrations.intake import AcceptedEvent, store_events
