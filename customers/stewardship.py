@@ -463,12 +463,8 @@ def steward_edit(
     return recomputed
 
 
-@transaction.atomic
-def recompute_golden_record(individual: Individual, *, actor: str, actor_user: Any = None) -> Recomputed:
-    """Set the golden values again from the sources (after a rule change, or a source marked invalid)."""
-    work, (golden,) = _open(individual)
-    now = timezone.now()
-    recomputed = work.recompute(golden, actor=actor, now=now, actor_user_id=_user_id(actor_user))
+def _publish_if_changed(work: UnitOfWork, golden: Golden, recomputed: Recomputed, *, actor: str, now: Any) -> None:
+    """Tell downstream systems about a recompute that changed the golden record (nothing otherwise)."""
     if recomputed.changed_fields or recomputed.added_contact_points or recomputed.removed_contact_points:
         work.publish(
             golden,
@@ -477,6 +473,15 @@ def recompute_golden_record(individual: Individual, *, actor: str, actor_user: A
             now=now,
             change={"changedFields": recomputed.changed_fields, "source": "recompute"},
         )
+
+
+@transaction.atomic
+def recompute_golden_record(individual: Individual, *, actor: str, actor_user: Any = None) -> Recomputed:
+    """Set the golden values again from the sources (after a rule change, or a source marked invalid)."""
+    work, (golden,) = _open(individual)
+    now = timezone.now()
+    recomputed = work.recompute(golden, actor=actor, now=now, actor_user_id=_user_id(actor_user))
+    _publish_if_changed(work, golden, recomputed, actor=actor, now=now)
     work.flush(now)
     return recomputed
 
@@ -514,14 +519,7 @@ def set_source_status(xref: CrossReference, status: str, *, actor: str, actor_us
         after={"status": status, "system": record.system, "external_id": record.external_id},
     )
     recomputed = work.recompute(golden, actor=actor, now=now, actor_user_id=user)
-    if recomputed.changed_fields or recomputed.added_contact_points or recomputed.removed_contact_points:
-        work.publish(
-            golden,
-            ChangeType.UPDATED,
-            actor=actor,
-            now=now,
-            change={"changedFields": recomputed.changed_fields, "source": "recompute"},
-        )
+    _publish_if_changed(work, golden, recomputed, actor=actor, now=now)
     work.flush(now)
     return recomputed
 
