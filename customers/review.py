@@ -11,6 +11,12 @@ from customers.resolution.store import UnitOfWork
 from customers.resolution.survivorship import SURVIVING_FIELDS, compute
 from customers.resolution.survivorship import contact_points as union_of_contact_points
 
+# What a rule's score is, in a steward's words (RuleSpec.score: the mean over the rule's criteria).
+SCORE_MEANING = (
+    "agreement from 0 to 1: the mean, over the rule's criteria, of how alike the two values are "
+    "(1 = equal once normalised, or one side blank; a name or an email in between is its Jaro-Winkler similarity)"
+)
+
 
 @dataclass
 class Comparison:
@@ -22,6 +28,14 @@ class Comparison:
     decision: dict[str, Any]
     left_sources: list[Any]
     right_sources: list[Any]
+
+    @property
+    def sides(self) -> tuple[Individual, Individual]:
+        return (self.left, self.right)
+
+    @property
+    def score_meaning(self) -> str:
+        return SCORE_MEANING
 
 
 def _show(value: Any) -> str:
@@ -55,6 +69,7 @@ def compare_records(left: Individual, right: Individual) -> Comparison:
                 "right": b,
                 "differs": bool(a and b and a != b),
                 "verdict": verdict.verdict if verdict else "",
+                "similarity": f"{verdict.similarity:.2f}" if verdict and not verdict.blank else "",
                 "merged": _show(preview.values.get(name)),
                 "merged_from": (preview.lineage.get(name) or {}).get("system", ""),
             }
@@ -81,3 +96,27 @@ def compare_records(left: Individual, right: Individual) -> Comparison:
         left_sources=left_sources,
         right_sources=right_sources,
     )
+
+
+def decision_rows(explanation: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """One row per compared attribute of a stored decision (``Decision.explanation()``), as the pair page shows it."""
+    attributes = (explanation or {}).get("attributes")
+    if not isinstance(attributes, dict):
+        return []
+    rows = []
+    for name, compared in attributes.items():
+        compared = compared if isinstance(compared, dict) else {}
+        similarity = compared.get("similarity")
+        rows.append(
+            {
+                "attribute": str(name).replace("_", " "),
+                "incoming": ", ".join(str(v) for v in compared.get("incoming") or []),
+                "candidate": ", ".join(str(v) for v in compared.get("candidate") or []),
+                "verdict": str(compared.get("verdict", "")),
+                # A blank side was not compared: its 0.0 would read as "nothing alike".
+                "similarity": f"{similarity:.2f}"
+                if isinstance(similarity, int | float) and compared.get("verdict") != "blank"
+                else "",
+            }
+        )
+    return rows

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from typing import Any
 
 from auditlog.mixins import AuditlogHistoryAdminMixin
@@ -46,21 +48,89 @@ class ReadOnlyMixin:
         return False
 
 
+# A raw body longer than this is folded (a JWT or a batch), still selectable and searchable once opened.
+FOLD_ABOVE = 600
+
+
+def precise_time(value: dt.datetime | None) -> str:
+    """A time to the millisecond in the current time zone: step logs are read for their durations."""
+    if value is None:
+        return "-"
+    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _duration(start: dt.datetime | None, end: dt.datetime | None) -> str:
+    if start is None or end is None:
+        return "-"
+    took = (end - start).total_seconds() * 1000
+    return f"{took:.1f} ms" if took < 10 else f"{took:,.0f} ms"
+
+
+def data_table(data: Any) -> SafeString | str:
+    """A step's JSON data as a key/value table; nested values stay compact JSON."""
+    if not isinstance(data, dict):
+        return "-" if data in (None, "", []) else json.dumps(data, ensure_ascii=False)
+    if not data:
+        return "-"
+    rows = format_html_join(
+        "",
+        "<tr><th>{}</th><td>{}</td></tr>",
+        (
+            (key, value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+            for key, value in data.items()
+        ),
+    )
+    return format_html('<table class="step-data">{}</table>', rows)
+
+
+def raw_value(text: str) -> SafeString:
+    """Long raw text wraps; beyond FOLD_ABOVE characters it is folded behind its length."""
+    block = format_html('<pre class="raw-value">{}</pre>', text)
+    if len(text) <= FOLD_ABOVE:
+        return block
+    return format_html(
+        '<details class="raw-fold"><summary>{} characters: show</summary>{}</details>', f"{len(text):,}", block
+    )
+
+
 class SyncStepInline(ReadOnlyMixin, admin.TabularInline):
     model = SyncStep
     extra = 0
-    fields = ["seq", "name", "outcome", "started_at", "finished_at", "detail", "data"]
+    fields = ["seq", "name", "outcome", "started", "took", "detail", "step_data"]
     readonly_fields = fields
     can_delete = False
     ordering = ["seq"]
+    template = "admin/integrations/readonly_tabular.html"
+    verbose_name_plural = "step log"
+
+    @admin.display(description="started")
+    def started(self, obj: SyncStep) -> str:
+        return precise_time(obj.started_at)
+
+    @admin.display(description="took")
+    def took(self, obj: SyncStep) -> str:
+        return _duration(obj.started_at, obj.finished_at)
+
+    @admin.display(description="data")
+    def step_data(self, obj: SyncStep) -> SafeString | str:
+        return data_table(obj.data)
 
 
 class SyncRunInline(ReadOnlyMixin, admin.TabularInline):
     model = SyncRun
     extra = 0
-    fields = ["run_link", "trigger", "status", "master_id", "started_at", "finished_at", "last_error"]
+    fields = ["run_link", "trigger", "status", "master_id", "started", "duration", "last_error"]
     readonly_fields = fields
     can_delete = False
+    template = "admin/integrations/readonly_tabular.html"
+
+    @admin.display(description="started")
+    def started(self, obj: SyncRun) -> str:
+        return precise_time(obj.started_at)
+
+    @admin.display(description="took")
+    def duration(self, obj: SyncRun) -> str:
+        return _duration(obj.started_at, obj.finished_at)
 
     @admin.display(description="run")
     def run_link(self, obj: SyncRun) -> str:
@@ -81,9 +151,9 @@ class InboundEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "idempotency_key",
         "status",
         "reason",
-        "received_at",
+        "received",
         "occurred_at",
-        "processed_at",
+        "processed",
         "content_type",
         "headers",
         "raw_body_text",
@@ -93,7 +163,7 @@ class InboundEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "master_id",
         "attempts",
     ]
-    exclude = ["raw_body"]
+    exclude = ["raw_body", "received_at", "processed_at"]  # the two shown to the millisecond
     inlines = [SyncRunInline]
     show_full_result_count = False
 
@@ -101,9 +171,20 @@ class InboundEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
     def short_reason(self, obj: InboundEvent) -> str:
         return (obj.reason or "")[:80]
 
+    @admin.display(description="received at")
+    def received(self, obj: InboundEvent) -> str:
+        return precise_time(obj.received_at)
+
+    @admin.display(description="processed at")
+    def processed(self, obj: InboundEvent) -> str:
+        return precise_time(obj.processed_at)
+
     @admin.display(description="raw body")
-    def raw_body_text(self, obj: InboundEvent) -> str:
-        return bytes(obj.raw_body or b"")[:20000].decode("utf-8", errors="replace")
+    def raw_body_text(self, obj: InboundEvent) -> SafeString:
+        return raw_value(bytes(obj.raw_body or b"")[:20000].decode("utf-8", errors="replace"))
+
+    class Media:
+        css = {"all": ["integrations/operations.css"]}
 
 
 @admin.register(SyncRun)
@@ -132,13 +213,15 @@ class SyncRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "external_id",
         "master_id",
         "match_rule",
-        "started_at",
-        "finished_at",
+        "started",
+        "finished",
+        "duration",
         "writeback_attempts",
         "next_attempt_at",
         "last_error",
         "actor",
     ]
+    exclude = ["started_at", "finished_at"]  # shown to the millisecond as "started" and "finished"
     inlines = [SyncStepInline]
     list_select_related = ["event"]
     show_full_result_count = False
@@ -146,6 +229,17 @@ class SyncRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
     @admin.display(description="duration")
     def duration(self, obj: SyncRun) -> str:
         return f"{obj.duration_ms} ms" if obj.duration_ms is not None else "-"
+
+    @admin.display(description="started at")
+    def started(self, obj: SyncRun) -> str:
+        return precise_time(obj.started_at)
+
+    @admin.display(description="finished at")
+    def finished(self, obj: SyncRun) -> str:
+        return precise_time(obj.finished_at)
+
+    class Media:
+        css = {"all": ["integrations/operations.css"]}
 
     @admin.display(description="event")
     def event_link(self, obj: SyncRun) -> str:

@@ -68,8 +68,21 @@ def _chart(hourly: list[dict[str, Any]]) -> dict[str, Any]:
                     "title": f"{row['hour']:%H}:00 {name}: {value}",
                 }
             )
-    labels = [{"x": i * group + 2, "text": f"{row['hour']:%H}"} for i, row in enumerate(hourly) if i % 3 == 0]
-    return {"width": width, "height": height, "bars": bars, "labels": labels, "top": top, "series": SERIES}
+    # Ticks count back from the current hour, so the last group of bars always has its label.
+    labels = [
+        {"x": i * group + 2, "tick": i * group + 2 + group // 2 - 3, "text": f"{row['hour']:%H}"}
+        for i, row in enumerate(hourly)
+        if (len(hourly) - 1 - i) % 3 == 0
+    ]
+    return {
+        "width": width,
+        "height": height,
+        "bars": bars,
+        "labels": labels,
+        "top": top,
+        "series": SERIES,
+        "axis_end": len(hourly) * group,
+    }
 
 
 def dashboard_view(request: HttpRequest) -> HttpResponse:

@@ -220,6 +220,7 @@ def test_page_query_counts_stay_flat_as_records_grow(steward, household, capsys)
 
     from customers.cim import parse_individual
     from customers.resolution.engine import SourceChange, resolve
+    from integrations.models import SyncRun
 
     ann, _ = household
     candidate = MatchCandidate.objects.get()
@@ -232,6 +233,9 @@ def test_page_query_counts_stay_flat_as_records_grow(steward, household, capsys)
         "cross references": reverse("admin:customers_crossreference_changelist"),
         "sync runs": reverse("admin:integrations_syncrun_changelist"),
         "dashboard": reverse("admin-dashboard"),
+        "index": reverse("admin:index"),
+        "a cross reference": reverse("admin:customers_crossreference_change", args=[ann.cross_references.first().pk]),
+        "a sync run": reverse("admin:integrations_syncrun_change", args=[SyncRun.objects.first().pk]),
     }
 
     def counts():

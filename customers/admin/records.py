@@ -18,6 +18,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -30,7 +31,7 @@ from customers.cim import phone_key
 from customers.models import ContactPoint, CrossReference, Individual
 from customers.normalize import normalize_email
 from customers.resolution.survivorship import SURVIVING_FIELDS
-from customers.review import compare_records
+from customers.review import SCORE_MEANING, compare_records, decision_rows
 from customers.stewardship import (
     ResolutionError,
     erase_individual,
@@ -538,11 +539,31 @@ class CrossReferenceAdmin(LargeListMixin, admin.ModelAdmin):
         "writeback_error",
         "writeback_state",
         "match_rule",
-        "match_detail",
+        "match_comparison",
         "created_at",
         "updated_at",
     ]
     fields = ["status", *readonly_fields]
+
+    @admin.display(description="match comparison")
+    def match_comparison(self, obj: CrossReference) -> SafeString | str:
+        """The stored match decision as the pair page's per-attribute table, not its JSON."""
+        detail = obj.match_detail if isinstance(obj.match_detail, dict) else {}
+        rows = decision_rows(detail)
+        if not detail:
+            return "-"
+        other = [] if rows else [(key, value) for key, value in detail.items() if key not in ("outcome", "rule")]
+        return render_to_string(
+            "admin/customers/decision.html",
+            {
+                "detail": detail,
+                "rows": rows,
+                "other": other,
+                "score_meaning": SCORE_MEANING,
+                "incoming_label": "this source record",
+                "candidate_label": "the golden record it joined",
+            },
+        )
 
     @admin.display(description="golden record", ordering="individual__master_id")
     def golden_record(self, obj: CrossReference) -> str:

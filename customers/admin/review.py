@@ -6,15 +6,16 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.html import format_html
 
 from customers.admin.common import LargeListMixin, actor_of
 from customers.choices import CandidateStatus
 from customers.models import MatchCandidate
-from customers.review import compare_records
+from customers.review import SCORE_MEANING, compare_records
 from customers.stewardship import ResolutionError, mark_not_a_match, merge_individuals, skip_candidate
 
 
@@ -54,9 +55,10 @@ class MatchCandidateAdmin(LargeListMixin, admin.ModelAdmin):
     def right_record(self, obj: MatchCandidate) -> str:
         return obj.right.person_name or obj.right.master_id
 
-    @admin.display(description="score", ordering="score")
+    @admin.display(description="agreement (0-1)", ordering="score")
     def score_display(self, obj: MatchCandidate) -> str:
-        return f"{obj.score:.2f}"
+        # The rule's score is the mean similarity of its criteria: say so, "1.00" alone reads as a count.
+        return format_html('<span title="{}">{} of 1</span>', SCORE_MEANING, f"{obj.score:.2f}")
 
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
@@ -77,10 +79,21 @@ class MatchCandidateAdmin(LargeListMixin, admin.ModelAdmin):
                 "comparison": comparison,
                 "can_decide": self.has_decide_permission(request) and candidate.status == CandidateStatus.OPEN,
                 "remaining": MatchCandidate.objects.filter(status=CandidateStatus.OPEN).count(),
+                "next_pair": self._next_open(candidate),
+                "queue_url": reverse("admin:customers_matchcandidate_changelist") + "?status__exact=open",
                 "opts": self.model._meta,
                 "original": candidate,
             },
         )
+
+    @staticmethod
+    def _next_open(candidate: MatchCandidate) -> MatchCandidate | None:
+        """The open pair after this one in the queue's order, else the first other open pair."""
+        others = MatchCandidate.objects.filter(status=CandidateStatus.OPEN).exclude(pk=candidate.pk)
+        later = others.filter(
+            Q(created_at__gt=candidate.created_at) | Q(created_at=candidate.created_at, id__gt=candidate.id)
+        )
+        return later.order_by("created_at", "id").first() or others.order_by("created_at", "id").first()
 
     def _decide(self, request: HttpRequest, candidate: MatchCandidate) -> HttpResponse:
         if not self.has_decide_permission(request):
