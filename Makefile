@@ -8,12 +8,13 @@ RUNTIME := $(VENV)/.runtime-installed
 LOCAL := $(VENV)/.local-installed
 DEV := $(VENV)/.dev-installed
 
-.PHONY: run test test-fast lint audit bench clean-db help browser nginx
+.PHONY: run test test-fast screenshots lint audit bench clean-db help browser nginx
 
 help:
 	@echo "make run   - everything up (embedded PostgreSQL unless DATABASE_URL), demo data, admin URL"
 	@echo "make test  - lint, migration check and the whole test suite"
 	@echo "make test-fast - lint, migration check and the tests that start no process or browser"
+	@echo "make screenshots - the browser tests, updating the README's docs/screenshots/"
 	@echo "make bench - journey intake benchmark (see docs/benchmarks.md)"
 
 $(BIN)/python:
@@ -66,6 +67,11 @@ test: lint browser nginx
 test-fast: lint
 	$(BIN)/python -m pytest -m "not slow and not browser" -n $(TEST_WORKERS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+# The browser tests save their screenshots under the git-ignored var/screenshots/ (so `make test`
+# leaves the clone clean); this target has them replace the tracked ones the README shows.
+screenshots: $(DEV) browser
+	HUB_SCREENSHOTS_DIR=docs/screenshots $(BIN)/python -m pytest tests/test_browser.py
 
 # Known vulnerabilities in the pinned requirements (PyPI's advisory data). Where the registry does
 # not serve that data, pip-audit lists each package as skipped; it fails on any finding.

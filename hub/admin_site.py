@@ -86,6 +86,8 @@ class HubAdminSite(admin.AdminSite):
     site_header = "Customer hub"
     site_title = "Customer hub"
     index_title = "Golden records, sync runs and stewardship"
+    # The hub has no site outside the admin: Django's "View site" link led to a 404.
+    site_url = None
 
     def register(self, model_or_iterable: Any, admin_class: Any = None, **options: Any) -> None:
         admin_class = admin_class or admin.ModelAdmin

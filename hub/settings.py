@@ -36,6 +36,12 @@ SECRET_KEY = env_str("HUB_SECRET_KEY")
 if not SECRET_KEY:
     if DEBUG or TESTING:
         SECRET_KEY = "insecure-local-development-key-do-not-use-in-production"
+    elif not env_str("DATABASE_URL"):
+        # A command run from a checkout with no configuration at all: name both ways out.
+        raise ImproperlyConfigured(
+            "Set HUB_DEBUG=true for the embedded development database, "
+            "or HUB_SECRET_KEY and DATABASE_URL for production."
+        )
     else:
         raise ImproperlyConfigured("HUB_SECRET_KEY must be set (or HUB_DEBUG=true for local development).")
 ALLOWED_HOSTS = env_list("HUB_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])

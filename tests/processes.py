@@ -128,9 +128,11 @@ class HubProcesses:
         raise TimeoutError(url)
 
     def stop(self) -> None:
+        # The leaders only, as run_hub stops them: django-q2's sentinel dies at once on a SIGTERM
+        # sent to the whole group, and the qcluster master then hung until the SIGKILL, 20 s later.
         for proc in self.procs.values():
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
+                proc.send_signal(signal.SIGTERM)
         for proc in self.procs.values():
             try:
                 proc.wait(20)

@@ -1,10 +1,13 @@
 """The steward workspace in a real browser: Playwright driving Debian's Chromium against a live hub.
 
-Each main page is saved as a screenshot under docs/screenshots/ (shown in the README).
+Each main page is saved as a screenshot under the git-ignored var/screenshots/, or under the directory
+HUB_SCREENSHOTS_DIR names: `make screenshots` sets it to docs/screenshots/ (shown in the README), so
+only that target changes the tracked files and `make test` leaves the clone clean.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -19,7 +22,8 @@ from tests.test_mdm import cim, ingest
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+REPO = Path(__file__).resolve().parent.parent
+SCREENSHOTS = REPO / os.environ.get("HUB_SCREENSHOTS_DIR", "var/screenshots")
 PASSWORD = "pw-for-browser-tests"
 
 

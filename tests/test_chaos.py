@@ -45,9 +45,10 @@ LAST_NAMES = [
 ]  # fmt: skip
 
 
-def _bodies(rng: random.Random) -> list[bytes]:
+def _payloads(rng: random.Random) -> list[dict]:
+    """The decoded execute payloads, signed only when sent (see ``_signed``)."""
     people = int(EVENTS * 0.8)
-    bodies = []
+    payloads = []
     for i in range(EVENTS):
         person = i if i < people else rng.randrange(people)  # 20%: a second change of someone
         day = rng.randrange(1, 28)
@@ -64,13 +65,21 @@ def _bodies(rng: random.Random) -> list[bytes]:
         )
         if rng.random() < 0.01:
             args["EmailAddress"] = "not-an-email"  # refused, kept as rejected
-        bodies.append(sign_execute(build_execute_payload(args), JWT_SECRET))
-    return bodies
+        payloads.append(build_execute_payload(args))
+    return payloads
+
+
+def _signed(payload: dict) -> bytes:
+    """Sign one call as it is sent, as Journey Builder does: signed up front with the usual 300 s
+    lifetime, the calls still waiting when posting ran long were refused as expired."""
+    issued = int(time.time())
+    lifetime = payload["exp"] - payload["iat"]
+    return sign_execute({**payload, "iat": issued, "exp": issued + lifetime}, JWT_SECRET)
 
 
 def test_chaos(sandbox, tmp_path):
     rng = random.Random(20261127)
-    bodies = _bodies(rng)
+    payloads = _payloads(rng)
     sandbox.configure(fail_rate=0.2)
     hub = HubProcesses(
         {
@@ -99,7 +108,7 @@ def test_chaos(sandbox, tmp_path):
             for _ in range(5):  # as Journey Builder retries a 5xx or a dropped connection
                 try:
                     r = sessions[i % 6].post(
-                        url, data=bodies[i], timeout=30, headers={"Content-Type": "application/jwt"}
+                        url, data=_signed(payloads[i]), timeout=30, headers={"Content-Type": "application/jwt"}
                     )
                 except requests.RequestException:
                     continue
@@ -170,6 +179,7 @@ def test_chaos(sandbox, tmp_path):
         "events_sent": EVENTS,
         "answered_200": len(accepted),
         "answered_400": sum(1 for s, _ in answers.values() if s == 400),
+        "answered_401": sum(1 for s, _ in answers.values() if s == 401),
         "never_answered": sum(1 for s, _ in answers.values() if s == 0),
         **counts,
         "lost": len(set(accepted) - set(InboundEvent.objects.values_list("pk", flat=True))),
@@ -186,6 +196,8 @@ def test_chaos(sandbox, tmp_path):
     print(json.dumps(report, indent=2))
     assert ok, out.getvalue()
     assert report["lost"] == 0 and report["never_answered"] == 0
+    # Every call is signed as it is sent: none may be refused as expired however long posting runs.
+    assert report["answered_401"] == 0
     # Killed workers are not the events' fault: none is dead-lettered for them.
     assert report["dead"] == 0, report["dead_reasons"]
     assert report["seconds_to_settle_after_posting"] < SETTLE_BUDGET / 2

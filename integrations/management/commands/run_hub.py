@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -34,11 +35,26 @@ from integrations.models import InboundEvent
 from integrations.queue import STALL_SECONDS, cluster_stalled
 
 WATCHDOG_INTERVAL = 15.0
+# How long the processes get to stop on Ctrl-C before their process groups are killed.
+STOP_SECONDS = 15
 DEMO_CLIENT_ID = "hub-demo-client"
 DEMO_CLIENT_SECRET = "hub-demo-client-secret"  # the sandbox's, not a real tenant's
 DEMO_JWT_SECRET = "hub-demo-jwt-signing-secret-for-the-local-sandbox"
 # What `python -m sandboxes.marketing_cloud --send-demo` prints for each execute call.
 DEMO_CALL_LINE = re.compile(r"^\d+ (?P<status>\d{3}) eventId=(?P<event_id>\S+)$")
+
+
+def manage_py_command(*args: str) -> str:
+    """A ``manage.py`` command line that works as written from the clone while ``make run`` is up.
+
+    Outside production a command needs ``HUB_DEBUG=true`` to reach the embedded database (the
+    settings refuse to start without it or a production configuration), and the clone's virtualenv.
+    """
+    python = os.path.relpath(sys.executable, settings.BASE_DIR)
+    if python.startswith(".."):
+        python = sys.executable
+    prefix = "HUB_DEBUG=true " if settings.DEBUG else ""
+    return " ".join([f"{prefix}{shlex.quote(python)}", "manage.py", *map(shlex.quote, args)])
 
 
 class Command(BaseCommand):
@@ -94,10 +110,14 @@ class Command(BaseCommand):
                 return
             stopping = True
             self.stdout.write("\nStopping ...")
+            # SIGTERM to each process's leader only, which stops its own children: django-q2's
+            # sentinel keeps SIGTERM's default, so a signal to the whole group killed it while it
+            # could hold the cluster's stop event lock, and the qcluster master then waited for that
+            # lock until the SIGKILL below, 15 s later. The group is killed only if the leader hangs.
             for _name, proc in processes:
                 if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGTERM)
-            deadline = time.monotonic() + 15
+                    proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + STOP_SECONDS
             for _name, proc in processes:
                 try:
                     proc.wait(max(0.1, deadline - time.monotonic()))
@@ -136,6 +156,7 @@ class Command(BaseCommand):
                 self.stdout.write(
                     f"Marketing Cloud sandbox: {sandbox_url} (rows: /__sandbox/rows/{settings.MC_DE_KEY})"
                 )
+            self.stdout.write(f"Other commands from this clone, e.g. `{manage_py_command('create_api_key', 'NAME')}`.")
             self.stdout.write("Ctrl-C stops everything.")
             last_check = cluster_started = time.monotonic()
             while not stopping:
@@ -181,13 +202,16 @@ class Command(BaseCommand):
     def _ensure_admin(self) -> None:
         user_model = get_user_model()
         if user_model.objects.filter(is_superuser=True).exists():
-            self.stdout.write("Admin user exists (reset its password with `manage.py changepassword admin`).")
+            self.stdout.write(
+                f"Admin user exists (reset its password with `{manage_py_command('changepassword', 'admin')}`)."
+            )
             return
         password = secrets.token_urlsafe(12)
         user_model.objects.create_superuser("admin", "", password)
         self.stdout.write(
             self.style.WARNING(f"Created admin user 'admin' with password: {password}  (shown once; keep it)")
         )
+        self.stdout.write(f"Reset it with `{manage_py_command('changepassword', 'admin')}`.")
 
     def _wait_for(self, url: str, processes: list[tuple[str, subprocess.Popen[bytes]]], what: str) -> None:
         deadline = time.monotonic() + 60
@@ -226,7 +250,10 @@ class Command(BaseCommand):
 
     def _play_demo(self, web_url: str, env: dict[str, str], base_dir: Path, sandbox_url: str) -> None:
         """Have the sandbox fill its data extension with the demo subscribers and play them as Journey Builder."""
-        self.stdout.write("Playing the demo subscribers as Journey Builder ...")
+        self.stdout.write(
+            "Playing the demo subscribers as Journey Builder (on every start, as the sandbox starts empty; "
+            "they find the golden records an earlier start made; --no-demo skips them) ..."
+        )
         # Marketing Cloud holds the subscribers in the data extension the journey enters from; the
         # reconciliation poller reads it too. The JWT secret and credentials reach it through env.
         played = subprocess.run(  # noqa: S603 - our own argv
