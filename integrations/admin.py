@@ -22,6 +22,7 @@ from django.utils.safestring import SafeString, mark_safe
 from django_q import admin as q_admin
 from django_q.models import Failure, Success
 
+from customers.admin.common import STEWARD_CSS, STEWARD_JS, short_master_id
 from customers.admin.records import RECORD_PANELS
 from hub.paging import CappedCountPaginator
 from integrations.choices import ApiScope
@@ -93,6 +94,13 @@ def raw_value(text: str) -> SafeString:
     )
 
 
+class AuditRowMixin(ReadOnlyMixin):
+    """Audit rows (inbound events, sync runs): looked at, never added, changed or deleted here."""
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 class SyncStepInline(ReadOnlyMixin, admin.TabularInline):
     model = SyncStep
     extra = 0
@@ -138,9 +146,9 @@ class SyncRunInline(ReadOnlyMixin, admin.TabularInline):
 
 
 @admin.register(InboundEvent)
-class InboundEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class InboundEventAdmin(AuditRowMixin, admin.ModelAdmin):
     paginator = CappedCountPaginator
-    list_display = ["id", "received_at", "channel", "system", "status", "master_id", "attempts", "short_reason"]
+    list_display = ["id", "received_at", "channel", "system", "status", "golden_record", "attempts", "short_reason"]
     list_filter = ["status", "channel", "system", "received_at"]
     search_fields = ["=id", "=external_id", "=master_id", "=idempotency_key"]
     date_hierarchy = "received_at"
@@ -167,6 +175,14 @@ class InboundEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
     inlines = [SyncRunInline]
     show_full_result_count = False
 
+    class Media:
+        css = {"all": [*STEWARD_CSS["all"], "integrations/operations.css"]}
+        js = STEWARD_JS
+
+    @admin.display(description="master ID", ordering="master_id")
+    def golden_record(self, obj: InboundEvent) -> str:
+        return short_master_id(obj.master_id)
+
     @admin.display(description="reason")
     def short_reason(self, obj: InboundEvent) -> str:
         return (obj.reason or "")[:80]
@@ -183,24 +199,19 @@ class InboundEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
     def raw_body_text(self, obj: InboundEvent) -> SafeString:
         return raw_value(bytes(obj.raw_body or b"")[:20000].decode("utf-8", errors="replace"))
 
-    class Media:
-        css = {"all": ["integrations/operations.css"]}
-
 
 @admin.register(SyncRun)
-class SyncRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class SyncRunAdmin(AuditRowMixin, admin.ModelAdmin):
     paginator = CappedCountPaginator
     list_display = [
         "id",
-        "started_at",
-        "trigger",
+        "started_on",
+        "trigger_and_event",
         "system",
         "status",
-        "master_id",
-        "match_rule",
-        "writeback_attempts",
+        "golden_record",
+        "rule",
         "duration",
-        "event_link",
     ]
     list_filter = ["status", "trigger", "system", "started_at"]
     search_fields = ["=id", "=master_id", "=external_id", "=event__id"]
@@ -226,7 +237,26 @@ class SyncRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_select_related = ["event"]
     show_full_result_count = False
 
-    @admin.display(description="duration")
+    class Media:
+        css = {"all": [*STEWARD_CSS["all"], "integrations/operations.css"]}
+        js = STEWARD_JS
+
+    @admin.display(description="master ID", ordering="master_id")
+    def golden_record(self, obj: SyncRun) -> str:
+        return short_master_id(obj.master_id)
+
+    @admin.display(description="started", ordering="started_at")
+    def started_on(self, obj: SyncRun) -> str:
+        # The list's column, to the minute (the run's page shows it to the millisecond).
+        return format_html('<span class="nowrap">{}</span>', f"{obj.started_at:%Y-%m-%d %H:%M}")
+
+    @admin.display(description="rule", ordering="match_rule")
+    def rule(self, obj: SyncRun) -> str:
+        # A short header: at 1366 px the list's columns must fit beside the side bar and filters
+        # (the write-back attempts are on the run's page).
+        return obj.match_rule or "-"
+
+    @admin.display(description="took")
     def duration(self, obj: SyncRun) -> str:
         return f"{obj.duration_ms} ms" if obj.duration_ms is not None else "-"
 
@@ -238,14 +268,19 @@ class SyncRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
     def finished(self, obj: SyncRun) -> str:
         return precise_time(obj.finished_at)
 
-    class Media:
-        css = {"all": ["integrations/operations.css"]}
-
     @admin.display(description="event")
     def event_link(self, obj: SyncRun) -> str:
         if not obj.event_id:
             return "-"
         return format_html('<a href="../inboundevent/{}/change/">{}</a>', obj.event_id, obj.event_id)
+
+    @admin.display(description="trigger", ordering="trigger")
+    def trigger_and_event(self, obj: SyncRun) -> str:
+        """The trigger, and the inbound event that started the run linked (one column, to fit 1366 px)."""
+        if not obj.event_id:
+            return obj.get_trigger_display()
+        url = reverse("admin:integrations_inboundevent_change", args=[obj.event_id])
+        return format_html('{} <a href="{}">#{}</a>', obj.get_trigger_display(), url, obj.event_id)
 
 
 @admin.register(DeadLetter)
@@ -394,7 +429,7 @@ def _sync_runs_panel(individual: Any) -> SafeString:
             (
                 reverse("admin:integrations_syncrun_change", args=[run.pk]),
                 run.pk,
-                run.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+                run.started_at.strftime("%Y-%m-%d %H:%M"),  # the admin's one format (hub/formats)
                 run.get_trigger_display(),
                 run.system,
                 run.get_status_display(),

@@ -185,13 +185,17 @@ ADMIN_ONLY = {
 
 
 # Rows no one deletes from the admin, not even a superuser: the audit trails, golden records
-# (merged or erased instead), review pairs (decided instead) and API keys (revoked instead).
+# (merged or erased instead), their source records (marked invalid or unmerged instead), review
+# pairs (decided instead), API keys (revoked instead), inbound events and sync runs (the intake's trail).
 NEVER_DELETED = {
     "auditlog.LogEntry",
+    "customers.CrossReference",
     "customers.HistoryEntry",
     "customers.Individual",
     "customers.MatchCandidate",
     "integrations.ApiClient",
+    "integrations.InboundEvent",
+    "integrations.SyncRun",
 }
 
 

@@ -73,7 +73,7 @@ def test_a_steward_searches_reviews_merges_unmerges_replays_and_resyncs(browser,
     page.press("#searchbar", "Enter")
     expect(page.locator("#result_list tbody tr")).to_have_count(2)
     shot(page, "golden-records")
-    page.click(f"text={data['ann'].master_id}")
+    page.click(f'a[title="{data["ann"].master_id}"]')
     expect(page.locator("table.lineage")).to_be_visible()
     expect(page.locator("#timeline")).to_contain_text("Create")
     shot(page, "golden-record")
@@ -156,3 +156,24 @@ def test_a_viewer_is_refused_every_change(browser, live_server, data):
     data["dead"].refresh_from_db()
     assert data["dead"].replayed_at is None
     page.close()
+
+
+def test_lists_fit_a_1366_px_screen(browser, live_server, data):
+    """Master IDs stay on one line and no column is cut off, on a laptop's 1366 px."""
+    user("stella", "Data steward")
+    page = login(browser, live_server, "stella")
+    page.set_viewport_size({"width": 1366, "height": 800})
+    for path, name in (("customers/individual/", "golden-records-1366"), ("integrations/syncrun/", "sync-runs-1366")):
+        page.goto(f"{live_server.url}/admin/{path}")
+        cells = page.locator("#result_list .master-id")
+        assert cells.count() >= 3, path
+        line = page.evaluate("parseFloat(getComputedStyle(document.querySelector('#result_list td')).lineHeight)")
+        heights = [box["height"] for box in (cells.nth(i).bounding_box() for i in range(cells.count()))]
+        assert max(heights) <= 2 * line, (path, heights, line)
+        shot(page, name)
+        fits = page.evaluate(
+            "(() => { const t = document.querySelector('#result_list');"
+            " return t.getBoundingClientRect().right <= document.documentElement.clientWidth"
+            " && t.parentElement.scrollWidth <= t.parentElement.clientWidth + 1; })()"
+        )
+        assert fits, path

@@ -32,7 +32,7 @@ def test_record_page_shows_lineage_sources_timeline_and_sync_runs(steward, house
     html = page.content.decode()
     assert page.status_code == 200
     assert 'class="lineage"' in html and "POS p-1" in html and "most recent" in html
-    assert 'id="timeline"' in html and "by sync-run:" in html
+    assert 'id="timeline"' in html and 'by <a href="/admin/integrations/syncrun/' in html
     assert "Sync runs that touched this record" in html and "/admin/integrations/syncrun/" in html
     assert "Unmerge" in html
 

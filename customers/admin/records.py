@@ -24,8 +24,8 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
-from customers.admin.common import LargeListMixin, actor_of
-from customers.admin.history import timeline
+from customers.admin.common import STEWARD_CSS, STEWARD_JS, LargeListMixin, actor_of, short_master_id
+from customers.admin.history import format_moment, readable, timeline
 from customers.choices import ContactPointKind, WritebackState
 from customers.cim import phone_key
 from customers.models import ContactPoint, CrossReference, Individual
@@ -64,7 +64,7 @@ class ContactPointInline(admin.TabularInline):
         "city_name",
         "postal_code_text",
         "country_name",
-        "source_system",
+        "source_records",
         "active_from_date",
     ]
     readonly_fields = fields
@@ -73,6 +73,25 @@ class ContactPointInline(admin.TabularInline):
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    @admin.display(description="source record")
+    def source_records(self, obj: ContactPoint) -> str:
+        """The source records of the point's system that hold its value (all of that system's if none says so).
+
+        The formset hands each point its golden record, whose cross references the page has read
+        already (the admin's queryset prefetches them): no query per point.
+        """
+        of_system = [x for x in obj.individual.cross_references.all() if x.system == obj.source_system]
+        value = (obj.email_address or obj.telephone_number or obj.address_line1).casefold()
+        holding = [x for x in of_system if value and value in str(x.source_payload).casefold()]
+        records = holding or of_system
+        if not records:
+            return obj.source_system or "-"
+        return format_html_join(
+            ", ",
+            '<a href="{}">{} {}</a>',
+            ((reverse("admin:customers_crossreference_change", args=[x.pk]), x.system, x.external_id) for x in records),
+        )
 
 
 class CrossReferenceInline(admin.TabularInline):
@@ -178,15 +197,16 @@ class GoldenRecordForm(forms.ModelForm):
 class IndividualAdmin(LargeListMixin, admin.ModelAdmin):
     form = GoldenRecordForm
     list_display = [
-        "master_id",
-        "first_name",
-        "last_name",
+        "short_id",
+        "name",
         "primary_email",
         "sources",
         "consent",
         "record_status",
-        "updated_at",
     ]
+    # No "updated" column: at 1366 px, beside the admin's side bar and filters, it was cut off
+    # (the updated-at filter and the record page keep it).
+    list_display_links = None  # the short ID links to the record; the row's other cells are for reading
     list_filter = [RecordStatusFilter, SourceSystemFilter, ConsentFilter, WritebackFilter, "created_at", "updated_at"]
     # Searched by search_ids (one indexed lookup per kind of term); the list enables the box.
     search_fields = ["=master_id"]
@@ -226,6 +246,10 @@ class IndividualAdmin(LargeListMixin, admin.ModelAdmin):
     change_form_template = "admin/customers/individual/change_form.html"
     list_per_page = 50
 
+    class Media:
+        css = STEWARD_CSS
+        js = STEWARD_JS
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[Individual]:
         return super().get_queryset(request).prefetch_related("contact_points", "cross_references")
 
@@ -240,8 +264,18 @@ class IndividualAdmin(LargeListMixin, admin.ModelAdmin):
             return queryset, False
         return queryset.filter(pk__in=search_ids(term)), False
 
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # golden records come from their sources (a steward's edit is a source too)
+
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # golden records are never deleted here: merges and erasure keep their trail
+
+    def history_view(self, request: HttpRequest, object_id: str, extra_context: Any = None) -> HttpResponse:
+        """The admin's HISTORY button opens the record's own timeline (Django's log holds none of it)."""
+        obj = self.get_object(request, object_id)
+        if obj is None or not self.has_view_or_change_permission(request, obj):
+            raise PermissionDenied
+        return HttpResponseRedirect(reverse("admin:customers_individual_change", args=[obj.pk]) + "#timeline")
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         if obj is not None and (obj.merged_into_id or obj.erased_at):
@@ -269,6 +303,14 @@ class IndividualAdmin(LargeListMixin, admin.ModelAdmin):
             formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
 
     # -- display -------------------------------------------------------------------------------
+    @admin.display(description="master ID", ordering="master_id")
+    def short_id(self, obj: Individual) -> str:
+        return short_master_id(obj.master_id, obj.pk)
+
+    @admin.display(description="name", ordering="last_name")
+    def name(self, obj: Individual) -> str:
+        return " ".join(part for part in (obj.first_name, obj.last_name) if part) or "-"
+
     @admin.display(description="email")
     def primary_email(self, obj: Individual) -> str:
         emails = [cp for cp in obj.contact_points.all() if cp.kind == ContactPointKind.EMAIL]
@@ -279,9 +321,16 @@ class IndividualAdmin(LargeListMixin, admin.ModelAdmin):
     def sources(self, obj: Individual) -> str:
         return ", ".join(sorted({x.system for x in obj.cross_references.all()}))
 
-    @admin.display(description="do not market", boolean=True)
-    def consent(self, obj: Individual) -> bool:
-        return obj.do_not_market_since is not None
+    @admin.display(description="consent", ordering="do_not_market_since")
+    def consent(self, obj: Individual) -> str:
+        # Words, not the admin's red cross: "no" to do-not-market is the ordinary case, not an error.
+        if obj.do_not_market_since is None:
+            return format_html('<span class="consent-ok">{}</span>', "No opt-out")
+        return format_html(
+            '<span class="consent-do-not-market" title="since {}">{}</span>',
+            format_moment(obj.do_not_market_since),
+            "Do not market",
+        )
 
     @admin.display(description="status")
     def record_status(self, obj: Individual) -> str:
@@ -312,7 +361,7 @@ class IndividualAdmin(LargeListMixin, admin.ModelAdmin):
                     c.subscription_id,
                     c.get_channel_display(),
                     c.get_status_display(),
-                    c.effective_from.isoformat(timespec="seconds"),
+                    format_moment(c.effective_from),
                     c.capture_source or "-",
                 )
                 for c in consents
@@ -337,7 +386,7 @@ class IndividualAdmin(LargeListMixin, admin.ModelAdmin):
                     name.replace("_", " "),
                     value if value not in (None, "") else "-",
                     source or ("steward pin" if pinned else "-"),
-                    (entry.get("at") or "")[:19],
+                    readable(entry.get("at")),
                     entry.get("rule", ""),
                     pin_url,
                     "unpin" if pinned else "pin",
@@ -354,6 +403,7 @@ class IndividualAdmin(LargeListMixin, admin.ModelAdmin):
         if obj is not None:
             context["timeline"] = timeline(obj)
             context["panels"] = [(title, render(obj)) for title, render in RECORD_PANELS]
+        context["show_save_and_add_another"] = False
         return super().change_view(request, object_id, form_url, context)
 
     # -- steward views -------------------------------------------------------------------------
@@ -545,6 +595,10 @@ class CrossReferenceAdmin(LargeListMixin, admin.ModelAdmin):
     ]
     fields = ["status", *readonly_fields]
 
+    class Media:
+        css = STEWARD_CSS
+        js = STEWARD_JS
+
     @admin.display(description="match comparison")
     def match_comparison(self, obj: CrossReference) -> SafeString | str:
         """The stored match decision as the pair page's per-attribute table, not its JSON."""
@@ -567,8 +621,21 @@ class CrossReferenceAdmin(LargeListMixin, admin.ModelAdmin):
 
     @admin.display(description="golden record", ordering="individual__master_id")
     def golden_record(self, obj: CrossReference) -> str:
+        return short_master_id(obj.individual.master_id, obj.individual_id)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # source records come from their systems
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # a source record is marked invalid or unmerged, never deleted
+
+    def history_view(self, request: HttpRequest, object_id: str, extra_context: Any = None) -> HttpResponse:
+        """The HISTORY button opens the timeline of the golden record this source record feeds."""
+        obj = self.get_object(request, object_id)
+        if obj is None or not self.has_view_or_change_permission(request, obj):
+            raise PermissionDenied
         url = reverse("admin:customers_individual_change", args=[obj.individual_id])
-        return format_html('<a href="{}">{}</a>', url, obj.individual.master_id)
+        return HttpResponseRedirect(url + "#timeline")
 
     def save_model(self, request: HttpRequest, obj: CrossReference, form: Any, change: bool) -> None:
         """Only the status is editable: an invalid source record stops supplying the golden record."""
