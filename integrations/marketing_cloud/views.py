@@ -55,6 +55,19 @@ def _check_header(token: bytes) -> None:
         raise jwt.DecodeError("the JWT header is not strict JSON") from None
 
 
+class _StrictClaimsJWT(jwt.PyJWT):
+    """PyJWT reading the claims with the hub's strict JSON (its hook for reading a payload differently)."""
+
+    def _decode_payload(self, decoded: dict[str, Any]) -> dict[str, Any]:
+        claims = strict_json.loads(decoded["payload"])  # StrictJsonError names the claim
+        if not isinstance(claims, dict):
+            raise jwt.DecodeError("claims must be an object")
+        return claims
+
+
+_STRICT_CLAIMS_JWT = _StrictClaimsJWT()
+
+
 def verify_journey_jwt(token: bytes, secret: str) -> dict[str, Any]:
     """Claims of a Journey Builder JWT.
 
@@ -65,14 +78,10 @@ def verify_journey_jwt(token: bytes, secret: str) -> dict[str, Any]:
     if not secret:
         raise jwt.InvalidTokenError("MC_JWT_SECRET is not configured")
     _check_header(token)
-    # Only HS256: any other alg in the header (none, RS256...) is refused by the algorithms list.
-    payload = jwt.PyJWS().decode(token, secret, algorithms=["HS256"])
-    claims = strict_json.loads(payload)
-    if not isinstance(claims, dict):
-        raise jwt.InvalidTokenError("claims must be an object")
-    # The claims are strict JSON now, so PyJWT's own parse of them is safe: it checks exp, iat, nbf.
     options = {"verify_aud": False, "require": ["exp"] if settings.MC_JWT_REQUIRE_EXP else []}
-    jwt.decode(token, secret, algorithms=["HS256"], leeway=JWT_LEEWAY_SECONDS, options=options)
+    # One pass: the signature (only HS256: any other alg in the header, none or RS256, is refused
+    # by the algorithms list), the claims read as strict JSON, then PyJWT's exp, iat and nbf checks.
+    claims = _STRICT_CLAIMS_JWT.decode(token, secret, algorithms=["HS256"], leeway=JWT_LEEWAY_SECONDS, options=options)
     if claims.get("exp") is not None:
         issued = int(claims["iat"]) if claims.get("iat") is not None else time.time()
         if int(claims["exp"]) - issued > settings.MC_JWT_MAX_LIFETIME:
