@@ -99,7 +99,14 @@ MAX_EXTERNAL_IDS = 50
 # would be cut there, and two records differing only beyond it would become one.
 MAX_ID_LENGTH = 255
 
-_MAX = {"salutation": 40, "firstName": 100, "middleName": 100, "lastName": 100, "nameSuffix": 40, "gender": 32}
+NAME_FIELD_MAX_LENGTH = {
+    "salutation": 40,
+    "firstName": 100,
+    "middleName": 100,
+    "lastName": 100,
+    "nameSuffix": 40,
+    "gender": 32,
+}
 
 
 def _type_of(value: Any, path: str) -> str:
@@ -210,12 +217,12 @@ def parse_individual(data: Any, path: str = "individual") -> SourceIndividual:
     if party_type not in (None, "Individual"):
         raise CimValidationError(f"{path}.partyType", "must be 'Individual'")
     result = SourceIndividual(raw=data)
-    result.salutation = _text(data, "salutation", path, _MAX["salutation"])
-    result.first_name = _text(data, "firstName", path, _MAX["firstName"])
-    result.middle_name = _text(data, "middleName", path, _MAX["middleName"])
-    result.last_name = _text(data, "lastName", path, _MAX["lastName"])
-    result.name_suffix = _text(data, "nameSuffix", path, _MAX["nameSuffix"])
-    result.gender = _text(data, "gender", path, _MAX["gender"])
+    result.salutation = _text(data, "salutation", path, NAME_FIELD_MAX_LENGTH["salutation"])
+    result.first_name = _text(data, "firstName", path, NAME_FIELD_MAX_LENGTH["firstName"])
+    result.middle_name = _text(data, "middleName", path, NAME_FIELD_MAX_LENGTH["middleName"])
+    result.last_name = _text(data, "lastName", path, NAME_FIELD_MAX_LENGTH["lastName"])
+    result.name_suffix = _text(data, "nameSuffix", path, NAME_FIELD_MAX_LENGTH["nameSuffix"])
+    result.gender = _text(data, "gender", path, NAME_FIELD_MAX_LENGTH["gender"])
     result.birth_date = parse_cim_date(data.get("birthDate"), f"{path}.birthDate")
     result.do_not_market_since = parse_cim_datetime(
         data.get("doNotMarketFromUpdateDate"), f"{path}.doNotMarketFromUpdateDate"

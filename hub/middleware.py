@@ -6,6 +6,7 @@ import io
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
+from http import HTTPStatus
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
@@ -30,6 +31,51 @@ class SecurityHeadersMiddleware:
         response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
         response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
         return response
+
+
+API_PREFIX = "/api/"
+# Headers of a refusal a client acts on, kept when its body is replaced.
+_KEPT_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After")
+_DETAIL_BY_STATUS = {
+    404: "No API operation at this path.",
+    500: "Nothing was stored; retry later.",
+}
+
+
+class ApiProblemMiddleware:
+    """Every refusal under ``/api/`` is problem+json, whoever made it.
+
+    The API's views answer problems themselves; this covers the rest: Django's own 404 for a
+    path no route matches, ``require_POST``'s 405, the 500 of an unexpected error (``handler500``),
+    and any middleware's refusal. Their body (HTML, or empty) is replaced; the headers a client
+    acts on are kept.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if (
+            response.status_code < 400
+            or not request.path.startswith(API_PREFIX)
+            or response.get("Content-Type", "").startswith(PROBLEM_CONTENT_TYPE)
+            or response.streaming
+        ):
+            return response
+        status = response.status_code
+        try:
+            title = HTTPStatus(status).phrase
+        except ValueError:
+            title = "Error"
+        detail = _DETAIL_BY_STATUS.get(status, "")
+        if status == 405 and response.has_header("Allow"):
+            detail = f"Allowed: {response['Allow']}."
+        replaced = problem_response(status, title, detail)
+        for name in _KEPT_HEADERS:
+            if response.has_header(name):
+                replaced[name] = response[name]
+        return replaced
 
 
 # Control characters have no place in a path (NUL cannot even reach PostgreSQL, which refuses it

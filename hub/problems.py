@@ -12,22 +12,54 @@ from django.http import JsonResponse
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
+# What a refusal is about when the caller names nothing more precise: a client reads
+# ``errors[].field`` for every problem, so 401, 404 and 429 name the part of the request too.
+# Headers are ``header.<Name>``, query parameters ``query.<name>``, body fields their JSON path.
+FIELD_BY_STATUS = {
+    401: "header.Authorization",
+    403: "header.Authorization",
+    404: "path",
+    405: "method",
+    406: "header.Accept",
+    411: "header.Content-Length",
+    413: "body",
+    415: "header.Content-Type",
+}
+WHOLE_REQUEST = "request"
+
 
 def problem_body(
-    status: int, title: str, detail: str = "", *, errors: list[dict[str, Any]] | None = None, **extra: Any
+    status: int,
+    title: str,
+    detail: str = "",
+    *,
+    errors: list[dict[str, Any]] | None = None,
+    field: str | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
+    """An RFC 9457 body whose ``errors`` list is never empty.
+
+    Without ``errors``, the list holds one entry: ``field`` (or the part of the request the
+    status is about, :data:`FIELD_BY_STATUS`) with the detail, or the title when there is none.
+    """
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
     if detail:
         body["detail"] = detail
-    if errors:
-        body["errors"] = errors
+    body["errors"] = errors or [
+        {"field": field or FIELD_BY_STATUS.get(status, WHOLE_REQUEST), "message": detail or title}
+    ]
     body.update(extra)
     return body
 
 
 def problem_response(
-    status: int, title: str, detail: str = "", *, errors: list[dict[str, Any]] | None = None
+    status: int,
+    title: str,
+    detail: str = "",
+    *,
+    errors: list[dict[str, Any]] | None = None,
+    field: str | None = None,
 ) -> JsonResponse:
     """A problem answered from a plain Django view or a middleware."""
-    body = problem_body(status, title, detail, errors=errors)
+    body = problem_body(status, title, detail, errors=errors, field=field)
     return JsonResponse(body, status=status, content_type=PROBLEM_CONTENT_TYPE)

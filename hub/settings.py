@@ -68,6 +68,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: whatever refuses a request under /api/, the body is problem+json.
+    "hub.middleware.ApiProblemMiddleware",
     "hub.middleware.RequestGuardMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "hub.middleware.SecurityHeadersMiddleware",
@@ -226,6 +228,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "hub.schema.document_request_guard",
+        "hub.schema.document_problems",
     ],
 }
 

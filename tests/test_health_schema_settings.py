@@ -42,6 +42,8 @@ def test_health_says_stalled_when_ready_tasks_wait_too_long(client):
     OrmQ.objects.create(key="hub", payload="x", lock=timezone.now() - dt.timedelta(minutes=10))
     response = client.get("/api/health")
     assert response.status_code == 503 and response.json()["queue"]["status"] == "stalled"
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["health"] == "degraded" and response.json()["errors"][0]["field"] == "queue"
 
 
 @pytest.mark.django_db

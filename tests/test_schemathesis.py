@@ -40,7 +40,10 @@ def steward_key(transactional_db):
     return key
 
 
-def test_api_conforms_to_its_schema(live_server, steward_key, tmp_path):
+def test_api_conforms_to_its_schema(live_server, steward_key, tmp_path, monkeypatch):
+    # Events it posts wait for a cluster this test does not run: on a busy machine the run outlasts
+    # the health check's stall threshold, and /api/health's 503 would read as a server error.
+    monkeypatch.setattr("integrations.api.views.QUEUE_STALL_SECONDS", 3600)
     executable = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
     assert executable, "schemathesis is in requirements-dev.txt"
     command = [

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from django.conf import settings
+from rest_framework import exceptions
 from rest_framework import status as http
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
@@ -20,6 +21,22 @@ from hub.problems import PROBLEM_CONTENT_TYPE, problem_body
 
 logger = logging.getLogger(__name__)
 
+# The part of the request each of DRF's refusals is about (``errors[].field``).
+_FIELD_BY_EXCEPTION: tuple[tuple[type[APIException], str], ...] = (
+    (exceptions.NotAuthenticated, "header.Authorization"),
+    (exceptions.AuthenticationFailed, "header.Authorization"),
+    (exceptions.PermissionDenied, "header.Authorization"),
+    (exceptions.NotFound, "path"),
+    (exceptions.MethodNotAllowed, "method"),
+    (exceptions.NotAcceptable, "header.Accept"),
+    (exceptions.UnsupportedMediaType, "header.Content-Type"),
+    (exceptions.ParseError, "body"),
+)
+
+
+def _field_of(exc: APIException) -> str | None:
+    return next((field for kind, field in _FIELD_BY_EXCEPTION if isinstance(exc, kind)), None)
+
 
 def problem(
     status: int,
@@ -27,11 +44,13 @@ def problem(
     detail: str = "",
     *,
     errors: list[dict[str, Any]] | None = None,
+    field: str | None = None,
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> Response:
-    """A problem answered from a DRF view."""
-    response = Response(problem_body(status, title, detail, errors=errors, **extra), status=status, headers=headers)
+    """A problem answered from a DRF view (``errors`` and ``field`` as in ``hub.problems.problem_body``)."""
+    body = problem_body(status, title, detail, errors=errors, field=field, **extra)
+    response = Response(body, status=status, headers=headers)
     response.content_type = PROBLEM_CONTENT_TYPE
     return response
 
@@ -64,5 +83,7 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
         return problem(http.HTTP_400_BAD_REQUEST, "Invalid data", errors=_flatten(exc.detail))
     if isinstance(exc, APIException):
         headers = {k: v for k, v in response.headers.items() if k in ("WWW-Authenticate", "Retry-After", "Allow")}
-        return problem(response.status_code, str(exc.default_detail), str(exc.detail), headers=headers)
+        return problem(
+            response.status_code, str(exc.default_detail), str(exc.detail), field=_field_of(exc), headers=headers
+        )
     return response

@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, connection
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -17,6 +17,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from customers.cim import CimValidationError, parse_cim_datetime, parse_individual
+from customers.cim_schema import COMPONENT_REF as INDIVIDUAL_REF
+from customers.cim_schema import INDIVIDUAL_EXAMPLE
 from hub import strict_json
 from hub.api.bodies import read_body_or_problem
 from hub.api.problems import problem
@@ -42,13 +44,18 @@ class CimDateTimeField(serializers.DateTimeField):
         return super().to_internal_value(value)
 
 
+@extend_schema_field(INDIVIDUAL_REF)
+class CimIndividualField(serializers.JSONField):
+    """``individual``: checked by ``customers.cim.parse_individual``; described by ``customers.cim_schema``."""
+
+
 class CimEventSerializer(serializers.Serializer):
     id = serializers.CharField(max_length=150, help_text="The sender's own event ID (deduplication key).")
     source = serializers.RegexField(SYSTEM_CODE, help_text="System code, e.g. B2C_COMMERCE, SALESFORCE, POS.")
     occurredAt = CimDateTimeField(
         help_text="When the change happened in the source (ISO 8601, years 1900-2100, offset within ±14:00)."
     )
-    individual = serializers.JSONField(
+    individual = CimIndividualField(
         help_text="A CIM Individual; its id (or an externalId of the source's type) is the source record's ID."
     )
 
@@ -73,6 +80,22 @@ class EventsView(APIView):
     @extend_schema(
         summary="Ingest CIM Individual events",
         request=CimBatchSerializer,
+        examples=[
+            OpenApiExample(
+                "One point-of-sale customer",
+                request_only=True,
+                value={
+                    "events": [
+                        {
+                            "id": "pos-evt-000123",
+                            "source": "POS",
+                            "occurredAt": "2026-11-30T14:05:00Z",
+                            "individual": INDIVIDUAL_EXAMPLE,
+                        }
+                    ]
+                },
+            )
+        ],
         responses={
             200: inline_serializer(
                 "BatchAccepted",
@@ -285,6 +308,16 @@ class SyncRunDetailView(generics.RetrieveAPIView):
         return super().get(request, *args, **kwargs)
 
 
+def _unhealthy(report: dict[str, Any], errors: list[dict[str, str]]) -> Response:
+    """A 503 as every refusal is: problem+json naming what failed, with the health report's keys.
+
+    The report's own ``status`` (``unavailable``, ``degraded``) is ``health`` here, since a
+    problem's ``status`` is the HTTP status.
+    """
+    details = {("health" if key == "status" else key): value for key, value in report.items()}
+    return problem(status.HTTP_503_SERVICE_UNAVAILABLE, "Service unavailable", errors=errors, **details)
+
+
 class HealthView(APIView):
     """``GET /api/health``: the database and the queue (no authentication)."""
 
@@ -303,7 +336,10 @@ class HealthView(APIView):
                     "connectors": serializers.JSONField(),
                 },
             ),
-            503: OpenApiResponse(description="A dependency is down"),
+            503: OpenApiResponse(
+                description="A dependency is down: a problem whose errors name it (database, queue), with the "
+                "report's keys (health: unavailable or degraded, database, queue, connectors)"
+            ),
         },
         tags=["health"],
     )
@@ -315,12 +351,13 @@ class HealthView(APIView):
             depth, oldest = queue_depth()
         except DatabaseError:
             body.update(status="unavailable", database="unreachable")
-            return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+            return _unhealthy(body, [{"field": "database", "message": "unreachable"}])
         body["connectors"] = [marketing_cloud_breaker.describe()]
         stalled = cluster_stalled(QUEUE_STALL_SECONDS)
         body["queue"] = {"status": "stalled" if stalled else "ok", "depth": depth, "oldestReadySeconds": oldest}
         if stalled:
             # Ready tasks nobody picked up: no qcluster is running, or it is wedged.
             body["status"] = "degraded"
-            return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+            message = f"ready work has waited more than {QUEUE_STALL_SECONDS} s with no cluster taking it"
+            return _unhealthy(body, [{"field": "queue", "message": message}])
         return Response(body)

@@ -196,7 +196,12 @@ def lifecycle(request: HttpRequest, action: str) -> JsonResponse:
     try:
         claims = verify_journey_jwt(body.strip(), settings.MC_JWT_SECRET)
     except jwt.InvalidTokenError:
-        return problem_response(401, "Invalid token")
+        return problem_response(
+            401,
+            "Invalid token",
+            "The body is not a JWT signed HS256 with the installed package's secret.",
+            field="body",
+        )
     except StrictJsonError as exc:
         return problem_response(400, "Invalid claims", errors=[{"field": exc.field, "message": exc.message}])
     logger.info(

@@ -162,6 +162,7 @@ def _store_handshake(callback_id: str, verification_key: str) -> Response | None
                 status.HTTP_409_CONFLICT,
                 "Callback already verified",
                 f"Callback {callback_id} is verified; its verification key is never replaced.",
+                field="callbackId",
             )
         if existing is not None:
             if hmac.compare_digest(existing.verification_key.encode(), verification_key.encode()):
@@ -182,11 +183,13 @@ def _store_handshake(callback_id: str, verification_key: str) -> Response | None
                     f"The ENS registration waiting for a handshake was opened more than "
                     f"{settings.ENS_HANDSHAKE_WINDOW_SECONDS} s ago (HUB_ENS_HANDSHAKE_WINDOW_SECONDS); "
                     "run manage.py mc_ens_register again.",
+                    field="callbackId",
                 )
             return problem(
                 status.HTTP_404_NOT_FOUND,
                 "Unknown callback",
                 f"No ENS registration (manage.py mc_ens_register) is waiting for callback {callback_id}.",
+                field="callbackId",
             )
         registration.callback_id = callback_id
         registration.verification_key = verification_key
@@ -205,6 +208,7 @@ def _already_received(callback_id: str) -> Response:
         status.HTTP_409_CONFLICT,
         "Handshake already received",
         f"Another verification key is already stored for callback {callback_id}; it is not replaced.",
+        field="verificationKey",
     )
 
 
@@ -284,6 +288,7 @@ class EnsCallbackView(APIView):
                 status.HTTP_401_UNAUTHORIZED,
                 "Invalid signature",
                 "x-sfmc-ens-signature does not match this body under any known key.",
+                field="header.x-sfmc-ens-signature",
             )
         if malformed is not None:
             return problem(

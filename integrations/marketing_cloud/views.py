@@ -171,16 +171,22 @@ class JourneyExecuteView(APIView):
         try:
             claims = verify_journey_jwt(body.strip(), settings.MC_JWT_SECRET)
         except jwt.ExpiredSignatureError:
-            return problem(status.HTTP_401_UNAUTHORIZED, "Expired token", "The JWT has expired.")
+            return problem(status.HTTP_401_UNAUTHORIZED, "Expired token", "The JWT has expired.", field="body.exp")
         except jwt.MissingRequiredClaimError as exc:
-            return problem(status.HTTP_401_UNAUTHORIZED, "Invalid token", f"The JWT has no {exc.claim} claim.")
+            return problem(
+                status.HTTP_401_UNAUTHORIZED,
+                "Invalid token",
+                f"The JWT has no {exc.claim} claim.",
+                field=f"body.{exc.claim}",
+            )
         except TokenLifetimeError as exc:
-            return problem(status.HTTP_401_UNAUTHORIZED, "Invalid token", f"{exc}.")
+            return problem(status.HTTP_401_UNAUTHORIZED, "Invalid token", f"{exc}.", field="body.exp")
         except jwt.InvalidTokenError:
             return problem(
                 status.HTTP_401_UNAUTHORIZED,
                 "Invalid token",
                 "The body is not a JWT signed HS256 with the installed package's secret.",
+                field="body",
             )
         except strict_json.StrictJsonError as exc:
             return _refused(body, headers, content_type, "Invalid claims", exc.field, exc.message)
