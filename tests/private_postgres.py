@@ -101,7 +101,7 @@ class PrivatePostgres:
         )
         deadline = time.monotonic() + 60
         while subprocess.run(
-            [str(PG_BIN / "pg_isready"), "-q", "-h", self.host, "-p", str(self.port)], check=False
+            [str(PG_BIN / "pg_isready"), "-q", "-U", "postgres", "-h", self.host, "-p", str(self.port)], check=False
         ).returncode:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"PostgreSQL did not start: {self.log.read_text()[-2000:]}")
