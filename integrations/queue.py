@@ -21,6 +21,7 @@ from uuid import uuid4
 
 from django.conf import settings
 from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 from django_q.brokers.orm import ORM
 from django_q.conf import Conf
@@ -152,11 +153,11 @@ def take_lease(name: str, seconds: float) -> str | None:
     """
     token = f"{settings.INSTANCE_NAME}:{os.getpid()}:{uuid4()}"
     QueuedFlag.objects.get_or_create(name=name)
-    now = timezone.now()
+    # The database's clock, as for the resolver's claims: hosts' clocks may disagree.
     taken = (
         QueuedFlag.objects.filter(name=name)
-        .filter(Q(held_until__isnull=True) | Q(held_until__lte=now))
-        .update(held_by=token, held_until=now + dt.timedelta(seconds=seconds))
+        .filter(Q(held_until__isnull=True) | Q(held_until__lte=Now()))
+        .update(held_by=token, held_until=Now() + dt.timedelta(seconds=seconds))
     )
     return token if taken else None
 
