@@ -8,7 +8,7 @@ RUNTIME := $(VENV)/.runtime-installed
 LOCAL := $(VENV)/.local-installed
 DEV := $(VENV)/.dev-installed
 
-.PHONY: run test test-fast screenshots lint audit bench clean-db help browser nginx
+.PHONY: run test test-fast screenshots lint audit bench clean-db help browser nginx pgbouncer
 
 help:
 	@echo "make run   - everything up (embedded PostgreSQL unless DATABASE_URL), demo data, admin URL"
@@ -58,8 +58,16 @@ nginx:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get install -y -q nginx || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q nginx; }; }
 
+# The tests behind PgBouncer (tests/test_pgbouncer.py, tests/test_multi_host.py) start Debian's
+# pgbouncer in transaction mode: install it when it is missing.
+pgbouncer:
+	@command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || { \
+	  echo "Installing Debian's pgbouncer for the pooler tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -q pgbouncer || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q pgbouncer; }; }
+
 # pytest's exit code 5 ("no tests collected") is a failure here, not a pass.
-test: lint browser nginx
+test: lint browser nginx pgbouncer
 	$(BIN)/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 

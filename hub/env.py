@@ -64,6 +64,8 @@ KNOWN_NAMES: frozenset[str] = frozenset(
         "HUB_DOWNSTREAM_ALLOW_HTTP",
         "HUB_DOWNSTREAM_ALLOW_LOOPBACK",
         "HUB_DEFAULT_PHONE_REGION",
+        "HUB_DATABASE_POOLER",
+        "HUB_INSTANCE_NAME",
     }
 )
 CHECKED_PREFIXES: tuple[str, ...] = ("HUB_", "MC_", "SF_")

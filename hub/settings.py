@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import socket
 import sys
 from pathlib import Path
 
@@ -122,6 +123,32 @@ DATABASES = {"default": database_from_url(_database_url)}
 EFFECTIVE_DATABASE_URL = _database_url
 DATABASES["default"]["CONN_MAX_AGE"] = 0 if TESTING else 60
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# What sits between the hub and PostgreSQL. "pgbouncer" means PgBouncer in transaction pooling
+# mode: consecutive transactions of one connection may run on different server connections, so
+# nothing may outlive a transaction. The hub keeps none of it anyway (advisory locks are
+# transaction-scoped, leases are rows, no LISTEN, no SET outside a transaction, and Django's
+# psycopg 3 backend prepares no statements unless told to); what this adds is Django's own
+# server-side cursors (.iterator() on PostgreSQL declares a WITH HOLD cursor and fetches it in
+# later transactions), turned off, and a refusal of the options that would bring session state.
+DATABASE_POOLER = env_str("HUB_DATABASE_POOLER", "none").lower()
+if DATABASE_POOLER not in {"none", "pgbouncer"}:
+    raise ImproperlyConfigured(f"HUB_DATABASE_POOLER must be none or pgbouncer, not {DATABASE_POOLER!r}.")
+if DATABASE_POOLER == "pgbouncer":
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+    _session_options = sorted({"prepare_threshold", "assume_role", "options"} & set(DATABASES["default"]["OPTIONS"]))
+    if _session_options:
+        # prepare_threshold: named prepared statements live in one server session (PgBouncer 1.18,
+        # Debian bookworm's, cannot carry them across; max_prepared_statements came in 1.21);
+        # assume_role is a SET ROLE per connection; options are startup parameters PgBouncer refuses.
+        raise ImproperlyConfigured(
+            f"DATABASE_URL sets {', '.join(_session_options)}: session state that PgBouncer in transaction "
+            "mode (HUB_DATABASE_POOLER=pgbouncer) does not keep. Set them on the database role instead."
+        )
+# Who holds a claim: this host's name, recorded with the process on every event the resolver
+# claims (InboundEvent.claimed_by), so an operator sees which host a stuck claim belongs to.
+INSTANCE_NAME = env_str("HUB_INSTANCE_NAME", socket.gethostname())[:60]
+if not re.fullmatch(r"[A-Za-z0-9._-]+", INSTANCE_NAME):
+    raise ImproperlyConfigured(f"HUB_INSTANCE_NAME must be letters, digits, '.', '_' or '-', not {INSTANCE_NAME!r}.")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -116,7 +116,8 @@ class InboundEvent(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     # The queue: when the event may be claimed (now, after a backoff, or when a claim's lease ends).
     visible_at = models.DateTimeField(default=timezone.now)
-    claimed_by = models.CharField(max_length=36, blank=True)
+    # The claim holding the event: "<HUB_INSTANCE_NAME>:<pid>:<claim uuid>", '' when none.
+    claimed_by = models.CharField(max_length=128, blank=True)
 
     class Meta:
         verbose_name = "inbound event"
@@ -295,6 +296,9 @@ class QueuedFlag(models.Model):
     queued = models.BooleanField(default=False)
     # For timed wake-ups: when the one queued wake-up is due (a later one is then not needed).
     wake_at = models.DateTimeField(null=True, blank=True)
+    # For leases (``integrations.queue.take_lease``): who holds the named work, and until when.
+    held_by = models.CharField(max_length=128, blank=True)
+    held_until = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:

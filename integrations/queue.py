@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import contextvars
 import datetime as dt
+import os
 from typing import Any
+from uuid import uuid4
 
+from django.conf import settings
 from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 from django_q.brokers.orm import ORM
 from django_q.conf import Conf
@@ -138,6 +142,29 @@ def enqueue_wake_up(func: str, *args: Any, flag: str, delay: float) -> bool:
 
 def wake_up_started(flag: str) -> None:
     QueuedFlag.objects.filter(name=flag, wake_at__lte=timezone.now()).update(wake_at=None)
+
+
+def take_lease(name: str, seconds: float) -> str | None:
+    """Hold the work called ``name`` for ``seconds``, if nobody holds it; the holder's token, else None.
+
+    A row, not a session-level advisory lock: behind PgBouncer in transaction mode a session lock
+    would stay on whichever server connection took it (and its unlock could run on another). A
+    holder that dies keeps the work until the lease ends, then anyone may take it.
+    """
+    token = f"{settings.INSTANCE_NAME}:{os.getpid()}:{uuid4()}"
+    QueuedFlag.objects.get_or_create(name=name)
+    # The database's clock, as for the resolver's claims: hosts' clocks may disagree.
+    taken = (
+        QueuedFlag.objects.filter(name=name)
+        .filter(Q(held_until__isnull=True) | Q(held_until__lte=Now()))
+        .update(held_by=token, held_until=Now() + dt.timedelta(seconds=seconds))
+    )
+    return token if taken else None
+
+
+def release_lease(name: str, token: str) -> None:
+    """Give the work back, if this holder still holds it (a lease that ran out may be someone else's)."""
+    QueuedFlag.objects.filter(name=name, held_by=token).update(held_by="", held_until=None)
 
 
 # ---------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import time
 import uuid
 from collections import Counter
@@ -119,7 +120,8 @@ class Claimed:
 
 def claim(limit: int, *, only: list[int] | None = None) -> list[Claimed]:
     """Claim up to ``limit`` ready events (committed at once: the lease is what protects them now)."""
-    token = str(uuid.uuid4())
+    # Which host and process holds the claim, and which claim it is (the rows it claimed share it).
+    token = f"{settings.INSTANCE_NAME}:{os.getpid()}:{uuid.uuid4()}"
     sql = _CLAIM.replace("{only}", "AND c.id = ANY(%s)" if only is not None else "")
     params: list[Any] = [token, float(settings.RESOLVER_LEASE)]
     if only is not None:

@@ -133,6 +133,12 @@ def test_database_url_forms():
         ({"MC_ACCOUNT_ID": "abc"}, "MC_ACCOUNT_ID must be the numeric MID"),
         ({"HUB_SECRETKEY": "x"}, "Unknown setting"),
         ({"HUB_Q_TIMEOUT": "100", "HUB_Q_RETRY": "150"}, "HUB_Q_RETRY"),
+        ({"HUB_DATABASE_POOLER": "pgpool"}, "HUB_DATABASE_POOLER must be none or pgbouncer"),
+        (
+            {"HUB_DATABASE_POOLER": "pgbouncer", "DATABASE_URL": "postgresql://hub@db:6432/hub?prepare_threshold=5"},
+            "DATABASE_URL sets prepare_threshold",
+        ),
+        ({"HUB_INSTANCE_NAME": "web 1"}, "HUB_INSTANCE_NAME must be letters"),
     ],
 )
 def test_start_up_stops_with_a_clear_message(env, message):
@@ -194,3 +200,30 @@ def test_a_busy_cluster_with_a_backlog_is_not_called_stalled(client):
     assert client.get("/api/health").json()["queue"]["status"] == "ok"
     Task.objects.filter(id="t1").update(stopped=timezone.now() - dt.timedelta(minutes=5))
     assert client.get("/api/health").json()["queue"]["status"] == "stalled"
+
+
+def test_behind_pgbouncer_django_declares_no_server_side_cursors():
+    def cursors_disabled(pooler: str) -> str:
+        return (
+            subprocess.run(
+                [
+                    sys.executable,
+                    "manage.py",
+                    "shell",
+                    "-c",
+                    "from django.conf import settings; "
+                    "print(settings.DATABASES['default'].get('DISABLE_SERVER_SIDE_CURSORS'))",
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env={**os.environ, "HUB_DEBUG": "true", "HUB_DATABASE_POOLER": pooler},
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+
+    assert cursors_disabled("pgbouncer") == "True"
+    assert cursors_disabled("none") == "None"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import random
 import threading
 
@@ -254,3 +255,11 @@ def test_the_sweep_wakes_the_resolver_when_a_wake_up_was_lost():
     run_queued()
     assert InboundEvent.objects.get().status == EventStatus.SYNCED
     assert sweep() == "nothing ready"
+
+
+def test_a_claim_names_the_host_and_process_holding_it(settings):
+    settings.INSTANCE_NAME = "worker-7"
+    event = store("POS", "p-9", person("Ida", "Host", "ida@example.com"))
+    [claimed] = claim(10)
+    host, pid, claim_id = InboundEvent.objects.get(pk=event).claimed_by.split(":")
+    assert (host, int(pid)) == ("worker-7", os.getpid()) and claimed.token.endswith(claim_id)

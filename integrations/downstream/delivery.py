@@ -32,7 +32,14 @@ from customers.models import ChangeEvent
 from integrations.downstream.egress import delivery_session
 from integrations.downstream.models import Delivery, DownstreamTarget
 from integrations.downstream.senders import SENDERS
-from integrations.queue import enqueue_once, enqueue_wake_up, task_started, wake_up_started
+from integrations.queue import (
+    enqueue_once,
+    enqueue_wake_up,
+    release_lease,
+    take_lease,
+    task_started,
+    wake_up_started,
+)
 from integrations.transport import CircuitBreaker, TransportError, backoff_delay
 
 logger = logging.getLogger(__name__)
@@ -46,7 +53,7 @@ ROUND_SECONDS = 20.0  # one task's sending time, well under django-q2's timeout
 PAUSE_AFTER_FAILURES = 5
 PAUSE_BASE_SECONDS = 10.0  # the first pause; doubles each time the probe fails
 PAUSE_MAX_SECONDS = 600.0
-# One sender per target (an advisory lock), so a probe is never concurrent with another send; one
+# One sender per target (a lease), so a probe is never concurrent with another send; one
 # not reported back by then (its worker died) lets the next round probe again.
 PROBE_TIMEOUT_SECONDS = 30.0
 
@@ -130,15 +137,8 @@ def fan_out() -> str:
     return f"{len(rows)} deliveries for {len(events)} change(s)"
 
 
-def _try_lock(target_id: int) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [f"deliver:{target_id}"])
-        return bool(cursor.fetchone()[0])
-
-
-def _unlock(target_id: int) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [f"deliver:{target_id}"])
+def sender_lease(target_id: int) -> str:
+    return f"downstream-sender-{target_id}"
 
 
 def deliver(target_id: int) -> str:
@@ -148,13 +148,15 @@ def deliver(target_id: int) -> str:
     """
     task_started(deliver_flag(target_id))
     wake_up_started(f"{deliver_flag(target_id)}-later")
-    # A session-level lock: one sender per target; it goes with the connection if the worker dies.
-    if not _try_lock(target_id):
+    # One sender per target: a lease (a row), held past the task's timeout so it cannot end while
+    # its holder still sends; a holder that died leaves it to run out, then the next round takes it.
+    token = take_lease(sender_lease(target_id), seconds=settings.RESOLVER_LEASE)
+    if token is None:
         return "another sender is busy with this target"
     try:
         return _deliver(target_id, delivery_session())
     finally:
-        _unlock(target_id)
+        release_lease(sender_lease(target_id), token)
 
 
 def _due_heads(target_id: int) -> list[Delivery]:
