@@ -64,6 +64,8 @@ KNOWN_NAMES: frozenset[str] = frozenset(
         "HUB_DOWNSTREAM_ALLOW_HTTP",
         "HUB_DOWNSTREAM_ALLOW_LOOPBACK",
         "HUB_DEFAULT_PHONE_REGION",
+        "HUB_METRICS_TOKEN",
+        "HUB_LOG_FORMAT",
     }
 )
 CHECKED_PREFIXES: tuple[str, ...] = ("HUB_", "MC_", "SF_")
