@@ -1,9 +1,9 @@
 """The event and sync run a log line belongs to, carried as fields of their own.
 
 Intake and the resolver log with ``extra={"event_id": ..., "sync_run_id": ...}`` where they name one
-event; code deeper down (the engine, a connector) logs inside :func:`log_context`, and
-:class:`LogContextFilter` gives each record the IDs of the work around it, so a JSON log line can be
-searched by ``event_id`` whoever wrote it. Both are IDs, never personal data.
+event. Where the work in hand is one event (the resolver's batch of one: a crashed claim, a replay),
+it runs inside :func:`log_context`, and :class:`LogContextFilter` gives every record logged
+meanwhile, by the engine or a connector too, that event's ID. Both are IDs, never personal data.
 """
 
 from __future__ import annotations

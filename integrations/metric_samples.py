@@ -37,18 +37,29 @@ _FOLD_LOCK = (0x6875_6220, 1)  # "hub " and the metrics fold
 
 
 def observe(metric: str, labels: Sequence[str], value: float) -> None:
-    """Record one observation of a histogram (or one increment of a counter) for every process to see.
+    """Record one observation of a histogram (or one increment of a counter) for every process to see."""
+    observe_many([(metric, labels, value)])
 
-    One INSERT in the caller's transaction (rolled back with it), inside a savepoint when there is
-    one, so a failure to record never fails the work it measures: the sample is then dropped.
+
+def observe_many(observations: Sequence[tuple[str, Sequence[str], float]]) -> None:
+    """Record several observations in one INSERT, in the caller's transaction (rolled back with it).
+
+    Inside a transaction the INSERT gets a savepoint, so that a failure to record never fails the
+    work it measures; the samples are then dropped, with a warning.
     """
-    if metric not in LABELS or len(labels) != len(LABELS[metric]):
-        raise ValueError(f"metric {metric} takes labels {LABELS.get(metric)}, not {list(labels)}")
+    rows = []
+    for metric, labels, value in observations:
+        if metric not in LABELS or len(labels) != len(LABELS[metric]):
+            raise ValueError(f"metric {metric} takes labels {LABELS.get(metric)}, not {list(labels)}")
+        rows.append(MetricSample(metric=metric, labels=[str(v)[:64] for v in labels], value=float(value)))
     try:
-        with transaction.atomic(savepoint=connection.in_atomic_block):
-            MetricSample.objects.create(metric=metric, labels=[str(v)[:64] for v in labels], value=float(value))
+        if connection.in_atomic_block:
+            with transaction.atomic():
+                MetricSample.objects.bulk_create(rows)
+        else:
+            MetricSample.objects.bulk_create(rows)
     except DatabaseError as exc:
-        logger.warning("metric sample %s dropped: %s", metric, type(exc).__name__)
+        logger.warning("%s metric sample(s) dropped: %s", len(rows), type(exc).__name__)
 
 
 def fold_samples() -> int:

@@ -37,6 +37,7 @@ from django.utils import timezone
 from customers.cim import CimValidationError, parse_individual
 from customers.resolution.engine import FAILED, SUPERSEDED, Resolution, SourceChange, resolve
 from hub.errors import error_summary
+from hub.log_context import log_context
 from hub.sql import insert_rows, reserve_ids, update_rows
 from integrations.choices import (
     MARKETING_CLOUD,
@@ -50,7 +51,7 @@ from integrations.choices import (
 from integrations.downstream.models import DownstreamTarget
 from integrations.faults import fault_point
 from integrations.marketing_cloud.writeback import flush_if_starved, queue_flush
-from integrations.metric_samples import fold_samples, observe
+from integrations.metric_samples import fold_samples, observe_many
 from integrations.models import DeadLetter, InboundEvent, SyncRun, SyncStep
 from integrations.queue import enqueue_once, enqueue_wake_up, task_started, wake_up_started
 from integrations.runs import downstream_step, enabled_targets, event_snapshot
@@ -214,11 +215,13 @@ def resolve_claimed(claimed: list[Claimed]) -> Counter[str]:
 def _measured_batch(claimed: list[Claimed]) -> Counter[str]:
     """One batch, its size and wall time recorded for ``/metrics`` (after its transaction, in one INSERT each)."""
     started = time.monotonic()
-    try:
-        return _resolve_batch(claimed)
-    finally:
-        observe("resolver_batch_size", [], len(claimed))
-        observe("resolver_batch_seconds", [], time.monotonic() - started)
+    # A batch of one (a crashed claim, a replay): what the engine and connectors log is about that event.
+    with log_context(event_id=claimed[0].pk if len(claimed) == 1 else None):
+        try:
+            return _resolve_batch(claimed)
+        finally:
+            duration = time.monotonic() - started
+            observe_many([("resolver_batch_size", [], len(claimed)), ("resolver_batch_seconds", [], duration)])
 
 
 def _resolve_batch(claimed: list[Claimed]) -> Counter[str]:
