@@ -66,6 +66,8 @@ KNOWN_NAMES: frozenset[str] = frozenset(
         "HUB_DEFAULT_PHONE_REGION",
         "HUB_DATABASE_POOLER",
         "HUB_INSTANCE_NAME",
+        "HUB_METRICS_TOKEN",
+        "HUB_LOG_FORMAT",
     }
 )
 CHECKED_PREFIXES: tuple[str, ...] = ("HUB_", "MC_", "SF_")

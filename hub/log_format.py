@@ -11,6 +11,9 @@ indented under the record instead, so no line in them can pass for a record eith
 from __future__ import annotations
 
 import logging
+from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter
 
 # C0 controls, DEL and C1 controls, plus the two Unicode separators that line-oriented log tools
 # (and str.splitlines) treat as line breaks.
@@ -52,3 +55,27 @@ class SingleLineFormatter(logging.Formatter):
         if record.stack_info:
             lines.append(_indented(self.formatStack(record.stack_info)))
         return "\n".join(lines)
+
+
+class HubJsonFormatter(JsonFormatter):
+    """One JSON object per record (``HUB_LOG_FORMAT=json``): timestamp, level, logger, message, IDs.
+
+    Only the fields named here are written. python-json-logger would add every ``extra`` attribute
+    of a record, and some libraries put objects there whose text carries personal data (Django's
+    request loggers attach the request, whose text has the query string: ``?email=``); the message
+    itself is what the text format prints. JSON escapes control characters, so a record is one line
+    here too (a traceback is one string field).
+    """
+
+    FIELDS = ("timestamp", "level", "logger", "message", "event_id", "sync_run_id", "exc_info", "stack_info")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("fmt", "%(levelname)s %(name)s %(message)s")
+        kwargs.setdefault("rename_fields", {"levelname": "level", "name": "logger"})
+        kwargs.setdefault("timestamp", True)
+        super().__init__(*args, **kwargs)
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        kept = {name: log_data.get(name) for name in self.FIELDS[:6]}
+        kept.update({name: log_data[name] for name in self.FIELDS[6:] if log_data.get(name)})
+        return kept

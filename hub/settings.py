@@ -211,7 +211,7 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE
 SECURE_HSTS_PRELOAD = SECURE
 SECURE_SSL_REDIRECT = SECURE
 # Load-balancer probes speak plain HTTP to the health check.
-SECURE_REDIRECT_EXEMPT = [r"^api/health$"]
+SECURE_REDIRECT_EXEMPT = [r"^api/health$", r"^api/health/(live|ready)$"]
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
@@ -358,22 +358,37 @@ DOWNSTREAM_ALLOW_LOOPBACK = env_bool("HUB_DOWNSTREAM_ALLOW_LOOPBACK", DEBUG or T
 WRITEBACK_MAX_ATTEMPTS = env_int("HUB_WRITEBACK_MAX_ATTEMPTS", 8, minimum=1, maximum=50)
 
 # ---------------------------------------------------------------------------
+# Operations: /metrics (integrations.metrics) answers only with this bearer token, 404 while unset.
+# ---------------------------------------------------------------------------
+METRICS_TOKEN = env_str("HUB_METRICS_TOKEN")
+if METRICS_TOKEN and len(METRICS_TOKEN) < 24:
+    raise ImproperlyConfigured("HUB_METRICS_TOKEN must be at least 24 characters (e.g. `openssl rand -hex 32`).")
+
+# ---------------------------------------------------------------------------
 # Logging: IDs only, never personal data. One record is one line: SingleLineFormatter escapes
 # control characters in every logged value, so no value can forge a line (hub/log_format.py).
 # ---------------------------------------------------------------------------
 LOG_LEVEL = env_str("HUB_LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
     raise ImproperlyConfigured(f"HUB_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {LOG_LEVEL!r}.")
+# HUB_LOG_FORMAT=json: one JSON object a line (python-json-logger) for log shippers, with the event and
+# sync-run IDs as fields of their own; text (the default): the single-line format above.
+LOG_FORMAT = env_str("HUB_LOG_FORMAT", "text").lower()
+if LOG_FORMAT not in {"text", "json"}:
+    raise ImproperlyConfigured(f"HUB_LOG_FORMAT must be text or json, not {LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {
+        "text": {
             "()": "hub.log_format.SingleLineFormatter",
             "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
-        }
+        },
+        "json": {"()": "hub.log_format.HubJsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Every record gets the event and sync-run IDs of the work it was logged in (hub.log_context).
+    "filters": {"log_context": {"()": "hub.log_context.LogContextFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["log_context"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django-q": {"level": "INFO" if DEBUG else "WARNING"},

@@ -3,10 +3,11 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
 from integrations import dashboard
-from integrations.api.views import EventsView, HealthView, SyncRunDetailView
+from integrations.api.views import EventsView, HealthView, LiveView, ReadyView, SyncRunDetailView
 from integrations.marketing_cloud import activity
 from integrations.marketing_cloud.ens import EnsCallbackView
 from integrations.marketing_cloud.views import JourneyExecuteView
+from integrations.metrics import metrics_view
 
 journey_activity = [
     path("config.json", activity.config_json, name="mc-activity-config"),
@@ -35,5 +36,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/health", HealthView.as_view(), name="health"),
+    path("api/health/live", LiveView.as_view(), name="health-live"),
+    path("api/health/ready", ReadyView.as_view(), name="health-ready"),
+    path("metrics", metrics_view, name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),
 ]

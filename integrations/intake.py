@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from integrations.faults import armed, fault_point
 from integrations.models import ApiClient, InboundEvent, QueuedFlag
 from integrations.queue import broker_key, enqueue_once, task_package
 from integrations.resolver import RESOLVE_TASK, RESOLVER_FLAG
+
+logger = logging.getLogger(__name__)
 
 # Request headers worth keeping with the raw event (never Authorization or cookies).
 KEPT_HEADERS = (
@@ -216,8 +219,18 @@ def store_events(events: list[AcceptedEvent]) -> list[tuple[StoredEvent, bool]]:
     result = []
     for event in events:
         key = event.key
-        result.append((StoredEvent(stored[key]), key not in inserted or key in seen))
+        duplicate = key not in inserted or key in seen
+        result.append((StoredEvent(stored[key]), duplicate))
         seen.add(key)
+        # IDs, the channel and the source system only: the record's key may be an email address.
+        logger.info(
+            "event %s %s (%s, %s)",
+            stored[key],
+            "is a duplicate" if duplicate else "stored",
+            event.channel,
+            event.system,
+            extra={"event_id": stored[key]},
+        )
     return result
 
 
@@ -250,6 +263,7 @@ def store_rejected(
             "api_client": api_client,
         },
     )
+    logger.info("event %s rejected (%s)", event.pk, channel, extra={"event_id": event.pk})
     return event
 
 

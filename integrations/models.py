@@ -307,3 +307,43 @@ class QueuedFlag(models.Model):
 
 # API keys keep their before/after change log (django-auditlog); the hash and last use are not history.
 auditlog.register(ApiClient, exclude_fields=["key_hash", "last_used_at"])
+
+
+class MetricSample(models.Model):
+    """One not yet folded increment of a shared metric: a counter's delta or a histogram's observation.
+
+    Every process (gunicorn workers, qcluster workers, on any host) appends here, in its own
+    transaction and without locking anything; ``integrations.metrics`` folds the rows into
+    ``MetricTotal`` when ``/metrics`` is scraped (and from the resolver sweep), so this table
+    holds only what happened since the last fold. The inbound-event counters are appended by a
+    statement trigger on the event table (migration 0017), so no code path that changes an
+    event's status can miss them.
+    """
+
+    metric = models.CharField(max_length=64)
+    labels = ArrayField(models.CharField(max_length=64), default=list)
+    value = models.FloatField()
+
+    class Meta:
+        verbose_name = "metric sample"
+
+    def __str__(self) -> str:
+        return f"{self.metric}{self.labels}: {self.value}"
+
+
+class MetricTotal(models.Model):
+    """The folded value of one metric and label set: count, sum and (histograms) per-bucket counts."""
+
+    metric = models.CharField(max_length=64)
+    labels = ArrayField(models.CharField(max_length=64), default=list)
+    count = models.BigIntegerField(default=0)
+    total = models.FloatField(default=0.0)
+    # Observations per bucket of the metric's bounds (not cumulative); empty for counters.
+    buckets = ArrayField(models.BigIntegerField(), default=list)
+
+    class Meta:
+        verbose_name = "metric total"
+        constraints = [models.UniqueConstraint(fields=["metric", "labels"], name="metric_total_unique_labels")]
+
+    def __str__(self) -> str:
+        return f"{self.metric}{self.labels}: {self.count} ({self.total})"

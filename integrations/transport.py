@@ -24,6 +24,7 @@ import datetime as dt
 import email.utils
 import json
 import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from integrations.metric_samples import observe
 from integrations.models import AccessToken, ConnectorState
 
 # Read no more of an answer than this unless the caller says otherwise: a server could send gigabytes.
@@ -147,6 +149,7 @@ def request(
     url: str,
     *,
     timeout: float,
+    system: str,
     what: str = "",
     max_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     **kwargs: Any,
@@ -155,8 +158,12 @@ def request(
 
     Whatever the status, the answer is returned (``raise_for_status`` judges it). ``what`` names the
     call in the error messages: ``PUT timed out after 15.0s``, ``connection failed: SSLError``.
+    ``system`` (``marketing_cloud``, ``salesforce``, ``webhook``) labels the call's duration in
+    ``hub_outbound_call_duration_seconds``, with its status or what kept it from having one.
     """
     prefix = f"{what} " if what else ""
+    started = time.monotonic()
+    outcome = "network_error"
     try:
         response = session.request(method, url, timeout=timeout, allow_redirects=False, stream=True, **kwargs)
         with response:
@@ -167,14 +174,20 @@ def request(
                 size += len(chunk)
                 if size > max_bytes:
                     break
+        outcome = str(response.status_code)
     except DestinationRefused as exc:
+        outcome = "not_sent"
         raise PermanentError(str(exc)) from None
     except _MALFORMED_REQUEST as exc:
+        outcome = "not_sent"
         raise PermanentError(f"{prefix}cannot be sent: {type(exc).__name__}") from None
     except requests.Timeout:
+        outcome = "timeout"
         raise TransientError(f"{prefix}timed out after {timeout}s") from None
     except requests.RequestException as exc:
         raise TransientError(f"{prefix}connection failed: {type(exc).__name__}") from None
+    finally:
+        observe("outbound_call_seconds", [system, outcome], time.monotonic() - started)
     return Answer(
         status=response.status_code,
         body=b"".join(chunks)[:max_bytes],

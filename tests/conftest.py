@@ -144,6 +144,7 @@ def _reseed_after_flush(**kwargs: Any) -> None:
 
 # What migrate derives from the models, the same before and after every test: kept by the flush.
 KEPT_BY_FLUSH = ("django_content_type", "auth_permission")
+FLUSHED_LAST = ("integrations_metricsample", "integrations_metrictotal")
 
 
 def _delete_not_truncate(original: Callable[..., list[str]]) -> Callable[..., list[str]]:
@@ -161,11 +162,9 @@ def _delete_not_truncate(original: Callable[..., list[str]]) -> Callable[..., li
     ) -> list[str]:
         if reset_sequences or allow_cascade:
             return original(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
-        return [
-            f"{style.SQL_KEYWORD('DELETE FROM')} {style.SQL_FIELD(self.quote_name(table))};"
-            for table in tables
-            if table not in KEPT_BY_FLUSH
-        ]
+        # The metric samples last: deleting the events appends samples to them (a trigger counts them).
+        ordered = sorted((t for t in tables if t not in KEPT_BY_FLUSH), key=lambda t: t in FLUSHED_LAST)
+        return [f"{style.SQL_KEYWORD('DELETE FROM')} {style.SQL_FIELD(self.quote_name(table))};" for table in ordered]
 
     return sql_flush
 

@@ -181,6 +181,7 @@ def test_the_hubs_soap_request_is_the_one_public_clients_send():
     assert _request_shape(ours) == _request_shape(real)
 
 
+@pytest.mark.django_db  # the transport records each call's duration (a row)
 def test_the_hub_reads_a_real_shaped_fields_answer_and_the_sandboxs_alike(sandbox):
     properties = ["Name", "FieldType", "MaxLength", "IsPrimaryKey", "IsRequired", "DataExtension.CustomerKey"]
     with serving((FIXTURES / "soap_retrieve_fields_response.xml").read_bytes()) as url:
@@ -212,6 +213,7 @@ def test_the_hub_reads_a_real_shaped_fields_answer_and_the_sandboxs_alike(sandbo
         assert by_name[field["Name"]]["IsPrimaryKey"] == field["IsPrimaryKey"]
 
 
+@pytest.mark.django_db  # the transport records each call's duration (a row)
 def test_a_login_failed_fault_is_a_permanent_error_from_the_tenant_and_the_sandbox(sandbox):
     with (
         serving((FIXTURES / "soap_login_failed.xml").read_bytes(), status=500) as url,

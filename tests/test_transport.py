@@ -40,6 +40,9 @@ from integrations.transport import (
 )
 from sandboxes.salesforce.server import SalesforceSandbox, SalesforceSandboxConfig
 
+# Every call records its duration for /metrics (a row in the database).
+pytestmark = pytest.mark.django_db
+
 # ---------------------------------------------------------------------------
 # The policy table
 # ---------------------------------------------------------------------------
@@ -132,7 +135,7 @@ def serving(status: int, body: bytes = b"", headers: dict[str, str] | None = Non
 
 
 def _failure(url: str, **kwargs: Any) -> Exception:
-    answer = request(requests.Session(), "POST", url, timeout=kwargs.pop("timeout", 5.0), what="POST")
+    answer = request(requests.Session(), "POST", url, system="webhook", timeout=kwargs.pop("timeout", 5.0), what="POST")
     with pytest.raises((TransientError, PermanentError)) as caught:
         raise_for_status(answer, what="the system", label=answer.label(), **kwargs)
     return caught.value
@@ -153,10 +156,10 @@ def test_the_emulators_faults_map_onto_transient_and_permanent(sandbox):
 
     sandbox.inject("reset")
     with pytest.raises(TransientError, match=r"^POST connection failed: "):
-        request(requests.Session(), "POST", url, timeout=5.0, what="POST")
+        request(requests.Session(), "POST", url, system="webhook", timeout=5.0, what="POST")
     sandbox.inject("timeout", delay=2.0)
     with pytest.raises(TransientError, match=r"^POST timed out after 0\.5s$"):
-        request(requests.Session(), "POST", url, timeout=0.5, what="POST")
+        request(requests.Session(), "POST", url, system="webhook", timeout=0.5, what="POST")
 
 
 def test_an_http_date_retry_after_is_the_wait_and_the_policy_fills_in_when_none_is_given():
@@ -177,7 +180,7 @@ def test_a_redirect_is_not_followed():
 
 def test_an_answer_is_read_up_to_the_limit_and_counted():
     with serving(200, b"x" * 5000) as (url, _):
-        answer = request(requests.Session(), "GET", url, timeout=5.0, max_bytes=1000)
+        answer = request(requests.Session(), "GET", url, system="webhook", timeout=5.0, max_bytes=1000)
     assert answer.truncated and answer.size == 1001 and len(answer.body) == 1000
     assert answer.describe() == "200 (over 1000 bytes)"
     with pytest.raises(ValueError):
@@ -186,7 +189,9 @@ def test_an_answer_is_read_up_to_the_limit_and_counted():
 
 def test_a_request_that_cannot_be_sent_as_written_is_permanent():
     with pytest.raises(PermanentError, match="cannot be sent: MissingSchema"):
-        request(requests.Session(), "GET", "mc.example.com/v2/token", timeout=1.0, what="token request")
+        request(
+            requests.Session(), "GET", "mc.example.com/v2/token", system="webhook", timeout=1.0, what="token request"
+        )
 
 
 # ---------------------------------------------------------------------------

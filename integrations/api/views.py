@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection
+from django.db.migrations.loader import MigrationLoader
+from django.db.migrations.recorder import MigrationRecorder
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import generics, serializers, status
@@ -22,6 +25,7 @@ from customers.cim_schema import INDIVIDUAL_EXAMPLE
 from hub import strict_json
 from hub.api.bodies import read_body_or_problem
 from hub.api.problems import problem
+from hub.problems import PROBLEM_CONTENT_TYPE
 from integrations.choices import RESERVED_SOURCES, SYSTEM_CODE, EventChannel
 from integrations.intake import AcceptedEvent, json_safe, request_headers, store_events, store_rejected
 from integrations.marketing_cloud.client import breaker as marketing_cloud_breaker
@@ -361,3 +365,91 @@ class HealthView(APIView):
             message = f"ready work has waited more than {QUEUE_STALL_SECONDS} s with no cluster taking it"
             return _unhealthy(body, [{"field": "queue", "message": message}])
         return Response(body)
+
+
+class LiveView(APIView):
+    """``GET /api/health/live``: the process answers. Touches nothing else, the database included.
+
+    What a supervisor restarts the web process on: a database outage is no reason to restart it.
+    """
+
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="Liveness: the web process answers (no dependency is checked)",
+        responses={200: inline_serializer("Live", {"status": serializers.CharField()})},
+        tags=["health"],
+    )
+    def get(self, request: Request) -> Response:
+        return Response({"status": "ok"})
+
+
+@functools.cache
+def _known_migrations() -> frozenset[tuple[str, str]]:
+    """Every migration this code has (read from disk once: the files do not change under a running process)."""
+    return frozenset(MigrationLoader(None, ignore_no_migrations=True).graph.nodes)
+
+
+def unapplied_migrations() -> list[str]:
+    """``app.name`` of each migration in the code that the database has not applied (one small query)."""
+    applied = set(MigrationRecorder(connection).applied_migrations())
+    return sorted(f"{app}.{name}" for app, name in _known_migrations() - applied)
+
+
+class ReadyView(APIView):
+    """``GET /api/health/ready``: take traffic? The database answers, its schema is this code's, the queue moves."""
+
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="Readiness: database reachable, every migration applied, the queue not stalled",
+        responses={
+            200: inline_serializer(
+                "Ready",
+                {"status": serializers.CharField(), "checks": serializers.DictField(child=serializers.CharField())},
+            ),
+            503: OpenApiResponse(
+                description="Not ready: a problem+json body whose errors name each failed check "
+                "(database, migrations, queue) and whose checks give every check's result"
+            ),
+        },
+        tags=["health"],
+    )
+    def get(self, request: Request) -> Response:
+        checks: dict[str, str] = {}
+        errors: list[dict[str, str]] = []
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            checks["database"] = "ok"
+            missing = unapplied_migrations()
+            checks["migrations"] = "ok" if not missing else f"{len(missing)} unapplied"
+            if missing:
+                shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+                errors.append({"field": "migrations", "message": f"not applied: {shown} (run manage.py migrate)"})
+            stalled = cluster_stalled(QUEUE_STALL_SECONDS)
+            checks["queue"] = "stalled" if stalled else "ok"
+            if stalled:
+                errors.append(
+                    {
+                        "field": "queue",
+                        "message": f"work is ready but no task finished for {QUEUE_STALL_SECONDS} s "
+                        "(no qcluster running, or it is wedged)",
+                    }
+                )
+        except DatabaseError as exc:
+            checks["database"] = "unreachable"
+            errors.append({"field": "database", "message": f"unreachable: {type(exc).__name__}"})
+        if errors:
+            response = problem(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                "Not ready",
+                "; ".join(error["field"] for error in errors),
+                errors=errors,
+                checks=checks,
+            )
+            response.content_type = PROBLEM_CONTENT_TYPE
+            return response
+        return Response({"status": "ok", "checks": checks})

@@ -36,6 +36,7 @@ def send_webhook(target: DownstreamTarget, delivery: Delivery, session: requests
             "webhook-signature": sign(target.secret, msg_id, timestamp, body),
         },
         timeout=HTTP_TIMEOUT,
+        system="webhook",
         max_bytes=MAX_ANSWER_BYTES,
     )
     raise_for_status(answer, what="the endpoint", label=answer.label())

@@ -120,6 +120,7 @@ class MarketingCloudClient:
             f"{self.auth_base_url}/v2/token",
             json=payload,
             timeout=self.timeout,
+            system="marketing_cloud",
             what="token request",
             max_bytes=MAX_ANSWER_BYTES,
         )
@@ -149,6 +150,7 @@ class MarketingCloudClient:
                 json=json,
                 headers={"Authorization": f"Bearer {token.access_token}"},
                 timeout=self.timeout,
+                system="marketing_cloud",
                 what=method,
                 max_bytes=MAX_ANSWER_BYTES,
             )

@@ -87,6 +87,7 @@ def retrieve(
         data=payload,
         headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": "Retrieve"},
         timeout=timeout,
+        system="marketing_cloud",
         what="SOAP Retrieve",
         max_bytes=MAX_ANSWER_BYTES,
     )

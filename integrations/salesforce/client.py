@@ -151,7 +151,9 @@ class SalesforceClient:
         self.tokens = CachedToken(token_system(org_key), self._fetch_token)
 
     def _send(self, method: str, url: str, **kwargs: Any) -> Answer:
-        return request(self.session, method, url, timeout=HTTP_TIMEOUT, max_bytes=MAX_ANSWER_BYTES, **kwargs)
+        return request(
+            self.session, method, url, timeout=HTTP_TIMEOUT, system="salesforce", max_bytes=MAX_ANSWER_BYTES, **kwargs
+        )
 
     def _fetch_token(self) -> FreshToken:
         answer = self._send(
