@@ -95,9 +95,9 @@ echo "web stopped $(( $(date +%s) - started )) s after docker stop; exit code $(
 
 echo "== worker"
 "$DOCKER" run -d --name hub-check-worker --init "${run_opts[@]}" "$IMAGE" python manage.py qcluster >/dev/null
-"$DOCKER" exec hub-check-worker python manage.py shell --command \
+"$DOCKER" exec hub-check-worker python manage.py shell --no-imports --command \
   "from django_q.tasks import async_task, result; print('a task run by the cluster returned', result(async_task('math.floor', 2.5), wait=60000))"
-"$DOCKER" exec hub-check-worker python manage.py shell --command \
+"$DOCKER" exec hub-check-worker python manage.py shell --no-imports --command \
   "from integrations.queue import cluster_stalled; raise SystemExit(1 if cluster_stalled() else 0)"
 echo "compose.yaml's worker health check command exits 0"
 started=$(date +%s)

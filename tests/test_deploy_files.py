@@ -232,6 +232,9 @@ def test_dockerfile_builds_in_two_stages_and_runs_unprivileged_without_baked_sec
     text = DOCKERFILE.read_text().replace("\\\n", " ")
     stages = re.findall(r"^FROM (\S+) AS (\w+)$", text, re.M)
     assert [stage for _, stage in stages] == ["builder", "runtime"]
+    # hadolint cannot see the tag behind a variable: the default base names a pinned version.
+    assert {base for base, _ in stages} == {"${PYTHON_IMAGE}"}
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11\.\d+-slim-bookworm$", text, re.M)
     runtime = text.split("AS runtime", 1)[1]
     assert "COPY --from=builder /opt/venv /opt/venv" in runtime
     assert re.search(r"^USER 10001:10001$", runtime, re.M)
