@@ -8,7 +8,7 @@ RUNTIME := $(VENV)/.runtime-installed
 LOCAL := $(VENV)/.local-installed
 DEV := $(VENV)/.dev-installed
 
-.PHONY: run test test-fast screenshots lint audit bench clean-db help browser nginx pgbouncer
+.PHONY: run test test-fast screenshots lint audit bench clean-db help browser nginx pgbouncer deploy-check deploy-image-check systemd-analyze
 
 help:
 	@echo "make run   - everything up (embedded PostgreSQL unless DATABASE_URL), demo data, admin URL"
@@ -16,6 +16,7 @@ help:
 	@echo "make test-fast - lint, migration check and the tests that start no process or browser"
 	@echo "make screenshots - the browser tests, updating the README's docs/screenshots/"
 	@echo "make bench - journey intake benchmark (see docs/benchmarks.md)"
+	@echo "make deploy-check - hadolint on the Dockerfile, compose.yaml read, the systemd units verified and run"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -67,7 +68,7 @@ pgbouncer:
 	  $$SUDO apt-get install -y -q pgbouncer || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q pgbouncer; }; }
 
 # pytest's exit code 5 ("no tests collected") is a failure here, not a pass.
-test: lint browser nginx pgbouncer
+test: lint browser nginx pgbouncer systemd-analyze
 	$(BIN)/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
@@ -85,6 +86,25 @@ screenshots: $(DEV) browser
 # not serve that data, pip-audit lists each package as skipped; it fails on any finding.
 audit: $(DEV)
 	$(BIN)/pip-audit -r requirements.txt --progress-spinner off
+
+# The deployment files as far as this machine can check them (README, "Deploying"): hadolint
+# (requirements-dev.txt) on the Dockerfile, compose.yaml read and checked (no registry here to
+# run it), systemd-analyze on the units and their ExecStart lines run against the database.
+deploy-check: $(DEV) systemd-analyze
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/python -m pytest tests/test_deploy_files.py; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+# A real build and run of the image where a Docker daemon runs but no registry answers: a base
+# from Debian's packages, the wheels from this host's pip (deploy/check-image.sh says what it shows).
+deploy-image-check: $(RUNTIME)
+	deploy/check-image.sh
+
+systemd-analyze:
+	@command -v systemd-analyze >/dev/null 2>&1 || { \
+	  echo "Installing Debian's systemd for systemd-analyze"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -q systemd || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q systemd; }; }
 
 bench: $(DEV)
 	HUB_DEBUG=true $(BIN)/python bench/journey_intake.py --events 2000
