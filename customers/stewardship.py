@@ -628,6 +628,15 @@ def record_opt_outs(opt_outs: list[OptOut]) -> int:
     return len(changed)
 
 
+@transaction.atomic
+def record_steward_opt_out(individual: Individual, *, actor: str, actor_user: Any = None) -> bool:
+    """A steward records that the person opted out of all marketing (now); False if one was held already."""
+    if not is_active(individual):
+        raise ResolutionError("merged or erased golden records cannot be changed")
+    opt_out = OptOut(individual.pk, timezone.now(), STEWARD_SYSTEM, actor)
+    return record_opt_outs([opt_out]) > 0
+
+
 def _subscription_consents(individual_ids: set[int]) -> dict[tuple[int, str, str, str], dict[str, Any]]:
     """The list consents these golden records hold, locked (their records are locked already)."""
     if not individual_ids:
@@ -741,6 +750,7 @@ __all__ = [
     "pinnable_value",
     "recompute_golden_record",
     "record_opt_outs",
+    "record_steward_opt_out",
     "request_resync",
     "resolve_master_id",
     "set_source_status",
