@@ -41,6 +41,8 @@ def test_a_stewards_opt_out_unsubscribes_the_subscriber(journey, sandbox, admin_
     steward_opts_out(admin_client, ada)
     row = UnsubscribeWriteback.objects.get()
     assert row.state == "pending" and row.consent_source == "STEWARD" and row.attempts == 0
+    opted = HistoryEntry.objects.get(individual=ada, action="consent")
+    assert opted.actor_user is not None and opted.after["consent_source"] == "STEWARD"
     done = run_queued()
     assert (FLUSH_TASK, "1 written, 0 failed, 0 deferred") in done
     assert sandbox.subscribers()["SK-1001"]["status"] == "Unsubscribed"
