@@ -126,6 +126,11 @@ class ContactPoint(models.Model):
     state_province_name = models.CharField(max_length=100, blank=True)
     country_name = models.CharField(max_length=100, blank=True)
     source_system = models.CharField(max_length=40, blank=True)
+    # Deliverability as a sending system reports it (CIM ContactPoint.isUndeliverable and
+    # ContactPointEmail.emailLatestBounceDateTime): Marketing Cloud's Held and Bounced statuses.
+    # Not consent: an undeliverable address says nothing about what the person agreed to.
+    undeliverable_since = models.DateTimeField(null=True, blank=True)
+    latest_bounce_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -155,6 +160,9 @@ class CrossReference(models.Model):
     status = models.CharField(max_length=10, choices=CrossReferenceStatus.choices, default=CrossReferenceStatus.VALID)
     # The source's own status of the record, e.g. Marketing Cloud's Active / Unsubscribed.
     source_status = models.CharField(max_length=40, blank=True)
+    # When the source changed that status, as a status read (Marketing Cloud's Subscriber
+    # ModifiedDate) said: a status read again, or an older one, changes nothing.
+    source_status_at = models.DateTimeField(null=True, blank=True)
     first_seen_at = models.DateTimeField()
     last_seen_at = models.DateTimeField()
     # When the source last changed the record; an event older than this is superseded.

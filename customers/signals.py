@@ -25,3 +25,8 @@ golden_records_merged = Signal()
 # Sent inside an unmerge's transaction: the split-off source record has a new master ID
 # to write back. Arguments: cross_reference, original, split, actor.
 cross_reference_unmerged = Signal()
+
+# Sent at the end of a unit of work's flush (inside its transaction) when golden records got an
+# opt-out of all marketing, or an earlier one: connectors tell the systems that send marketing.
+# Arguments: opt_outs, a list of (individual_id, since, consent_source).
+marketing_opt_outs_recorded = Signal()

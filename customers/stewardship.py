@@ -542,6 +542,7 @@ class OptOut:
     actor: str
     subscription: tuple[str, str] | None = None
     channel: str = EngagementChannel.EMAIL
+    actor_user_id: int | None = None  # the steward who recorded it, if one did
 
 
 def record_opt_outs(opt_outs: list[OptOut]) -> int:
@@ -585,7 +586,15 @@ def record_opt_outs(opt_outs: list[OptOut]) -> int:
                 "capture_source": opt_out.source[:40],
             }
             after = _consent_values(key, opted_out)
-            work.record(golden, HistoryAction.CONSENT, actor=opt_out.actor, now=now, before=before, after=after)
+            work.record(
+                golden,
+                HistoryAction.CONSENT,
+                actor=opt_out.actor,
+                now=now,
+                actor_user_id=opt_out.actor_user_id,
+                before=before,
+                after=after,
+            )
             work.publish(golden, ChangeType.CONSENT, actor=opt_out.actor, now=now, change=after)
             changed.add(golden.pk)
             continue
@@ -596,7 +605,15 @@ def record_opt_outs(opt_outs: list[OptOut]) -> int:
         golden.set("do_not_market_since", opt_out.since)
         golden.set("consent_source", opt_out.source[:40])
         after = {"do_not_market_since": opt_out.since, "consent_source": opt_out.source[:40]}
-        work.record(golden, HistoryAction.CONSENT, actor=opt_out.actor, now=now, before=before, after=after)
+        work.record(
+            golden,
+            HistoryAction.CONSENT,
+            actor=opt_out.actor,
+            now=now,
+            actor_user_id=opt_out.actor_user_id,
+            before=before,
+            after=after,
+        )
         work.publish(
             golden,
             ChangeType.CONSENT,
@@ -626,6 +643,15 @@ def record_opt_outs(opt_outs: list[OptOut]) -> int:
         )
     work.flush()
     return len(changed)
+
+
+@transaction.atomic
+def record_steward_opt_out(individual: Individual, *, actor: str, actor_user: Any = None) -> bool:
+    """A steward records that the person opted out of all marketing (now); False if one was held already."""
+    if not is_active(individual):
+        raise ResolutionError("merged or erased golden records cannot be changed")
+    opt_out = OptOut(individual.pk, timezone.now(), STEWARD_SYSTEM, actor, actor_user_id=_user_id(actor_user))
+    return record_opt_outs([opt_out]) > 0
 
 
 def _subscription_consents(individual_ids: set[int]) -> dict[tuple[int, str, str, str], dict[str, Any]]:
@@ -741,6 +767,7 @@ __all__ = [
     "pinnable_value",
     "recompute_golden_record",
     "record_opt_outs",
+    "record_steward_opt_out",
     "request_resync",
     "resolve_master_id",
     "set_source_status",

@@ -50,6 +50,7 @@ KNOWN_NAMES: frozenset[str] = frozenset(
         "MC_HTTP_TIMEOUT",
         "MC_ENS_SIGNATURE_KEY",
         "MC_ALL_SUBSCRIBERS_LIST_ID",
+        "MC_ERASE_CONTACTS",
         "HUB_ENS_HANDSHAKE_WINDOW_SECONDS",
         "HUB_LOGIN_FAILURE_LIMIT",
         "HUB_EVENT_CLOCK_SKEW_SECONDS",

@@ -4,8 +4,10 @@ Viewer: every view permission of the hub's apps (a read-only admin).
 Data steward: that, plus what reviewing and fixing records needs: edit golden records
 (kept as the steward's own source), merge/unmerge/not-a-match, pins, re-sync, match
 and survivorship rules, replaying dead letters and deliveries, running the
-reconciliation, closing a breaker, pausing and resuming downstream targets. Erasure (GDPR),
-API keys and a downstream target's URL and signing secret stay with admins (superusers).
+reconciliation and the subscriber status read, retrying unsubscribes sent to Marketing Cloud,
+closing a breaker, pausing and resuming downstream targets. Erasure (GDPR) and retrying its
+Marketing Cloud contact deletions, API keys and a downstream target's URL and signing secret
+stay with admins (superusers).
 Both roles may read the configuration change log.
 """
 
@@ -32,6 +34,8 @@ STEWARD_EXTRA = [
     ("integrations", "change_deadletter"),
     ("integrations", "change_connectorstate"),
     ("marketing_cloud", "change_reconciliationstate"),
+    ("marketing_cloud", "change_subscriberstatussync"),
+    ("marketing_cloud", "change_unsubscribewriteback"),
     ("downstream", "change_downstreamtarget"),
     ("downstream", "change_delivery"),
 ]

@@ -330,6 +330,8 @@ MC_ALL_SUBSCRIBERS_LIST_ID = env_numeric_ids("MC_ALL_SUBSCRIBERS_LIST_ID")
 # How long after `manage.py mc_ens_register` opens a registration the hub accepts ENS's
 # verification handshake for it (ENS posts it within 30 s of the callback's creation).
 ENS_HANDSHAKE_WINDOW_SECONDS = env_int("HUB_ENS_HANDSHAKE_WINDOW_SECONDS", 15 * 60, minimum=60, maximum=24 * 3600)
+# A GDPR erasure also deletes the person's contacts in Marketing Cloud (contacts delete by key).
+MC_ERASE_CONTACTS = env_bool("MC_ERASE_CONTACTS", False)
 MC_HTTP_TIMEOUT = env_float("MC_HTTP_TIMEOUT", 15.0, minimum=0.1)
 if MC_HTTP_TIMEOUT * 2 >= Q_TIMEOUT:
     raise ImproperlyConfigured("MC_HTTP_TIMEOUT must be under half of HUB_Q_TIMEOUT.")

@@ -3,8 +3,8 @@
 The tasks are the real signed packages the hub enqueued; only the cluster process
 around them is skipped (tests that need the real ``qcluster`` start one). Delayed
 tasks are run by fast-forwarding: every stored "not before" time (queue rows,
-write-back due times, the connectors' and targets' pauses and breakers) moves earlier by the wait,
-as if that much time had passed.
+write-back, unsubscribe and contact-deletion due times, the connectors' and targets' pauses and
+breakers) moves earlier by the wait, as if that much time had passed.
 """
 
 from __future__ import annotations
@@ -44,6 +44,11 @@ def fast_forward(delta: dt.timedelta) -> None:
     from integrations.models import QueuedFlag
 
     QueuedFlag.objects.filter(wake_at__isnull=False).update(wake_at=F("wake_at") - delta)
+    from integrations.marketing_cloud.models import ContactDeletion, UnsubscribeWriteback
+
+    UnsubscribeWriteback.objects.filter(due_at__isnull=False).update(due_at=F("due_at") - delta)
+    ContactDeletion.objects.filter(due_at__isnull=False).update(due_at=F("due_at") - delta)
+    ContactDeletion.objects.filter(next_poll_at__isnull=False).update(next_poll_at=F("next_poll_at") - delta)
 
 
 def run_queued(*, include_delayed: bool = True, limit: int | None = None) -> list[tuple[str, Any]]:

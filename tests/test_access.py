@@ -174,9 +174,13 @@ STEWARD_MAY = {
     ("integrations.ConnectorState", "close_breaker"),
     ("integrations.DeadLetter", "replay"),
     ("marketing_cloud.ReconciliationState", "run_now"),
+    ("marketing_cloud.SubscriberStatusSync", "run_now"),
+    ("marketing_cloud.UnsubscribeWriteback", "retry_now"),
+    ("customers.Individual", "opt_out"),
 }
 ADMIN_ONLY = {
     ("customers.Individual", "erase"),
+    ("marketing_cloud.ContactDeletion", "retry_now"),
     ("integrations.ApiClient", "revoke"),
     ("django_q.Success", "resubmit_selected_tasks"),
     ("django_q.Failure", "resubmit_selected_tasks"),

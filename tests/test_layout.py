@@ -21,7 +21,12 @@ ALLOWED_IN_FUNCTIONS = {
     # apps.py is imported while Django loads the apps, before a model may be imported: what imports
     # models is imported in ready() or when post_migrate fires.
     "integrations/apps.py": {"django_q.models", "integrations.resolver", "integrations"},
-    "integrations/marketing_cloud/apps.py": {"django_q.models", "integrations.marketing_cloud.poller"},
+    "integrations/marketing_cloud/apps.py": {
+        "django_q.models",
+        "integrations.marketing_cloud.poller",
+        "integrations.marketing_cloud.status_sync",
+        "integrations.marketing_cloud",
+    },
     "integrations/downstream/apps.py": {"integrations.downstream"},
     # pgserver reads its runtime directory at import (set just before), and production lacks it.
     "hub/embedded_pg.py": {"pgserver"},

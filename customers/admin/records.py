@@ -38,6 +38,7 @@ from customers.stewardship import (
     merge_individuals,
     pin_value,
     recompute_golden_record,
+    record_steward_opt_out,
     request_resync,
     set_source_status,
     steward_edit,
@@ -242,7 +243,7 @@ class IndividualAdmin(LargeListMixin, admin.ModelAdmin):
         ("Audit", {"fields": [("created_at", "updated_at", "erased_at")]}),
     ]
     inlines = [ContactPointInline, CrossReferenceInline]
-    actions = ["resync", "merge_two", "recompute", "erase"]
+    actions = ["resync", "merge_two", "recompute", "opt_out", "erase"]
     change_form_template = "admin/customers/individual/change_form.html"
     list_per_page = 50
 
@@ -530,6 +531,16 @@ class IndividualAdmin(LargeListMixin, admin.ModelAdmin):
 
     def has_resync_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("customers.resync_individual")
+
+    @admin.action(
+        description="Record an opt-out of all marketing for selected people (sending systems are told)",
+        permissions=["change"],
+    )
+    def opt_out(self, request: HttpRequest, queryset: QuerySet[Individual]) -> None:
+        count = 0
+        for individual in queryset.filter(merged_into__isnull=True, erased_at__isnull=True)[:500]:
+            count += record_steward_opt_out(individual, actor=actor_of(request), actor_user=request.user)
+        self.message_user(request, f"Opt-out recorded for {count} record(s).", messages.SUCCESS)
 
 
 SEARCH_CAP = 500

@@ -68,7 +68,7 @@ from customers.resolution.survivorship import (
     contact_points,
     load_strategies,
 )
-from customers.signals import change_recorded
+from customers.signals import change_recorded, marketing_opt_outs_recorded
 from hub.sql import delete_rows, insert_rows, reserve_ids, update_rows
 
 # At most this many golden records are compared with one incoming record, however common its
@@ -804,6 +804,11 @@ class UnitOfWork:
         require_atomic()
         now = now or timezone.now()
         touched = [g for g in self.goldens.values() if g.touched]
+        opted_out = [
+            (g.pk, g.values["do_not_market_since"], g.values["consent_source"])
+            for g in touched
+            if "do_not_market_since" in g.changed and g.values["do_not_market_since"] is not None
+        ]
         existing = sorted(g.pk for g in touched if not g.new)
         if existing:
             with connection.cursor() as cursor:
@@ -841,6 +846,8 @@ class UnitOfWork:
         write_history(self.history)
         if self.pending_changes:
             change_recorded.send(sender=ChangeEvent, change_event=None)
+        if opted_out:
+            marketing_opt_outs_recorded.send(sender=Individual, opt_outs=opted_out)
 
     def rewrite_keys(self, goldens: list[Golden]) -> int:
         """Write these golden records' blocking keys and match profiles as their sources give them.

@@ -1,4 +1,4 @@
-"""Admin for ENS callbacks and notifications."""
+"""Admin for ENS callbacks and notifications, the reconciliation and status reads, unsubscribes, contact deletions."""
 
 from __future__ import annotations
 
@@ -8,10 +8,27 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import Count
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
 from django_q.models import Schedule
 
-from integrations.marketing_cloud.models import EnsCallback, EnsNotification, ImportJob, ReconciliationState
+from customers.admin.history import format_moment
+from customers.admin.records import RECORD_PANELS
+from customers.models import Individual
+from integrations.marketing_cloud.erasure import retry as retry_deletions
+from integrations.marketing_cloud.models import (
+    ContactDeletion,
+    EnsCallback,
+    EnsNotification,
+    ImportJob,
+    ReconciliationState,
+    SubscriberStatusSync,
+    UnsubscribeWriteback,
+)
 from integrations.marketing_cloud.poller import SCHEDULE_NAME, queue_poll
+from integrations.marketing_cloud.status_sync import STATUS_SCHEDULE_NAME, queue_status_read
+from integrations.marketing_cloud.unsubscribe import retry as retry_unsubscribes
 
 
 @admin.register(EnsCallback)
@@ -135,3 +152,189 @@ class ImportJobAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # imports run with `manage.py import_subscribers FILE.csv`
+
+
+@admin.register(SubscriberStatusSync)
+class SubscriberStatusSyncAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "watermark",
+        "last_status",
+        "last_finished_at",
+        "last_read",
+        "last_pages",
+        "last_applied",
+        "last_unchanged",
+        "last_unknown",
+        "next_scheduled_run",
+    ]
+    fields = [
+        "name",
+        "watermark",
+        "overlap_seconds",
+        "last_status",
+        "last_started_at",
+        "last_finished_at",
+        "last_read",
+        "last_pages",
+        "last_applied",
+        "last_unchanged",
+        "last_unknown",
+        "last_error",
+    ]
+    readonly_fields = [f for f in fields if f not in ("watermark", "overlap_seconds")]
+    actions = ["run_now"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="next scheduled run")
+    def next_scheduled_run(self, obj: SubscriberStatusSync) -> Any:
+        return Schedule.objects.filter(name=STATUS_SCHEDULE_NAME).values_list("next_run", flat=True).first()
+
+    @admin.action(description="Read subscriber statuses now", permissions=["change"])
+    def run_now(self, request: HttpRequest, queryset: Any) -> None:
+        queue_status_read()
+        self.message_user(request, "Status read queued; refresh to see its result.", messages.SUCCESS)
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        SubscriberStatusSync.objects.get_or_create(name="All Subscribers")
+        return super().changelist_view(request, extra_context)
+
+
+@admin.register(UnsubscribeWriteback)
+class UnsubscribeWritebackAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "subscriber_key",
+        "golden_record",
+        "state",
+        "attempts",
+        "due_at",
+        "consent_source",
+        "opted_out_since",
+        "written_at",
+        "short_error",
+    ]
+    list_filter = ["state", "consent_source"]
+    list_select_related = ["cross_reference__individual"]
+    search_fields = ["=cross_reference__external_id", "=cross_reference__individual__master_id"]
+    readonly_fields = [f.name for f in UnsubscribeWriteback._meta.fields]
+    actions = ["retry_now"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # opt-outs recorded on golden records create them
+
+    @admin.display(description="subscriber key", ordering="cross_reference__external_id")
+    def subscriber_key(self, obj: UnsubscribeWriteback) -> str:
+        return obj.cross_reference.external_id
+
+    @admin.display(description="golden record")
+    def golden_record(self, obj: UnsubscribeWriteback) -> str:
+        individual = obj.cross_reference.individual
+        url = reverse("admin:customers_individual_change", args=[individual.pk])
+        return format_html('<a href="{}">{}</a>', url, individual.master_id)
+
+    @admin.display(description="last error")
+    def short_error(self, obj: UnsubscribeWriteback) -> str:
+        return (obj.last_error[:120] + ("..." if len(obj.last_error) > 120 else "")) if obj.last_error else ""
+
+    @admin.action(description="Retry selected unsubscribes now", permissions=["change"])
+    def retry_now(self, request: HttpRequest, queryset: Any) -> None:
+        count = retry_unsubscribes(queryset)
+        self.message_user(request, f"{count} unsubscribe(s) queued again.", messages.SUCCESS)
+
+
+@admin.register(ContactDeletion)
+class ContactDeletionAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "golden_record",
+        "state",
+        "operation_id",
+        "operation_status",
+        "attempts",
+        "requested_at",
+        "accepted_at",
+        "completed_at",
+        "last_error",
+    ]
+    list_filter = ["state", "operation_status"]
+    list_select_related = ["individual"]
+    search_fields = ["=individual__master_id", "=operation_id"]
+    # The contact key (often an email address) is not shown: the person is erased.
+    exclude = ["contact_key"]
+    readonly_fields = [f.name for f in ContactDeletion._meta.fields if f.name != "contact_key"]
+    actions = ["retry_now"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # erasures create them (MC_ERASE_CONTACTS)
+
+    @admin.display(description="golden record")
+    def golden_record(self, obj: ContactDeletion) -> str:
+        url = reverse("admin:customers_individual_change", args=[obj.individual_id])
+        return format_html('<a href="{}">{}</a>', url, obj.individual.master_id)
+
+    @admin.action(description="Retry selected failed deletions now", permissions=["change"])
+    def retry_now(self, request: HttpRequest, queryset: Any) -> None:
+        count = retry_deletions(queryset)
+        self.message_user(request, f"{count} deletion(s) queued again.", messages.SUCCESS)
+
+
+def _marketing_cloud_panel(individual: Individual) -> SafeString:
+    """The record's unsubscribes told to Marketing Cloud and, once erased, its contact deletions."""
+    unsubscribes = list(
+        UnsubscribeWriteback.objects.filter(cross_reference__individual=individual)
+        .select_related("cross_reference")
+        .order_by("id")
+    )
+    # Only an erasure makes contact deletions: an active record's page spends no query on them.
+    deletions = (
+        list(ContactDeletion.objects.filter(individual=individual).order_by("id")) if individual.erased_at else []
+    )
+    if not unsubscribes and not deletions:
+        return format_html("<p>{}</p>", "Nothing told to Marketing Cloud beyond the master ID.")
+    parts = []
+    if unsubscribes:
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    u.cross_reference.external_id if individual.erased_at is None else "(erased)",
+                    u.get_state_display(),
+                    u.attempts,
+                    format_moment(u.written_at) if u.written_at else "",
+                    u.last_error[:200],
+                )
+                for u in unsubscribes
+            ),
+        )
+        head = "<tr><th>unsubscribe of</th><th>state</th><th>attempts</th><th>written</th><th>last error</th></tr>"
+        parts.append(format_html('<table class="mc-unsubscribes">{}{}</table>', mark_safe(head), rows))  # noqa: S308
+    if deletions:
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    d.get_state_display(),
+                    d.operation_id if d.operation_id is not None else "",
+                    d.operation_status,
+                    d.attempts,
+                    d.last_error[:200],
+                )
+                for d in deletions
+            ),
+        )
+        head = (
+            "<tr><th>contact deletion</th><th>operation ID</th><th>operation status</th>"
+            "<th>attempts</th><th>last error</th></tr>"
+        )
+        parts.append(format_html('<table class="mc-contact-deletions">{}{}</table>', mark_safe(head), rows))  # noqa: S308
+    return format_html_join("", "{}", ((p,) for p in parts))
+
+
+RECORD_PANELS.append(("Marketing Cloud: unsubscribes sent, contact deletion on erasure", _marketing_cloud_panel))

@@ -128,3 +128,107 @@ class ImportJob(models.Model):
 
     def __str__(self) -> str:
         return f"import {self.pk} of {self.file_name}"
+
+
+class SubscriberStatusSync(models.Model):
+    """The status read's watermark and last run: All Subscribers' changes, read through SOAP.
+
+    One row. Held beside the data extension's ``ReconciliationState`` because the two read
+    different things (the data extension's rows; the Subscriber objects' Status) with
+    watermarks of their own.
+    """
+
+    name = models.CharField(max_length=40, unique=True, default="All Subscribers")
+    # Highest Subscriber ModifiedDate read; the next run reads from here minus the overlap.
+    watermark = models.DateTimeField(null=True, blank=True)
+    overlap_seconds = models.PositiveIntegerField(default=900)
+    last_started_at = models.DateTimeField(null=True, blank=True)
+    last_finished_at = models.DateTimeField(null=True, blank=True)
+    last_status = models.CharField(max_length=20, blank=True)
+    last_read = models.PositiveIntegerField(default=0)
+    last_pages = models.PositiveIntegerField(default=0)
+    last_applied = models.PositiveIntegerField(default=0)
+    last_unchanged = models.PositiveIntegerField(default=0)
+    last_unknown = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name = "subscriber status read"
+
+    def __str__(self) -> str:
+        return f"status read of {self.name}"
+
+
+class UnsubscribeWriteback(models.Model):
+    """Telling Marketing Cloud that a subscriber is Unsubscribed: one row per cross reference.
+
+    Pending rows are the queue (due time, attempts), as the master-ID write-back's pending
+    cross references are; another opt-out for the same subscriber lands on the same row.
+    """
+
+    PENDING, WRITTEN, FAILED = "pending", "written", "failed"
+    STATES = [(PENDING, "Pending"), (WRITTEN, "Written"), (FAILED, "Failed")]
+
+    cross_reference = models.OneToOneField(
+        "customers.CrossReference", on_delete=models.CASCADE, related_name="mc_unsubscribe"
+    )
+    state = models.CharField(max_length=8, choices=STATES, default=PENDING)
+    # The opt-out being told: since when, and which system or steward recorded it.
+    opted_out_since = models.DateTimeField()
+    consent_source = models.CharField(max_length=40, blank=True)
+    requested_at = models.DateTimeField(default=timezone.now)
+    due_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    error_code = models.CharField(max_length=20, blank=True)
+    written_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "unsubscribe write-back"
+        ordering = ["-requested_at", "-id"]
+        indexes = [
+            models.Index(fields=["due_at"], condition=models.Q(state="pending"), name="mc_unsub_due_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"unsubscribe {self.cross_reference_id} ({self.state})"
+
+
+class ContactDeletion(models.Model):
+    """A GDPR erasure's request to delete the contact in Marketing Cloud (``MC_ERASE_CONTACTS``).
+
+    One row per erased Marketing Cloud contact key. ``pending`` until Marketing Cloud takes
+    the delete (``operationInitiated``), ``accepted`` with its ``operation_id`` from then
+    (the operation runs for hours; its status is polled into ``operation_status``), and
+    ``failed`` when Marketing Cloud refused it, the attempts ran out, or the operation ended
+    other than Completed.
+    """
+
+    PENDING, ACCEPTED, FAILED = "pending", "accepted", "failed"
+    STATES = [(PENDING, "Pending"), (ACCEPTED, "Accepted"), (FAILED, "Failed")]
+
+    individual = models.ForeignKey(
+        "customers.Individual", on_delete=models.CASCADE, related_name="mc_contact_deletions"
+    )
+    contact_key = models.CharField(max_length=255, unique=True)
+    state = models.CharField(max_length=8, choices=STATES, default=PENDING)
+    requested_at = models.DateTimeField(default=timezone.now)
+    due_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    operation_id = models.BigIntegerField(null=True, blank=True)
+    # The operation's status as last polled (Marketing Cloud's words: Pending, Processing, Completed, ...).
+    operation_status = models.CharField(max_length=40, blank=True)
+    next_poll_at = models.DateTimeField(null=True, blank=True)
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name = "Marketing Cloud contact deletion"
+        ordering = ["-requested_at", "-id"]
+        indexes = [
+            models.Index(fields=["due_at"], condition=models.Q(state="pending"), name="mc_contact_del_due_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"contact deletion {self.pk} ({self.state})"

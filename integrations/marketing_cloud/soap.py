@@ -1,4 +1,4 @@
-"""Marketing Cloud's SOAP API, as far as the hub uses it: ``Retrieve`` with one simple filter.
+"""Marketing Cloud's SOAP API, as far as the hub uses it: the envelope call, ``Retrieve`` with one simple filter.
 
 A data extension's fields are documented only through SOAP: a ``Retrieve`` of
 ``DataExtensionField`` filtered on ``DataExtension.CustomerKey`` (the ``DataExtensionField``
@@ -78,17 +78,31 @@ def retrieve(
     other than OK; a Security fault ("Login Failed") is permanent. The request goes through
     ``integrations.transport.request`` (network failures, the answer read at most 5 MiB).
     """
-    url = soap_base_url.rstrip("/") + "/Service.asmx"
     payload = _request_body(token, object_type, properties, filter_property, filter_value)
+    message = call(session, soap_base_url, payload, action="Retrieve", timeout=timeout)
+    status = (message.findtext(f"{{{PARTNER_API}}}OverallStatus") or "").strip()
+    if status not in ("OK", "MoreDataAvailable"):
+        raise PermanentError(f"SOAP Retrieve of {object_type}: {status}"[:500])
+    return [_flatten(result) for result in message.findall(f"{{{PARTNER_API}}}Results")]
+
+
+def call(session: requests.Session, soap_base_url: str, payload: bytes, *, action: str, timeout: float) -> ET.Element:
+    """POST one envelope to ``Service.asmx``; the answer's ``{action}ResponseMsg`` element.
+
+    A SOAP fault raises: a Security fault ("Login Failed") or a Client fault is permanent
+    (the same request will fail again), a Server fault (throttling answers one, with HTTP 500)
+    transient. An answer that is no SOAP envelope is judged by its HTTP status.
+    """
+    url = soap_base_url.rstrip("/") + "/Service.asmx"
     answer = request(
         session,
         "POST",
         url,
         data=payload,
-        headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": "Retrieve"},
+        headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": action},
         timeout=timeout,
         system="marketing_cloud",
-        what="SOAP Retrieve",
+        what=f"SOAP {action}",
         max_bytes=MAX_ANSWER_BYTES,
     )
     if answer.truncated:
@@ -101,7 +115,7 @@ def retrieve(
     if root is None or envelope_ns not in (SOAP11, SOAP12):
         # Faults come in a SOAP envelope, with a 500; any other answer is judged by its status.
         what = "is not XML" if root is None else "is no SOAP envelope"
-        raise_for_status(answer, what="SOAP Retrieve", label=f" (the answer {what})")
+        raise_for_status(answer, what=f"SOAP {action}", label=f" (the answer {what})")
         raise TransientError(f"SOAP answer with status {answer.status} {what}", http_status=answer.status)
     fault = root.find(f"{{{envelope_ns}}}Body/{{{envelope_ns}}}Fault")
     if fault is not None:
@@ -111,13 +125,11 @@ def retrieve(
         # A Security fault ("Login Failed") or a Client fault (the request is wrong) will not change on retry.
         fault_error = PermanentError if code.endswith(("Security", "Client")) else TransientError
         raise fault_error(f"SOAP fault {code}: {text}"[:500], http_status=answer.status, error_code=code[:20])
-    message = root.find(f"{{{envelope_ns}}}Body/{{{PARTNER_API}}}RetrieveResponseMsg")
+    name = "UpdateResponse" if action == "Update" else f"{action}ResponseMsg"
+    message = root.find(f"{{{envelope_ns}}}Body/{{{PARTNER_API}}}{name}")
     if message is None:
-        raise TransientError("SOAP answer without RetrieveResponseMsg", http_status=answer.status)
-    status = (message.findtext(f"{{{PARTNER_API}}}OverallStatus") or "").strip()
-    if status not in ("OK", "MoreDataAvailable"):
-        raise PermanentError(f"SOAP Retrieve of {object_type}: {status}"[:500])
-    return [_flatten(result) for result in message.findall(f"{{{PARTNER_API}}}Results")]
+        raise TransientError(f"SOAP answer without {name}", http_status=answer.status)
+    return message
 
 
 def as_bool(value: Any) -> bool:

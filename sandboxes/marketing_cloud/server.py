@@ -36,6 +36,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from integrations.marketing_cloud.schema import INDIVIDUAL, DataExtensionField, DataExtensionSchema
 from sandboxes.http import ApiError, EmulatorServer, Fault, Reply
 from sandboxes.marketing_cloud import soap
+from sandboxes.marketing_cloud import subscribers as subs
 from sandboxes.marketing_cloud.data_extensions import (
     SandboxDataExtension,
     data_extension_error,
@@ -57,7 +58,7 @@ DOCS_URL = "https://developer.salesforce.com/docs/atlas.en-us.mc-apis.meta/mc-ap
 OAUTH_ERROR_URI = "https://developer.salesforce.com"
 # What an installed package with the hub's permissions grants (shared reference §3.4).
 TOKEN_SCOPE = (
-    "data_extensions_read data_extensions_write list_and_subscribers_read "
+    "data_extensions_read data_extensions_write list_and_subscribers_read list_and_subscribers_write "
     "event_notification_callback_create event_notification_callback_read event_notification_callback_update "
     "event_notification_callback_delete event_notification_subscription_create "
     "event_notification_subscription_read event_notification_subscription_update "
@@ -76,6 +77,9 @@ _QUERY_PATH = re.compile(r"^/data/v1/customobjectdata/key/([^/]+)/rowset/?$")
 # links.next of a row read: the continuation of the same result through its request token.
 _TOKEN_QUERY_PATH = re.compile(r"^/data/v1/customobjectdata/token/([^/]+)/rowset/?$")
 SOAP_PATH = "/Service.asmx"
+CONTACTS_DELETE_PATH = "/contacts/v1/contacts/actions/delete"
+CONTACTS_DELETE_STATUS_PATH = "/contacts/v1/contacts/actions/delete/status"
+_CONTROL_FINISH_DELETE = re.compile(r"^/contact-deletions/([0-9]+)/finish$")
 # A row read's request token lives this long (tokenExpireDateUtc of a real read is 20 minutes on).
 ROW_TOKEN_TTL = 20 * 60
 # The primary key value in a row path is usually a subscriber key or an email address: it is
@@ -115,6 +119,7 @@ class SandboxConfig:
     ens_verify_timeout: float = 30.0  # seconds ENS waits for the callback to answer its verification POST
     ens_delivery_timeout: float = 3.0  # seconds a callback has to answer a notification batch
     scope: str = TOKEN_SCOPE  # the scopes tokens are granted, space-separated
+    soap_page_size: int = subs.SOAP_PAGE_SIZE  # Subscriber results per SOAP Retrieve page
 
 
 @dataclass
@@ -423,6 +428,9 @@ def _required_scope(path: str, method: str) -> str | None:
         return "data_extensions_write"
     if path.startswith("/data/v1/customobjectdata/"):
         return "data_extensions_read"
+    if path.startswith("/contacts/"):
+        # The contacts routes' scope is not documented per route (inferred from the package's scopes).
+        return "list_and_subscribers_read" if method == "GET" else "list_and_subscribers_write"
     if path.startswith(("/platform/v1/ens-callbacks", "/platform/v1/ens-verify")):
         action = {"GET": "read", "DELETE": "delete", "PATCH": "update", "PUT": "update"}.get(method, "create")
         return f"event_notification_callback_{action}"
@@ -468,6 +476,10 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         # Insertion-ordered, so "the first verified callback" is the one registered first.
         self._ens_callbacks: dict[str, _EnsCallback] = {}
         self._ens_subscriptions: dict[str, _EnsSubscription] = {}
+        self._subscribers: dict[str, subs.SandboxSubscriber] = {}
+        self._continued: dict[str, subs.ContinuedRetrieve] = {}
+        self._delete_operations: dict[int, subs.DeleteOperation] = {}
+        self._next_ids = {"subscriber": 1000, "operation": 2000}
 
     # -- test and control API ----------------------------------------------------------------
 
@@ -515,6 +527,9 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         elif name == "scope":
             if not isinstance(value, str):
                 raise ValueError("scope must be a space-separated string")
+        elif name == "soap_page_size":
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= subs.SOAP_PAGE_SIZE:
+                raise ValueError(f"soap_page_size must be an integer from 1 to {subs.SOAP_PAGE_SIZE}")
         else:
             return super()._checked_config_value(name, value)
         return value
@@ -524,6 +539,56 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         self._token_scopes.clear()
         self._ens_callbacks.clear()
         self._ens_subscriptions.clear()
+        self._subscribers.clear()
+        self._continued.clear()
+        self._delete_operations.clear()
+        self._next_ids = {"subscriber": 1000, "operation": 2000}
+
+    # -- All Subscribers and contacts --------------------------------------------------------
+
+    def put_subscriber(
+        self, key: str, email: str, status: str = "Active", *, modified: datetime | None = None
+    ) -> dict[str, Any]:
+        """Create or change a subscriber as the tenant's UI or an import would (no ENS event)."""
+        if status not in subs.SUBSCRIBER_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(subs.SUBSCRIBER_STATUSES)}")
+        moment = modified or datetime.now(UTC)
+        with self._lock:
+            found = self._subscribers.get(key)
+            if found is None:
+                self._next_ids["subscriber"] += 1
+                found = subs.SandboxSubscriber(self._next_ids["subscriber"], key, email, status, moment, moment)
+                self._subscribers[key] = found
+            found.email, found.modified = email, moment
+            if status == "Unsubscribed" and found.status != "Unsubscribed":
+                found.unsubscribed = moment
+            found.status = status
+            return found.view()
+
+    def subscribers(self) -> dict[str, dict[str, Any]]:
+        """Subscriber key -> the subscriber as the tenant holds it."""
+        with self._lock:
+            return {key: sub.view() for key, sub in self._subscribers.items()}
+
+    def contact_deletions(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                {"operationID": op.operation_id, "keys": list(op.keys), "status": op.status}
+                for op in self._delete_operations.values()
+            ]
+
+    def finish_contact_deletion(self, operation_id: int, status: str = "Completed") -> None:
+        """End a deletion operation, as the tenant's queue does hours later; Completed removes its contacts."""
+        if status not in subs.FINAL_DELETE_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(subs.FINAL_DELETE_STATUSES)}")
+        with self._lock:
+            operation = self._delete_operations.get(operation_id)
+            if operation is None:
+                raise ValueError(f"no deletion operation {operation_id}")
+            operation.status = operation.background_status = status
+            if status == "Completed":
+                for key in operation.keys:
+                    self._subscribers.pop(key, None)
 
     # -- Event Notification Service ----------------------------------------------------------
 
@@ -628,6 +693,8 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
 
     def _fault_reply(self, fault: Fault, path: str) -> Reply:
         kind = fault.kind
+        if path.lower() == SOAP_PATH.lower() and kind != "reset":
+            return self._soap_fault_reply(kind)
         if kind == "429":
             wait = DEFAULT_RETRY_AFTER if fault.retry_after is None else fault.retry_after
             body = {"message": "Rate limit exceeded", "errorcode": 50100, "retryAfter": wait, "documentation": DOCS_URL}
@@ -647,6 +714,24 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             return _rest_error(401, 0, "Not Authorized").reply
         return Reply(0, reset=True)  # "reset"
 
+    def _soap_fault_reply(self, kind: str) -> Reply:
+        """What the SOAP endpoint answers for an injected fault: a SOAP fault, never a JSON error.
+
+        Throttling and server trouble are an HTTP 500 with a ``soap:Server`` fault (shared
+        reference §3.4); a refused request is a ``soap:Client`` fault; an ended session is the
+        ``q0:Security`` "Login Failed" fault.
+        """
+        if kind == "401":
+            self.expire_tokens()
+            payload = soap.fault("q0:Security", "Login Failed", actor=self.url + SOAP_PATH)
+        elif kind in ("400", "403"):
+            payload = soap.fault("soap:Client", "Server was unable to process request. ---> The request is invalid.")
+        else:
+            payload = soap.fault(
+                "soap:Server", "Server was unable to process request. ---> Too many requests; try again later."
+            )
+        return Reply(500, raw=payload, content_type=soap.CONTENT_TYPE)
+
     def _route(self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes) -> Reply:
         routes: list[tuple[re.Pattern[str] | str, dict[str, Callable[..., Reply]]]] = [
             (TOKEN_PATH, {"POST": lambda m: self._issue_token(body)}),
@@ -654,6 +739,8 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             (_ROWSET_PATH, {"POST": lambda m: self._post_rowset(m, body)}),
             (_QUERY_PATH, {"GET": lambda m: self._get_rowset(m, query)}),
             (_TOKEN_QUERY_PATH, {"GET": lambda m: self._continue_rowset(m, query)}),
+            (CONTACTS_DELETE_PATH, {"POST": lambda m: self._delete_contacts(query, body)}),
+            (CONTACTS_DELETE_STATUS_PATH, {"GET": lambda m: self._delete_status(query)}),
             (
                 ENS_CALLBACKS_PATH,
                 {
@@ -874,10 +961,23 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             return xml(500, soap.fault("soap:Client", "Server was unable to read request."))
         if not self._token_is_live(token):
             return xml(500, soap.fault("q0:Security", "Login Failed", actor=self.url + SOAP_PATH))
-        if request is None:
-            return xml(500, soap.fault("soap:Client", f"The sandbox does not implement {operation}."))
         with self._lock:
             granted = self._token_scopes.get(token, frozenset())
+        if operation == "UpdateRequest":
+            return self._soap_update(body, granted)
+        if request is None:
+            return xml(500, soap.fault("soap:Client", f"The sandbox does not implement {operation}."))
+        continue_id, date_value = subs.parse_retrieve_extras(body)
+        if continue_id or request.object_type == "Subscriber":
+            if "list_and_subscribers_read" not in granted:
+                return xml(200, soap.retrieve_response([], overall_status="Error: Insufficient privileges"))
+            status, results, request_id = self._soap_retrieve_subscribers(request, continue_id, date_value)
+            return xml(
+                200,
+                soap.retrieve_response(
+                    results, overall_status=status, relates_to=request.message_id, request_id=request_id
+                ),
+            )
         if "data_extensions_read" not in granted:
             return xml(200, soap.retrieve_response([], overall_status="Error: Insufficient privileges"))
         status, results = self._soap_retrieve(request)
@@ -916,6 +1016,178 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
                 row = _field_properties(de, column, ordinal)
                 results.append(("DataExtensionField", [(p, row[p]) for p in request.properties]))
         return "OK", results
+
+    def _soap_retrieve_subscribers(
+        self, request: soap.RetrieveRequest, continue_id: str, date_value: str
+    ) -> tuple[str, list[tuple[str, list[tuple[str, str]]]], str]:
+        """A page of Subscribers: (OverallStatus, results, RequestID)."""
+        with self._lock:
+            page_size = self.config.soap_page_size
+            if continue_id:
+                continued = self._continued.pop(continue_id, None)
+                if continued is None:
+                    return "Error: The continue request is invalid or has expired", [], ""
+            else:
+                unknown = [p for p in request.properties if p not in subs.SUBSCRIBER_PROPERTIES]
+                if unknown or not request.properties:
+                    names = ", ".join(unknown) or "(none)"
+                    return (
+                        f"Error: The Request Property(s) {names} do not match with the fields of Subscriber retrieve",
+                        [],
+                        "",
+                    )
+                matched = self._matching_subscribers(request, date_value)
+                if isinstance(matched, str):
+                    return matched, [], ""
+                continued = subs.ContinuedRetrieve(matched, 0, request.properties, page_size)
+            keys = continued.matched[continued.offset : continued.offset + continued.page_size]
+            results = [
+                ("Subscriber", [(p, self._subscribers[k].properties()[p]) for p in continued.properties])
+                for k in keys
+                if k in self._subscribers
+            ]
+            request_id = str(uuid.uuid4())
+            continued.offset += continued.page_size
+            if continued.offset < len(continued.matched):
+                self._continued[request_id] = continued
+                return "MoreDataAvailable", results, request_id
+            return "OK", results, request_id
+
+    def _matching_subscribers(self, request: soap.RetrieveRequest, date_value: str) -> list[str] | str:
+        """The keys a Retrieve's filter matches (the caller holds the lock), or its error status."""
+        everyone = sorted(self._subscribers.values(), key=lambda s: s.subscriber_id)
+        if request.filter is None:
+            return [s.key for s in everyone]
+        prop, operator, values = request.filter
+        if prop in ("ModifiedDate", "CreatedDate"):
+            moment = subs.parse_date_value(date_value) if date_value else None
+            if moment is None or operator not in ("greaterThan", "lessThan"):
+                return f"Error: The filter on {prop} needs greaterThan or lessThan and a DateValue"
+            field = "modified" if prop == "ModifiedDate" else "created"
+            after = operator == "greaterThan"
+            return [s.key for s in everyone if (getattr(s, field) > moment) == after and getattr(s, field) != moment]
+        if prop in ("SubscriberKey", "EmailAddress") and operator in ("equals", "IN") and values:
+            wanted = set(values) if prop == "SubscriberKey" else {v.lower() for v in values}
+            field = "key" if prop == "SubscriberKey" else "email"
+            return [s.key for s in everyone if (getattr(s, field) if field == "key" else s.email.lower()) in wanted]
+        return f"Error: The filter on {prop or '(none)'} is not supported by the sandbox"
+
+    def _soap_update(self, body: bytes, granted: frozenset[str]) -> Reply:
+        def xml(status: int, payload: bytes) -> Reply:
+            return Reply(status, raw=payload, content_type=soap.CONTENT_TYPE)
+
+        try:
+            kind, objects = subs.parse_update(body)
+        except subs.SoapReadError as error:
+            return xml(
+                500,
+                soap.fault(
+                    "soap:Client",
+                    f"Server was unable to read request. ---> There is an error in XML document. ---> {error}",
+                ),
+            )
+        if kind != "Subscriber":
+            return xml(500, soap.fault("soap:Client", f"The sandbox does not implement Update of {kind or '(none)'}."))
+        results: list[tuple[str, dict[str, str], str]] = []
+        now = datetime.now(UTC)
+        with self._lock:
+            for values in objects:
+                if "list_and_subscribers_write" not in granted:
+                    results.append(("Error", values, "Insufficient Privileges"))
+                    continue
+                found = self._subscribers.get(values.get("SubscriberKey", "")) if values.get("SubscriberKey") else None
+                if found is None and not values.get("SubscriberKey") and values.get("EmailAddress"):
+                    email = values["EmailAddress"].lower()
+                    found = next((s for s in self._subscribers.values() if s.email.lower() == email), None)
+                if found is None:
+                    results.append(("Error", values, "Error: Subscriber not found."))
+                    continue
+                status = values.get("Status")
+                if status and status != found.status:
+                    if status == "Unsubscribed":
+                        found.unsubscribed = now
+                    found.status = status
+                found.modified = now
+                results.append(("OK", values, "Updated Subscriber."))
+        return xml(200, subs.update_response(results))
+
+    # -- contacts ------------------------------------------------------------------------------
+
+    def _delete_contacts(self, query: str, body: bytes) -> Reply:
+        params = parse_qs(query, keep_blank_values=True)
+        if params.get("type", [""])[-1] != "keys":
+            raise _rest_error(400, 10005, "Invalid value for type: the sandbox implements type=keys")
+        data = _parse_json(body)
+        if not isinstance(data, dict):
+            raise _rest_error(400, 10004, "Invalid message format")
+        by_name = {name.lower(): value for name, value in data.items()}
+        unknown = sorted(set(by_name) - {"values", "deleteoperationtype"})
+        if unknown:
+            raise _rest_error(400, 10000, f"Unknown property: {unknown[0]}")
+        values = by_name.get("values")
+        if not isinstance(values, list) or not values or not all(isinstance(v, str) and v for v in values):
+            raise _rest_error(400, 10002, "Missing required field: Values")
+        kind = by_name.get("deleteoperationtype")
+        if kind is None:
+            raise _rest_error(400, 10002, "Missing required field: DeleteOperationType")
+        if kind != "ContactAndAttributes":
+            raise _rest_error(400, 10005, "Invalid value for DeleteOperationType: AttributesOnly is reserved")
+        now = datetime.now(UTC)
+        with self._lock:
+            self._next_ids["operation"] += 1
+            operation_id = self._next_ids["operation"]
+            self._delete_operations[operation_id] = subs.DeleteOperation(operation_id, list(values), now)
+        return Reply(
+            200,
+            {
+                "operationInitiated": True,
+                "operationID": operation_id,
+                "requestServiceMessageID": str(uuid.uuid4()),
+                "responseDateTime": now.astimezone(subs.SYSTEM_TIME).isoformat(timespec="microseconds"),
+                "hasErrors": False,
+                "resultMessages": [],
+                "serviceMessageID": str(uuid.uuid4()),
+            },
+        )
+
+    def _delete_status(self, query: str) -> Reply:
+        raw = parse_qs(query, keep_blank_values=True).get("operationID", [""])[-1]
+        if not raw.isdigit():
+            raise _rest_error(400, 10005, "Invalid value for operationID")
+        with self._lock:
+            operation = self._delete_operations.get(int(raw))
+            if operation is None:
+                raise _rest_error(404, 404, f"Operation {raw} not found", "")
+            list_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"op-{operation.operation_id}"))
+            created = operation.created.astimezone(subs.SYSTEM_TIME).replace(tzinfo=None)
+            view = {
+                "operation": {
+                    "listTypeID": 5,
+                    "listIdentifier": list_id,
+                    "listKey": list_id,
+                    "expectedListCount": len(operation.keys),
+                    "deleteType": "ContactAndAttributes",
+                    "deleteListOnCompleted": False,
+                    "operationID": operation.operation_id,
+                    "eID": 500001,
+                    "mID": 500001,
+                    "employeeID": 30980,
+                    "operationRequestID": str(uuid.uuid5(uuid.NAMESPACE_URL, f"request-{operation.operation_id}")),
+                    "status": operation.status,
+                    "scheduledTime": created.isoformat(timespec="milliseconds"),
+                    "retryCount": 0,
+                    "createdDate": created.isoformat(timespec="seconds"),
+                    "createdBy": 30980,
+                    "modifiedDate": created.isoformat(timespec="seconds"),
+                    "modifiedBy": 30980,
+                },
+                "requestServiceMessageID": str(uuid.uuid4()),
+                "resultMessages": [],
+                "serviceMessageID": str(uuid.uuid4()),
+            }
+            if operation.background_status:
+                view["backgroundOperationsSummary"] = {"backgroundOperationStatusID": operation.background_status}
+        return Reply(200, view)
 
     # -- ENS endpoints -----------------------------------------------------------------------
 
@@ -1301,6 +1573,29 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             except (TypeError, ValueError) as error:
                 raise self._control_error(str(error)) from None
             return Reply(200, {"declared": True})
+        if sub_path == "/subscribers" and method == "GET":
+            return Reply(200, self.subscribers())
+        if sub_path == "/subscribers" and method == "POST":
+            data = self._control_payload(body)
+            key, email, status = data.get("subscriberKey"), data.get("emailAddress", ""), data.get("status", "Active")
+            if not isinstance(key, str) or not key or not isinstance(email, str) or not isinstance(status, str):
+                raise self._control_error("subscriberKey (a string), emailAddress and status are needed")
+            modified = data.get("modified")
+            try:
+                moment = datetime.fromisoformat(modified) if isinstance(modified, str) else None
+                return Reply(200, self.put_subscriber(key, email, status, modified=moment))
+            except ValueError as error:
+                raise self._control_error(str(error)) from None
+        if sub_path == "/contact-deletions" and method == "GET":
+            return Reply(200, self.contact_deletions())
+        finish = _CONTROL_FINISH_DELETE.match(sub_path)
+        if finish and method == "POST":
+            status = self._control_payload(body).get("status", "Completed")
+            try:
+                self.finish_contact_deletion(int(finish.group(1)), status if isinstance(status, str) else "")
+            except ValueError as error:
+                raise self._control_error(str(error)) from None
+            return Reply(200, {"finished": True})
         if sub_path == "/ens/callbacks" and method == "GET":
             return Reply(200, self.callbacks())
         if sub_path == "/ens/subscriptions" and method == "GET":

@@ -129,6 +129,7 @@ def retrieve_response(
     *,
     overall_status: str = "OK",
     relates_to: str = "",
+    request_id: str = "",
 ) -> bytes:
     """A RetrieveResponseMsg; each result is ``(xsi:type, [(property path, value), ...])``.
 
@@ -137,7 +138,7 @@ def retrieve_response(
     envelope, body = _envelope("RetrieveResponse", relates_to)
     message = ET.SubElement(body, f"{{{PARTNER_API}}}RetrieveResponseMsg")
     ET.SubElement(message, f"{{{PARTNER_API}}}OverallStatus").text = overall_status
-    ET.SubElement(message, f"{{{PARTNER_API}}}RequestID").text = str(uuid.uuid4())
+    ET.SubElement(message, f"{{{PARTNER_API}}}RequestID").text = request_id or str(uuid.uuid4())
     for xsi_type, properties in results:
         result = ET.SubElement(message, f"{{{PARTNER_API}}}Results", {f"{{{XSI}}}type": xsi_type})
         for path, value in properties:

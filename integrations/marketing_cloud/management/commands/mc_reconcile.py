@@ -1,4 +1,4 @@
-"""``manage.py mc_reconcile``: run a reconciliation of the data extension now, in this process.
+"""``manage.py mc_reconcile``: reconcile the data extension, then read subscriber statuses, now, here.
 
 Cron-friendly: no prompts, one summary line on stdout, exit status 1 when the run failed (the
 watermark then stays where it was, so the next run reads the same rows again). It takes the same
@@ -14,6 +14,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from integrations.marketing_cloud.poller import mc_filter_stamp, reconcile
+from integrations.marketing_cloud.status_sync import read_statuses
 
 
 def _when(moment: dt.datetime | None) -> str:
@@ -32,6 +33,16 @@ class Command(BaseCommand):
             f"{run.de_key}: read {run.rows} rows in {run.pages} page(s) changed since {read_from}; "
             f"sent {run.sent}, rejected {run.rejected}; watermark {_when(run.watermark)}"
         )
+        statuses = read_statuses()
+        status_from = "the start" if statuses.since is None else _when(statuses.since)
+        self.stdout.write(
+            f"All Subscribers: read {statuses.read} subscribers in {statuses.pages} page(s) changed since "
+            f"{status_from}; applied {statuses.applied}, unchanged {statuses.unchanged}, unknown {statuses.unknown}; "
+            f"watermark {_when(statuses.watermark)}"
+        )
         if run.status != "succeeded":
             self.stderr.write(f"reconciliation failed: {run.error}")
+        if statuses.status != "succeeded":
+            self.stderr.write(f"subscriber status read failed: {statuses.error}")
+        if run.status != "succeeded" or statuses.status != "succeeded":
             raise SystemExit(1)
