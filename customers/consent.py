@@ -6,9 +6,11 @@ Bounced. ``apply_source_statuses`` is the one place such a status reaches a gold
 - Unsubscribed is an opt-out of all marketing (CIM doNotMarketFromUpdateDate) since the time
   the status changed; the earliest opt-out wins, as for every other opt-out.
 - Held (the system stopped sending to the address after repeated bounces) marks the email
-  contact point undeliverable (CIM ContactPoint.isUndeliverable) from that time; Bounced
-  records the latest bounce (CIM ContactPointEmail.emailLatestBounceDateTime). Neither is
-  consent: the person did not withdraw anything, and other channels stay open.
+  contact point undeliverable (CIM ContactPoint.isUndeliverable) from that time, and is also
+  do-not-market from then, as a journey call or a data-extension row with Status Held is read
+  (``integrations.marketing_cloud.mapping``, shared reference §5): one status, one outcome,
+  whichever way it arrives. Bounced records the latest bounce (CIM
+  ContactPointEmail.emailLatestBounceDateTime) and is not consent.
 - Active clears an undeliverable mark it is newer than; it never lifts an opt-out (a status
   read cannot tell a re-subscription from any other edit of the subscriber).
 
@@ -122,7 +124,11 @@ def apply_source_statuses(statuses: list[SourceStatus], *, actor: str) -> Status
         points = ContactPoint.objects.filter(individual_id=golden.pk, kind=ContactPointKind.EMAIL)
         if email_key:
             points = points.filter(value_key=email_key)
-        if status.status == UNSUBSCRIBED:
+        if status.status == HELD:
+            points.filter(undeliverable_since__isnull=True).update(undeliverable_since=status.changed_at)
+            after["undeliverable_since"] = status.changed_at
+        if status.status in (UNSUBSCRIBED, HELD):
+            held = "the email address takes no mail; " if status.status == HELD else ""
             current = golden.values["do_not_market_since"]
             before["do_not_market_since"] = current
             if current is None or status.changed_at < current:
@@ -136,14 +142,10 @@ def apply_source_statuses(statuses: list[SourceStatus], *, actor: str) -> Status
                     now=now,
                     change={"doNotMarketFromUpdateDate": status.changed_at, "source": xref.system[:40]},
                 )
-                after["reason"] = f"{xref.system} status {status.status}: opted out of all marketing"
+                after["reason"] = f"{xref.system} status {status.status}: {held}opted out of all marketing"
             else:
-                after["reason"] = f"{xref.system} status {status.status}: an opt-out as early or earlier is held"
+                after["reason"] = f"{xref.system} status {status.status}: {held}an opt-out as early or earlier is held"
             after["do_not_market_since"] = golden.values["do_not_market_since"]
-        elif status.status == HELD:
-            points.filter(undeliverable_since__isnull=True).update(undeliverable_since=status.changed_at)
-            after["reason"] = f"{xref.system} status {status.status}: the email address takes no mail"
-            after["undeliverable_since"] = status.changed_at
         elif status.status == BOUNCED:
             points.update(latest_bounce_at=status.changed_at)
             after["reason"] = f"{xref.system} status {status.status}: the email address bounced"

@@ -91,17 +91,18 @@ def test_an_older_status_never_overwrites_a_newer_one(journey, sandbox):
     run = read_statuses()
     assert (run.read, run.applied, run.unchanged) == (1, 0, 1)
     ada.refresh_from_db()
-    assert ada.do_not_market_since is None
+    assert ada.do_not_market_since == T0  # from Held, not moved back by the late Unsubscribed
     assert CrossReference.objects.get(external_id="SK-1001").source_status == "Held"
 
 
-def test_held_marks_the_address_undeliverable_without_an_opt_out_and_active_clears_it(journey, sandbox):
+def test_held_marks_the_address_undeliverable_and_not_marketable_and_active_clears_only_the_mark(journey, sandbox):
     ada = person(journey)
     sandbox.put_subscriber("SK-1001", "ada.lovelace@example.com", "Held", modified=T0)
     read_statuses()
     ada.refresh_from_db()
     email = ContactPoint.objects.get(individual=ada, kind="ContactPointEmail")
-    assert email.undeliverable_since == T0 and ada.do_not_market_since is None
+    # Held reads as a journey call with Status Held does: do-not-market from then.
+    assert email.undeliverable_since == T0 and ada.do_not_market_since == T0
     sandbox.put_subscriber("SK-1001", "ada.lovelace@example.com", "Bounced", modified=T0 + dt.timedelta(minutes=1))
     read_statuses()
     email.refresh_from_db()
@@ -109,10 +110,11 @@ def test_held_marks_the_address_undeliverable_without_an_opt_out_and_active_clea
     sandbox.put_subscriber("SK-1001", "ada.lovelace@example.com", "Active", modified=T0 + dt.timedelta(minutes=2))
     read_statuses()
     email.refresh_from_db()
-    assert email.undeliverable_since is None
+    ada.refresh_from_db()
+    assert email.undeliverable_since is None and ada.do_not_market_since == T0  # Active lifts no opt-out
     reasons = [h.after["reason"] for h in consent_history(ada)]
     assert reasons == [
-        "MARKETING_CLOUD status Held: the email address takes no mail",
+        "MARKETING_CLOUD status Held: the email address takes no mail; opted out of all marketing",
         "MARKETING_CLOUD status Bounced: the email address bounced",
         "MARKETING_CLOUD status Active: the email address takes mail again",
     ]
