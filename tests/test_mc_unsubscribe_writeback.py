@@ -14,7 +14,7 @@ import pytest
 from customers.models import CrossReference, HistoryEntry, Individual
 from integrations.marketing_cloud.models import UnsubscribeWriteback
 from integrations.marketing_cloud.status_sync import read_statuses
-from integrations.marketing_cloud.unsubscribe import FLUSH_TASK
+from integrations.marketing_cloud.unsubscribe import FLUSH_TASK, request_unsubscribes
 from tests.conftest import subscriber
 from tests.queue import run_queued
 
@@ -105,6 +105,17 @@ def test_an_unsubscribe_from_marketing_cloud_is_not_sent_back(journey, sandbox):
     run_queued()
     assert not UnsubscribeWriteback.objects.exists()
     assert sandbox.count("POST", "/Service.asmx") == 1  # the status read only
+
+
+def test_an_opt_out_whose_source_is_marketing_cloud_is_never_requested(journey, sandbox):
+    """Whatever Marketing Cloud told the hub (journey, ENS, status read) it knows already."""
+    ada = person(journey, sandbox)
+    CrossReference.objects.filter(individual=ada).update(source_status="")  # no status read yet
+    since = dt.datetime(2026, 11, 21, tzinfo=dt.UTC)
+    for source in ("MARKETING_CLOUD", "marketing_cloud_ens"):
+        assert request_unsubscribes([(ada.pk, since, source)]) == 0
+    assert not UnsubscribeWriteback.objects.exists()
+    assert request_unsubscribes([(ada.pk, since, "POS")]) == 1
 
 
 def test_a_server_fault_is_retried_with_backoff(journey, sandbox, admin_client):
