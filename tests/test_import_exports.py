@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.urls import reverse
 
 from customers.models import CrossReference, Individual
 from integrations.marketing_cloud.backfill import import_subscribers
+from integrations.marketing_cloud.models import ImportJob
 
 pytestmark = pytest.mark.django_db
 
@@ -71,7 +73,10 @@ def test_a_data_view_export_reads_iso_dates_without_offset_in_cst_and_ignores_it
 def test_an_email_studio_export_with_display_names(tmp_path, sandbox):
     job = import_subscribers(fixture(tmp_path, "email_studio_export.csv"))
     assert (job.created, job.rejected) == (2, 0)
-    assert xref("ES-0001").individual.contact_points.get(kind="ContactPointEmail").email_address == "kofi.mensah@example.com"
+    assert (
+        xref("ES-0001").individual.contact_points.get(kind="ContactPointEmail").email_address
+        == "kofi.mensah@example.com"
+    )
     assert xref("ES-0002").individual.do_not_market_since == dt.datetime(2026, 11, 30, 23, 30, tzinfo=CST)
 
 
@@ -130,3 +135,13 @@ def test_a_bad_time_zone_is_refused_by_name(tmp_path, sandbox):
     with pytest.raises(CommandError, match="--time-zone 'Mars/Olympus' is no IANA time zone"):
         command(str(fixture(tmp_path, "email_studio_export.csv")), "--time-zone", "Mars/Olympus")
     assert not Individual.objects.exists()
+
+
+def test_the_import_job_in_the_admin_shows_how_the_columns_and_dates_were_read(tmp_path, sandbox, admin_client):
+    import_subscribers(fixture(tmp_path, "data_view_subscribers.csv"))
+    job = ImportJob.objects.get()
+    assert job.columns["DateJoined"] == "CreatedDate" and job.columns["Domain"] == ""
+    assert job.columns["DateUnsubscribed"] == "UnsubscribedDate"
+    html = admin_client.get(reverse("admin:marketing_cloud_importjob_change", args=[job.pk])).content.decode()
+    assert "DateJoined" in html and "CreatedDate" in html
+    assert "Marketing Cloud system time (UTC-06:00, no daylight saving)" in html

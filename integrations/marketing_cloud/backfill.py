@@ -39,6 +39,7 @@ from integrations.marketing_cloud.exports import (
     UNSUBSCRIBED_DATE,
     ColumnError,
     ColumnPlan,
+    describe_zone,
     in_tenant_time,
     plan_columns,
     tenant_zone,
@@ -293,9 +294,11 @@ def import_subscribers(
         if not restart and ImportJob.objects.filter(fingerprint=print_, status=ImportJob.COMPLETED).exists():
             raise ImportRefused(f"{path.name} was imported completely before; use --restart to import it again.")
         job = ImportJob.objects.create(file_name=str(path), fingerprint=print_, file_size=size, batch_size=batch_size)
-    else:
-        job.status = ImportJob.RUNNING
-        job.save(update_fields=["status", "updated_at"])
+    job.status = ImportJob.RUNNING
+    # How the header was read and the zone of dates without offset, for the steward (this run's).
+    job.columns = plan.described()
+    job.time_zone = describe_zone(zone)
+    job.save(update_fields=["status", "columns", "time_zone", "updated_at"])
     done_before = set(job.batches_done)
     statistics = _Statistics()
     errors_path = path.with_name(path.name + ".errors.csv")

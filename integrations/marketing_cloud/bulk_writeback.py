@@ -43,6 +43,7 @@ from django.utils import timezone
 
 from customers.choices import WritebackState
 from customers.models import CrossReference
+from customers.writeback_state import hold_pending
 from integrations.choices import MARKETING_CLOUD
 from integrations.faults import fault_point
 from integrations.marketing_cloud.client import MarketingCloudClient, breaker
@@ -134,7 +135,7 @@ def submit_bulk(client: Any = None) -> str:
             master_ids=masters,
             claimed_at=now,
         )
-        CrossReference.objects.filter(pk__in=request.xref_ids).update(writeback_due_at=None)
+        hold_pending(request.xref_ids)
         # Should this worker die before the request ID is recorded, this poll releases the rows.
         enqueue_wake_up(POLL_TASK, flag=POLL_WAKE_UP, delay=stale_submission_after().total_seconds())
     try:

@@ -46,6 +46,7 @@ __all__ = [
     "UNSUBSCRIBED_DATE",
     "ColumnError",
     "ColumnPlan",
+    "describe_zone",
     "in_tenant_time",
     "parse_column_map",
     "plan_columns",
@@ -89,8 +90,13 @@ class ColumnPlan:
     """What each column of the file is: a target name, or None (ignored)."""
 
     targets: list[str | None]
+    names: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
     mapped: dict[str, str] = field(default_factory=dict)
+
+    def described(self) -> dict[str, str]:
+        """File column -> what the import reads it as ("" when ignored), in file order."""
+        return {name: target or "" for name, target in zip(self.names, self.targets, strict=True) if name}
 
 
 def parse_column_map(pairs: Iterable[str]) -> dict[str, str]:
@@ -122,7 +128,7 @@ def plan_columns(header: list[str], mapping: dict[str, str] | None = None) -> Co
     for old in mapping:
         if old.casefold() not in by_folded:
             raise ColumnError(f"--map {old}=...: the file has no column {old!r} (its columns: {', '.join(names)})")
-    plan = ColumnPlan(targets=[])
+    plan = ColumnPlan(targets=[], names=names)
     given: dict[str, str] = {}  # target -> the column giving it
     for name in names:
         explicit = next((new for old, new in mapping.items() if old.casefold() == name.casefold()), None)
@@ -158,6 +164,13 @@ def tenant_zone(name: str | None) -> dt.tzinfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise ColumnError(f"--time-zone {name!r} is no IANA time zone (e.g. America/New_York)") from None
+
+
+def describe_zone(zone: dt.tzinfo) -> str:
+    """The zone as a steward reads it (``Etc/GMT+6`` is UTC-6: POSIX inverts the sign)."""
+    if zone is MC_SYSTEM_TIME:
+        return "Marketing Cloud system time (UTC-06:00, no daylight saving)"
+    return str(zone)
 
 
 def in_tenant_time(value: str, zone: dt.tzinfo) -> str:

@@ -119,6 +119,10 @@ class ImportJob(models.Model):
     rejected = models.BigIntegerField(default=0)
     writebacks_queued = models.BigIntegerField(default=0)
     errors = models.JSONField(default=list, blank=True)  # the first bad rows: line, field, message
+    # The file's columns and the hub column each was read as ("" = ignored), and the zone of dates
+    # given without an offset (Marketing Cloud system time unless the import named another).
+    columns = models.JSONField(default=dict, blank=True)
+    time_zone = models.CharField(max_length=64, blank=True)
     started_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
     finished_at = models.DateTimeField(null=True, blank=True)
