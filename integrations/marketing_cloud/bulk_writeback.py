@@ -1,7 +1,7 @@
 """Master-ID write-backs in bulk: Marketing Cloud's asynchronous data-extension API.
 
 After a backfill of a million subscribers, rowsets of 50 would take 20,000 calls. When at least
-``MC_ASYNC_WRITEBACK_THRESHOLD`` write-backs are due, the flush sends them instead as
+``HUB_MC_ASYNC_WRITEBACK_THRESHOLD`` write-backs are due, the flush sends them instead as
 ``PUT /data/v1/async/dataextensions/key:{key}/rows`` (an upsert; body ``{"items": [{pk, field}]}``),
 up to :data:`MAX_ROWS` rows and :data:`MAX_BYTES` of JSON a request, answered 202 with a
 ``requestId``. Marketing Cloud processes the request later; ``GET /data/v1/async/{id}/status``

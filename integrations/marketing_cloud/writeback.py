@@ -5,7 +5,7 @@ time): several changes for one subscriber coalesce into that one row, and a flus
 claims up to 50 due rows (``SKIP LOCKED``, so concurrent flushes never share one)
 and sends them in one call: a single row as ``PUT .../rows/{pk}:{value}``, more as
 ``POST .../rowset`` (Marketing Cloud's advice: at most 50 rows per call). When at
-least ``MC_ASYNC_WRITEBACK_THRESHOLD`` are due (after a backfill), the flush sends
+least ``HUB_MC_ASYNC_WRITEBACK_THRESHOLD`` are due (after a backfill), the flush sends
 them in bulk through the asynchronous API instead (``bulk_writeback``). How each
 row's outcome is recorded is ``writeback_outcomes``.
 

@@ -5,8 +5,11 @@ No database, no Django: the sandbox is started per test on a free port.
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -177,3 +180,45 @@ def test_reset_forgets_requests(sandbox, token):
     assert sandbox.async_requests()[0]["requestId"] == request_id
     sandbox.reset()
     assert sandbox.async_requests() == []
+
+
+# -- the sandbox's answers against the recorded shapes (tests/fixtures/marketing_cloud/async_*.json) ------
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "marketing_cloud"
+
+
+def recorded(name: str) -> dict:
+    return json.loads((FIXTURES / name).read_text())
+
+
+def test_status_and_results_have_the_recorded_shapes(sandbox, token):
+    request_id = submit(sandbox, token, [{"GlobalPartyId": "m"}, {"SubscriberKey": "SK-1"}]).json()["requestId"]
+    complete = recorded("async_status_complete.json")["response"]
+    ours = status(sandbox, token, request_id)
+    assert set(complete) <= set(ours) and set(ours["status"]) == set(complete["status"])
+    assert ours["status"]["resultStatus"] == "Has Errors"
+    assert re.match(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d+$", ours["status"]["callDateTime"])
+    real = recorded("async_results_has_errors.json")["response"]
+    page = results(sandbox, token, request_id)
+    assert set(page) == set(real)
+    error, ok = page["items"]
+    assert set(error) == set(real["items"][0]) and set(error["errors"][0]) == set(real["items"][0]["errors"][0])
+    assert (error["message"], error["errorCode"]) == (real["items"][0]["message"], real["items"][0]["errorCode"])
+    assert ok == real["items"][1]
+    missing = recorded("async_status_not_found.json")["response"]
+    gone = status(sandbox, token, "efd98722-5826-418f-849e-c13a06ad3622")
+    assert set(gone) == set(missing)
+    assert gone["resultMessages"][0]["message"] == missing["resultMessages"][0]["message"]
+
+
+def test_an_unknown_data_extension_has_the_recorded_shape(sandbox, token):
+    real = recorded("async_submit_unknown_data_extension.json")
+    answer = requests.put(
+        f"{sandbox.url}/data/v1/async/dataextensions/a52c65d8-8938-f111-a5ab-d4f5ef4cd471/rows",
+        json={"items": [{"SubscriberKey": "SK-1"}]},
+        headers=auth(token),
+        timeout=5,
+    )
+    assert answer.status_code == real["status"]
+    assert set(answer.json()) == set(real["response"])
+    assert answer.json()["resultMessages"][0]["message"] == real["response"]["resultMessages"][0]["message"]
