@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import os
+import signal
 
 import pytest
 from django.db import transaction
+from django.db.models import Count
 from django.urls import reverse
 
 from customers.models import CrossReference
@@ -24,7 +27,8 @@ from integrations.marketing_cloud.mapping import subscriber_to_cim
 from integrations.marketing_cloud.models import BulkWriteback
 from integrations.marketing_cloud.schema import INDIVIDUAL, DataExtensionField, DataExtensionSchema
 from integrations.models import DeadLetter
-from tests.conftest import subscriber
+from tests.conftest import CLIENT_ID, CLIENT_SECRET, JWT_SECRET, subscriber
+from tests.processes import HubProcesses, wait_until
 from tests.queue import fast_forward, run_queued
 from tests.test_writeback_batching import process_only
 
@@ -288,3 +292,37 @@ def test_the_admin_shows_bulk_requests_read_only(tmp_path, bulk, admin_client, d
     assert f"and {request.rows - 20:,} more" in detail.content.decode()
     assert b'name="_save"' not in detail.content
     assert admin_client.get(reverse("admin:marketing_cloud_bulkwriteback_add")).status_code == 403
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)  # real processes see committed rows only
+def test_a_worker_killed_after_the_bulk_call_loses_no_row(tmp_path, sandbox):
+    """kill -9 right after Marketing Cloud accepted the request, before its ID is recorded."""
+    imported(tmp_path, 120)
+    marker = tmp_path / "fault.pid"
+    hub = HubProcesses(
+        {
+            "MC_AUTH_BASE_URL": sandbox.url,
+            "MC_CLIENT_ID": CLIENT_ID,
+            "MC_CLIENT_SECRET": CLIENT_SECRET,
+            "MC_JWT_SECRET": JWT_SECRET,
+            "MC_HTTP_TIMEOUT": "3",
+            "HUB_Q_TIMEOUT": "8",
+            "HUB_Q_RETRY": "20",
+            "HUB_MC_ASYNC_WRITEBACK_THRESHOLD": "100",
+            "HUB_FAULT_POINT": "after-mc-bulk-call:60",
+            "HUB_FAULT_MARKER": str(marker),
+        }
+    )
+    try:
+        hub.start_cluster()
+        assert wait_until(marker.exists, timeout=60)
+        os.kill(int(marker.read_text()), signal.SIGKILL)
+        assert BulkWriteback.objects.get().state == "submitting"
+        assert wait_until(
+            lambda: CrossReference.objects.filter(writeback_state="written").count() == 120, timeout=180
+        ), list(CrossReference.objects.values_list("writeback_state").annotate(n=Count("id")))
+    finally:
+        hub.stop()
+    assert BulkWriteback.objects.order_by("id").first().state == "released"
+    assert_all_written(sandbox)
