@@ -74,7 +74,8 @@ def seed(rows: int) -> None:
             "last_seen_at, source_payload, writeback_state, source_master_id, writeback_error, created_at, "
             "updated_at, individual_id, writeback_attempts, system_record_id, match_rule, writeback_due_at) "
             "SELECT 'MARKETING_CLOUD', 'BENCH-' || lpad(id::text, 8, '0'), 'VALID', 'Active', now(), now(), '{}', "
-            "'pending', '', '', now(), now(), id, 0, '', 'bench', now() FROM customers_individual"
+            "'pending', '', '', now(), now(), id, 0, '', 'bench', now() + id * interval '1 microsecond' "
+            "FROM customers_individual"
         )
         cursor.execute("ANALYZE customers_individual, customers_crossreference")
 
