@@ -106,3 +106,17 @@ def record_deferred(rows: Sequence[tuple[int, dt.datetime, str]], *, now: dt.dat
         [(pk, due, error[:2000], now or timezone.now()) for pk, due, error in rows],
         expressions={"writeback_attempts": "t.writeback_attempts + 1"},
     )
+
+
+def hold_pending(xref_ids: Sequence[int]) -> int:
+    """Take pending write-backs out of the queue (no due time; still pending: nothing is written yet).
+
+    For a connector whose request carries them and answers later (Marketing Cloud's bulk API): no
+    flush sends them meanwhile. Its outcome goes through ``record_*`` like any other.
+    """
+    require_atomic()
+    if not xref_ids:
+        return 0
+    return CrossReference.objects.filter(pk__in=list(xref_ids), writeback_state=WritebackState.PENDING).update(
+        writeback_due_at=None
+    )

@@ -28,6 +28,7 @@ KNOWN_NAMES: frozenset[str] = frozenset(
         "HUB_Q_RETRY",
         "HUB_Q_MAX_ATTEMPTS",
         "HUB_WRITEBACK_MAX_ATTEMPTS",
+        "HUB_MC_ASYNC_WRITEBACK_THRESHOLD",
         "HUB_MAX_BODY_BYTES",
         "HUB_SECURE",
         "HUB_PORT",

@@ -358,6 +358,9 @@ DOWNSTREAM_ALLOW_HTTP = env_bool("HUB_DOWNSTREAM_ALLOW_HTTP", DEBUG or TESTING)
 DOWNSTREAM_ALLOW_LOOPBACK = env_bool("HUB_DOWNSTREAM_ALLOW_LOOPBACK", DEBUG or TESTING)
 
 WRITEBACK_MAX_ATTEMPTS = env_int("HUB_WRITEBACK_MAX_ATTEMPTS", 8, minimum=1, maximum=50)
+# Due Marketing Cloud write-backs from which a flush sends them through the asynchronous data-extension
+# API (up to 10,000 rows a request) instead of rowsets of 50; 0 never does. Below it nothing changes.
+MC_ASYNC_WRITEBACK_THRESHOLD = env_int("HUB_MC_ASYNC_WRITEBACK_THRESHOLD", 5000, minimum=0, maximum=10_000_000)
 
 # ---------------------------------------------------------------------------
 # Operations: /metrics (integrations.metrics) answers only with this bearer token, 404 while unset.

@@ -3,8 +3,8 @@
 The tasks are the real signed packages the hub enqueued; only the cluster process
 around them is skipped (tests that need the real ``qcluster`` start one). Delayed
 tasks are run by fast-forwarding: every stored "not before" time (queue rows,
-write-back, unsubscribe and contact-deletion due times, the connectors' and targets' pauses and
-breakers) moves earlier by the wait, as if that much time had passed.
+write-back, unsubscribe and contact-deletion due times, bulk write-back polls, the connectors' and
+targets' pauses and breakers) moves earlier by the wait, as if that much time had passed.
 """
 
 from __future__ import annotations
@@ -44,11 +44,15 @@ def fast_forward(delta: dt.timedelta) -> None:
     from integrations.models import QueuedFlag
 
     QueuedFlag.objects.filter(wake_at__isnull=False).update(wake_at=F("wake_at") - delta)
-    from integrations.marketing_cloud.models import ContactDeletion, UnsubscribeWriteback
+    from integrations.marketing_cloud.models import BulkWriteback, ContactDeletion, UnsubscribeWriteback
 
     UnsubscribeWriteback.objects.filter(due_at__isnull=False).update(due_at=F("due_at") - delta)
     ContactDeletion.objects.filter(due_at__isnull=False).update(due_at=F("due_at") - delta)
     ContactDeletion.objects.filter(next_poll_at__isnull=False).update(next_poll_at=F("next_poll_at") - delta)
+    in_flight = BulkWriteback.objects.filter(state__in=BulkWriteback.IN_FLIGHT)
+    in_flight.update(claimed_at=F("claimed_at") - delta)
+    for moment in ("submitted_at", "next_poll_at", "last_polled_at"):
+        in_flight.filter(**{f"{moment}__isnull": False}).update(**{moment: F(moment) - delta})
 
 
 def run_queued(*, include_delayed: bool = True, limit: int | None = None) -> list[tuple[str, Any]]:

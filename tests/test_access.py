@@ -200,6 +200,8 @@ NEVER_DELETED = {
     "integrations.ApiClient",
     "integrations.InboundEvent",
     "integrations.SyncRun",
+    # A bulk request in flight holds its rows (pending, no due time): deleting it would strand them.
+    "marketing_cloud.BulkWriteback",
 }
 
 

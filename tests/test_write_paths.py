@@ -19,7 +19,7 @@ from customers.models import CrossReference, HistoryEntry, Individual
 from customers.stewardship import erase_individual, merge_individuals
 from integrations import queue
 from integrations.downstream.models import DownstreamTarget
-from integrations.marketing_cloud import writeback
+from integrations.marketing_cloud import writeback_outcomes
 from integrations.models import ApiClient, ConnectorState, QueuedFlag, SyncRun, SyncStep
 from tests.test_mdm import cim, ingest
 
@@ -151,5 +151,5 @@ def test_the_next_write_back_flush_is_queued_with_its_flag_or_not_at_all(sandbox
     )
     QueuedFlag.objects.all().update(queued=False)
     with pytest.raises(QueueDown):
-        writeback._queue_next_flush()
+        writeback_outcomes.queue_next_flush()
     assert not QueuedFlag.objects.filter(queued=True).exists()

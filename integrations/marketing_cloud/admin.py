@@ -1,4 +1,8 @@
-"""Admin for ENS callbacks and notifications, the reconciliation and status reads, unsubscribes, contact deletions."""
+"""Admin for Marketing Cloud's side of the hub.
+
+ENS callbacks and notifications, the reconciliation and status reads, imports, bulk write-backs,
+unsubscribes sent and contact deletions.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from customers.admin.records import RECORD_PANELS
 from customers.models import Individual
 from integrations.marketing_cloud.erasure import retry as retry_deletions
 from integrations.marketing_cloud.models import (
+    BulkWriteback,
     ContactDeletion,
     EnsCallback,
     EnsNotification,
@@ -152,6 +157,77 @@ class ImportJobAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # imports run with `manage.py import_subscribers FILE.csv`
+
+
+@admin.register(BulkWriteback)
+class BulkWritebackAdmin(admin.ModelAdmin):
+    """Read-only: the flush and its poll write these; a steward sees where each bulk request stands.
+
+    Large-table-safe: no full count, filters on indexed or small columns, and the row arrays
+    (thousands of IDs each) are never loaded for the list, only their size.
+    """
+
+    list_display = [
+        "id",
+        "state",
+        "request_id",
+        "rows",
+        "rows_written",
+        "rows_failed",
+        "rows_retried",
+        "rows_superseded",
+        "claimed_at",
+        "submitted_at",
+        "last_polled_at",
+        "polls",
+        "next_poll_at",
+        "completed_at",
+        "request_status",
+        "result_status",
+    ]
+    list_filter = ["state"]
+    search_fields = ["=request_id"]
+    show_full_result_count = False
+    list_per_page = 50
+    fields = [
+        "state",
+        "request_id",
+        "de_key",
+        "rows",
+        "rows_written",
+        "rows_failed",
+        "rows_retried",
+        "rows_superseded",
+        "claimed_at",
+        "submitted_at",
+        "last_polled_at",
+        "polls",
+        "next_poll_at",
+        "completed_at",
+        "request_status",
+        "result_status",
+        "last_error",
+        "first_cross_references",
+    ]
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        return super().get_queryset(request).defer("xref_ids", "master_ids", "last_error")
+
+    @admin.display(description="cross references (first 20; their write-back state is on each)")
+    def first_cross_references(self, obj: BulkWriteback) -> str:
+        ids = BulkWriteback.objects.filter(pk=obj.pk).values_list("xref_ids", flat=True).first() or []
+        more = f" and {len(ids) - 20:,} more" if len(ids) > 20 else ""
+        return ", ".join(str(i) for i in ids[:20]) + more
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 @admin.register(SubscriberStatusSync)

@@ -13,6 +13,7 @@ skipped; every write-back the import makes necessary is queued.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import hashlib
 import io
 import json
@@ -32,17 +33,26 @@ from django.utils import timezone
 from customers.cim import CimValidationError, parse_cim_datetime, parse_individual
 from customers.resolution.engine import APPLIED, FAILED, SUPERSEDED, SourceChange, resolve
 from integrations.choices import MARKETING_CLOUD
-from integrations.marketing_cloud.mapping import IN_ARGUMENTS, subscriber_to_cim
+from integrations.marketing_cloud.exports import (
+    DATE_COLUMNS,
+    HELD_DATE,
+    UNSUBSCRIBED_DATE,
+    ColumnError,
+    ColumnPlan,
+    describe_zone,
+    in_tenant_time,
+    plan_columns,
+    tenant_zone,
+)
+from integrations.marketing_cloud.mapping import NOT_MARKETABLE, subscriber_to_cim
 from integrations.marketing_cloud.models import ImportJob
 from integrations.marketing_cloud.writeback import queue_flush
 
-REQUIRED_COLUMNS = ("SubscriberKey", "EmailAddress")
 # Rows per transaction. Each row takes about seven advisory locks (its record, master ID and
 # blocking keys); PostgreSQL's default lock table (max_locks_per_transaction 64 x 100 connections)
 # holds 6,400 for all sessions together, so a batch stays well under half of it.
 DEFAULT_BATCH = 400
 MAX_STORED_ERRORS = 1000
-_CANONICAL = {name.lower(): name for name in IN_ARGUMENTS}
 
 
 class ImportRefused(Exception):
@@ -79,25 +89,34 @@ class BadRow:
     message: str
 
 
-def _check_header(path: Path) -> None:
+def read_columns(path: Path, column_map: dict[str, str] | None = None) -> ColumnPlan:
+    """What the file's header means (``exports.plan_columns``); ImportRefused names what cannot be read."""
     with path.open(newline="", encoding="utf-8-sig") as handle:
         header = next(csv.reader(handle), None)
     if not header:
         raise ImportRefused("the file is empty")
-    present = {name.strip().lower() for name in header}
-    missing = [c for c in REQUIRED_COLUMNS if c.lower() not in present]
-    if missing:
-        raise ImportRefused(f"the header lacks required column(s): {', '.join(missing)}")
+    try:
+        return plan_columns(header, column_map)
+    except ColumnError as exc:
+        raise ImportRefused(str(exc)) from None
 
 
-def _batches(reader: Any, header: list[str], size: int) -> Iterator[tuple[int, list[tuple[int, dict[str, str]]]]]:
-    """The file's data rows in numbered batches of ``size``: (number, [(line, in-arguments), ...])."""
-    columns = [_CANONICAL.get(name.strip().lower()) for name in header]
+def _batches(
+    reader: Any, plan: ColumnPlan, size: int, zone: dt.tzinfo
+) -> Iterator[tuple[int, list[tuple[int, dict[str, str]]]]]:
+    """The file's data rows in numbered batches of ``size``: (number, [(line, in-arguments), ...]).
+
+    Dates are turned to ISO 8601 with their offset here, read in the tenant's time when they name none.
+    """
+    columns = plan.targets
     batch: list[tuple[int, dict[str, str]]] = []
     number = 0
     for values in reader:
+        args = {c: v for c, v in zip(columns, values, strict=False) if c and v != ""}
+        for name in DATE_COLUMNS.intersection(args):
+            args[name] = in_tenant_time(args[name], zone)
         # reader.line_num is the physical line (quoted fields may span lines).
-        batch.append((reader.line_num, {c: v for c, v in zip(columns, values, strict=False) if c and v != ""}))
+        batch.append((reader.line_num, args))
         if len(batch) >= size:
             yield number, batch
             number, batch = number + 1, []
@@ -105,10 +124,26 @@ def _batches(reader: Any, header: list[str], size: int) -> Iterator[tuple[int, l
         yield number, batch
 
 
+def _status_date(args: dict[str, str], status: str) -> dt.datetime | None:
+    """When an export says the status began: DateUnsubscribed or DateHeld (refused if no date)."""
+    name = {"Unsubscribed": UNSUBSCRIBED_DATE, "Held": HELD_DATE}.get(status)
+    if name is None or not args.get(name):
+        return None
+    label = {UNSUBSCRIBED_DATE: "DateUnsubscribed", HELD_DATE: "DateHeld"}[name]
+    return parse_cim_datetime(args[name], f"row.{label}")
+
+
 def _change(args: dict[str, str], actor: str) -> SourceChange:
     cim = subscriber_to_cim(args, prefix="row")
+    since = _status_date(args, cim.get("subscriberStatus") or "")
+    if since is not None and cim.get("subscriberStatus") in NOT_MARKETABLE:
+        cim["doNotMarketFromUpdateDate"] = since.isoformat()
     source = parse_individual(cim, "row")
-    modified = cim["auditInfo"].get("updatedDate") or cim["auditInfo"].get("createdDate")
+    modified = cim["auditInfo"].get("updatedDate")
+    if not modified:
+        # An export has no modified date: its latest date is when the row last changed.
+        dates = [d for d in (since, parse_cim_datetime(cim["auditInfo"].get("createdDate"), "row.CreatedDate")) if d]
+        modified = max(dates).isoformat() if dates else None
     return SourceChange(
         system=MARKETING_CLOUD,
         external_id=args["SubscriberKey"],
@@ -231,6 +266,8 @@ def _worker_ready() -> None:
 def import_subscribers(
     path: Path,
     *,
+    column_map: dict[str, str] | None = None,
+    time_zone: str | None = None,
     batch_size: int = DEFAULT_BATCH,
     workers: int = 1,
     restart: bool = False,
@@ -243,18 +280,25 @@ def import_subscribers(
     With ``workers`` above 1, that many processes apply batches side by side (each batch is
     still one transaction); at most two batches per worker are read ahead, so memory stays
     flat. A resumed job skips the batches it committed before (numbered by the batch size
-    it started with).
+    it started with). ``column_map`` reads other headers as the hub's columns (``--map``);
+    ``time_zone`` is the zone of dates without an offset (default Marketing Cloud system time).
     """
-    _check_header(path)
+    plan = read_columns(path, column_map)
+    try:
+        zone = tenant_zone(time_zone)
+    except ColumnError as exc:
+        raise ImportRefused(str(exc)) from None
     print_, size = fingerprint(path)
     job = ImportJob.objects.filter(fingerprint=print_).exclude(status=ImportJob.COMPLETED).first()
     if job is None or restart:
         if not restart and ImportJob.objects.filter(fingerprint=print_, status=ImportJob.COMPLETED).exists():
             raise ImportRefused(f"{path.name} was imported completely before; use --restart to import it again.")
         job = ImportJob.objects.create(file_name=str(path), fingerprint=print_, file_size=size, batch_size=batch_size)
-    else:
-        job.status = ImportJob.RUNNING
-        job.save(update_fields=["status", "updated_at"])
+    job.status = ImportJob.RUNNING
+    # How the header was read and the zone of dates without offset, for the steward (this run's).
+    job.columns = plan.described()
+    job.time_zone = describe_zone(zone)
+    job.save(update_fields=["status", "columns", "time_zone", "updated_at"])
     done_before = set(job.batches_done)
     statistics = _Statistics()
     errors_path = path.with_name(path.name + ".errors.csv")
@@ -269,7 +313,7 @@ def import_subscribers(
             counter = _CountingReader(raw_file)
             text = io.TextIOWrapper(io.BufferedReader(counter, 1 << 20), encoding="utf-8-sig", newline="")
             reader = csv.reader(text)
-            header = next(reader)
+            next(reader)  # the header, read above
             errors_out = csv.writer(errors_file)
             in_flight: deque[Any] = deque()
 
@@ -286,7 +330,7 @@ def import_subscribers(
                 return stop_after_batches is not None and applied >= stop_after_batches
 
             stop = False
-            for number, rows in _batches(reader, header, job.batch_size or batch_size):
+            for number, rows in _batches(reader, plan, job.batch_size or batch_size, zone):
                 if number in done_before:
                     continue
                 if pool is None:

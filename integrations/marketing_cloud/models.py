@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.utils import timezone
 
@@ -118,6 +119,10 @@ class ImportJob(models.Model):
     rejected = models.BigIntegerField(default=0)
     writebacks_queued = models.BigIntegerField(default=0)
     errors = models.JSONField(default=list, blank=True)  # the first bad rows: line, field, message
+    # The file's columns and the hub column each was read as ("" = ignored), and the zone of dates
+    # given without an offset (Marketing Cloud system time unless the import named another).
+    columns = models.JSONField(default=dict, blank=True)
+    time_zone = models.CharField(max_length=64, blank=True)
     started_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -128,6 +133,68 @@ class ImportJob(models.Model):
 
     def __str__(self) -> str:
         return f"import {self.pk} of {self.file_name}"
+
+
+class BulkWriteback(models.Model):
+    """One asynchronous upsert of pending master-ID write-backs (``/data/v1/async/dataextensions``).
+
+    The flush claims the rows and records them here (their cross reference IDs and the master IDs
+    sent, in submission order: Marketing Cloud's per-row results come in that order) before it calls,
+    so a worker that dies after the call leaves a row here, not rows nobody knows were sent. While a
+    request is in flight (``submitting`` or ``pending``) its cross references stay pending with no due
+    time, and no other flush sends them; the poll maps each row's result back to its cross reference.
+    """
+
+    SUBMITTING, PENDING, COMPLETE, FAILED, RELEASED = "submitting", "pending", "complete", "failed", "released"
+    STATES = [
+        (SUBMITTING, "Submitting"),
+        (PENDING, "Waiting for Marketing Cloud"),
+        (COMPLETE, "Complete"),
+        (FAILED, "Failed (rows sent again)"),
+        (RELEASED, "Released (rows sent again)"),
+    ]
+    IN_FLIGHT = (SUBMITTING, PENDING)
+
+    request_id = models.CharField(max_length=64, blank=True, db_index=True)
+    de_key = models.CharField(max_length=100)
+    state = models.CharField(max_length=12, choices=STATES, default=SUBMITTING)
+    rows = models.PositiveIntegerField()
+    # Outcomes once complete: written, failed for good, sent again later (transient), and rows whose
+    # cross reference changed while the request was in flight (left to the next flush).
+    rows_written = models.PositiveIntegerField(default=0)
+    rows_failed = models.PositiveIntegerField(default=0)
+    rows_retried = models.PositiveIntegerField(default=0)
+    rows_superseded = models.PositiveIntegerField(default=0)
+    xref_ids = ArrayField(models.BigIntegerField())
+    master_ids = ArrayField(models.CharField(max_length=64, blank=True))
+    claimed_at = models.DateTimeField(default=timezone.now)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    next_poll_at = models.DateTimeField(null=True, blank=True)
+    last_polled_at = models.DateTimeField(null=True, blank=True)
+    polls = models.PositiveIntegerField(default=0)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    # Marketing Cloud's requestStatus and resultStatus as last read.
+    request_status = models.CharField(max_length=20, blank=True)
+    result_status = models.CharField(max_length=40, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name = "bulk write-back request"
+        ordering = ["-id"]
+        indexes = [
+            models.Index(
+                fields=["next_poll_at"],
+                name="bulk_wb_in_flight_idx",
+                condition=models.Q(state__in=("submitting", "pending")),
+            ),
+            # "Is this cross reference in a request still in flight?" answered from the in-flight rows only.
+            GinIndex(
+                fields=["xref_ids"], name="bulk_wb_xrefs_idx", condition=models.Q(state__in=("submitting", "pending"))
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"bulk write-back {self.pk} ({self.rows} rows, {self.state})"
 
 
 class SubscriberStatusSync(models.Model):

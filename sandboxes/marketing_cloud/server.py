@@ -37,6 +37,7 @@ from integrations.marketing_cloud.schema import INDIVIDUAL, DataExtensionField, 
 from sandboxes.http import ApiError, EmulatorServer, Fault, Reply
 from sandboxes.marketing_cloud import soap
 from sandboxes.marketing_cloud import subscribers as subs
+from sandboxes.marketing_cloud.async_rows import AsyncRows
 from sandboxes.marketing_cloud.data_extensions import (
     SandboxDataExtension,
     data_extension_error,
@@ -76,6 +77,9 @@ _ROWSET_PATH = re.compile(r"^/hub/v1/dataevents/key:([^/]+)/rowset$")
 _QUERY_PATH = re.compile(r"^/data/v1/customobjectdata/key/([^/]+)/rowset/?$")
 # links.next of a row read: the continuation of the same result through its request token.
 _TOKEN_QUERY_PATH = re.compile(r"^/data/v1/customobjectdata/token/([^/]+)/rowset/?$")
+# The asynchronous rows API (see .async_rows): by external key or by the data extension's ID.
+_ASYNC_ROWS_PATH = re.compile(r"^/data/v1/async/dataextensions/([^/]+)/rows$")
+_ASYNC_STATUS_PATH = re.compile(r"^/data/v1/async/([^/]+)/(status|results)$")
 SOAP_PATH = "/Service.asmx"
 CONTACTS_DELETE_PATH = "/contacts/v1/contacts/actions/delete"
 CONTACTS_DELETE_STATUS_PATH = "/contacts/v1/contacts/actions/delete/status"
@@ -120,6 +124,13 @@ class SandboxConfig:
     ens_delivery_timeout: float = 3.0  # seconds a callback has to answer a notification batch
     scope: str = TOKEN_SCOPE  # the scopes tokens are granted, space-separated
     soap_page_size: int = subs.SOAP_PAGE_SIZE  # Subscriber results per SOAP Retrieve page
+    # The asynchronous rows API (.async_rows): seconds until a request completes; status calls per
+    # request answered "not found" first; the next N rows processed fail with a deadlock; the
+    # largest results page.
+    async_delay: float = 0.0
+    async_not_found_polls: int = 0
+    async_deadlock_rows: int = 0
+    async_max_results_page: int = 2500
 
 
 @dataclass
@@ -431,6 +442,8 @@ def _required_scope(path: str, method: str) -> str | None:
     if path.startswith("/contacts/"):
         # The contacts routes' scope is not documented per route (inferred from the package's scopes).
         return "list_and_subscribers_read" if method == "GET" else "list_and_subscribers_write"
+    if path.startswith("/data/v1/async/"):
+        return "data_extensions_read" if method == "GET" else "data_extensions_write"
     if path.startswith(("/platform/v1/ens-callbacks", "/platform/v1/ens-verify")):
         action = {"GET": "read", "DELETE": "delete", "PATCH": "update", "PUT": "update"}.get(method, "create")
         return f"event_notification_callback_{action}"
@@ -471,6 +484,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         )
         self._des: dict[str, SandboxDataExtension] = {}
         self._row_tokens: dict[str, _RowToken] = {}
+        self._async = AsyncRows()
         self._token_scopes: dict[str, frozenset[str]] = {}
         self._declare_initial()
         # Insertion-ordered, so "the first verified callback" is the one registered first.
@@ -489,8 +503,31 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         A row holds the fields written to it, by their declared names, as row reads show them.
         """
         with self._lock:
+            self._async.run_due(self._des, self.config)
             de = self._des.get(de_key.lower())
             return {} if de is None else {pk: dict(row) for pk, row in de.rows.items()}
+
+    def async_requests(self) -> list[dict[str, Any]]:
+        """The asynchronous requests received, oldest first: ID, rows, whether complete, rows in error."""
+        with self._lock:
+            self._async.run_due(self._des, self.config)
+            return [
+                {
+                    "requestId": r.request_id,
+                    "rows": len(r.results) if r.completed else len(r.items),
+                    "complete": r.completed is not None,
+                    "errors": sum(1 for item in r.results if item["status"] != "OK"),
+                }
+                for r in self._async.requests.values()
+            ]
+
+    def forget_async_requests(self) -> None:
+        """Lose every asynchronous request, as a tenant that never recorded them would.
+
+        Their status then answers "not found" for good, and rows not yet written never are.
+        """
+        with self._lock:
+            self._async.reset()
 
     def declare(self, schema: DataExtensionSchema) -> None:
         """Create a data extension with these fields (empty), as a marketer would in Contact Builder.
@@ -530,12 +567,21 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         elif name == "soap_page_size":
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= subs.SOAP_PAGE_SIZE:
                 raise ValueError(f"soap_page_size must be an integer from 1 to {subs.SOAP_PAGE_SIZE}")
+        elif name == "async_delay":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError("async_delay must be a non-negative number of seconds")
+        elif name in ("async_not_found_polls", "async_deadlock_rows", "async_max_results_page"):
+            if isinstance(value, bool) or not isinstance(value, int) or value < (name == "async_max_results_page"):
+                raise ValueError(
+                    f"{name} must be a {'positive' if name == 'async_max_results_page' else 'non-negative'} integer"
+                )
         else:
             return super()._checked_config_value(name, value)
         return value
 
     def _reset_state(self) -> None:
         self._declare_initial()
+        self._async.reset()
         self._token_scopes.clear()
         self._ens_callbacks.clear()
         self._ens_subscriptions.clear()
@@ -742,6 +788,14 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             (CONTACTS_DELETE_PATH, {"POST": lambda m: self._delete_contacts(query, body)}),
             (CONTACTS_DELETE_STATUS_PATH, {"GET": lambda m: self._delete_status(query)}),
             (
+                _ASYNC_ROWS_PATH,
+                {
+                    "PUT": lambda m: self._async_submit(m, body, upsert=True),
+                    "POST": lambda m: self._async_submit(m, body, upsert=False),
+                },
+            ),
+            (_ASYNC_STATUS_PATH, {"GET": lambda m: self._async_read(m, query)}),
+            (
                 ENS_CALLBACKS_PATH,
                 {
                     "POST": lambda m: self._ens_create_callbacks(body),
@@ -895,6 +949,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         order = _parse_order(params["$orderby"]) if params.get("$orderby") else []
         now = time.monotonic()
         with self._lock:
+            self._async.run_due(self._des, self.config)
             de = self._data_extension(de_key)
             keys = de.select(clauses, order)
             token = str(uuid.uuid4())
@@ -919,6 +974,30 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         if found is None or found.expires <= time.monotonic():
             raise data_extension_error(400, 10000, "The request token is invalid or has expired.")
         return self._rowset_page(token, page)
+
+    def _async_submit(self, match: re.Match[str], body: bytes, *, upsert: bool) -> Reply:
+        ref = unquote(match.group(1))
+        with self._lock:
+            self._async.run_due(self._des, self.config)
+            if ref.lower().startswith("key:"):
+                object_id, key = "", ref[len("key:") :]
+                de = self._des.get(key.lower())
+            else:  # by the data extension's ID
+                object_id, key = ref, ""
+                de = next((d for d in self._des.values() if d.object_id == ref.lower()), None)
+            reference = f"[Id: {object_id}, Key: {key}]"
+            return self._async.submit(de, reference, body, upsert=upsert, config=self.config, des=self._des)
+
+    def _async_read(self, match: re.Match[str], query: str) -> Reply:
+        request_id, what = unquote(match.group(1)), match.group(2)
+        params = {name.lower(): values[-1] for name, values in parse_qs(query, keep_blank_values=True).items()}
+        with self._lock:
+            self._async.run_due(self._des, self.config)
+            if what == "status":
+                return self._async.status(request_id)
+            page = _positive_int(params.get("$page"), 1)
+            size = _positive_int(params.get("$pagesize"), 0) if params.get("$pagesize") else None
+            return self._async.results(request_id, page, size, self.config)
 
     def _rowset_page(self, token: str, page: int) -> Reply:
         with self._lock:
@@ -1565,6 +1644,8 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             except ValueError as error:
                 raise self._control_error(str(error)) from None
             return Reply(200, {"statuses": statuses})
+        if sub_path == "/async-requests" and method == "GET":
+            return Reply(200, self.async_requests())
         if sub_path == "/data-extensions" and method == "GET":
             return Reply(200, [_declaration_view(schema) for schema in self.data_extensions()])
         if sub_path == "/data-extensions" and method == "POST":

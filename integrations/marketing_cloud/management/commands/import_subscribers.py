@@ -8,13 +8,22 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from integrations.marketing_cloud.backfill import DEFAULT_BATCH, ImportRefused, import_subscribers, print_progress
+from integrations.marketing_cloud.backfill import (
+    DEFAULT_BATCH,
+    ImportRefused,
+    import_subscribers,
+    print_progress,
+    read_columns,
+)
+from integrations.marketing_cloud.exports import ColumnError, parse_column_map
 
 
 class Command(BaseCommand):
     help = (
         "Import a subscriber export (header row; SubscriberKey, EmailAddress and optionally the journey's other "
-        "in-argument columns) through the hub's matching rules, in batches, resumable; queues the write-backs."
+        "in-argument columns, or the columns of Marketing Cloud's own exports and extracts such as SubscriberID, "
+        "DateCreated, DateUnsubscribed, Status, EmailAddress) through the hub's matching rules, in batches, "
+        "resumable; queues the write-backs."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -29,6 +38,18 @@ class Command(BaseCommand):
         parser.add_argument("--restart", action="store_true", help="Start over instead of resuming (or re-import)")
         parser.add_argument("--no-writeback", action="store_true", help="Do not queue master-ID write-backs")
         parser.add_argument("--quiet", action="store_true", help="No progress bar")
+        parser.add_argument(
+            "--map",
+            action="append",
+            default=[],
+            metavar="OLD=NEW",
+            help="Read the file's column OLD as the hub's column NEW (repeatable); OLD= ignores the column",
+        )
+        parser.add_argument(
+            "--time-zone",
+            default=None,
+            help="IANA zone of dates without an offset (default: Marketing Cloud system time, UTC-6 all year)",
+        )
 
     def handle(
         self,
@@ -39,6 +60,8 @@ class Command(BaseCommand):
         restart: bool,
         no_writeback: bool,
         quiet: bool,
+        map: list[str],  # noqa: A002 - the option's name
+        time_zone: str | None,
         **options: Any,
     ) -> None:
         if not file.is_file():
@@ -47,12 +70,23 @@ class Command(BaseCommand):
             raise CommandError("--batch-size must be between 1 and 2000")
         if not 1 <= workers <= 16:
             raise CommandError("--workers must be between 1 and 16")
+        try:
+            column_map = parse_column_map(map)
+            plan = read_columns(file, column_map)
+        except (ColumnError, ImportRefused) as exc:
+            raise CommandError(str(exc)) from None
+        for old, new in plan.mapped.items():
+            self.stderr.write(f"column {old!r} read as {new}")
+        if plan.ignored:
+            self.stderr.write(f"columns ignored: {', '.join(plan.ignored)}")
         progress = (
             None if quiet else (lambda job, fraction, elapsed: print_progress(job, fraction, elapsed, self.stderr._out))
         )
         try:
             job = import_subscribers(
                 file,
+                column_map=column_map,
+                time_zone=time_zone,
                 batch_size=batch_size,
                 workers=workers,
                 restart=restart,
