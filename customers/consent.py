@@ -31,7 +31,7 @@ from django.utils import timezone
 from customers.choices import ChangeType, ContactPointKind, HistoryAction
 from customers.models import ContactPoint, CrossReference, Individual
 from customers.normalize import normalize_email
-from customers.stewardship import _open
+from customers.stewardship import open_unit_of_work
 
 UNSUBSCRIBED, HELD, BOUNCED, ACTIVE = "Unsubscribed", "Held", "Bounced", "Active"
 KNOWN_STATUSES = frozenset({UNSUBSCRIBED, HELD, BOUNCED, ACTIVE})
@@ -91,7 +91,7 @@ def apply_source_statuses(statuses: list[SourceStatus], *, actor: str) -> Status
     if not xrefs:
         return outcome
     individuals = list(Individual.objects.filter(pk__in={x.individual_id for x in xrefs.values()}))
-    work, _ = _open(*individuals)
+    work, _ = open_unit_of_work(*individuals)
     # Locked now; read the cross references again (a merge may have moved one meanwhile).
     fresh = {
         (x.system, x.external_id): x

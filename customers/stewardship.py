@@ -86,7 +86,7 @@ def is_active(individual: Individual) -> bool:
     return individual.merged_into_id is None and individual.erased_at is None
 
 
-def _open(*individuals: Individual) -> tuple[UnitOfWork, list[Golden]]:
+def open_unit_of_work(*individuals: Individual) -> tuple[UnitOfWork, list[Golden]]:
     """A unit of work holding these golden records, locked (advisory by master ID, then rows by id)."""
     require_atomic()
     advisory_lock(f"master:{i.master_id}" for i in individuals)
@@ -128,7 +128,7 @@ def merge_individuals(
     """Merge two golden records: the older master ID survives, the other redirects to it forever."""
     if a.pk == b.pk:
         raise ResolutionError("a golden record cannot be merged with itself")
-    work, (ga, gb) = _open(a, b)
+    work, (ga, gb) = open_unit_of_work(a, b)
     for golden in (ga, gb):
         if not golden.active:
             raise ResolutionError(f"{golden.master_id} is merged or erased and cannot be merged again")
@@ -217,7 +217,7 @@ def _carry_pair_memory(retired_id: int, survivor_id: int, *, actor: str, candida
 def unmerge_cross_reference(xref: CrossReference, *, actor: str, actor_user: Any = None) -> Individual:
     """Split one source record off into a golden record of its own, with a new master ID."""
     owner = Individual.objects.get(pk=CrossReference.objects.values_list("individual_id", flat=True).get(pk=xref.pk))
-    work, (original,) = _open(owner)
+    work, (original,) = open_unit_of_work(owner)
     if not original.active:
         raise ResolutionError("the cross reference's golden record is merged or erased")
     if len(original.sources) < 2:
@@ -335,7 +335,7 @@ def pin_value(individual: Individual, attribute: str, value: Any, *, actor: str,
     """Pin a golden value: it wins over every source until unpinned."""
     if attribute not in SURVIVING_FIELDS:
         raise ResolutionError(f"{attribute} cannot be pinned; pinnable: {', '.join(SURVIVING_FIELDS)}")
-    work, (golden,) = _open(individual)
+    work, (golden,) = open_unit_of_work(individual)
     if not golden.active:
         raise ResolutionError("merged or erased golden records cannot be changed")
     value = pinnable_value(attribute, value)
@@ -390,7 +390,7 @@ def pinnable_value(attribute: str, value: Any) -> Any:
 
 @transaction.atomic
 def unpin_value(individual: Individual, attribute: str, *, actor: str, actor_user: Any = None) -> Individual:
-    work, (golden,) = _open(individual)
+    work, (golden,) = open_unit_of_work(individual)
     if attribute not in (golden.pins or {}):
         return _fresh(golden)
     now = timezone.now()
@@ -424,7 +424,7 @@ def steward_edit(
     phones: list[str] | None = None,
 ) -> Recomputed:
     """A steward's edit, kept as the steward's own source record (the sources stay untouched)."""
-    work, (golden,) = _open(individual)
+    work, (golden,) = open_unit_of_work(individual)
     if not golden.active:
         raise ResolutionError("merged or erased golden records cannot be changed")
     now = timezone.now()
@@ -478,7 +478,7 @@ def _publish_if_changed(work: UnitOfWork, golden: Golden, recomputed: Recomputed
 @transaction.atomic
 def recompute_golden_record(individual: Individual, *, actor: str, actor_user: Any = None) -> Recomputed:
     """Set the golden values again from the sources (after a rule change, or a source marked invalid)."""
-    work, (golden,) = _open(individual)
+    work, (golden,) = open_unit_of_work(individual)
     now = timezone.now()
     recomputed = work.recompute(golden, actor=actor, now=now, actor_user_id=_user_id(actor_user))
     _publish_if_changed(work, golden, recomputed, actor=actor, now=now)
@@ -495,7 +495,7 @@ def set_source_status(xref: CrossReference, status: str, *, actor: str, actor_us
     """
     if status not in CrossReferenceStatus.values:
         raise ResolutionError(f"{status} is not a cross reference status")
-    work, (golden,) = _open(xref.individual)
+    work, (golden,) = open_unit_of_work(xref.individual)
     if not golden.active:
         raise ResolutionError("merged or erased golden records cannot be changed")
     record = work.source(xref.system, xref.external_id)
@@ -558,7 +558,7 @@ def record_opt_outs(opt_outs: list[OptOut]) -> int:
     individuals = list(Individual.objects.filter(pk__in={o.individual_id for o in opt_outs}).only("pk", "master_id"))
     if not individuals:
         return 0
-    work, _ = _open(*individuals)
+    work, _ = open_unit_of_work(*individuals)
     changed: set[int] = set()
     wanted: dict[tuple[int, str, str, str], tuple[OptOut, dict[str, Any] | None]] = {}
     listed = [o for o in opt_outs if o.subscription is not None and o.individual_id in work.goldens]
@@ -716,7 +716,7 @@ def erase_individual(individual: Individual, *, actor: str, actor_user: Any = No
     write-back clears the master ID there). Runs in the caller's transaction. Returns the
     (system, external ID) pairs erased.
     """
-    work, (golden,) = _open(individual)
+    work, (golden,) = open_unit_of_work(individual)
     if golden.erased_at is not None:
         return []
     now = timezone.now()
@@ -746,7 +746,7 @@ def erase_individual(individual: Individual, *, actor: str, actor_user: Any = No
 @transaction.atomic
 def request_resync(individual: Individual, *, actor: str, actor_user: Any = None) -> None:
     """Note a steward's re-sync in the record's history; integrations does the work (signal)."""
-    work, (golden,) = _open(individual)
+    work, (golden,) = open_unit_of_work(individual)
     now = timezone.now()
     work.record(golden, HistoryAction.RESYNC, actor=actor, now=now, actor_user_id=_user_id(actor_user))
     work.publish(golden, ChangeType.RESYNC, actor=actor, now=now)
