@@ -2,12 +2,22 @@
 
 A name may belong to several groups ("al" is Albert, Alan or Alfred): two first
 names are nickname-equivalent when they share at least one group. The groups are
-data the matcher reads; extending them is a matter of adding a line.
+data the matcher reads: the hub's own ``NAME_GROUPS`` below, merged with the
+maintained table of the ``nicknames`` package (about 1,150 formal names), where each
+formal name with its nicknames is one group more.
 """
 
 from __future__ import annotations
 
 from functools import cache
+
+from nicknames import NickNamer
+
+from customers.normalize import normalize_name
+
+# Whether the ``nicknames`` package's groups are merged with NAME_GROUPS (docs/benchmarks.md,
+# issue 13: measured both ways on the labelled benchmark).
+MERGE_PACKAGE_TABLE = True
 
 NAME_GROUPS: dict[str, tuple[str, ...]] = {
     "abigail": ("abby", "abbie", "gail"),
@@ -88,19 +98,34 @@ NAME_GROUPS: dict[str, tuple[str, ...]] = {
 
 
 @cache
-def _groups_by_name() -> dict[str, frozenset[str]]:
+def _groups_by_name(merged: bool) -> dict[str, frozenset[str]]:
     index: dict[str, set[str]] = {}
     for formal, variants in NAME_GROUPS.items():
         for name in (formal, *variants):
             index.setdefault(name, set()).add(formal)
+    if merged:
+        table = NickNamer().nickname_lookup
+        # A "nickname" that is a given name in its own right (Emily's "Emma", which has nicknames of
+        # its own) would make two people's names one: twins Emily and Emma West. Those are left out.
+        given = {normalize_name(formal) for formal in table} | set(NAME_GROUPS)
+        for formal, variants in table.items():
+            group = normalize_name(formal)
+            nicknames = {normalize_name(v) for v in variants} - given
+            for name in {group, *nicknames} - {""}:
+                index.setdefault(name, set()).add(group)
     return {name: frozenset(groups) for name, groups in index.items()}
 
 
 def name_groups(name: str) -> frozenset[str]:
     """The formal names ``name`` (normalised) may stand for; the name itself when it is in no group."""
-    return _groups_by_name().get(name, frozenset({name}))
+    return _groups_by_name(MERGE_PACKAGE_TABLE).get(name, frozenset({name}))
 
 
 def canonical_first_name(name: str) -> str:
-    """One stable key per name for blocking: the alphabetically first formal name it stands for."""
-    return min(name_groups(name)) if name else ""
+    """One stable key per name for blocking: the alphabetically first formal name of NAME_GROUPS it stands for.
+
+    The hub's own groups only: the merged table chains names into wide, overlapping groups
+    ("bob" is also a nickname of "bert"), whose first formal name would part a nickname
+    from its own formal name ("bob" -> "bert", "robert" -> "bill") and change stored keys.
+    """
+    return min(_groups_by_name(False).get(name, frozenset({name}))) if name else ""

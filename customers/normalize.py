@@ -11,9 +11,11 @@ import unicodedata
 from functools import lru_cache
 
 import phonenumbers
+import pycountry
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator
+from rapidfuzz.distance import JaroWinkler
 
 _email_validator = EmailValidator()
 _PHONE_JUNK = re.compile(r"[\s().\-/]")
@@ -73,7 +75,9 @@ PLUS_TAG_PROVIDERS = frozenset(
 DOTLESS_PROVIDERS = frozenset({"gmail.com", "googlemail.com"})
 PROVIDER_ALIASES = {"googlemail.com": "gmail.com"}
 
-COUNTRY_CODES = {
+# The hub's own country aliases, on top of ISO 3166 (``pycountry``: names, official and common
+# names, alpha-3 and alpha-2 codes): what people write that the standard does not list.
+COUNTRY_ALIASES = {
     "united states": "US",
     "united states of america": "US",
     "usa": "US",
@@ -103,6 +107,16 @@ COUNTRY_CODES = {
     "brasil": "BR",
     "japan": "JP",
     "india": "IN",
+    # Common English names ISO 3166 lists under another (its 2026 edition, via pycountry).
+    "russia": "RU",
+    "turkey": "TR",
+    "holland": "NL",
+    "north korea": "KP",
+    "ivory coast": "CI",
+    "uae": "AE",
+    "the uk": "GB",
+    "the us": "US",
+    "the usa": "US",
 }
 
 
@@ -148,12 +162,31 @@ def e164(phone: str, region: str | None = None) -> str:
     return "".join(ch for ch in phone if ch.isdigit() or ch == "+")
 
 
+def _country_key(name: str) -> str:
+    return fold(name).replace(".", "").replace("\u2019", "'")
+
+
+@lru_cache(maxsize=1)
+def country_codes() -> dict[str, str]:
+    """Folded country name or code -> ISO 3166 alpha-2, for all of ISO 3166 and the hub's aliases."""
+    codes: dict[str, str] = {}
+    for country in pycountry.countries:
+        names = [country.name, getattr(country, "official_name", ""), getattr(country, "common_name", "")]
+        # "Korea, Republic of" is also written "Republic of Korea".
+        names += [f"{after} {before}" for before, _, after in (n.partition(", ") for n in names if ", " in n)]
+        for text in (*names, country.alpha_3, country.alpha_2):
+            if text:
+                codes[_country_key(text)] = country.alpha_2
+    codes.update(COUNTRY_ALIASES)
+    return codes
+
+
 def country_code(name: str) -> str:
     """ISO 3166 alpha-2 for a country name or code ('United Kingdom' -> 'GB'); folded text otherwise."""
-    folded = fold(name).replace(".", "")
+    folded = _country_key(name)
     if len(folded) == 2 and folded.isalpha():
-        return COUNTRY_CODES.get(folded, folded.upper())
-    return COUNTRY_CODES.get(folded, folded)
+        return country_codes().get(folded, folded.upper())
+    return country_codes().get(folded, folded)
 
 
 def normalize_postal_code(code: str, country: str = "") -> str:
@@ -183,32 +216,13 @@ def soundex(name: str) -> str:
     return ("".join(result) + "000")[:4]
 
 
-@lru_cache(maxsize=16384)
 def jaro_winkler(a: str, b: str) -> float:
-    """Jaro-Winkler similarity in [0, 1] (prefix scale 0.1, up to four characters)."""
-    if a == b:
-        return 1.0 if a else 0.0
+    """Jaro-Winkler similarity in [0, 1] (prefix scale 0.1, up to four characters), by ``rapidfuzz``.
+
+    As in Winkler's reference implementation (strcmp95), half the out-of-order matches
+    count as transpositions rounded down: an odd count scores a little higher than the
+    exact half the hub's earlier hand-written version took (tests/test_similarity.py).
+    """
     if not a or not b:
-        return 0.0
-    window = max(len(a), len(b)) // 2 - 1
-    a_hit = [False] * len(a)
-    b_hit = [False] * len(b)
-    matches = 0
-    for i, ch in enumerate(a):
-        for j in range(max(0, i - window), min(len(b), i + window + 1)):
-            if not b_hit[j] and b[j] == ch:
-                a_hit[i] = b_hit[j] = True
-                matches += 1
-                break
-    if not matches:
-        return 0.0
-    a_seq = [ch for ch, hit in zip(a, a_hit, strict=True) if hit]
-    b_seq = [ch for ch, hit in zip(b, b_hit, strict=True) if hit]
-    transpositions = sum(x != y for x, y in zip(a_seq, b_seq, strict=True)) / 2
-    jaro = (matches / len(a) + matches / len(b) + (matches - transpositions) / matches) / 3
-    prefix = 0
-    for x, y in zip(a[:4], b[:4], strict=False):
-        if x != y:
-            break
-        prefix += 1
-    return jaro + prefix * 0.1 * (1 - jaro)
+        return 0.0  # nothing to compare (rapidfuzz calls two empty strings equal)
+    return JaroWinkler.similarity(a, b, prefix_weight=0.1)

@@ -26,6 +26,7 @@ from customers.models import (
     MatchKey,
     NotAMatch,
 )
+from customers.resolution.blocking import BLOCKING_KEY_KINDS
 from integrations.marketing_cloud.backfill import import_subscribers
 from integrations.marketing_cloud.models import ImportJob
 from integrations.models import InboundEvent
@@ -130,11 +131,14 @@ def outcome() -> dict[str, object]:
     for ind in Individual.objects.filter(pk__in=group, merged_into__isnull=True):
         values = (ind.first_name, ind.last_name, ind.birth_date, ind.gender, ind.do_not_market_since)
         golden[group[ind.pk]] = (values, sorted(points.get(ind.pk, [])))
+    keys: dict[frozenset[str], set[tuple[str, str]]] = {}
+    for individual_id, kind, value in MatchKey.objects.values_list("individual_id", "kind", "value"):
+        keys.setdefault(group[individual_id], set()).add((kind, value))
     suspects = {
         frozenset({group[left], group[right]})
         for left, right in MatchCandidate.objects.filter(status="open").values_list("left_id", "right_id")
     }
-    return {"golden": golden, "suspects": suspects}
+    return {"golden": golden, "suspects": suspects, "keys": keys}
 
 
 def assert_alike(got: dict[str, object], live: dict[str, object]) -> None:
@@ -145,6 +149,9 @@ def assert_alike(got: dict[str, object], live: dict[str, object]) -> None:
     ]
     assert not differing, differing[:3]
     assert got["suspects"] == live["suspects"], got["suspects"] ^ live["suspects"]
+    # The blocking keys are written alike too, every kind (issue 13's postcode + first name included).
+    assert got["keys"] == live["keys"]
+    assert {kind for keys in got["keys"].values() for kind, _ in keys} == set(BLOCKING_KEY_KINDS)
 
 
 def forget_everything() -> None:

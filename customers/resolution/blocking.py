@@ -129,7 +129,8 @@ KEY_PHONE = "phone"  # E.164
 KEY_NAME_DOB = "name_dob"  # Soundex of the surname + birth date
 KEY_FIRST_DOB = "first_dob"  # nickname-canonical first name + birth date (a surname changed)
 KEY_POSTAL_NAME = "postal_name"  # postal code + Soundex of the surname
-BLOCKING_KEY_KINDS = (KEY_EMAIL, KEY_PHONE, KEY_NAME_DOB, KEY_FIRST_DOB, KEY_POSTAL_NAME)
+KEY_POSTAL_FIRST = "postal_first"  # postal code + nickname-canonical first name (a surname typo or change)
+BLOCKING_KEY_KINDS = (KEY_EMAIL, KEY_PHONE, KEY_NAME_DOB, KEY_FIRST_DOB, KEY_POSTAL_NAME, KEY_POSTAL_FIRST)
 # The keys writers lock on (see customers.actions.lock_identity): every key through which an
 # auto-merge rule can find its candidate, which with the default rules is all of them.
 IDENTITY_KEY_KINDS = frozenset(BLOCKING_KEY_KINDS)
@@ -146,4 +147,5 @@ def blocking_keys(profile: MatchProfile) -> set[tuple[str, str]]:
         keys.update((KEY_FIRST_DOB, f"{first}|{birth_date}") for first in firsts)
     for postal in profile.keys("postal_code"):
         keys.update((KEY_POSTAL_NAME, f"{postal}|{code}") for code in surnames)
+        keys.update((KEY_POSTAL_FIRST, f"{postal}|{first}") for first in firsts)
     return {(kind, value[:200]) for kind, value in keys}
