@@ -18,7 +18,7 @@ def rebuild_keys(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("customers", "0012_list_consent"),
+        ("customers", "0013_source_status_and_deliverability"),
     ]
 
     operations = [migrations.RunPython(rebuild_keys, migrations.RunPython.noop)]
