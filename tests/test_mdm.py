@@ -425,7 +425,7 @@ def test_steward_endpoints_need_the_steward_scope(api):
 
 
 def test_the_issue_13_migration_gives_golden_records_stored_before_their_new_keys(sandbox):
-    """Golden records keyed before issue 13 (no postcode + first name key) get it from migration 0013."""
+    """Golden records keyed before issue 13 (no postcode + first name key) get it from migration 0014."""
     import importlib
 
     from django.apps import apps
@@ -434,7 +434,7 @@ def test_the_issue_13_migration_gives_golden_records_stored_before_their_new_key
     before = set(MatchKey.objects.values_list("kind", "value"))
     assert ("postal_first", "02139|robert") in before
     MatchKey.objects.filter(kind="postal_first").delete()  # as the code before issue 13 left them
-    migration = importlib.import_module("customers.migrations.0013_postal_first_match_keys")
+    migration = importlib.import_module("customers.migrations.0014_postal_first_match_keys")
     migration.rebuild_keys(apps, None)
     assert set(MatchKey.objects.values_list("kind", "value")) == before
 
