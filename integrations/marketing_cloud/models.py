@@ -157,6 +157,8 @@ class BulkWriteback(models.Model):
 
     request_id = models.CharField(max_length=64, blank=True, db_index=True)
     de_key = models.CharField(max_length=100)
+    # The MID of the business unit the request went to (its token polls it); blank: the default unit.
+    business_unit = models.CharField(max_length=20, blank=True)
     state = models.CharField(max_length=12, choices=STATES, default=SUBMITTING)
     rows = models.PositiveIntegerField()
     # Outcomes once complete: written, failed for good, sent again later (transient), and rows whose

@@ -25,6 +25,7 @@ import http.client
 import json
 import re
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -106,6 +107,11 @@ _ENS_EVENT_TYPE = re.compile(r"^[A-Za-z]+\.[A-Za-z]+$")
 _ENS_FILTER = re.compile(r"^([A-Za-z_][\w]*)=(.*)$", re.DOTALL)
 
 
+def _unit_key(mid: str, de_key: str) -> str:
+    """Where a data extension is kept: by its key in the parent unit, by MID and key in another unit."""
+    return f"{mid}/{de_key.lower()}" if mid else de_key.lower()
+
+
 @dataclass
 class SandboxConfig:
     """Credentials the sandbox accepts and the knobs that make it misbehave."""
@@ -113,6 +119,9 @@ class SandboxConfig:
     client_id: str = "sandbox-client-id"
     client_secret: str = "sandbox-client-secret"
     account_id: str = ""  # MID; when set, a token request naming another MID is refused
+    # MIDs of further business units (comma-separated) a token may be requested for with account_id;
+    # each has its own data extensions (``declare(schema, mid=...)``), and a call acts on its token's unit.
+    business_units: str = ""
     token_ttl: int = 1080  # seconds, returned as expires_in (SFMC issues 18-minute tokens)
     latency_ms: int = 0  # added before every MC endpoint response
     fail_rate: float = 0.0  # fraction of non-token REST calls answered with a random 500
@@ -486,6 +495,9 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         self._row_tokens: dict[str, _RowToken] = {}
         self._async = AsyncRows()
         self._token_scopes: dict[str, frozenset[str]] = {}
+        # The business unit (MID, "" for the parent unit) each token acts on, and the one of the call now served.
+        self._token_units: dict[str, str] = {}
+        self._call_unit = threading.local()
         self._declare_initial()
         # Insertion-ordered, so "the first verified callback" is the one registered first.
         self._ens_callbacks: dict[str, _EnsCallback] = {}
@@ -497,14 +509,15 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
 
     # -- test and control API ----------------------------------------------------------------
 
-    def rows(self, de_key: str) -> dict[str, dict[str, str]]:
+    def rows(self, de_key: str, *, mid: str = "") -> dict[str, dict[str, str]]:
         """Primary key value (several key columns joined with "|") -> copy of the stored row.
 
         A row holds the fields written to it, by their declared names, as row reads show them.
+        ``mid`` names a business unit of ``SandboxConfig.business_units`` (default: the parent unit).
         """
         with self._lock:
             self._async.run_due(self._des, self.config)
-            de = self._des.get(de_key.lower())
+            de = self._des.get(_unit_key(mid, de_key))
             return {} if de is None else {pk: dict(row) for pk, row in de.rows.items()}
 
     def async_requests(self) -> list[dict[str, Any]]:
@@ -529,14 +542,14 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         with self._lock:
             self._async.reset()
 
-    def declare(self, schema: DataExtensionSchema) -> None:
+    def declare(self, schema: DataExtensionSchema, *, mid: str = "") -> None:
         """Create a data extension with these fields (empty), as a marketer would in Contact Builder.
 
         Declaring a key again replaces that data extension and drops its rows. :meth:`reset` goes
         back to the data extensions the sandbox was constructed with.
         """
         with self._lock:
-            self._des[schema.key.lower()] = SandboxDataExtension(schema)
+            self._des[_unit_key(mid, schema.key)] = SandboxDataExtension(schema)
 
     def data_extensions(self) -> list[DataExtensionSchema]:
         with self._lock:
@@ -549,7 +562,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
 
     def _checked_config_value(self, name: str, value: Any) -> Any:
         # Only the fields SFMC's config adds are checked here; latency, failures and seed by the base.
-        if name in ("client_id", "client_secret", "account_id"):
+        if name in ("client_id", "client_secret", "account_id", "business_units"):
             if not isinstance(value, str):
                 raise ValueError(f"{name} must be a string")
         elif name == "token_ttl":
@@ -583,6 +596,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         self._declare_initial()
         self._async.reset()
         self._token_scopes.clear()
+        self._token_units.clear()
         self._ens_callbacks.clear()
         self._ens_subscriptions.clear()
         self._subscribers.clear()
@@ -840,6 +854,8 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             if pattern != TOKEN_PATH:
                 token = self._require_token(headers)
                 self._require_scope(token, _required_scope(path, method))
+                with self._lock:
+                    self._call_unit.mid = self._token_units.get(token, "")
             return handler(match)
         raise _rest_error(404, 404, "Not Found", "")
 
@@ -876,8 +892,13 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         good = secrets.compare_digest(client_id.encode(), config.client_id.encode())
         good = secrets.compare_digest(client_secret.encode(), config.client_secret.encode()) and good
         requested_mid = data.get("account_id")
-        if config.account_id and requested_mid not in (None, "") and str(requested_mid) != config.account_id:
-            good = False
+        child_units = {mid.strip() for mid in config.business_units.split(",") if mid.strip()}
+        unit = ""
+        if requested_mid not in (None, "") and str(requested_mid) != config.account_id:
+            if str(requested_mid) in child_units:
+                unit = str(requested_mid)
+            elif config.account_id or child_units:
+                good = False
         if not good:
             return _oauth_error(
                 401,
@@ -894,6 +915,8 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         with self._lock:
             self._token_scopes = {t: v for t, v in self._token_scopes.items() if t in self._tokens}
             self._token_scopes[token] = granted
+            self._token_units = {t: v for t, v in self._token_units.items() if t in self._tokens}
+            self._token_units[token] = unit
         base = self.url + "/"
         return Reply(
             200,
@@ -908,8 +931,8 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         )
 
     def _data_extension(self, key: str) -> SandboxDataExtension:
-        """The declared data extension with external key ``key``; the caller holds the lock."""
-        de = self._des.get(key.lower())
+        """The data extension with external key ``key`` in the call's business unit; the caller holds the lock."""
+        de = self._des.get(_unit_key(getattr(self._call_unit, "mid", ""), key))
         if de is None:
             raise unknown_data_extension(key)
         return de
@@ -981,7 +1004,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             self._async.run_due(self._des, self.config)
             if ref.lower().startswith("key:"):
                 object_id, key = "", ref[len("key:") :]
-                de = self._des.get(key.lower())
+                de = self._des.get(_unit_key(getattr(self._call_unit, "mid", ""), key))
             else:  # by the data extension's ID
                 object_id, key = ref, ""
                 de = next((d for d in self._des.values() if d.object_id == ref.lower()), None)

@@ -1,0 +1,69 @@
+"""Marketing Cloud business units: which unit a call came from, and which one a write goes to.
+
+One installed package (client ID and secret) serves every unit of an enterprise; the token
+request's ``account_id`` (the unit's MID) picks the unit a token acts on (shared reference §3.4, §6).
+Each unit has its own data extension key, Journey Builder JWT signing secret and ENS signature key.
+
+``MC_BUSINESS_UNITS`` configures them (``hub.env.env_business_units``); unset, the hub has one
+implicit unit made of ``MC_ACCOUNT_ID`` (its MID, possibly blank), ``MC_DE_KEY``, ``MC_JWT_SECRET`` and
+``MC_ENS_SIGNATURE_KEY``, read when asked so it follows the settings as they are. A cross reference
+whose ``business_unit`` is blank belongs to the default unit, the first one configured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from integrations.choices import MARKETING_CLOUD
+
+# The CIM Individual's field naming the unit a record came from (read by the resolver).
+BUSINESS_UNIT_FIELD = "businessUnitMid"
+
+
+@dataclass(frozen=True)
+class BusinessUnit:
+    name: str
+    mid: str
+    de_key: str
+    jwt_secret: str
+    ens_signature_key: str
+    # Configured through MC_BUSINESS_UNITS, rather than the implicit single unit.
+    configured: bool = True
+
+    @property
+    def token_system(self) -> str:
+        """The key of this unit's cached token: one token per MID (the single implicit unit keeps today's)."""
+        return f"{MARKETING_CLOUD}:{self.mid}" if self.configured else MARKETING_CLOUD
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} (MID {self.mid})" if self.mid else self.name
+
+
+def units() -> tuple[BusinessUnit, ...]:
+    """Every business unit, the default one first."""
+    if settings.MC_BUSINESS_UNITS:
+        return tuple(BusinessUnit(**unit) for unit in settings.MC_BUSINESS_UNITS)
+    return (
+        BusinessUnit(
+            name="default",
+            mid=settings.MC_ACCOUNT_ID,
+            de_key=settings.MC_DE_KEY,
+            jwt_secret=settings.MC_JWT_SECRET,
+            ens_signature_key=settings.MC_ENS_SIGNATURE_KEY,
+            configured=False,
+        ),
+    )
+
+
+def default_unit() -> BusinessUnit:
+    return units()[0]
+
+
+def unit_for_mid(mid: str) -> BusinessUnit | None:
+    """The unit with this MID; a blank MID is the default unit; None for a MID no longer configured."""
+    if not mid:
+        return default_unit()
+    return next((unit for unit in units() if unit.mid == mid), None)

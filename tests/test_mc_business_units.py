@@ -1,0 +1,119 @@
+"""Several Marketing Cloud business units: attribution by JWT secret, write-back to the subscriber's unit."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from customers.models import CrossReference, Individual
+from hub.env import check_unknown_names, env_business_units
+from integrations.choices import MARKETING_CLOUD
+from integrations.marketing_cloud import business_units
+from integrations.marketing_cloud.client import MarketingCloudClient
+from integrations.marketing_cloud.schema import INDIVIDUAL
+from integrations.models import AccessToken
+from integrations.transport import PermanentError
+from tests.conftest import subscriber
+from tests.queue import run_queued
+
+MID_A, MID_B = "100001", "100002"
+SECRET_A = "unit-a-jwt-signing-secret-0123456789abcdef"
+SECRET_B = "unit-b-jwt-signing-secret-fedcba9876543210"
+
+
+@pytest.fixture
+def two_units(sandbox, settings):
+    """Unit A (the default, the sandbox's parent unit) and unit B, each with its own Individual data extension."""
+    sandbox.configure(account_id=MID_A, business_units=MID_B)
+    sandbox.declare(replace(INDIVIDUAL, key="Individual_B"), mid=MID_B)
+    settings.MC_JWT_SECRET = ""
+    settings.MC_BUSINESS_UNITS = (
+        {"name": "A", "mid": MID_A, "de_key": "Individual", "jwt_secret": SECRET_A, "ens_signature_key": ""},
+        {"name": "B", "mid": MID_B, "de_key": "Individual_B", "jwt_secret": SECRET_B, "ens_signature_key": ""},
+    )
+    return sandbox
+
+
+def test_a_call_signed_by_unit_b_lands_with_its_mid_and_is_written_to_its_data_extension_only(journey, two_units):
+    assert journey.execute(subscriber("SK-B1"), secret=SECRET_B).status_code == 200
+    assert journey.execute(subscriber("SK-A1", email="a1@example.com"), secret=SECRET_A).status_code == 200
+    run_queued()
+
+    b_xref = CrossReference.objects.get(system=MARKETING_CLOUD, external_id="SK-B1")
+    a_xref = CrossReference.objects.get(system=MARKETING_CLOUD, external_id="SK-A1")
+    assert (b_xref.business_unit, a_xref.business_unit) == (MID_B, MID_A)
+    assert b_xref.writeback_state == a_xref.writeback_state == "written"
+    b_rows = two_units.rows("Individual_B", mid=MID_B)
+    a_rows = two_units.rows("Individual")
+    assert b_rows["SK-B1"]["GlobalPartyId"] == b_xref.individual.master_id
+    assert "SK-B1" not in a_rows and "SK-A1" not in b_rows
+    assert a_rows["SK-A1"]["GlobalPartyId"] == a_xref.individual.master_id
+    # More write-backs for both units reuse the tokens: one cached token per MID, each fetched once.
+    assert journey.execute(subscriber("SK-B3", email="b3@example.com"), secret=SECRET_B).status_code == 200
+    assert journey.execute(subscriber("SK-A3", email="a3@example.com"), secret=SECRET_A).status_code == 200
+    run_queued()
+    assert {"SK-B1", "SK-B3"} <= set(two_units.rows("Individual_B", mid=MID_B))
+    assert {"SK-A1", "SK-A3"} <= set(two_units.rows("Individual"))
+    assert two_units.count("POST", "/v2/token") == 2
+    assert sorted(AccessToken.objects.values_list("system", flat=True)) == [
+        f"{MARKETING_CLOUD}:{MID_A}",
+        f"{MARKETING_CLOUD}:{MID_B}",
+    ]
+
+
+def test_a_call_signed_with_no_unit_s_secret_is_refused(journey, two_units):
+    answer = journey.execute(subscriber("SK-X"), secret="some-other-secret-not-configured-anywhere")
+    assert answer.status_code == 401
+    assert answer.json()["errors"][0]["field"] == "body"
+    assert not Individual.objects.exists()
+
+
+def test_an_expired_call_of_unit_b_is_refused_as_expired(journey, two_units):
+    answer = journey.execute(subscriber("SK-B2"), secret=SECRET_B, now=1_000_000)
+    assert answer.status_code == 401
+    assert answer.json()["title"] == "Expired token"
+
+
+@pytest.mark.django_db
+def test_unit_b_s_token_acts_on_unit_b_only(two_units):
+    unit_b = business_units.unit_for_mid(MID_B)
+    client = MarketingCloudClient.from_settings(unit=unit_b)
+    client.upsert_row("Individual_B", "SubscriberKey", "SK-T", {"GlobalPartyId": "x"})
+    # Unit B has no "Individual": the parent unit's data extension is not reachable with B's token.
+    with pytest.raises(PermanentError):
+        client.upsert_row("Individual", "SubscriberKey", "SK-T", {"GlobalPartyId": "x"})
+    assert "SK-T" not in two_units.rows("Individual")
+
+
+def test_business_units_are_read_from_the_environment_and_checked(monkeypatch):
+    monkeypatch.setenv("MC_BUSINESS_UNITS", "A,B")
+    for unit, mid, secret in (("A", MID_A, SECRET_A), ("B", MID_B, SECRET_B)):
+        monkeypatch.setenv(f"MC_BU_{unit}_MID", mid)
+        monkeypatch.setenv(f"MC_BU_{unit}_JWT_SECRET", secret)
+    monkeypatch.setenv("MC_BU_B_DE_KEY", "Individual_B")
+    check_unknown_names()  # the per-unit names of listed units are known
+    units = env_business_units("MC_BUSINESS_UNITS", default_de_key="Individual")
+    assert [(u["name"], u["mid"], u["de_key"]) for u in units] == [
+        ("A", MID_A, "Individual"),
+        ("B", MID_B, "Individual_B"),
+    ]
+    monkeypatch.setenv("MC_BU_C_MID", "3")
+    with pytest.raises(ImproperlyConfigured, match="MC_BU_C_MID"):
+        check_unknown_names()  # C is not listed: a typo
+    monkeypatch.delenv("MC_BU_C_MID")
+    monkeypatch.setenv("MC_BU_B_MID", MID_A)
+    with pytest.raises(ImproperlyConfigured, match="same MID"):
+        env_business_units("MC_BUSINESS_UNITS", default_de_key="Individual")
+    monkeypatch.setenv("MC_BU_B_MID", MID_B)
+    monkeypatch.setenv("MC_BU_B_JWT_SECRET", SECRET_A)
+    with pytest.raises(ImproperlyConfigured, match="same JWT_SECRET"):
+        env_business_units("MC_BUSINESS_UNITS", default_de_key="Individual")
+    monkeypatch.delenv("MC_BU_B_JWT_SECRET")
+    with pytest.raises(ImproperlyConfigured, match="MC_BU_B_JWT_SECRET"):
+        env_business_units("MC_BUSINESS_UNITS", default_de_key="Individual")
+    monkeypatch.setenv("MC_BU_B_JWT_SECRET", SECRET_B)
+    monkeypatch.setenv("MC_BU_B_MID", "brand-b")
+    with pytest.raises(ImproperlyConfigured, match="numeric MID"):
+        env_business_units("MC_BUSINESS_UNITS", default_de_key="Individual")
