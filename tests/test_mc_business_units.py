@@ -12,6 +12,8 @@ from hub.env import check_unknown_names, env_business_units
 from integrations.choices import MARKETING_CLOUD
 from integrations.marketing_cloud import business_units
 from integrations.marketing_cloud.client import MarketingCloudClient
+from integrations.marketing_cloud.erasure import TASK as ERASURE_TASK
+from integrations.marketing_cloud.models import ContactDeletion, UnsubscribeWriteback
 from integrations.marketing_cloud.schema import INDIVIDUAL
 from integrations.models import AccessToken
 from integrations.transport import PermanentError
@@ -117,3 +119,39 @@ def test_business_units_are_read_from_the_environment_and_checked(monkeypatch):
     monkeypatch.setenv("MC_BU_B_MID", "brand-b")
     with pytest.raises(ImproperlyConfigured, match="numeric MID"):
         env_business_units("MC_BUSINESS_UNITS", default_de_key="Individual")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_opt_out_is_sent_to_the_subscriber_s_unit_with_its_token(journey, two_units, admin_client):
+    two_units.put_subscriber("SK-B1", "ada.lovelace@example.com", "Active")
+    assert journey.execute(subscriber("SK-B1"), secret=SECRET_B).status_code == 200
+    run_queued()
+    person = CrossReference.objects.get(system=MARKETING_CLOUD, external_id="SK-B1").individual
+    answer = admin_client.post("/admin/customers/individual/", {"action": "opt_out", "_selected_action": [person.pk]})
+    assert answer.status_code == 302
+    run_queued()
+    assert UnsubscribeWriteback.objects.get().state == "written"
+    assert two_units.subscribers()["SK-B1"]["status"] == "Unsubscribed"
+    assert [unit for operation, unit in two_units.soap_calls() if operation == "UpdateRequest"] == [MID_B]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_erasure_deletes_the_contact_through_the_subscriber_s_unit(journey, two_units, admin_client, settings):
+    settings.MC_ERASE_CONTACTS = True
+    assert journey.execute(subscriber("SK-B1"), secret=SECRET_B).status_code == 200
+    run_queued()
+    person = CrossReference.objects.get(system=MARKETING_CLOUD, external_id="SK-B1").individual
+    answer = admin_client.post("/admin/customers/individual/", {"action": "erase", "_selected_action": [person.pk]})
+    assert answer.status_code == 302
+    assert ContactDeletion.objects.get().business_unit == MID_B
+    run_queued(limit=3)
+    [operation] = two_units.contact_deletions()
+    assert operation["keys"] == ["SK-B1"] and operation["unit"] == MID_B
+    # Its status is read with unit B's token too (another unit's token does not find the operation).
+    two_units.finish_contact_deletion(operation["operationID"])
+    assert (ERASURE_TASK, "0 sent, 1 polled") in run_queued()
+    deletion = ContactDeletion.objects.get()
+    assert deletion.operation_status == "Completed" and deletion.completed_at
+    # The erased subscriber's master ID is cleared in unit B's data extension, not written to A's.
+    assert two_units.rows("Individual_B", mid=MID_B)["SK-B1"]["GlobalPartyId"] == ""
+    assert "SK-B1" not in two_units.rows("Individual")

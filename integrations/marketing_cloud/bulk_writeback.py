@@ -47,7 +47,7 @@ from customers.writeback_state import hold_pending
 from integrations.choices import MARKETING_CLOUD
 from integrations.faults import fault_point
 from integrations.marketing_cloud import business_units
-from integrations.marketing_cloud.client import MarketingCloudClient, breaker
+from integrations.marketing_cloud.client import breaker, unit_client
 from integrations.marketing_cloud.models import BulkWriteback
 from integrations.marketing_cloud.writeback_outcomes import (
     RowResult,
@@ -96,13 +96,10 @@ def _rows_path(de_key: str) -> str:
 
 
 def _unit_client(client: Any, mid: str) -> Any:
-    """The client for business unit ``mid``: ``client`` if given (it serves the default unit), else the unit's own."""
     unit = business_units.unit_for_mid(mid)
     if unit is None:
-        raise PermanentError(f"business unit MID {mid} is not configured (MC_BUSINESS_UNITS)")
-    if client is not None and unit == business_units.default_unit():
-        return client
-    return MarketingCloudClient.from_settings(unit=unit)
+        raise PermanentError(business_units.not_configured(mid))
+    return unit_client(unit, client)
 
 
 def _items(xrefs: list[CrossReference]) -> tuple[list[dict[str, str]], list[CrossReference], list[str]]:

@@ -12,11 +12,15 @@ whose ``business_unit`` is blank belongs to the default unit, the first one conf
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from django.conf import settings
 
 from integrations.choices import MARKETING_CLOUD
+
+T = TypeVar("T")
 
 # The CIM Individual's field naming the unit a record came from (read by the resolver).
 BUSINESS_UNIT_FIELD = "businessUnitMid"
@@ -67,3 +71,21 @@ def unit_for_mid(mid: str) -> BusinessUnit | None:
     if not mid:
         return default_unit()
     return next((unit for unit in units() if unit.mid == mid), None)
+
+
+def group_by_unit(items: Iterable[T], mid_of: Callable[[T], str]) -> list[tuple[str, BusinessUnit | None, list[T]]]:
+    """``items`` grouped by their business unit: (MID, unit or None when not configured, items), in first-seen order.
+
+    A blank MID and the default unit's MID are one group.
+    """
+    groups: dict[str, tuple[BusinessUnit | None, list[T]]] = {}
+    for item in items:
+        mid = mid_of(item)
+        unit = unit_for_mid(mid)
+        key = unit.mid if unit is not None else mid
+        groups.setdefault(key, (unit, []))[1].append(item)
+    return [(mid, unit, members) for mid, (unit, members) in groups.items()]
+
+
+def not_configured(mid: str) -> str:
+    return f"business unit MID {mid} is not configured (MC_BUSINESS_UNITS)"

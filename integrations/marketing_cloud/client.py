@@ -205,6 +205,13 @@ class MarketingCloudClient:
         return self.request("POST", f"/hub/v1/dataevents/key:{quote(de_key, safe='')}/rowset", json=rows)
 
 
+def unit_client(unit: BusinessUnit, given: Any = None) -> Any:
+    """The client of ``unit``: ``given`` (a client a caller handed in) serves the default unit, others get their own."""
+    if given is not None and unit == business_units.default_unit():
+        return given
+    return MarketingCloudClient.from_settings(unit=unit)
+
+
 def _kept_detail(body: Any) -> dict[str, Any] | None:
     """The parts of an error body worth keeping: message, errorcode and every additional error."""
     if not isinstance(body, dict):

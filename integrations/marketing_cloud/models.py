@@ -280,6 +280,8 @@ class ContactDeletion(models.Model):
         "customers.Individual", on_delete=models.CASCADE, related_name="mc_contact_deletions"
     )
     contact_key = models.CharField(max_length=255, unique=True)
+    # The MID of the business unit the contact's subscriber belonged to (its token deletes it); blank: the default.
+    business_unit = models.CharField(max_length=20, blank=True)
     state = models.CharField(max_length=8, choices=STATES, default=PENDING)
     requested_at = models.DateTimeField(default=timezone.now)
     due_at = models.DateTimeField(null=True, blank=True)

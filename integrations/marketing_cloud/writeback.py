@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
-from collections import defaultdict
 from typing import Any
 
 from django.conf import settings
@@ -30,7 +29,7 @@ from django.utils import timezone
 from customers.models import CrossReference
 from integrations.faults import fault_point
 from integrations.marketing_cloud import bulk_writeback, business_units
-from integrations.marketing_cloud.client import MarketingCloudClient, breaker
+from integrations.marketing_cloud.client import breaker, unit_client
 from integrations.marketing_cloud.writeback_outcomes import (
     FLUSH_FLAG,
     FLUSH_TASK,
@@ -103,27 +102,17 @@ def _failed(xrefs: list[CrossReference], error: TransportError) -> list[RowResul
 
 
 def _send_per_unit(client: Any, xrefs: list[CrossReference]) -> tuple[list[RowResult], int]:
-    """Each business unit's rows to its own data extension, with its own token (one per MID).
-
-    A ``client`` given (tests, tools) serves the default unit; the other units get their own.
-    """
-    by_mid: dict[str, list[CrossReference]] = defaultdict(list)
-    for xref in xrefs:
-        known = business_units.unit_for_mid(xref.business_unit)  # blank and the default MID are one unit
-        by_mid[known.mid if known else xref.business_unit].append(xref)
+    """Each business unit's rows to its own data extension, with its own token (one per MID)."""
     results: list[RowResult] = []
     calls = 0
-    default = business_units.default_unit()
-    for mid, rows in by_mid.items():
-        unit = business_units.unit_for_mid(mid)
+    for mid, unit, rows in business_units.group_by_unit(xrefs, lambda x: x.business_unit):
         if unit is None:
-            results += _failed(rows, PermanentError(f"business unit MID {mid} is not configured (MC_BUSINESS_UNITS)"))
+            results += _failed(rows, PermanentError(business_units.not_configured(mid)))
             continue
         try:
-            unit_client = client if client is not None and unit == default else None
-            unit_client = unit_client or MarketingCloudClient.from_settings(unit=unit)
+            unit_client_ = unit_client(unit, client)
             fault_point("before-mc-call")
-            unit_results, unit_calls = _send(unit_client, rows, unit.de_key)
+            unit_results, unit_calls = _send(unit_client_, rows, unit.de_key)
             fault_point("after-mc-call")
         except TransportError as exc:  # not configured, or no token: every row of the unit shares the fate
             unit_results, unit_calls = _failed(rows, exc), 0

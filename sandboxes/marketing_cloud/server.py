@@ -498,6 +498,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         # The business unit (MID, "" for the parent unit) each token acts on, and the one of the call now served.
         self._token_units: dict[str, str] = {}
         self._call_unit = threading.local()
+        self._soap_calls: list[tuple[str, str]] = []
         self._declare_initial()
         # Insertion-ordered, so "the first verified callback" is the one registered first.
         self._ens_callbacks: dict[str, _EnsCallback] = {}
@@ -597,6 +598,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         self._async.reset()
         self._token_scopes.clear()
         self._token_units.clear()
+        self._soap_calls.clear()
         self._ens_callbacks.clear()
         self._ens_subscriptions.clear()
         self._subscribers.clear()
@@ -625,6 +627,11 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             found.status = status
             return found.view()
 
+    def soap_calls(self) -> list[tuple[str, str]]:
+        """Each SOAP call received, oldest first: its operation and the business unit it acted on ("": the parent)."""
+        with self._lock:
+            return list(self._soap_calls)
+
     def subscribers(self) -> dict[str, dict[str, Any]]:
         """Subscriber key -> the subscriber as the tenant holds it."""
         with self._lock:
@@ -633,7 +640,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
     def contact_deletions(self) -> list[dict[str, Any]]:
         with self._lock:
             return [
-                {"operationID": op.operation_id, "keys": list(op.keys), "status": op.status}
+                {"operationID": op.operation_id, "keys": list(op.keys), "status": op.status, "unit": op.unit}
                 for op in self._delete_operations.values()
             ]
 
@@ -1065,6 +1072,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             return xml(500, soap.fault("q0:Security", "Login Failed", actor=self.url + SOAP_PATH))
         with self._lock:
             granted = self._token_scopes.get(token, frozenset())
+            self._soap_calls.append((operation, self._token_units.get(token, "")))
         if operation == "UpdateRequest":
             return self._soap_update(body, granted)
         if request is None:
@@ -1238,7 +1246,9 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         with self._lock:
             self._next_ids["operation"] += 1
             operation_id = self._next_ids["operation"]
-            self._delete_operations[operation_id] = subs.DeleteOperation(operation_id, list(values), now)
+            self._delete_operations[operation_id] = subs.DeleteOperation(
+                operation_id, list(values), now, unit=getattr(self._call_unit, "mid", "")
+            )
         return Reply(
             200,
             {
@@ -1258,7 +1268,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             raise _rest_error(400, 10005, "Invalid value for operationID")
         with self._lock:
             operation = self._delete_operations.get(int(raw))
-            if operation is None:
+            if operation is None or operation.unit != getattr(self._call_unit, "mid", ""):
                 raise _rest_error(404, 404, f"Operation {raw} not found", "")
             list_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"op-{operation.operation_id}"))
             created = operation.created.astimezone(subs.SYSTEM_TIME).replace(tzinfo=None)
