@@ -155,3 +155,22 @@ def test_an_erasure_deletes_the_contact_through_the_subscriber_s_unit(journey, t
     # The erased subscriber's master ID is cleared in unit B's data extension, not written to A's.
     assert two_units.rows("Individual_B", mid=MID_B)["SK-B1"]["GlobalPartyId"] == ""
     assert "SK-B1" not in two_units.rows("Individual")
+
+
+def test_the_steward_sees_each_unit_in_the_admin_and_on_the_dashboard(journey, two_units, admin_client):
+    assert journey.execute(subscriber("SK-B1"), secret=SECRET_B).status_code == 200
+    run_queued()
+    xref = CrossReference.objects.get(system=MARKETING_CLOUD, external_id="SK-B1")
+    listing = admin_client.get("/admin/customers/crossreference/", {"business_unit": MID_B}).content.decode()
+    assert "SK-B1" in listing and MID_B in listing
+    detail = admin_client.get(f"/admin/customers/crossreference/{xref.pk}/change/").content.decode()
+    assert "Business unit" in detail and MID_B in detail
+    # A write-back that keeps failing for unit B shows on B's line, not A's.
+    CrossReference.objects.filter(pk=xref.pk).update(writeback_state="failed")
+    page = admin_client.get("/admin/dashboard/").content.decode()
+    section = page[page.index('id="mc-business-units"') :]
+    line_a = section[section.index(">A<") : section.index(">B<")]
+    line_b = section[section.index(">B<") : section.index("</table>")]
+    assert MID_A in line_a and "Individual<" in line_a and "<td>0</td><td>0</td><td>0</td>" in line_a
+    assert MID_B in line_b and "Individual_B" in line_b and "<td>0</td><td>1</td><td>0</td>" in line_b
+    assert "none yet" in line_a and "expires" in line_b  # only unit B has called Marketing Cloud

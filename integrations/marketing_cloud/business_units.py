@@ -17,8 +17,13 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from django.conf import settings
+from django.db.models import Count, QuerySet
 
+from customers.choices import WritebackState
+from customers.models import CrossReference
 from integrations.choices import MARKETING_CLOUD
+from integrations.marketing_cloud.models import UnsubscribeWriteback
+from integrations.models import AccessToken
 
 T = TypeVar("T")
 
@@ -89,3 +94,41 @@ def group_by_unit(items: Iterable[T], mid_of: Callable[[T], str]) -> list[tuple[
 
 def not_configured(mid: str) -> str:
     return f"business unit MID {mid} is not configured (MC_BUSINESS_UNITS)"
+
+
+def unit_state() -> list[dict[str, object]]:
+    """Per business unit, for the dashboard: write-backs pending and failed, unsubscribes pending, its token.
+
+    Counted over the pending and failed rows only (indexed by write-back state), never over every record.
+    """
+    pending = _counts(CrossReference.objects.filter(system=MARKETING_CLOUD, writeback_state=WritebackState.PENDING))
+    failed = _counts(CrossReference.objects.filter(system=MARKETING_CLOUD, writeback_state=WritebackState.FAILED))
+    unsubscribes = _counts(
+        UnsubscribeWriteback.objects.filter(state=UnsubscribeWriteback.PENDING), "cross_reference__business_unit"
+    )
+    all_units = units()
+    tokens = {t.system: t for t in AccessToken.objects.filter(system__in=[u.token_system for u in all_units])}
+    rows: list[dict[str, object]] = []
+    for position, unit in enumerate(all_units):
+        mids = {unit.mid, ""} if position == 0 else {unit.mid}  # a blank MID is the default unit's
+        token = tokens.get(unit.token_system)
+        rows.append(
+            {
+                "unit": unit,
+                "pending": sum(pending.get(m, 0) for m in mids),
+                "failed": sum(failed.get(m, 0) for m in mids),
+                "unsubscribes": sum(unsubscribes.get(m, 0) for m in mids),
+                "token_expires_at": token.expires_at if token and token.access_token else None,
+                "token_fetched_at": token.fetched_at if token and token.access_token else None,
+            }
+        )
+    known = {m for u in all_units for m in (u.mid, "")}
+    orphan_pending = sum(n for m, n in pending.items() if m not in known)
+    orphan_failed = sum(n for m, n in failed.items() if m not in known)
+    if orphan_pending or orphan_failed:
+        rows.append({"unit": None, "pending": orphan_pending, "failed": orphan_failed, "unsubscribes": 0})
+    return rows
+
+
+def _counts(queryset: QuerySet, field: str = "business_unit") -> dict[str, int]:
+    return {row[field]: row["n"] for row in queryset.values(field).annotate(n=Count("id")).order_by()}
