@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+import requests
 from django.core.exceptions import ImproperlyConfigured
 
 from customers.models import CrossReference, Individual
@@ -13,10 +14,11 @@ from integrations.choices import MARKETING_CLOUD
 from integrations.marketing_cloud import business_units
 from integrations.marketing_cloud.client import MarketingCloudClient
 from integrations.marketing_cloud.erasure import TASK as ERASURE_TASK
-from integrations.marketing_cloud.models import ContactDeletion, UnsubscribeWriteback
+from integrations.marketing_cloud.models import ContactDeletion, EnsNotification, UnsubscribeWriteback
 from integrations.marketing_cloud.schema import INDIVIDUAL
 from integrations.models import AccessToken
 from integrations.transport import PermanentError
+from sandboxes.marketing_cloud.ens import email_open_event, encode_batch, new_signature_key, sign_ens
 from tests.conftest import subscriber
 from tests.queue import run_queued
 
@@ -174,3 +176,22 @@ def test_the_steward_sees_each_unit_in_the_admin_and_on_the_dashboard(journey, t
     assert MID_A in line_a and "Individual<" in line_a and "<td>0</td><td>0</td><td>0</td>" in line_a
     assert MID_B in line_b and "Individual_B" in line_b and "<td>0</td><td>1</td><td>0</td>" in line_b
     assert "none yet" in line_a and "expires" in line_b  # only unit B has called Marketing Cloud
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_ens_batch_is_attributed_to_the_unit_whose_key_signs_it(live_server, two_units, settings):
+    key_a, key_b = new_signature_key(), new_signature_key()
+    settings.MC_BUSINESS_UNITS = tuple(
+        {**unit, "ens_signature_key": key} for unit, key in zip(settings.MC_BUSINESS_UNITS, (key_a, key_b), strict=True)
+    )
+    url = f"{live_server.url}/api/v1/marketing-cloud/ens"
+
+    def post(events: list[dict], key: str) -> int:
+        body = encode_batch(events)
+        headers = {"Content-Type": "application/json", "x-sfmc-ens-signature": sign_ens(body, key)}
+        return requests.post(url, data=body, headers=headers, timeout=5).status_code
+
+    assert post([email_open_event("SK-B1", composite_id="b-1")], key_b) == 200
+    assert post([email_open_event("SK-A1", composite_id="a-1")], key_a) == 200
+    assert post([email_open_event("SK-X1", composite_id="x-1")], new_signature_key()) == 401
+    assert dict(EnsNotification.objects.values_list("composite_id", "business_unit")) == {"b-1": MID_B, "a-1": MID_A}

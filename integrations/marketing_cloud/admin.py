@@ -58,8 +58,17 @@ class EnsCallbackAdmin(admin.ModelAdmin):
 
 @admin.register(EnsNotification)
 class EnsNotificationAdmin(admin.ModelAdmin):
-    list_display = ["id", "received_at", "event_type", "status", "subscriber_id", "master_id", "occurred_at"]
-    list_filter = ["event_type", "status", "received_at"]
+    list_display = [
+        "id",
+        "received_at",
+        "event_type",
+        "status",
+        "business_unit",
+        "subscriber_id",
+        "master_id",
+        "occurred_at",
+    ]
+    list_filter = ["event_type", "status", "business_unit", "received_at"]
     search_fields = ["=composite_id", "=subscriber_id", "=master_id"]
     readonly_fields = [f.name for f in EnsNotification._meta.fields]
     show_full_result_count = False
@@ -170,6 +179,8 @@ class BulkWritebackAdmin(admin.ModelAdmin):
     list_display = [
         "id",
         "state",
+        "business_unit",
+        "de_key",
         "request_id",
         "rows",
         "rows_written",
@@ -185,7 +196,7 @@ class BulkWritebackAdmin(admin.ModelAdmin):
         "request_status",
         "result_status",
     ]
-    list_filter = ["state"]
+    list_filter = ["state", "business_unit"]
     search_fields = ["=request_id"]
     show_full_result_count = False
     list_per_page = 50
@@ -284,6 +295,7 @@ class UnsubscribeWritebackAdmin(admin.ModelAdmin):
         "id",
         "subscriber_key",
         "golden_record",
+        "business_unit",
         "state",
         "attempts",
         "due_at",
@@ -292,7 +304,7 @@ class UnsubscribeWritebackAdmin(admin.ModelAdmin):
         "written_at",
         "short_error",
     ]
-    list_filter = ["state", "consent_source"]
+    list_filter = ["state", "consent_source", "cross_reference__business_unit"]
     list_select_related = ["cross_reference__individual"]
     search_fields = ["=cross_reference__external_id", "=cross_reference__individual__master_id"]
     readonly_fields = [f.name for f in UnsubscribeWriteback._meta.fields]
@@ -303,6 +315,10 @@ class UnsubscribeWritebackAdmin(admin.ModelAdmin):
         return False  # opt-outs recorded on golden records create them
 
     @admin.display(description="subscriber key", ordering="cross_reference__external_id")
+    @admin.display(description="business unit", ordering="cross_reference__business_unit")
+    def business_unit(self, obj: UnsubscribeWriteback) -> str:
+        return obj.cross_reference.business_unit or "default"
+
     def subscriber_key(self, obj: UnsubscribeWriteback) -> str:
         return obj.cross_reference.external_id
 
@@ -328,6 +344,7 @@ class ContactDeletionAdmin(admin.ModelAdmin):
         "id",
         "golden_record",
         "state",
+        "business_unit",
         "operation_id",
         "operation_status",
         "attempts",
@@ -336,7 +353,7 @@ class ContactDeletionAdmin(admin.ModelAdmin):
         "completed_at",
         "last_error",
     ]
-    list_filter = ["state", "operation_status"]
+    list_filter = ["state", "business_unit", "operation_status"]
     list_select_related = ["individual"]
     search_fields = ["=individual__master_id", "=operation_id"]
     # The contact key (often an email address) is not shown: the person is erased.

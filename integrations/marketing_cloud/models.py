@@ -55,6 +55,9 @@ class EnsNotification(models.Model):
     event_type = models.CharField(max_length=100, db_index=True)
     occurred_at = models.DateTimeField(null=True, blank=True)
     mid = models.CharField(max_length=20, blank=True)
+    # The MID of the business unit whose ENS signature key verified the batch; blank: a key stored
+    # by mc_ens_register (or the single unit's MC_ENS_SIGNATURE_KEY without a MID).
+    business_unit = models.CharField(max_length=20, blank=True)
     subscriber_id = models.CharField(max_length=40, blank=True, db_index=True)
     email_address = models.CharField(max_length=320, blank=True)
     payload = models.JSONField()
