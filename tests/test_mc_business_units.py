@@ -14,7 +14,13 @@ from integrations.choices import MARKETING_CLOUD
 from integrations.marketing_cloud import business_units
 from integrations.marketing_cloud.client import MarketingCloudClient
 from integrations.marketing_cloud.erasure import TASK as ERASURE_TASK
-from integrations.marketing_cloud.models import ContactDeletion, EnsNotification, UnsubscribeWriteback
+from integrations.marketing_cloud.models import (
+    ContactDeletion,
+    EnsNotification,
+    ReconciliationState,
+    UnsubscribeWriteback,
+)
+from integrations.marketing_cloud.poller import poll_data_extension
 from integrations.marketing_cloud.schema import INDIVIDUAL
 from integrations.models import AccessToken
 from integrations.transport import PermanentError
@@ -195,3 +201,19 @@ def test_an_ens_batch_is_attributed_to_the_unit_whose_key_signs_it(live_server, 
     assert post([email_open_event("SK-A1", composite_id="a-1")], key_a) == 200
     assert post([email_open_event("SK-X1", composite_id="x-1")], new_signature_key()) == 401
     assert dict(EnsNotification.objects.values_list("composite_id", "business_unit")) == {"b-1": MID_B, "a-1": MID_A}
+
+
+@pytest.mark.django_db
+def test_the_poller_reads_each_unit_s_data_extension_and_records_its_unit(two_units):
+    row = {"EmailAddress": "row-b@example.com", "FirstName": "Row", "LastName": "B", "Status": "Active"}
+    row_b = {**row, "ModifiedDate": "2026-11-10T08:00:00", "CreatedDate": "2026-11-01T00:00:00"}
+    unit_b = business_units.unit_for_mid(MID_B)
+    MarketingCloudClient.from_settings(unit=unit_b).upsert_row("Individual_B", "SubscriberKey", "ROW-B", row_b)
+    row_a = {**row_b, "EmailAddress": "row-a@example.com", "LastName": "A"}
+    MarketingCloudClient.from_settings().upsert_row("Individual", "SubscriberKey", "ROW-A", row_a)
+    assert poll_data_extension() == "A: 1 rows in 1 page(s), 1 sent; B: 1 rows in 1 page(s), 1 sent"
+    run_queued()
+    units = dict(CrossReference.objects.filter(system=MARKETING_CLOUD).values_list("external_id", "business_unit"))
+    assert units == {"ROW-A": MID_A, "ROW-B": MID_B}
+    states = {(s.business_unit, s.de_key): s.last_status for s in ReconciliationState.objects.all()}
+    assert states == {(MID_A, "Individual"): "succeeded", (MID_B, "Individual_B"): "succeeded"}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import Count
 from django.http import HttpRequest
@@ -20,6 +19,7 @@ from django_q.models import Schedule
 from customers.admin.history import format_moment
 from customers.admin.records import RECORD_PANELS
 from customers.models import Individual
+from integrations.marketing_cloud import business_units
 from integrations.marketing_cloud.erasure import retry as retry_deletions
 from integrations.marketing_cloud.models import (
     BulkWriteback,
@@ -142,7 +142,8 @@ class ReconciliationStateAdmin(admin.ModelAdmin):
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
         # Show the row before the first run, so "Run now" has something to act on.
-        ReconciliationState.objects.get_or_create(de_key=settings.MC_DE_KEY)
+        for unit in business_units.units():
+            ReconciliationState.objects.get_or_create(business_unit=unit.state_key, de_key=unit.de_key)
         return super().changelist_view(request, extra_context)
 
 

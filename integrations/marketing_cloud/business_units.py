@@ -47,6 +47,11 @@ class BusinessUnit:
         return f"{MARKETING_CLOUD}:{self.mid}" if self.configured else MARKETING_CLOUD
 
     @property
+    def state_key(self) -> str:
+        """What a per-unit state row (a poller's watermark) is keyed by: blank for the implicit single unit."""
+        return self.mid if self.configured else ""
+
+    @property
     def label(self) -> str:
         return f"{self.name} (MID {self.mid})" if self.mid else self.name
 

@@ -76,9 +76,11 @@ class EnsNotification(models.Model):
 
 
 class ReconciliationState(models.Model):
-    """The reconciliation poller's watermark and last run, one row per data extension."""
+    """The reconciliation poller's watermark and last run, one row per business unit and data extension."""
 
-    de_key = models.CharField(max_length=100, unique=True)
+    # The MID of a configured business unit; blank for the single unit configured the MC_* way.
+    business_unit = models.CharField(max_length=20, blank=True)
+    de_key = models.CharField(max_length=100)
     # Highest ModifiedDate seen; the next run reads from here minus the overlap.
     watermark = models.DateTimeField(null=True, blank=True)
     overlap_seconds = models.PositiveIntegerField(default=900)
@@ -94,9 +96,13 @@ class ReconciliationState(models.Model):
 
     class Meta:
         verbose_name = "reconciliation poller"
+        constraints = [
+            models.UniqueConstraint(fields=["business_unit", "de_key"], name="reconciliation_unit_de_key_unique")
+        ]
 
     def __str__(self) -> str:
-        return f"reconciliation of {self.de_key}"
+        unit = f" (MID {self.business_unit})" if self.business_unit else ""
+        return f"reconciliation of {self.de_key}{unit}"
 
 
 class ImportJob(models.Model):
