@@ -25,7 +25,7 @@ from integrations.marketing_cloud.schema import INDIVIDUAL
 from integrations.models import AccessToken
 from integrations.transport import PermanentError
 from sandboxes.marketing_cloud.ens import email_open_event, encode_batch, new_signature_key, sign_ens
-from tests.conftest import subscriber
+from tests.conftest import journey_jwt, subscriber
 from tests.queue import run_queued
 
 MID_A, MID_B = "100001", "100002"
@@ -217,3 +217,12 @@ def test_the_poller_reads_each_unit_s_data_extension_and_records_its_unit(two_un
     assert units == {"ROW-A": MID_A, "ROW-B": MID_B}
     states = {(s.business_unit, s.de_key): s.last_status for s in ReconciliationState.objects.all()}
     assert states == {(MID_A, "Individual"): "succeeded", (MID_B, "Individual_B"): "succeeded"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_activity_s_lifecycle_calls_are_verified_with_each_unit_s_secret(live_server, two_units):
+    url = f"{live_server.url}/api/v1/marketing-cloud/journey/publish"
+    body = journey_jwt({}, secret=SECRET_B)
+    assert requests.post(url, data=body, headers={"Content-Type": "application/jwt"}, timeout=5).status_code == 200
+    forged = journey_jwt({}, secret="not-any-unit-s-secret-0123456789abcdef")
+    assert requests.post(url, data=forged, headers={"Content-Type": "application/jwt"}, timeout=5).status_code == 401
