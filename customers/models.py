@@ -157,6 +157,9 @@ class CrossReference(models.Model):
     # for Marketing Cloud its numeric SubscriberID (ENS events name subscribers by it), never
     # the SubscriberKey (that is ``external_id``); blank while the source has not told us.
     system_record_id = models.CharField("system record ID", max_length=64, blank=True)
+    # Which part of the source system holds the record: for Marketing Cloud the MID of its business
+    # unit (the unit whose secret verified the call, or whose read found it). Blank: the default unit.
+    business_unit = models.CharField("business unit", max_length=20, blank=True)
     status = models.CharField(max_length=10, choices=CrossReferenceStatus.choices, default=CrossReferenceStatus.VALID)
     # The source's own status of the record, e.g. Marketing Cloud's Active / Unsubscribed.
     source_status = models.CharField(max_length=40, blank=True)

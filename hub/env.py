@@ -8,6 +8,7 @@ message naming the variable, instead of silently falling back to a default.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from urllib.parse import unquote, urlsplit
 
@@ -52,6 +53,7 @@ KNOWN_NAMES: frozenset[str] = frozenset(
         "MC_ENS_SIGNATURE_KEY",
         "MC_ALL_SUBSCRIBERS_LIST_ID",
         "MC_ERASE_CONTACTS",
+        "MC_BUSINESS_UNITS",
         "HUB_ENS_HANDSHAKE_WINDOW_SECONDS",
         "HUB_LOGIN_FAILURE_LIMIT",
         "HUB_EVENT_CLOCK_SKEW_SECONDS",
@@ -73,6 +75,9 @@ KNOWN_NAMES: frozenset[str] = frozenset(
     }
 )
 CHECKED_PREFIXES: tuple[str, ...] = ("HUB_", "MC_", "SF_")
+# Per business unit names, MC_BU_<NAME>_<FIELD> (read by env_business_units for the names MC_BUSINESS_UNITS lists).
+BUSINESS_UNIT_FIELDS: tuple[str, ...] = ("MID", "DE_KEY", "JWT_SECRET", "ENS_SIGNATURE_KEY")
+_BUSINESS_UNIT_NAME = re.compile(r"^[A-Z][A-Z0-9]{0,29}$")
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -81,7 +86,16 @@ _FALSE = {"false", "0", "no", "off"}
 def check_unknown_names(environ: Mapping[str, str] | None = None) -> None:
     """Refuse variables that look like ours but are not known (typos)."""
     environ = os.environ if environ is None else environ
-    unknown = sorted(name for name in environ if name.startswith(CHECKED_PREFIXES) and name not in KNOWN_NAMES)
+    unit_names = {
+        f"MC_BU_{unit}_{field}"
+        for unit in (item.strip() for item in environ.get("MC_BUSINESS_UNITS", "").split(","))
+        for field in BUSINESS_UNIT_FIELDS
+    }
+    unknown = sorted(
+        name
+        for name in environ
+        if name.startswith(CHECKED_PREFIXES) and name not in KNOWN_NAMES and name not in unit_names
+    )
     if unknown:
         raise ImproperlyConfigured(
             f"Unknown setting(s) in the environment: {', '.join(unknown)}. "
@@ -154,6 +168,38 @@ def env_numeric_ids(name: str) -> list[str]:
         if not value.isascii() or not value.isdigit() or int(value) == 0 or len(value) > 19:
             raise ImproperlyConfigured(f"{name} must be positive integer IDs separated by commas, not {value!r}.")
     return values
+
+
+def env_business_units(name: str, *, default_de_key: str) -> tuple[dict[str, str], ...]:
+    """The business units ``name`` lists (``A,B``), each from ``MC_BU_<A>_MID`` and its siblings; () when unset.
+
+    Each unit needs its numeric MID and its JWT signing secret; its data extension key defaults to
+    ``default_de_key``, its ENS signature key is optional. Two units with the same MID, JWT secret or
+    ENS key are refused: the secret that verifies a call is what names its unit.
+    """
+    units: list[dict[str, str]] = []
+    for unit in env_list(name, []):
+        if not _BUSINESS_UNIT_NAME.match(unit):
+            raise ImproperlyConfigured(f"{name}: {unit!r} is not a unit name (capital letters and digits, 1-30).")
+        prefix = f"MC_BU_{unit}_"
+        mid = env_required(f"{prefix}MID")
+        if not mid.isascii() or not mid.isdigit() or len(mid) > 20:
+            raise ImproperlyConfigured(f"{prefix}MID must be the numeric MID, not {mid!r}.")
+        units.append(
+            {
+                "name": unit,
+                "mid": mid,
+                "de_key": env_str(f"{prefix}DE_KEY") or default_de_key,
+                "jwt_secret": env_required(f"{prefix}JWT_SECRET"),
+                "ens_signature_key": env_str(f"{prefix}ENS_SIGNATURE_KEY"),
+            }
+        )
+    labels = {"name": "name", "mid": "MID", "jwt_secret": "JWT_SECRET", "ens_signature_key": "ENS_SIGNATURE_KEY"}
+    for field, label in labels.items():
+        values = [u[field] for u in units if u[field]]
+        if len(values) != len(set(values)):
+            raise ImproperlyConfigured(f"{name}: two business units share the same {label}.")
+    return tuple(units)
 
 
 def env_url(name: str, default: str = "") -> str:

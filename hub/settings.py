@@ -16,6 +16,7 @@ from hub.env import (
     check_unknown_names,
     database_from_url,
     env_bool,
+    env_business_units,
     env_float,
     env_int,
     env_list,
@@ -327,6 +328,15 @@ MC_ENS_SIGNATURE_KEY = env_str("MC_ENS_SIGNATURE_KEY")
 # Unset, the hub cannot tell them apart and records every unsubscribe as a global
 # do-not-market (and the list's consent too), so nobody who unsubscribed is mailed again.
 MC_ALL_SUBSCRIBERS_LIST_ID = env_numeric_ids("MC_ALL_SUBSCRIBERS_LIST_ID")
+# Several business units (MC_BUSINESS_UNITS=A,B with MC_BU_A_MID, ..._DE_KEY, ..._JWT_SECRET,
+# ..._ENS_SIGNATURE_KEY), sharing the installed package's client ID and secret; the first listed is
+# the default unit. Unset: one unit made of MC_ACCOUNT_ID, MC_DE_KEY, MC_JWT_SECRET, MC_ENS_SIGNATURE_KEY.
+MC_BUSINESS_UNITS = env_business_units("MC_BUSINESS_UNITS", default_de_key=MC_DE_KEY)
+if MC_BUSINESS_UNITS and (MC_ACCOUNT_ID or MC_JWT_SECRET or MC_ENS_SIGNATURE_KEY):
+    raise ImproperlyConfigured(
+        "With MC_BUSINESS_UNITS set, each unit's MID and secrets are MC_BU_<NAME>_MID, _JWT_SECRET and "
+        "_ENS_SIGNATURE_KEY: unset MC_ACCOUNT_ID, MC_JWT_SECRET and MC_ENS_SIGNATURE_KEY."
+    )
 # How long after `manage.py mc_ens_register` opens a registration the hub accepts ENS's
 # verification handshake for it (ENS posts it within 30 s of the callback's creation).
 ENS_HANDSHAKE_WINDOW_SECONDS = env_int("HUB_ENS_HANDSHAKE_WINDOW_SECONDS", 15 * 60, minimum=60, maximum=24 * 3600)

@@ -22,6 +22,7 @@ from django.utils import timezone
 from customers.choices import CandidateStatus, WritebackState
 from customers.models import CrossReference, MatchCandidate
 from integrations.choices import EventStatus, RunStatus
+from integrations.marketing_cloud import business_units
 from integrations.marketing_cloud.models import ReconciliationState
 from integrations.models import ConnectorState, DeadLetter, InboundEvent, SyncRun
 from integrations.queue import cluster_stalled, queue_depth
@@ -114,6 +115,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         "dead_letters": DeadLetter.objects.filter(replayed_at__isnull=True).select_related("run").order_by("-id")[:10],
         "dead_open": DeadLetter.objects.filter(replayed_at__isnull=True).count(),
         "reconciliation": ReconciliationState.objects.order_by("de_key"),
+        "business_units": business_units.unit_state(),
         "can_replay": request.user.has_perm("integrations.change_deadletter"),
         "unsynced_24h": InboundEvent.objects.filter(received_at__gte=since)
         .filter(~Q(status__in=[EventStatus.SYNCED, EventStatus.SUPERSEDED, EventStatus.REJECTED]))

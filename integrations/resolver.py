@@ -288,6 +288,8 @@ def _resolve_in_transaction(claimed: list[Claimed]) -> Counter[str]:
         change.actor = f"sync-run:{run_id}"
         change.change_info = {"syncRunId": run_id}
         change.source_status = str(change.source.raw.get("subscriberStatus") or "")
+        # The Marketing Cloud business unit whose secret verified the call (views.JourneyExecuteView).
+        change.business_unit = str(change.source.raw.get("businessUnitMid") or "")
     resolutions = resolve([change for _, change in work], writeback_systems=WRITABLE_SYSTEMS)
     fault_point("after-match")
     done: list[tuple[Claimed, int, Resolution]] = []

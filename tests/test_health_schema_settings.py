@@ -101,7 +101,8 @@ def test_every_setting_the_hub_reads_is_known_and_documented():
     for path in (ROOT / "hub").glob("*.py"):
         read |= set(
             re.findall(
-                r'env_(?:str|required|bool|int|float|list|url|numeric_ids)\(\s*"([A-Z][A-Z0-9_]+)"', path.read_text()
+                r'env_(?:str|required|bool|int|float|list|url|numeric_ids|business_units)\(\s*"([A-Z][A-Z0-9_]+)"',
+                path.read_text(),
             )
         )
     assert read, "the settings read their names through hub.env"

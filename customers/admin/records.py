@@ -102,6 +102,7 @@ class CrossReferenceInline(admin.TabularInline):
         "system",
         "external_id",
         "system_record_id",
+        "business_unit",
         "status",
         "match_rule",
         "writeback_state",
@@ -575,6 +576,7 @@ class CrossReferenceAdmin(LargeListMixin, admin.ModelAdmin):
     list_display = [
         "__str__",
         "golden_record",
+        "business_unit",
         "match_rule",
         "status",
         "source_status",
@@ -582,7 +584,7 @@ class CrossReferenceAdmin(LargeListMixin, admin.ModelAdmin):
         "written_at",
         "last_seen_at",
     ]
-    list_filter = ["system", "status", "writeback_state", "last_seen_at"]
+    list_filter = ["system", "business_unit", "status", "writeback_state", "last_seen_at"]
     search_fields = ["=external_id", "=individual__master_id"]
     list_select_related = ["individual"]
     readonly_fields = [
@@ -590,6 +592,7 @@ class CrossReferenceAdmin(LargeListMixin, admin.ModelAdmin):
         "system",
         "external_id",
         "system_record_id",
+        "business_unit",
         "source_status",
         "first_seen_at",
         "last_seen_at",

@@ -61,6 +61,9 @@ class SourceChange:
     source: SourceIndividual
     modified_at: dt.datetime | None = None
     source_status: str = ""
+    # The part of the source system the record lives in (a Marketing Cloud business unit's MID);
+    # blank keeps whatever the cross reference recorded before.
+    business_unit: str = ""
     actor: str = ""
     # Whether a carried master ID may move a source record already linked to another golden
     # record. A channel whose word is not enough for that (the generic API) leaves the record
@@ -322,6 +325,8 @@ def _apply(work: UnitOfWork, change: SourceChange, writeback_systems: frozenset[
         columns["system_record_id"] = change.source.system_id[:64]
     if change.source_status:
         columns["source_status"] = change.source_status[:40]
+    if change.business_unit:
+        columns["business_unit"] = change.business_unit[:20]
     if change.modified_at and (record.source_modified_at is None or change.modified_at > record.source_modified_at):
         columns["source_modified_at"] = change.modified_at
     if carried:

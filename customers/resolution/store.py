@@ -127,6 +127,7 @@ class SourceRecord:
     external_id: str
     status: str = CrossReferenceStatus.VALID
     system_record_id: str = ""
+    business_unit: str = ""
     source_status: str = ""
     first_seen_at: dt.datetime | None = None
     last_seen_at: dt.datetime | None = None
@@ -364,6 +365,7 @@ class UnitOfWork:
                     external_id=x.external_id,
                     status=x.status,
                     system_record_id=x.system_record_id,
+                    business_unit=x.business_unit,
                     source_status=x.source_status,
                     first_seen_at=x.first_seen_at,
                     last_seen_at=x.last_seen_at,
@@ -979,6 +981,7 @@ class UnitOfWork:
                     "system": r.system,
                     "external_id": r.external_id,
                     "system_record_id": r.system_record_id,
+                    "business_unit": r.business_unit,
                     "status": r.status,
                     "source_status": r.source_status,
                     "first_seen_at": r.first_seen_at,
@@ -1006,6 +1009,7 @@ class UnitOfWork:
             "id",
             "individual_id",
             "system_record_id",
+            "business_unit",
             "status",
             "source_status",
             "last_seen_at",
@@ -1144,8 +1148,9 @@ _TYPES: dict[str, dict[str, str]] = {
         "id": "bigint",
         "individual_id": "bigint",
         **dict.fromkeys(
-            ("system", "external_id", "system_record_id", "status", "source_status", "writeback_state"), "text"
+            ("system", "external_id", "system_record_id", "business_unit", "status", "source_status"), "text"
         ),
+        **dict.fromkeys(("writeback_state",), "text"),
         **dict.fromkeys(("source_master_id", "writeback_error", "match_rule", "intent"), "text"),
         **dict.fromkeys(("first_seen_at", "last_seen_at", "source_modified_at", "written_at"), "timestamptz"),
         **dict.fromkeys(("writeback_due_at", "created_at", "updated_at"), "timestamptz"),

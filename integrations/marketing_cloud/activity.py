@@ -27,8 +27,9 @@ from django.views.decorators.http import require_GET, require_POST
 from hub.api.bodies import BodyTooLarge, read_body
 from hub.problems import problem_response
 from hub.strict_json import StrictJsonError
+from integrations.marketing_cloud import business_units
 from integrations.marketing_cloud.mapping import IN_ARGUMENTS
-from integrations.marketing_cloud.views import JOURNEY_MAX_BODY, verify_journey_jwt
+from integrations.marketing_cloud.views import JOURNEY_MAX_BODY, verify_journey_jwt_for_units
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +195,7 @@ def lifecycle(request: HttpRequest, action: str) -> JsonResponse:
     except BodyTooLarge:
         return problem_response(413, "Body too large", f"A lifecycle call is limited to {JOURNEY_MAX_BODY} bytes.")
     try:
-        claims = verify_journey_jwt(body.strip(), settings.MC_JWT_SECRET)
+        claims, unit = verify_journey_jwt_for_units(body.strip(), business_units.units())
     except jwt.InvalidTokenError:
         return problem_response(
             401,
@@ -205,8 +206,9 @@ def lifecycle(request: HttpRequest, action: str) -> JsonResponse:
     except StrictJsonError as exc:
         return problem_response(400, "Invalid claims", errors=[{"field": exc.field, "message": exc.message}])
     logger.info(
-        "journey activity %s: journey %s activity %s",
+        "journey activity %s (business unit %s): journey %s activity %s",
         action,
+        unit.name,
         claims.get("journeyId") or claims.get("originalDefinitionId") or "-",
         claims.get("activityObjectID") or claims.get("activityId") or "-",
     )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import Count
 from django.http import HttpRequest
@@ -20,6 +19,7 @@ from django_q.models import Schedule
 from customers.admin.history import format_moment
 from customers.admin.records import RECORD_PANELS
 from customers.models import Individual
+from integrations.marketing_cloud import business_units
 from integrations.marketing_cloud.erasure import retry as retry_deletions
 from integrations.marketing_cloud.models import (
     BulkWriteback,
@@ -58,8 +58,17 @@ class EnsCallbackAdmin(admin.ModelAdmin):
 
 @admin.register(EnsNotification)
 class EnsNotificationAdmin(admin.ModelAdmin):
-    list_display = ["id", "received_at", "event_type", "status", "subscriber_id", "master_id", "occurred_at"]
-    list_filter = ["event_type", "status", "received_at"]
+    list_display = [
+        "id",
+        "received_at",
+        "event_type",
+        "status",
+        "business_unit",
+        "subscriber_id",
+        "master_id",
+        "occurred_at",
+    ]
+    list_filter = ["event_type", "status", "business_unit", "received_at"]
     search_fields = ["=composite_id", "=subscriber_id", "=master_id"]
     readonly_fields = [f.name for f in EnsNotification._meta.fields]
     show_full_result_count = False
@@ -133,7 +142,8 @@ class ReconciliationStateAdmin(admin.ModelAdmin):
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
         # Show the row before the first run, so "Run now" has something to act on.
-        ReconciliationState.objects.get_or_create(de_key=settings.MC_DE_KEY)
+        for unit in business_units.units():
+            ReconciliationState.objects.get_or_create(business_unit=unit.state_key, de_key=unit.de_key)
         return super().changelist_view(request, extra_context)
 
 
@@ -170,6 +180,8 @@ class BulkWritebackAdmin(admin.ModelAdmin):
     list_display = [
         "id",
         "state",
+        "business_unit",
+        "de_key",
         "request_id",
         "rows",
         "rows_written",
@@ -185,7 +197,7 @@ class BulkWritebackAdmin(admin.ModelAdmin):
         "request_status",
         "result_status",
     ]
-    list_filter = ["state"]
+    list_filter = ["state", "business_unit"]
     search_fields = ["=request_id"]
     show_full_result_count = False
     list_per_page = 50
@@ -284,6 +296,7 @@ class UnsubscribeWritebackAdmin(admin.ModelAdmin):
         "id",
         "subscriber_key",
         "golden_record",
+        "business_unit",
         "state",
         "attempts",
         "due_at",
@@ -292,7 +305,7 @@ class UnsubscribeWritebackAdmin(admin.ModelAdmin):
         "written_at",
         "short_error",
     ]
-    list_filter = ["state", "consent_source"]
+    list_filter = ["state", "consent_source", "cross_reference__business_unit"]
     list_select_related = ["cross_reference__individual"]
     search_fields = ["=cross_reference__external_id", "=cross_reference__individual__master_id"]
     readonly_fields = [f.name for f in UnsubscribeWriteback._meta.fields]
@@ -303,6 +316,10 @@ class UnsubscribeWritebackAdmin(admin.ModelAdmin):
         return False  # opt-outs recorded on golden records create them
 
     @admin.display(description="subscriber key", ordering="cross_reference__external_id")
+    @admin.display(description="business unit", ordering="cross_reference__business_unit")
+    def business_unit(self, obj: UnsubscribeWriteback) -> str:
+        return obj.cross_reference.business_unit or "default"
+
     def subscriber_key(self, obj: UnsubscribeWriteback) -> str:
         return obj.cross_reference.external_id
 
@@ -328,6 +345,7 @@ class ContactDeletionAdmin(admin.ModelAdmin):
         "id",
         "golden_record",
         "state",
+        "business_unit",
         "operation_id",
         "operation_status",
         "attempts",
@@ -336,7 +354,7 @@ class ContactDeletionAdmin(admin.ModelAdmin):
         "completed_at",
         "last_error",
     ]
-    list_filter = ["state", "operation_status"]
+    list_filter = ["state", "business_unit", "operation_status"]
     list_select_related = ["individual"]
     search_fields = ["=individual__master_id", "=operation_id"]
     # The contact key (often an email address) is not shown: the person is erased.

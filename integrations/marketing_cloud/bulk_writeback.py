@@ -46,7 +46,8 @@ from customers.models import CrossReference
 from customers.writeback_state import hold_pending
 from integrations.choices import MARKETING_CLOUD
 from integrations.faults import fault_point
-from integrations.marketing_cloud.client import MarketingCloudClient, breaker
+from integrations.marketing_cloud import business_units
+from integrations.marketing_cloud.client import breaker, unit_client
 from integrations.marketing_cloud.models import BulkWriteback
 from integrations.marketing_cloud.writeback_outcomes import (
     RowResult,
@@ -90,8 +91,15 @@ def enough_due(threshold: int) -> bool:
     return due[:threshold].count() >= threshold
 
 
-def _rows_path() -> str:
-    return f"/data/v1/async/dataextensions/key:{quote(settings.MC_DE_KEY, safe='')}/rows"
+def _rows_path(de_key: str) -> str:
+    return f"/data/v1/async/dataextensions/key:{quote(de_key, safe='')}/rows"
+
+
+def _unit_client(client: Any, mid: str) -> Any:
+    unit = business_units.unit_for_mid(mid)
+    if unit is None:
+        raise PermanentError(business_units.not_configured(mid))
+    return unit_client(unit, client)
 
 
 def _items(xrefs: list[CrossReference]) -> tuple[list[dict[str, str]], list[CrossReference], list[str]]:
@@ -118,8 +126,13 @@ def submit_bulk(client: Any = None) -> str:
     """Claim up to MAX_ROWS due write-backs and send them as one asynchronous upsert."""
     now = timezone.now()
     with transaction.atomic():
+        due = claimable(pending_writebacks().filter(writeback_due_at__lte=now))
+        # One request goes to one business unit: the unit of the row due first.
+        first = due.order_by("writeback_due_at", "id").values_list("business_unit", flat=True).first()
+        mid = first or ""
+        unit = business_units.unit_for_mid(mid)
         xrefs = list(
-            claimable(pending_writebacks().filter(writeback_due_at__lte=now))
+            due.filter(business_unit=mid)
             .select_related("individual")
             .select_for_update(skip_locked=True, of=("self",))
             .order_by("writeback_due_at", "id")[:MAX_ROWS]
@@ -129,7 +142,8 @@ def submit_bulk(client: Any = None) -> str:
             return "nothing due"
         items, kept, masters = _items(xrefs)
         request = BulkWriteback.objects.create(
-            de_key=settings.MC_DE_KEY,
+            de_key=unit.de_key if unit else settings.MC_DE_KEY,
+            business_unit=mid,
             rows=len(kept),
             xref_ids=[x.pk for x in kept],
             master_ids=masters,
@@ -139,9 +153,9 @@ def submit_bulk(client: Any = None) -> str:
         # Should this worker die before the request ID is recorded, this poll releases the rows.
         enqueue_wake_up(POLL_TASK, flag=POLL_WAKE_UP, delay=stale_submission_after().total_seconds())
     try:
-        client = client or MarketingCloudClient.from_settings()
+        client = _unit_client(client, request.business_unit)
         fault_point("before-mc-bulk-call")
-        answer = client.request("PUT", _rows_path(), json={"items": items})
+        answer = client.request("PUT", _rows_path(request.de_key), json={"items": items})
         fault_point("after-mc-bulk-call")
         request_id = str(answer.get("requestId") or "") if isinstance(answer, dict) else ""
         if not request_id:
@@ -303,7 +317,7 @@ def _poll_later(request: BulkWriteback, note: str = "") -> str:
 def _poll_one(client: Any, request: BulkWriteback) -> str:
     age = timezone.now() - (request.submitted_at or request.claimed_at)
     try:
-        client = client or MarketingCloudClient.from_settings()
+        client = _unit_client(client, request.business_unit)
         body = client.request("GET", f"/data/v1/async/{quote(request.request_id, safe='')}/status")
     except TransportError as exc:
         if exc.http_status == 429:

@@ -23,6 +23,8 @@ import requests
 from django.conf import settings
 
 from integrations.choices import MARKETING_CLOUD
+from integrations.marketing_cloud import business_units
+from integrations.marketing_cloud.business_units import BusinessUnit
 from integrations.models import AccessToken
 from integrations.transport import (
     Answer,
@@ -63,6 +65,7 @@ class MarketingCloudClient:
         rest_base_url: str = "",
         timeout: float = 15.0,
         session: requests.Session | None = None,
+        token_system: str = MARKETING_CLOUD,
     ) -> None:
         if not (auth_base_url and client_id and client_secret):
             raise PermanentError("Marketing Cloud is not configured (MC_AUTH_BASE_URL, MC_CLIENT_ID, MC_CLIENT_SECRET)")
@@ -73,18 +76,24 @@ class MarketingCloudClient:
         self.account_id = account_id
         self.timeout = timeout
         self.session = session or requests.Session()
-        self.tokens = CachedToken(MARKETING_CLOUD, self._fresh_token, margin=TOKEN_EXPIRY_MARGIN)
+        # One cached token per business unit: a token acts on the MID it was requested for.
+        self.tokens = CachedToken(token_system, self._fresh_token, margin=TOKEN_EXPIRY_MARGIN)
 
     @classmethod
-    def from_settings(cls, session: requests.Session | None = None) -> MarketingCloudClient:
+    def from_settings(
+        cls, session: requests.Session | None = None, *, unit: BusinessUnit | None = None
+    ) -> MarketingCloudClient:
+        """The client of ``unit`` (default: the default unit): the shared package, that unit's MID and token."""
+        unit = unit or business_units.default_unit()
         return cls(
             auth_base_url=settings.MC_AUTH_BASE_URL,
             rest_base_url=settings.MC_REST_BASE_URL,
             client_id=settings.MC_CLIENT_ID,
             client_secret=settings.MC_CLIENT_SECRET,
-            account_id=settings.MC_ACCOUNT_ID,
+            account_id=unit.mid,
             timeout=settings.MC_HTTP_TIMEOUT,
             session=session,
+            token_system=unit.token_system,
         )
 
     # -- tokens ---------------------------------------------------------------
@@ -194,6 +203,13 @@ class MarketingCloudClient:
         if len(rows) > 50:
             raise ValueError("Marketing Cloud advises at most 50 rows per rowset call")
         return self.request("POST", f"/hub/v1/dataevents/key:{quote(de_key, safe='')}/rowset", json=rows)
+
+
+def unit_client(unit: BusinessUnit, given: Any = None) -> Any:
+    """The client of ``unit``: ``given`` (a client a caller handed in) serves the default unit, others get their own."""
+    if given is not None and unit == business_units.default_unit():
+        return given
+    return MarketingCloudClient.from_settings(unit=unit)
 
 
 def _kept_detail(body: Any) -> dict[str, Any] | None:

@@ -56,6 +56,7 @@ from hub.api.bodies import read_body_or_problem
 from hub.api.problems import problem
 from integrations.choices import MARKETING_CLOUD
 from integrations.intake import json_safe
+from integrations.marketing_cloud import business_units
 from integrations.marketing_cloud.models import EnsCallback, EnsNotification
 from integrations.queue import enqueue_once, task_started
 
@@ -101,13 +102,19 @@ def _key_readings(signature_key: str) -> list[bytes]:
 
 
 def signature_keys() -> list[str]:
-    keys = [settings.MC_ENS_SIGNATURE_KEY] if settings.MC_ENS_SIGNATURE_KEY else []
+    """Every business unit's configured key (the single unit's is MC_ENS_SIGNATURE_KEY), then the stored ones."""
+    keys = [unit.ens_signature_key for unit in business_units.units() if unit.ens_signature_key]
     keys += list(EnsCallback.objects.exclude(signature_key="").values_list("signature_key", flat=True))
     return keys
 
 
 def signature_is_valid(body: bytes, signature: str, keys: list[str]) -> bool:
-    """Whether ``signature`` signs ``body`` under any known key (rotation keeps two alive), read either way.
+    """Whether ``signature`` signs ``body`` under any known key (rotation keeps two alive), read either way."""
+    return signing_key(body, signature, keys) is not None
+
+
+def signing_key(body: bytes, signature: str, keys: list[str]) -> str | None:
+    """The first of ``keys`` under which ``signature`` signs ``body``, read either way; None for none.
 
     Every candidate is computed and compared in constant time, with no early exit, so the
     answer's timing says nothing about which key or reading came close.
@@ -115,13 +122,19 @@ def signature_is_valid(body: bytes, signature: str, keys: list[str]) -> bool:
     try:
         given = base64.b64decode(signature.strip(), validate=True)
     except (binascii.Error, ValueError):
-        return False
-    valid = False
+        return None
+    found: str | None = None
     for key in keys:
         for key_bytes in _key_readings(key):
             expected = hmac.new(key_bytes, body, hashlib.sha256).digest()
-            valid |= hmac.compare_digest(expected, given)
-    return valid
+            matches = hmac.compare_digest(expected, given)
+            found = key if matches and found is None else found
+    return found
+
+
+def unit_of_key(key: str) -> str:
+    """The MID of the business unit configured with this ENS key ('' for a key stored by mc_ens_register)."""
+    return next((unit.mid for unit in business_units.units() if unit.ens_signature_key == key), "")
 
 
 def awaiting_handshake() -> QuerySet[EnsCallback]:
@@ -283,7 +296,8 @@ class EnsCallbackView(APIView):
         if isinstance(data, dict) and set(data) >= {"callbackId", "verificationKey"}:
             return self._handshake(data)
         signature = request.META.get(SIGNATURE_HEADER, "")
-        if not signature or not signature_is_valid(body, signature, signature_keys()):
+        key = signing_key(body, signature, signature_keys()) if signature else None
+        if key is None:
             return problem(
                 status.HTTP_401_UNAUTHORIZED,
                 "Invalid signature",
@@ -312,6 +326,9 @@ class EnsCallbackView(APIView):
         if errors:
             return problem(status.HTTP_400_BAD_REQUEST, "Invalid batch", errors=errors[:20])
         rows = [_event_row(e, i) for i, e in enumerate(data) if isinstance(e, dict)]
+        unit = unit_of_key(key)  # the business unit whose key signed the batch
+        for row in rows:
+            row.business_unit = unit
         with transaction.atomic():
             EnsNotification.objects.bulk_create(rows, ignore_conflicts=True, batch_size=MAX_BATCH)
             enqueue_once(APPLY_TASK, flag=APPLY_FLAG)

@@ -33,10 +33,12 @@ from django.utils import timezone
 from customers.models import CrossReference
 from customers.signals import individual_erased
 from integrations.choices import MARKETING_CLOUD
-from integrations.marketing_cloud.client import MarketingCloudClient
+from integrations.marketing_cloud import business_units
+from integrations.marketing_cloud.business_units import BusinessUnit
+from integrations.marketing_cloud.client import unit_client
 from integrations.marketing_cloud.models import ContactDeletion
 from integrations.queue import enqueue_once, enqueue_wake_up, task_started, wake_up_started
-from integrations.transport import TransportError, backoff_delay
+from integrations.transport import PermanentError, TransportError, backoff_delay
 
 logger = logging.getLogger(__name__)
 
@@ -62,17 +64,18 @@ def delete_contacts_on_erasure(
         return
     keys = sorted(
         CrossReference.objects.filter(individual=individual, system=MARKETING_CLOUD).values_list(
-            "external_id", flat=True
+            "external_id", "business_unit"
         )
     )
     if not keys:
         return
     now = timezone.now()
-    for key in keys:
+    for key, unit in keys:
         ContactDeletion.objects.update_or_create(
             contact_key=key,
             defaults={
                 "individual": individual,
+                "business_unit": unit,
                 "state": ContactDeletion.PENDING,
                 "requested_at": now,
                 "due_at": now,
@@ -93,7 +96,6 @@ def process_contact_deletions(client: Any = None, *, from_queue: bool = True) ->
     if from_queue:
         task_started(FLAG)
         wake_up_started(WAKE_UP)
-    client = client or MarketingCloudClient.from_settings()
     sent = _send_due(client)
     polled = _poll_due(client)
     _queue_next()
@@ -108,44 +110,50 @@ def _send_due(client: Any) -> int:
             .select_for_update(skip_locked=True)
             .order_by("due_at", "id")[:BATCH_SIZE]
         )
-        if not rows:
-            return 0
-        now = timezone.now()
-        for row in rows:
-            row.attempts += 1
-        try:
-            body = client.request(
-                "POST",
-                DELETE_PATH,
-                json={"values": [r.contact_key for r in rows], "DeleteOperationType": "ContactAndAttributes"},
-            )
-        except TransportError as exc:
-            for row in rows:
-                row.last_error = exc.message[:2000]
-                if exc.permanent or row.attempts >= settings.WRITEBACK_MAX_ATTEMPTS:
-                    row.state, row.due_at = ContactDeletion.FAILED, None
-                else:
-                    delay = backoff_delay(row.attempts, base=2.0, cap=300.0, floor=exc.retry_after or 0.0)
-                    row.due_at = now + dt.timedelta(seconds=delay)
-            ContactDeletion.objects.bulk_update(rows, ["state", "due_at", "attempts", "last_error"])
-            logger.warning("contact deletion call failed (status %s)", exc.http_status or "network")
-            return len(rows)
-        body = body if isinstance(body, dict) else {}
-        operation_id = body.get("operationID")
-        started = body.get("operationInitiated") is True and isinstance(operation_id, int) and not body.get("hasErrors")
-        messages = "; ".join(str(m)[:200] for m in (body.get("resultMessages") or [])[:5])
-        for row in rows:
-            row.due_at = None
-            if started:
-                row.state, row.operation_id, row.accepted_at = ContactDeletion.ACCEPTED, operation_id, now
-                row.next_poll_at, row.last_error = now + dt.timedelta(seconds=FIRST_POLL_SECONDS), ""
-            else:
-                row.state = ContactDeletion.FAILED
-                row.last_error = f"Marketing Cloud did not start the deletion: {messages or 'no operationID'}"[:2000]
-        ContactDeletion.objects.bulk_update(
-            rows, ["state", "due_at", "attempts", "operation_id", "accepted_at", "next_poll_at", "last_error"]
-        )
+        # Each contact is deleted through its own business unit, with that unit's token.
+        for mid, unit, group in business_units.group_by_unit(rows, lambda row: row.business_unit):
+            _send_unit(client, mid, unit, group)
         return len(rows)
+
+
+def _send_unit(client: Any, mid: str, unit: BusinessUnit | None, rows: list[ContactDeletion]) -> None:
+    now = timezone.now()
+    for row in rows:
+        row.attempts += 1
+    try:
+        if unit is None:
+            raise PermanentError(business_units.not_configured(mid))
+        body = unit_client(unit, client).request(
+            "POST",
+            DELETE_PATH,
+            json={"values": [r.contact_key for r in rows], "DeleteOperationType": "ContactAndAttributes"},
+        )
+    except TransportError as exc:
+        for row in rows:
+            row.last_error = exc.message[:2000]
+            if exc.permanent or row.attempts >= settings.WRITEBACK_MAX_ATTEMPTS:
+                row.state, row.due_at = ContactDeletion.FAILED, None
+            else:
+                delay = backoff_delay(row.attempts, base=2.0, cap=300.0, floor=exc.retry_after or 0.0)
+                row.due_at = now + dt.timedelta(seconds=delay)
+        ContactDeletion.objects.bulk_update(rows, ["state", "due_at", "attempts", "last_error"])
+        logger.warning("contact deletion call failed (status %s)", exc.http_status or "network")
+        return
+    body = body if isinstance(body, dict) else {}
+    operation_id = body.get("operationID")
+    started = body.get("operationInitiated") is True and isinstance(operation_id, int) and not body.get("hasErrors")
+    messages = "; ".join(str(m)[:200] for m in (body.get("resultMessages") or [])[:5])
+    for row in rows:
+        row.due_at = None
+        if started:
+            row.state, row.operation_id, row.accepted_at = ContactDeletion.ACCEPTED, operation_id, now
+            row.next_poll_at, row.last_error = now + dt.timedelta(seconds=FIRST_POLL_SECONDS), ""
+        else:
+            row.state = ContactDeletion.FAILED
+            row.last_error = f"Marketing Cloud did not start the deletion: {messages or 'no operationID'}"[:2000]
+    ContactDeletion.objects.bulk_update(
+        rows, ["state", "due_at", "attempts", "operation_id", "accepted_at", "next_poll_at", "last_error"]
+    )
 
 
 def _operation_status(body: Any) -> str:
@@ -173,7 +181,11 @@ def _poll_due(client: Any) -> int:
         now = timezone.now()
         for operation_id, group in by_operation.items():
             try:
-                status = _operation_status(client.request("GET", STATUS_PATH.format(operation_id)))
+                unit = business_units.unit_for_mid(group[0].business_unit)
+                if unit is None:
+                    raise PermanentError(business_units.not_configured(group[0].business_unit))
+                answer = unit_client(unit, client).request("GET", STATUS_PATH.format(operation_id))
+                status = _operation_status(answer)
                 error = ""
             except TransportError as exc:
                 status, error = "", exc.message[:2000]

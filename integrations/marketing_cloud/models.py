@@ -55,6 +55,9 @@ class EnsNotification(models.Model):
     event_type = models.CharField(max_length=100, db_index=True)
     occurred_at = models.DateTimeField(null=True, blank=True)
     mid = models.CharField(max_length=20, blank=True)
+    # The MID of the business unit whose ENS signature key verified the batch; blank: a key stored
+    # by mc_ens_register (or the single unit's MC_ENS_SIGNATURE_KEY without a MID).
+    business_unit = models.CharField(max_length=20, blank=True)
     subscriber_id = models.CharField(max_length=40, blank=True, db_index=True)
     email_address = models.CharField(max_length=320, blank=True)
     payload = models.JSONField()
@@ -73,9 +76,11 @@ class EnsNotification(models.Model):
 
 
 class ReconciliationState(models.Model):
-    """The reconciliation poller's watermark and last run, one row per data extension."""
+    """The reconciliation poller's watermark and last run, one row per business unit and data extension."""
 
-    de_key = models.CharField(max_length=100, unique=True)
+    # The MID of a configured business unit; blank for the single unit configured the MC_* way.
+    business_unit = models.CharField(max_length=20, blank=True)
+    de_key = models.CharField(max_length=100)
     # Highest ModifiedDate seen; the next run reads from here minus the overlap.
     watermark = models.DateTimeField(null=True, blank=True)
     overlap_seconds = models.PositiveIntegerField(default=900)
@@ -91,9 +96,13 @@ class ReconciliationState(models.Model):
 
     class Meta:
         verbose_name = "reconciliation poller"
+        constraints = [
+            models.UniqueConstraint(fields=["business_unit", "de_key"], name="reconciliation_unit_de_key_unique")
+        ]
 
     def __str__(self) -> str:
-        return f"reconciliation of {self.de_key}"
+        unit = f" (MID {self.business_unit})" if self.business_unit else ""
+        return f"reconciliation of {self.de_key}{unit}"
 
 
 class ImportJob(models.Model):
@@ -157,6 +166,8 @@ class BulkWriteback(models.Model):
 
     request_id = models.CharField(max_length=64, blank=True, db_index=True)
     de_key = models.CharField(max_length=100)
+    # The MID of the business unit the request went to (its token polls it); blank: the default unit.
+    business_unit = models.CharField(max_length=20, blank=True)
     state = models.CharField(max_length=12, choices=STATES, default=SUBMITTING)
     rows = models.PositiveIntegerField()
     # Outcomes once complete: written, failed for good, sent again later (transient), and rows whose
@@ -278,6 +289,8 @@ class ContactDeletion(models.Model):
         "customers.Individual", on_delete=models.CASCADE, related_name="mc_contact_deletions"
     )
     contact_key = models.CharField(max_length=255, unique=True)
+    # The MID of the business unit the contact's subscriber belonged to (its token deletes it); blank: the default.
+    business_unit = models.CharField(max_length=20, blank=True)
     state = models.CharField(max_length=8, choices=STATES, default=PENDING)
     requested_at = models.DateTimeField(default=timezone.now)
     due_at = models.DateTimeField(null=True, blank=True)

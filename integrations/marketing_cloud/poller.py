@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -42,7 +41,9 @@ from customers.cim import CimValidationError
 from customers.models import CrossReference
 from integrations.choices import MARKETING_CLOUD, EventChannel
 from integrations.intake import AcceptedEvent, store_events, store_rejected
-from integrations.marketing_cloud.client import MarketingCloudClient
+from integrations.marketing_cloud import business_units
+from integrations.marketing_cloud.business_units import BUSINESS_UNIT_FIELD, BusinessUnit
+from integrations.marketing_cloud.client import unit_client
 from integrations.marketing_cloud.mapping import IN_ARGUMENTS, mc_datetime, subscriber_to_cim
 from integrations.marketing_cloud.models import ReconciliationState
 from integrations.marketing_cloud.schema import MC_SYSTEM_TIME
@@ -96,17 +97,23 @@ class ReconciliationRun:
 
 
 def poll_data_extension(client: Any = None) -> str:
-    """django-q2 entry point (scheduled, or started by hand in the admin)."""
-    return reconcile(client).summary()
+    """django-q2 entry point (scheduled, or started by hand in the admin): every business unit's data extension."""
+    runs = [reconcile(client, unit=unit) for unit in business_units.units()]
+    if len(runs) == 1:
+        return runs[0].summary()
+    return "; ".join(f"{unit.name}: {run.summary()}" for unit, run in zip(business_units.units(), runs, strict=True))
 
 
-def reconcile(client: Any = None) -> ReconciliationRun:
-    """Read every row changed since the watermark (less the overlap) and send what the hub lacks."""
-    de_key = settings.MC_DE_KEY
+def reconcile(client: Any = None, *, unit: BusinessUnit | None = None) -> ReconciliationRun:
+    """Read every row of ``unit``'s data extension (default: the default unit's) changed since the watermark
+    (less the overlap) and send what the hub lacks, as records of that unit."""
+    unit = unit or business_units.default_unit()
+    de_key = unit.de_key
+    state_rows = ReconciliationState.objects.filter(business_unit=unit.state_key)
     with transaction.atomic():
-        ReconciliationState.objects.get_or_create(de_key=de_key)
+        ReconciliationState.objects.get_or_create(business_unit=unit.state_key, de_key=de_key)
         # The row lock keeps two runs (schedule + a steward's click) from reading at once.
-        state = ReconciliationState.objects.select_for_update(nowait=False).get(de_key=de_key)
+        state = state_rows.select_for_update(nowait=False).get(de_key=de_key)
         state.last_started_at = timezone.now()
         state.last_status = "running"
         state.save()
@@ -114,22 +121,22 @@ def reconcile(client: Any = None) -> ReconciliationRun:
     totals = {"rows": 0, "pages": 0, "sent": 0, "rejected": 0}
     high_water = state.watermark
     try:
-        client = client or MarketingCloudClient.from_settings()
+        client = unit_client(unit, client)
         path: str | None = _first_page_path(de_key, since, state.page_size)
         while path is not None:
             body = client.request("GET", path) or {}
             items = body.get("items") or []
             totals["pages"] += 1
             totals["rows"] += len(items)
-            high_water = _take_page(items, totals, high_water)
+            high_water = _take_page(items, totals, high_water, unit)
             path = _next_page_path((body.get("links") or {}).get("next")) if items else None
     except TransportError as exc:
-        _finish(de_key, "failed", totals, high_water=None, error=exc.message)
+        _finish(state.pk, "failed", totals, high_water=None, error=exc.message)
         logger.warning(
             "reconciliation of %s failed after %s page(s): %s", de_key, totals["pages"], exc.http_status or "network"
         )
         return ReconciliationRun(de_key, "failed", since, state.watermark, error=exc.message, **totals)
-    watermark = _finish(de_key, "succeeded", totals, high_water=high_water)
+    watermark = _finish(state.pk, "succeeded", totals, high_water=high_water)
     return ReconciliationRun(de_key, "succeeded", since, watermark, **totals)
 
 
@@ -159,7 +166,9 @@ def _next_page_path(link: Any) -> str | None:
     return path
 
 
-def _take_page(items: list[dict[str, Any]], totals: dict[str, int], high_water: dt.datetime | None) -> Any:
+def _take_page(
+    items: list[dict[str, Any]], totals: dict[str, int], high_water: dt.datetime | None, unit: BusinessUnit
+) -> Any:
     rows = [row_to_subscriber(item) for item in items]
     keys = [str(r.get("SubscriberKey") or "") for r in rows]
     known = {
@@ -169,6 +178,7 @@ def _take_page(items: list[dict[str, Any]], totals: dict[str, int], high_water: 
         )
     }
     accepted: list[AcceptedEvent] = []
+    unit_part = f"{unit.state_key}:" if unit.state_key else ""  # the single unit's keys stay as they were
     for args in rows:
         key = str(args.get("SubscriberKey") or "")
         modified = _parse_modified(args.get("ModifiedDate"))
@@ -179,6 +189,8 @@ def _take_page(items: list[dict[str, Any]], totals: dict[str, int], high_water: 
         raw = repr(sorted(args.items())).encode()
         try:
             cim = subscriber_to_cim(args, prefix="row")
+            if unit.mid:  # the unit whose data extension holds the row: its cross reference records it
+                cim[BUSINESS_UNIT_FIELD] = unit.mid
         except CimValidationError as exc:
             store_rejected(
                 channel=EventChannel.POLLER,
@@ -192,12 +204,13 @@ def _take_page(items: list[dict[str, Any]], totals: dict[str, int], high_water: 
             )
             totals["rejected"] += 1
             continue
+        changed = args.get("ModifiedDate") or args.get("CreatedDate") or "unknown"
         accepted.append(
             AcceptedEvent(
                 channel=EventChannel.POLLER,
                 system=MARKETING_CLOUD,
                 external_id=key,
-                idempotency_key=f"mc-poll:{key}:{args.get('ModifiedDate') or args.get('CreatedDate') or 'unknown'}",
+                idempotency_key=f"mc-poll:{unit_part}{key}:{changed}",
                 raw_body=raw,
                 headers={},
                 content_type="application/json",
@@ -213,11 +226,11 @@ def _take_page(items: list[dict[str, Any]], totals: dict[str, int], high_water: 
 
 
 def _finish(
-    de_key: str, status: str, totals: dict[str, int], *, high_water: dt.datetime | None, error: str = ""
+    state_pk: int, status: str, totals: dict[str, int], *, high_water: dt.datetime | None, error: str = ""
 ) -> dt.datetime | None:
     """Record the run; returns the watermark as it stands afterwards."""
     with transaction.atomic():
-        state = ReconciliationState.objects.select_for_update().get(de_key=de_key)
+        state = ReconciliationState.objects.select_for_update().get(pk=state_pk)
         if high_water is not None and (state.watermark is None or high_water > state.watermark):
             state.watermark = high_water
         state.last_finished_at = timezone.now()

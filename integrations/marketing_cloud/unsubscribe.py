@@ -32,11 +32,12 @@ from customers.history import HistoryRow, write_history
 from customers.models import CrossReference
 from customers.signals import marketing_opt_outs_recorded
 from integrations.choices import MARKETING_CLOUD
-from integrations.marketing_cloud.client import MarketingCloudClient, breaker
+from integrations.marketing_cloud import business_units
+from integrations.marketing_cloud.client import breaker, unit_client
 from integrations.marketing_cloud.models import UnsubscribeWriteback
 from integrations.marketing_cloud.subscriber_soap import UPDATE_BATCH, SubscriberSoap, UpdateResult
 from integrations.queue import enqueue_once, enqueue_wake_up, task_started, wake_up_started
-from integrations.transport import TransportError, backoff_delay
+from integrations.transport import PermanentError, TransportError, backoff_delay
 
 logger = logging.getLogger(__name__)
 
@@ -150,14 +151,24 @@ def flush_unsubscribes(client: Any = None, *, from_queue: bool = True) -> str:
         if not rows:
             _queue_next_flush()
             return "nothing due"
-        keys = [row.cross_reference.external_id for row in rows]
-        try:
-            results = SubscriberSoap(client or MarketingCloudClient.from_settings()).unsubscribe(keys)
+        written = failed = 0
+        errors: list[TransportError | None] = []
+        # Each subscriber's unit is told, with that unit's token (one per MID).
+        for mid, unit, group in business_units.group_by_unit(rows, lambda row: row.cross_reference.business_unit):
+            results: list[UpdateResult] = []
             error: TransportError | None = None
-        except TransportError as exc:
-            results, error = [], exc
-        written, failed = _apply(rows, results, error)
-    _record_health(error)
+            try:
+                if unit is None:
+                    raise PermanentError(business_units.not_configured(mid))
+                keys = [row.cross_reference.external_id for row in group]
+                results = SubscriberSoap(unit_client(unit, client)).unsubscribe(keys)
+            except TransportError as exc:
+                error = exc
+            group_written, group_failed = _apply(group, results, error)
+            written, failed = written + group_written, failed + group_failed
+            errors.append(error)
+    for error in errors:
+        _record_health(error)
     _queue_next_flush()
     return f"{written} written, {failed} failed, {len(rows) - written - failed} deferred"
 

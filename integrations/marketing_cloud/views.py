@@ -31,6 +31,8 @@ from hub.api.bodies import read_body_or_problem
 from hub.api.problems import problem
 from integrations.choices import MARKETING_CLOUD, EventChannel
 from integrations.intake import AcceptedEvent, request_headers, store_events, store_rejected
+from integrations.marketing_cloud import business_units
+from integrations.marketing_cloud.business_units import BUSINESS_UNIT_FIELD, BusinessUnit
 from integrations.marketing_cloud.mapping import canonical_name, merge_in_arguments, subscriber_to_cim
 
 JOURNEY_MAX_BODY = 256 * 1024
@@ -87,6 +89,27 @@ def verify_journey_jwt(token: bytes, secret: str) -> dict[str, Any]:
         if int(claims["exp"]) - issued > settings.MC_JWT_MAX_LIFETIME:
             raise TokenLifetimeError(f"The JWT is valid for longer than {settings.MC_JWT_MAX_LIFETIME} s")
     return claims
+
+
+def verify_journey_jwt_for_units(token: bytes, units: tuple[BusinessUnit, ...]) -> tuple[dict[str, Any], BusinessUnit]:
+    """Claims of a Journey Builder JWT and the business unit whose signing secret verified it.
+
+    Each unit's secret is tried in turn (PyJWT compares signatures in constant time). A token
+    wrongly signed for every unit raises the error of the first unit; a token whose signature
+    verifies but whose claims are wrong (expired, no exp) raises that unit's error at once.
+    """
+    first_error: jwt.InvalidTokenError | None = None
+    for unit in units:
+        try:
+            return verify_journey_jwt(token, unit.jwt_secret), unit
+        except jwt.InvalidSignatureError as exc:
+            first_error = first_error or exc
+        except jwt.InvalidTokenError as exc:
+            if not unit.jwt_secret:
+                first_error = first_error or exc
+                continue
+            raise
+    raise first_error or jwt.InvalidTokenError("MC_JWT_SECRET is not configured")
 
 
 def journey_idempotency_key(claims: dict[str, Any], subscriber_key: str) -> str:
@@ -169,7 +192,7 @@ class JourneyExecuteView(APIView):
             )
         headers = request_headers(request.META)
         try:
-            claims = verify_journey_jwt(body.strip(), settings.MC_JWT_SECRET)
+            claims, unit = verify_journey_jwt_for_units(body.strip(), business_units.units())
         except jwt.ExpiredSignatureError:
             return problem(status.HTTP_401_UNAUTHORIZED, "Expired token", "The JWT has expired.", field="body.exp")
         except jwt.MissingRequiredClaimError as exc:
@@ -213,6 +236,8 @@ class JourneyExecuteView(APIView):
             )
 
         subscriber_key = cim["externalIds"][0]["externalId"]
+        if unit.mid:  # the unit whose secret verified the call: its cross reference records it
+            cim[BUSINESS_UNIT_FIELD] = unit.mid
         occurred = cim["auditInfo"].get("updatedDate") or cim["auditInfo"].get("createdDate")
         accepted = AcceptedEvent(
             channel=EventChannel.JOURNEY,

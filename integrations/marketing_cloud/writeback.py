@@ -28,8 +28,8 @@ from django.utils import timezone
 
 from customers.models import CrossReference
 from integrations.faults import fault_point
-from integrations.marketing_cloud import bulk_writeback
-from integrations.marketing_cloud.client import MarketingCloudClient, breaker
+from integrations.marketing_cloud import bulk_writeback, business_units
+from integrations.marketing_cloud.client import breaker, unit_client
 from integrations.marketing_cloud.writeback_outcomes import (
     FLUSH_FLAG,
     FLUSH_TASK,
@@ -45,7 +45,7 @@ from integrations.marketing_cloud.writeback_outcomes import (
 )
 from integrations.models import QueuedFlag
 from integrations.queue import task_started, wake_up_started
-from integrations.transport import TransportError
+from integrations.transport import PermanentError, TransportError
 
 __all__ = ["BATCH_SIZE", "FLUSH_TASK", "STEP", "flush_if_starved", "flush_writebacks", "queue_flush"]
 
@@ -72,9 +72,9 @@ def flush_if_starved(client: Any = None) -> str | None:
     return flush_writebacks(client, from_queue=False) if starved else None
 
 
-def _send(client: Any, xrefs: list[CrossReference]) -> tuple[list[RowResult], int]:
-    """Call Marketing Cloud for the claimed rows; returns per-row results and calls made."""
-    de_key, pk_name, field = settings.MC_DE_KEY, settings.MC_DE_PRIMARY_KEY, settings.MC_MASTER_ID_FIELD
+def _send(client: Any, xrefs: list[CrossReference], de_key: str) -> tuple[list[RowResult], int]:
+    """Call Marketing Cloud for the claimed rows of one business unit; returns per-row results and calls made."""
+    pk_name, field = settings.MC_DE_PRIMARY_KEY, settings.MC_MASTER_ID_FIELD
     # An erased person's subscriber keeps no master ID in Marketing Cloud: the write clears it.
     rows = [RowResult(x, "" if x.individual.erased_at else x.individual.master_id) for x in xrefs]
     if len(rows) == 1:
@@ -95,6 +95,30 @@ def _send(client: Any, xrefs: list[CrossReference]) -> tuple[list[RowResult], in
         _send_one(client, row, de_key, pk_name, field)
         calls += 1
     return rows, calls
+
+
+def _failed(xrefs: list[CrossReference], error: TransportError) -> list[RowResult]:
+    return [RowResult(x, "" if x.individual.erased_at else x.individual.master_id, error) for x in xrefs]
+
+
+def _send_per_unit(client: Any, xrefs: list[CrossReference]) -> tuple[list[RowResult], int]:
+    """Each business unit's rows to its own data extension, with its own token (one per MID)."""
+    results: list[RowResult] = []
+    calls = 0
+    for mid, unit, rows in business_units.group_by_unit(xrefs, lambda x: x.business_unit):
+        if unit is None:
+            results += _failed(rows, PermanentError(business_units.not_configured(mid)))
+            continue
+        try:
+            unit_client_ = unit_client(unit, client)
+            fault_point("before-mc-call")
+            unit_results, unit_calls = _send(unit_client_, rows, unit.de_key)
+            fault_point("after-mc-call")
+        except TransportError as exc:  # not configured, or no token: every row of the unit shares the fate
+            unit_results, unit_calls = _failed(rows, exc), 0
+        results += unit_results
+        calls += unit_calls
+    return results, calls
 
 
 def _send_one(client: Any, row: RowResult, de_key: str, pk_name: str, field: str) -> list[RowResult]:
@@ -130,16 +154,7 @@ def flush_writebacks(client: Any = None, *, from_queue: bool = True) -> str:
             queue_next_flush()
             return "nothing due"
         started = timezone.now()
-        try:
-            client = client or MarketingCloudClient.from_settings()
-            fault_point("before-mc-call")
-            results, calls = _send(client, xrefs)
-            fault_point("after-mc-call")
-        except TransportError as exc:  # not configured, or no token: every row shares the fate
-            results, calls = (
-                [RowResult(x, "" if x.individual.erased_at else x.individual.master_id, exc) for x in xrefs],
-                0,
-            )
+        results, calls = _send_per_unit(client, xrefs)
         record_outcomes(results, started=started, batch_size=len(xrefs))
     record_connector_health(results)
     queue_next_flush()

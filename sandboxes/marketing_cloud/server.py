@@ -25,6 +25,7 @@ import http.client
 import json
 import re
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -106,6 +107,11 @@ _ENS_EVENT_TYPE = re.compile(r"^[A-Za-z]+\.[A-Za-z]+$")
 _ENS_FILTER = re.compile(r"^([A-Za-z_][\w]*)=(.*)$", re.DOTALL)
 
 
+def _unit_key(mid: str, de_key: str) -> str:
+    """Where a data extension is kept: by its key in the parent unit, by MID and key in another unit."""
+    return f"{mid}/{de_key.lower()}" if mid else de_key.lower()
+
+
 @dataclass
 class SandboxConfig:
     """Credentials the sandbox accepts and the knobs that make it misbehave."""
@@ -113,6 +119,9 @@ class SandboxConfig:
     client_id: str = "sandbox-client-id"
     client_secret: str = "sandbox-client-secret"
     account_id: str = ""  # MID; when set, a token request naming another MID is refused
+    # MIDs of further business units (comma-separated) a token may be requested for with account_id;
+    # each has its own data extensions (``declare(schema, mid=...)``), and a call acts on its token's unit.
+    business_units: str = ""
     token_ttl: int = 1080  # seconds, returned as expires_in (SFMC issues 18-minute tokens)
     latency_ms: int = 0  # added before every MC endpoint response
     fail_rate: float = 0.0  # fraction of non-token REST calls answered with a random 500
@@ -486,6 +495,10 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         self._row_tokens: dict[str, _RowToken] = {}
         self._async = AsyncRows()
         self._token_scopes: dict[str, frozenset[str]] = {}
+        # The business unit (MID, "" for the parent unit) each token acts on, and the one of the call now served.
+        self._token_units: dict[str, str] = {}
+        self._call_unit = threading.local()
+        self._soap_calls: list[tuple[str, str]] = []
         self._declare_initial()
         # Insertion-ordered, so "the first verified callback" is the one registered first.
         self._ens_callbacks: dict[str, _EnsCallback] = {}
@@ -497,14 +510,15 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
 
     # -- test and control API ----------------------------------------------------------------
 
-    def rows(self, de_key: str) -> dict[str, dict[str, str]]:
+    def rows(self, de_key: str, *, mid: str = "") -> dict[str, dict[str, str]]:
         """Primary key value (several key columns joined with "|") -> copy of the stored row.
 
         A row holds the fields written to it, by their declared names, as row reads show them.
+        ``mid`` names a business unit of ``SandboxConfig.business_units`` (default: the parent unit).
         """
         with self._lock:
             self._async.run_due(self._des, self.config)
-            de = self._des.get(de_key.lower())
+            de = self._des.get(_unit_key(mid, de_key))
             return {} if de is None else {pk: dict(row) for pk, row in de.rows.items()}
 
     def async_requests(self) -> list[dict[str, Any]]:
@@ -529,14 +543,14 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         with self._lock:
             self._async.reset()
 
-    def declare(self, schema: DataExtensionSchema) -> None:
+    def declare(self, schema: DataExtensionSchema, *, mid: str = "") -> None:
         """Create a data extension with these fields (empty), as a marketer would in Contact Builder.
 
         Declaring a key again replaces that data extension and drops its rows. :meth:`reset` goes
         back to the data extensions the sandbox was constructed with.
         """
         with self._lock:
-            self._des[schema.key.lower()] = SandboxDataExtension(schema)
+            self._des[_unit_key(mid, schema.key)] = SandboxDataExtension(schema)
 
     def data_extensions(self) -> list[DataExtensionSchema]:
         with self._lock:
@@ -549,7 +563,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
 
     def _checked_config_value(self, name: str, value: Any) -> Any:
         # Only the fields SFMC's config adds are checked here; latency, failures and seed by the base.
-        if name in ("client_id", "client_secret", "account_id"):
+        if name in ("client_id", "client_secret", "account_id", "business_units"):
             if not isinstance(value, str):
                 raise ValueError(f"{name} must be a string")
         elif name == "token_ttl":
@@ -583,6 +597,8 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         self._declare_initial()
         self._async.reset()
         self._token_scopes.clear()
+        self._token_units.clear()
+        self._soap_calls.clear()
         self._ens_callbacks.clear()
         self._ens_subscriptions.clear()
         self._subscribers.clear()
@@ -611,6 +627,11 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             found.status = status
             return found.view()
 
+    def soap_calls(self) -> list[tuple[str, str]]:
+        """Each SOAP call received, oldest first: its operation and the business unit it acted on ("": the parent)."""
+        with self._lock:
+            return list(self._soap_calls)
+
     def subscribers(self) -> dict[str, dict[str, Any]]:
         """Subscriber key -> the subscriber as the tenant holds it."""
         with self._lock:
@@ -619,7 +640,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
     def contact_deletions(self) -> list[dict[str, Any]]:
         with self._lock:
             return [
-                {"operationID": op.operation_id, "keys": list(op.keys), "status": op.status}
+                {"operationID": op.operation_id, "keys": list(op.keys), "status": op.status, "unit": op.unit}
                 for op in self._delete_operations.values()
             ]
 
@@ -840,6 +861,8 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             if pattern != TOKEN_PATH:
                 token = self._require_token(headers)
                 self._require_scope(token, _required_scope(path, method))
+                with self._lock:
+                    self._call_unit.mid = self._token_units.get(token, "")
             return handler(match)
         raise _rest_error(404, 404, "Not Found", "")
 
@@ -876,8 +899,13 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         good = secrets.compare_digest(client_id.encode(), config.client_id.encode())
         good = secrets.compare_digest(client_secret.encode(), config.client_secret.encode()) and good
         requested_mid = data.get("account_id")
-        if config.account_id and requested_mid not in (None, "") and str(requested_mid) != config.account_id:
-            good = False
+        child_units = {mid.strip() for mid in config.business_units.split(",") if mid.strip()}
+        unit = ""
+        if requested_mid not in (None, "") and str(requested_mid) != config.account_id:
+            if str(requested_mid) in child_units:
+                unit = str(requested_mid)
+            elif config.account_id or child_units:
+                good = False
         if not good:
             return _oauth_error(
                 401,
@@ -894,6 +922,8 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         with self._lock:
             self._token_scopes = {t: v for t, v in self._token_scopes.items() if t in self._tokens}
             self._token_scopes[token] = granted
+            self._token_units = {t: v for t, v in self._token_units.items() if t in self._tokens}
+            self._token_units[token] = unit
         base = self.url + "/"
         return Reply(
             200,
@@ -908,8 +938,8 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         )
 
     def _data_extension(self, key: str) -> SandboxDataExtension:
-        """The declared data extension with external key ``key``; the caller holds the lock."""
-        de = self._des.get(key.lower())
+        """The data extension with external key ``key`` in the call's business unit; the caller holds the lock."""
+        de = self._des.get(_unit_key(getattr(self._call_unit, "mid", ""), key))
         if de is None:
             raise unknown_data_extension(key)
         return de
@@ -981,7 +1011,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             self._async.run_due(self._des, self.config)
             if ref.lower().startswith("key:"):
                 object_id, key = "", ref[len("key:") :]
-                de = self._des.get(key.lower())
+                de = self._des.get(_unit_key(getattr(self._call_unit, "mid", ""), key))
             else:  # by the data extension's ID
                 object_id, key = ref, ""
                 de = next((d for d in self._des.values() if d.object_id == ref.lower()), None)
@@ -1042,6 +1072,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             return xml(500, soap.fault("q0:Security", "Login Failed", actor=self.url + SOAP_PATH))
         with self._lock:
             granted = self._token_scopes.get(token, frozenset())
+            self._soap_calls.append((operation, self._token_units.get(token, "")))
         if operation == "UpdateRequest":
             return self._soap_update(body, granted)
         if request is None:
@@ -1215,7 +1246,9 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         with self._lock:
             self._next_ids["operation"] += 1
             operation_id = self._next_ids["operation"]
-            self._delete_operations[operation_id] = subs.DeleteOperation(operation_id, list(values), now)
+            self._delete_operations[operation_id] = subs.DeleteOperation(
+                operation_id, list(values), now, unit=getattr(self._call_unit, "mid", "")
+            )
         return Reply(
             200,
             {
@@ -1235,7 +1268,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             raise _rest_error(400, 10005, "Invalid value for operationID")
         with self._lock:
             operation = self._delete_operations.get(int(raw))
-            if operation is None:
+            if operation is None or operation.unit != getattr(self._call_unit, "mid", ""):
                 raise _rest_error(404, 404, f"Operation {raw} not found", "")
             list_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"op-{operation.operation_id}"))
             created = operation.created.astimezone(subs.SYSTEM_TIME).replace(tzinfo=None)

@@ -136,6 +136,7 @@ class DeleteOperation:
     created: datetime
     status: str = "Pending"
     background_status: str = ""  # set once the test finishes the operation
+    unit: str = ""  # the business unit (MID, "" the parent) whose token started it; only it reads its status
 
 
 class SoapReadError(Exception):

@@ -13,6 +13,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from integrations.marketing_cloud import business_units
 from integrations.marketing_cloud.poller import mc_filter_stamp, reconcile
 from integrations.marketing_cloud.status_sync import read_statuses
 
@@ -27,12 +28,18 @@ class Command(BaseCommand):
     help = "Reconcile the Marketing Cloud data extension now: read what changed since the watermark, send it on."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        run = reconcile()
-        read_from = "the start" if run.since is None else _when(run.since)
-        self.stdout.write(
-            f"{run.de_key}: read {run.rows} rows in {run.pages} page(s) changed since {read_from}; "
-            f"sent {run.sent}, rejected {run.rejected}; watermark {_when(run.watermark)}"
-        )
+        runs = []
+        for unit in business_units.units():  # each business unit's data extension, with its token
+            run = reconcile(unit=unit)
+            runs.append(run)
+            read_from = "the start" if run.since is None else _when(run.since)
+            where = f"{run.de_key} ({unit.label})" if unit.configured else run.de_key
+            self.stdout.write(
+                f"{where}: read {run.rows} rows in {run.pages} page(s) changed since {read_from}; "
+                f"sent {run.sent}, rejected {run.rejected}; watermark {_when(run.watermark)}"
+            )
+            if run.status != "succeeded":
+                self.stderr.write(f"reconciliation failed ({where}): {run.error}")
         statuses = read_statuses()
         status_from = "the start" if statuses.since is None else _when(statuses.since)
         self.stdout.write(
@@ -40,9 +47,7 @@ class Command(BaseCommand):
             f"{status_from}; applied {statuses.applied}, unchanged {statuses.unchanged}, unknown {statuses.unknown}; "
             f"watermark {_when(statuses.watermark)}"
         )
-        if run.status != "succeeded":
-            self.stderr.write(f"reconciliation failed: {run.error}")
         if statuses.status != "succeeded":
             self.stderr.write(f"subscriber status read failed: {statuses.error}")
-        if run.status != "succeeded" or statuses.status != "succeeded":
+        if any(run.status != "succeeded" for run in runs) or statuses.status != "succeeded":
             raise SystemExit(1)

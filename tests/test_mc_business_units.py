@@ -1,0 +1,228 @@
+"""Several Marketing Cloud business units: attribution by JWT secret, write-back to the subscriber's unit."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import requests
+from django.core.exceptions import ImproperlyConfigured
+
+from customers.models import CrossReference, Individual
+from hub.env import check_unknown_names, env_business_units
+from integrations.choices import MARKETING_CLOUD
+from integrations.marketing_cloud import business_units
+from integrations.marketing_cloud.client import MarketingCloudClient
+from integrations.marketing_cloud.erasure import TASK as ERASURE_TASK
+from integrations.marketing_cloud.models import (
+    ContactDeletion,
+    EnsNotification,
+    ReconciliationState,
+    UnsubscribeWriteback,
+)
+from integrations.marketing_cloud.poller import poll_data_extension
+from integrations.marketing_cloud.schema import INDIVIDUAL
+from integrations.models import AccessToken
+from integrations.transport import PermanentError
+from sandboxes.marketing_cloud.ens import email_open_event, encode_batch, new_signature_key, sign_ens
+from tests.conftest import journey_jwt, subscriber
+from tests.queue import run_queued
+
+MID_A, MID_B = "100001", "100002"
+SECRET_A = "unit-a-jwt-signing-secret-0123456789abcdef"
+SECRET_B = "unit-b-jwt-signing-secret-fedcba9876543210"
+
+
+@pytest.fixture
+def two_units(sandbox, settings):
+    """Unit A (the default, the sandbox's parent unit) and unit B, each with its own Individual data extension."""
+    sandbox.configure(account_id=MID_A, business_units=MID_B)
+    sandbox.declare(replace(INDIVIDUAL, key="Individual_B"), mid=MID_B)
+    settings.MC_JWT_SECRET = ""
+    settings.MC_BUSINESS_UNITS = (
+        {"name": "A", "mid": MID_A, "de_key": "Individual", "jwt_secret": SECRET_A, "ens_signature_key": ""},
+        {"name": "B", "mid": MID_B, "de_key": "Individual_B", "jwt_secret": SECRET_B, "ens_signature_key": ""},
+    )
+    return sandbox
+
+
+def test_a_call_signed_by_unit_b_lands_with_its_mid_and_is_written_to_its_data_extension_only(journey, two_units):
+    assert journey.execute(subscriber("SK-B1"), secret=SECRET_B).status_code == 200
+    assert journey.execute(subscriber("SK-A1", email="a1@example.com"), secret=SECRET_A).status_code == 200
+    run_queued()
+
+    b_xref = CrossReference.objects.get(system=MARKETING_CLOUD, external_id="SK-B1")
+    a_xref = CrossReference.objects.get(system=MARKETING_CLOUD, external_id="SK-A1")
+    assert (b_xref.business_unit, a_xref.business_unit) == (MID_B, MID_A)
+    assert b_xref.writeback_state == a_xref.writeback_state == "written"
+    b_rows = two_units.rows("Individual_B", mid=MID_B)
+    a_rows = two_units.rows("Individual")
+    assert b_rows["SK-B1"]["GlobalPartyId"] == b_xref.individual.master_id
+    assert "SK-B1" not in a_rows and "SK-A1" not in b_rows
+    assert a_rows["SK-A1"]["GlobalPartyId"] == a_xref.individual.master_id
+    # More write-backs for both units reuse the tokens: one cached token per MID, each fetched once.
+    assert journey.execute(subscriber("SK-B3", email="b3@example.com"), secret=SECRET_B).status_code == 200
+    assert journey.execute(subscriber("SK-A3", email="a3@example.com"), secret=SECRET_A).status_code == 200
+    run_queued()
+    assert {"SK-B1", "SK-B3"} <= set(two_units.rows("Individual_B", mid=MID_B))
+    assert {"SK-A1", "SK-A3"} <= set(two_units.rows("Individual"))
+    assert two_units.count("POST", "/v2/token") == 2
+    assert sorted(AccessToken.objects.values_list("system", flat=True)) == [
+        f"{MARKETING_CLOUD}:{MID_A}",
+        f"{MARKETING_CLOUD}:{MID_B}",
+    ]
+
+
+def test_a_call_signed_with_no_unit_s_secret_is_refused(journey, two_units):
+    answer = journey.execute(subscriber("SK-X"), secret="some-other-secret-not-configured-anywhere")
+    assert answer.status_code == 401
+    assert answer.json()["errors"][0]["field"] == "body"
+    assert not Individual.objects.exists()
+
+
+def test_an_expired_call_of_unit_b_is_refused_as_expired(journey, two_units):
+    answer = journey.execute(subscriber("SK-B2"), secret=SECRET_B, now=1_000_000)
+    assert answer.status_code == 401
+    assert answer.json()["title"] == "Expired token"
+
+
+@pytest.mark.django_db
+def test_unit_b_s_token_acts_on_unit_b_only(two_units):
+    unit_b = business_units.unit_for_mid(MID_B)
+    client = MarketingCloudClient.from_settings(unit=unit_b)
+    client.upsert_row("Individual_B", "SubscriberKey", "SK-T", {"GlobalPartyId": "x"})
+    # Unit B has no "Individual": the parent unit's data extension is not reachable with B's token.
+    with pytest.raises(PermanentError):
+        client.upsert_row("Individual", "SubscriberKey", "SK-T", {"GlobalPartyId": "x"})
+    assert "SK-T" not in two_units.rows("Individual")
+
+
+def test_business_units_are_read_from_the_environment_and_checked(monkeypatch):
+    monkeypatch.setenv("MC_BUSINESS_UNITS", "A,B")
+    for unit, mid, secret in (("A", MID_A, SECRET_A), ("B", MID_B, SECRET_B)):
+        monkeypatch.setenv(f"MC_BU_{unit}_MID", mid)
+        monkeypatch.setenv(f"MC_BU_{unit}_JWT_SECRET", secret)
+    monkeypatch.setenv("MC_BU_B_DE_KEY", "Individual_B")
+    check_unknown_names()  # the per-unit names of listed units are known
+    units = env_business_units("MC_BUSINESS_UNITS", default_de_key="Individual")
+    assert [(u["name"], u["mid"], u["de_key"]) for u in units] == [
+        ("A", MID_A, "Individual"),
+        ("B", MID_B, "Individual_B"),
+    ]
+    monkeypatch.setenv("MC_BU_C_MID", "3")
+    with pytest.raises(ImproperlyConfigured, match="MC_BU_C_MID"):
+        check_unknown_names()  # C is not listed: a typo
+    monkeypatch.delenv("MC_BU_C_MID")
+    monkeypatch.setenv("MC_BU_B_MID", MID_A)
+    with pytest.raises(ImproperlyConfigured, match="same MID"):
+        env_business_units("MC_BUSINESS_UNITS", default_de_key="Individual")
+    monkeypatch.setenv("MC_BU_B_MID", MID_B)
+    monkeypatch.setenv("MC_BU_B_JWT_SECRET", SECRET_A)
+    with pytest.raises(ImproperlyConfigured, match="same JWT_SECRET"):
+        env_business_units("MC_BUSINESS_UNITS", default_de_key="Individual")
+    monkeypatch.delenv("MC_BU_B_JWT_SECRET")
+    with pytest.raises(ImproperlyConfigured, match="MC_BU_B_JWT_SECRET"):
+        env_business_units("MC_BUSINESS_UNITS", default_de_key="Individual")
+    monkeypatch.setenv("MC_BU_B_JWT_SECRET", SECRET_B)
+    monkeypatch.setenv("MC_BU_B_MID", "brand-b")
+    with pytest.raises(ImproperlyConfigured, match="numeric MID"):
+        env_business_units("MC_BUSINESS_UNITS", default_de_key="Individual")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_opt_out_is_sent_to_the_subscriber_s_unit_with_its_token(journey, two_units, admin_client):
+    two_units.put_subscriber("SK-B1", "ada.lovelace@example.com", "Active")
+    assert journey.execute(subscriber("SK-B1"), secret=SECRET_B).status_code == 200
+    run_queued()
+    person = CrossReference.objects.get(system=MARKETING_CLOUD, external_id="SK-B1").individual
+    answer = admin_client.post("/admin/customers/individual/", {"action": "opt_out", "_selected_action": [person.pk]})
+    assert answer.status_code == 302
+    run_queued()
+    assert UnsubscribeWriteback.objects.get().state == "written"
+    assert two_units.subscribers()["SK-B1"]["status"] == "Unsubscribed"
+    assert [unit for operation, unit in two_units.soap_calls() if operation == "UpdateRequest"] == [MID_B]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_erasure_deletes_the_contact_through_the_subscriber_s_unit(journey, two_units, admin_client, settings):
+    settings.MC_ERASE_CONTACTS = True
+    assert journey.execute(subscriber("SK-B1"), secret=SECRET_B).status_code == 200
+    run_queued()
+    person = CrossReference.objects.get(system=MARKETING_CLOUD, external_id="SK-B1").individual
+    answer = admin_client.post("/admin/customers/individual/", {"action": "erase", "_selected_action": [person.pk]})
+    assert answer.status_code == 302
+    assert ContactDeletion.objects.get().business_unit == MID_B
+    run_queued(limit=3)
+    [operation] = two_units.contact_deletions()
+    assert operation["keys"] == ["SK-B1"] and operation["unit"] == MID_B
+    # Its status is read with unit B's token too (another unit's token does not find the operation).
+    two_units.finish_contact_deletion(operation["operationID"])
+    assert (ERASURE_TASK, "0 sent, 1 polled") in run_queued()
+    deletion = ContactDeletion.objects.get()
+    assert deletion.operation_status == "Completed" and deletion.completed_at
+    # The erased subscriber's master ID is cleared in unit B's data extension, not written to A's.
+    assert two_units.rows("Individual_B", mid=MID_B)["SK-B1"]["GlobalPartyId"] == ""
+    assert "SK-B1" not in two_units.rows("Individual")
+
+
+def test_the_steward_sees_each_unit_in_the_admin_and_on_the_dashboard(journey, two_units, admin_client):
+    assert journey.execute(subscriber("SK-B1"), secret=SECRET_B).status_code == 200
+    run_queued()
+    xref = CrossReference.objects.get(system=MARKETING_CLOUD, external_id="SK-B1")
+    listing = admin_client.get("/admin/customers/crossreference/", {"business_unit": MID_B}).content.decode()
+    assert "SK-B1" in listing and MID_B in listing
+    detail = admin_client.get(f"/admin/customers/crossreference/{xref.pk}/change/").content.decode()
+    assert "Business unit" in detail and MID_B in detail
+    # A write-back that keeps failing for unit B shows on B's line, not A's.
+    CrossReference.objects.filter(pk=xref.pk).update(writeback_state="failed")
+    page = admin_client.get("/admin/dashboard/").content.decode()
+    section = page[page.index('id="mc-business-units"') :]
+    line_a = section[section.index(">A<") : section.index(">B<")]
+    line_b = section[section.index(">B<") : section.index("</table>")]
+    assert MID_A in line_a and "Individual<" in line_a and "<td>0</td><td>0</td><td>0</td>" in line_a
+    assert MID_B in line_b and "Individual_B" in line_b and "<td>0</td><td>1</td><td>0</td>" in line_b
+    assert "none yet" in line_a and "expires" in line_b  # only unit B has called Marketing Cloud
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_ens_batch_is_attributed_to_the_unit_whose_key_signs_it(live_server, two_units, settings):
+    key_a, key_b = new_signature_key(), new_signature_key()
+    settings.MC_BUSINESS_UNITS = tuple(
+        {**unit, "ens_signature_key": key} for unit, key in zip(settings.MC_BUSINESS_UNITS, (key_a, key_b), strict=True)
+    )
+    url = f"{live_server.url}/api/v1/marketing-cloud/ens"
+
+    def post(events: list[dict], key: str) -> int:
+        body = encode_batch(events)
+        headers = {"Content-Type": "application/json", "x-sfmc-ens-signature": sign_ens(body, key)}
+        return requests.post(url, data=body, headers=headers, timeout=5).status_code
+
+    assert post([email_open_event("SK-B1", composite_id="b-1")], key_b) == 200
+    assert post([email_open_event("SK-A1", composite_id="a-1")], key_a) == 200
+    assert post([email_open_event("SK-X1", composite_id="x-1")], new_signature_key()) == 401
+    assert dict(EnsNotification.objects.values_list("composite_id", "business_unit")) == {"b-1": MID_B, "a-1": MID_A}
+
+
+@pytest.mark.django_db
+def test_the_poller_reads_each_unit_s_data_extension_and_records_its_unit(two_units):
+    row = {"EmailAddress": "row-b@example.com", "FirstName": "Row", "LastName": "B", "Status": "Active"}
+    row_b = {**row, "ModifiedDate": "2026-11-10T08:00:00", "CreatedDate": "2026-11-01T00:00:00"}
+    unit_b = business_units.unit_for_mid(MID_B)
+    MarketingCloudClient.from_settings(unit=unit_b).upsert_row("Individual_B", "SubscriberKey", "ROW-B", row_b)
+    row_a = {**row_b, "EmailAddress": "row-a@example.com", "LastName": "A"}
+    MarketingCloudClient.from_settings().upsert_row("Individual", "SubscriberKey", "ROW-A", row_a)
+    assert poll_data_extension() == "A: 1 rows in 1 page(s), 1 sent; B: 1 rows in 1 page(s), 1 sent"
+    run_queued()
+    units = dict(CrossReference.objects.filter(system=MARKETING_CLOUD).values_list("external_id", "business_unit"))
+    assert units == {"ROW-A": MID_A, "ROW-B": MID_B}
+    states = {(s.business_unit, s.de_key): s.last_status for s in ReconciliationState.objects.all()}
+    assert states == {(MID_A, "Individual"): "succeeded", (MID_B, "Individual_B"): "succeeded"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_activity_s_lifecycle_calls_are_verified_with_each_unit_s_secret(live_server, two_units):
+    url = f"{live_server.url}/api/v1/marketing-cloud/journey/publish"
+    body = journey_jwt({}, secret=SECRET_B)
+    assert requests.post(url, data=body, headers={"Content-Type": "application/jwt"}, timeout=5).status_code == 200
+    forged = journey_jwt({}, secret="not-any-unit-s-secret-0123456789abcdef")
+    assert requests.post(url, data=forged, headers={"Content-Type": "application/jwt"}, timeout=5).status_code == 401
