@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('customers', '0013_source_status_and_deliverability'),
+        ('customers', '0014_postal_first_match_keys'),
     ]
 
     operations = [
