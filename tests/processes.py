@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -128,18 +129,26 @@ class HubProcesses:
         raise TimeoutError(url)
 
     def stop(self) -> None:
-        # The leaders only, as run_hub stops them: django-q2's sentinel dies at once on a SIGTERM
-        # sent to the whole group, and the qcluster master then hung until the SIGKILL, 20 s later.
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_leaders(self.procs.values())
         self.procs.clear()
+
+
+def stop_leaders(procs: Iterable[subprocess.Popen[bytes]], grace: float = 20) -> None:
+    """SIGTERM each process (its group's leader only), then SIGKILL the group of any still running after ``grace``.
+
+    The leaders only, as run_hub stops them: django-q2's sentinel dies at once on a SIGTERM sent to
+    the whole group, and the qcluster master then hung until the SIGKILL.
+    """
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def wait_until(predicate, timeout: float = 60, interval: float = 0.2) -> bool:  # type: ignore[no-untyped-def]

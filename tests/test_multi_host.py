@@ -40,7 +40,7 @@ from tests import processes
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, JWT_SECRET, subscriber
 from tests.netns import Topology, available
 from tests.private_postgres import PGBOUNCER, PgBouncer, PrivatePostgres, scratch_directory, session_state_statements
-from tests.processes import ROOT, wait_until
+from tests.processes import ROOT, stop_leaders, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -103,15 +103,7 @@ class Hosts:
         return [pid for pid in pids if psutil.pid_exists(pid)]
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_leaders(self.procs.values())
 
 
 def test_hosts_cut_off_and_killed_lose_nothing_and_double_nothing() -> None:

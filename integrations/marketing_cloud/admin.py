@@ -36,6 +36,38 @@ from integrations.marketing_cloud.status_sync import STATUS_SCHEDULE_NAME, queue
 from integrations.marketing_cloud.unsubscribe import retry as retry_unsubscribes
 
 
+class ScheduledReadAdmin(admin.ModelAdmin):
+    """A read of Marketing Cloud that runs on a schedule: its state rows, the next run, "run now"."""
+
+    actions = ["run_now"]
+    schedule_name = ""
+    run_now_description = ""
+    queued_message = ""
+
+    @staticmethod
+    def queue_run() -> None:
+        raise NotImplementedError
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="next scheduled run")
+    def next_scheduled_run(self, obj: Any) -> Any:
+        return Schedule.objects.filter(name=self.schedule_name).values_list("next_run", flat=True).first()
+
+    @admin.action(description="Run now", permissions=["change"])
+    def run_now(self, request: HttpRequest, queryset: Any) -> None:
+        self.queue_run()
+        self.message_user(request, self.queued_message, messages.SUCCESS)
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        if "run_now" in actions:
+            func, name, _ = actions["run_now"]
+            actions["run_now"] = (func, name, self.run_now_description)
+        return actions
+
+
 @admin.register(EnsCallback)
 class EnsCallbackAdmin(admin.ModelAdmin):
     list_display = ["callback_id", "name", "url", "handshake_at", "verified_at", "event_types", "created_at"]
@@ -88,7 +120,7 @@ class EnsNotificationAdmin(admin.ModelAdmin):
 
 
 @admin.register(ReconciliationState)
-class ReconciliationStateAdmin(admin.ModelAdmin):
+class ReconciliationStateAdmin(ScheduledReadAdmin):
     list_display = [
         "de_key",
         "watermark",
@@ -126,19 +158,13 @@ class ReconciliationStateAdmin(admin.ModelAdmin):
         "last_rows_rejected",
         "last_error",
     ]
-    actions = ["run_now"]
+    schedule_name = SCHEDULE_NAME
+    run_now_description = "Run the reconciliation now"
+    queued_message = "Reconciliation queued; refresh to see its result."
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    @admin.display(description="next scheduled run")
-    def next_scheduled_run(self, obj: ReconciliationState) -> Any:
-        return Schedule.objects.filter(name=SCHEDULE_NAME).values_list("next_run", flat=True).first()
-
-    @admin.action(description="Run the reconciliation now", permissions=["change"])
-    def run_now(self, request: HttpRequest, queryset: Any) -> None:
+    @staticmethod
+    def queue_run() -> None:
         queue_poll()
-        self.message_user(request, "Reconciliation queued; refresh to see its result.", messages.SUCCESS)
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
         # Show the row before the first run, so "Run now" has something to act on.
@@ -243,7 +269,7 @@ class BulkWritebackAdmin(admin.ModelAdmin):
 
 
 @admin.register(SubscriberStatusSync)
-class SubscriberStatusSyncAdmin(admin.ModelAdmin):
+class SubscriberStatusSyncAdmin(ScheduledReadAdmin):
     list_display = [
         "name",
         "watermark",
@@ -271,19 +297,13 @@ class SubscriberStatusSyncAdmin(admin.ModelAdmin):
         "last_error",
     ]
     readonly_fields = [f for f in fields if f not in ("watermark", "overlap_seconds")]
-    actions = ["run_now"]
+    schedule_name = STATUS_SCHEDULE_NAME
+    run_now_description = "Read subscriber statuses now"
+    queued_message = "Status read queued; refresh to see its result."
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    @admin.display(description="next scheduled run")
-    def next_scheduled_run(self, obj: SubscriberStatusSync) -> Any:
-        return Schedule.objects.filter(name=STATUS_SCHEDULE_NAME).values_list("next_run", flat=True).first()
-
-    @admin.action(description="Read subscriber statuses now", permissions=["change"])
-    def run_now(self, request: HttpRequest, queryset: Any) -> None:
+    @staticmethod
+    def queue_run() -> None:
         queue_status_read()
-        self.message_user(request, "Status read queued; refresh to see its result.", messages.SUCCESS)
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
         SubscriberStatusSync.objects.get_or_create(name="All Subscribers")
