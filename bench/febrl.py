@@ -425,6 +425,7 @@ def misses(data: LabelledSet, found: set[Pair], examples: int) -> dict[str, Any]
     records = data.records
     by_difference: Counter[str] = Counter()
     by_combination: Counter[str] = Counter()
+    by_single: Counter[str] = Counter()
     by_key: Counter[str] = Counter()
     kept: list[dict[str, Any]] = []
     missed = sorted(data.true_pairs - found, key=sorted)
@@ -434,6 +435,8 @@ def misses(data: LabelledSet, found: set[Pair], examples: int) -> dict[str, Any]
         diff = differences(a, b)
         by_difference.update(diff)
         by_combination[" + ".join(diff)] += 1
+        if len(diff) == 1:
+            by_single[diff[0]] += 1
         share = shared_key(to_cim(ka[1], a), to_cim(kb[1], b))
         by_key["shared a blocking key (rules said no)" if share else "no shared blocking key"] += 1
         if len(kept) < examples:
@@ -442,6 +445,7 @@ def misses(data: LabelledSet, found: set[Pair], examples: int) -> dict[str, Any]
         "missed_pairs": len(missed),
         "by_difference": dict(by_difference.most_common()),
         "by_combination": dict(by_combination.most_common(12)),
+        "by_only_difference": dict(by_single.most_common()),
         "by_blocking": dict(by_key),
         "examples": kept,
     }
@@ -480,6 +484,7 @@ def report(data: LabelledSet, setup: EngineSetup, seed: int, examples: int = 8) 
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
         "postgres": connection.connection.info.server_version,
         "database": connection.settings_dict["NAME"],
+        "load_average_after": round(os.getloadavg()[0], 2),
         "records": {s: len(f) for s, f in data.frames.items()},
         "true_pairs": len(data.true_pairs),
         "results": rows,
