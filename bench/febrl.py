@@ -22,8 +22,8 @@ golden record; **review** = every pair of source records on the two sides of an 
 MatchCandidate. Precision, recall and F1 count unordered pairs of records against the true
 links, for auto alone and for auto + review (a pair a steward would be shown).
 
-The baseline, in the same run and on the same records: ``recordlinkage`` as its own tutorial sets
-it up. Candidates by blocking on given name, surname and postcode (the union); features:
+The baseline, in the same run and on the same records: ``recordlinkage`` set up after its own
+tutorial. Candidates by blocking on given name, surname and postcode (the union); features:
 Jaro-Winkler >= 0.85 on given name, surname and street (``address_1``), exact on birth date,
 suburb, postcode and state; classified by (a) ``ECMClassifier`` (Fellegi-Sunter weights
 learned by EM, no labels) and (b) the tutorial's rule, the number of agreeing features at or
