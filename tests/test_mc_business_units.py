@@ -131,7 +131,7 @@ def test_business_units_are_read_from_the_environment_and_checked(monkeypatch):
 
 @pytest.mark.django_db(transaction=True)
 def test_an_opt_out_is_sent_to_the_subscriber_s_unit_with_its_token(journey, two_units, admin_client):
-    two_units.put_subscriber("SK-B1", "ada.lovelace@example.com", "Active")
+    two_units.put_subscriber("SK-B1", "ada.lovelace@example.com", "Active", mid=MID_B)
     assert journey.execute(subscriber("SK-B1"), secret=SECRET_B).status_code == 200
     run_queued()
     person = CrossReference.objects.get(system=MARKETING_CLOUD, external_id="SK-B1").individual
@@ -139,7 +139,7 @@ def test_an_opt_out_is_sent_to_the_subscriber_s_unit_with_its_token(journey, two
     assert answer.status_code == 302
     run_queued()
     assert UnsubscribeWriteback.objects.get().state == "written"
-    assert two_units.subscribers()["SK-B1"]["status"] == "Unsubscribed"
+    assert two_units.subscribers(mid=MID_B)["SK-B1"]["status"] == "Unsubscribed"
     assert [unit for operation, unit in two_units.soap_calls() if operation == "UpdateRequest"] == [MID_B]
 
 
