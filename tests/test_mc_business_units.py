@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import io
 from dataclasses import replace
 
 import pytest
 import requests
 from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
 
 from customers.models import CrossReference, Individual
 from hub.env import check_unknown_names, env_business_units
@@ -18,10 +21,12 @@ from integrations.marketing_cloud.models import (
     ContactDeletion,
     EnsNotification,
     ReconciliationState,
+    SubscriberStatusSync,
     UnsubscribeWriteback,
 )
 from integrations.marketing_cloud.poller import poll_data_extension
 from integrations.marketing_cloud.schema import INDIVIDUAL
+from integrations.marketing_cloud.status_sync import read_statuses_task
 from integrations.models import AccessToken
 from integrations.transport import PermanentError
 from sandboxes.marketing_cloud.ens import email_open_event, encode_batch, new_signature_key, sign_ens
@@ -226,3 +231,44 @@ def test_the_activity_s_lifecycle_calls_are_verified_with_each_unit_s_secret(liv
     assert requests.post(url, data=body, headers={"Content-Type": "application/jwt"}, timeout=5).status_code == 200
     forged = journey_jwt({}, secret="not-any-unit-s-secret-0123456789abcdef")
     assert requests.post(url, data=forged, headers={"Content-Type": "application/jwt"}, timeout=5).status_code == 401
+
+
+T0 = dt.datetime(2026, 11, 20, 15, 0, tzinfo=dt.UTC)
+
+
+def golden(key: str) -> Individual:
+    return CrossReference.objects.get(system=MARKETING_CLOUD, external_id=key).individual
+
+
+@pytest.mark.django_db(transaction=True)
+def test_each_unit_s_status_read_uses_its_token_and_reaches_that_unit_s_subscribers_only(
+    journey, two_units, admin_client
+):
+    for key, secret in (("SK-A1", SECRET_A), ("SK-B1", SECRET_B), ("SK-B2", SECRET_B)):
+        assert journey.execute(subscriber(key, email=f"{key.lower()}@example.com"), secret=secret).status_code == 200
+    run_queued()
+    # Unit A holds a subscriber SK-B1 of its own, unsubscribed there; unit B's SK-B1 is Active.
+    two_units.put_subscriber("SK-A1", "sk-a1@example.com", "Unsubscribed", modified=T0, mid=MID_A)
+    two_units.put_subscriber("SK-B1", "other@example.com", "Unsubscribed", modified=T0, mid=MID_A)
+    two_units.put_subscriber("SK-B1", "sk-b1@example.com", "Active", modified=T0, mid=MID_B)
+    two_units.put_subscriber("SK-B2", "sk-b2@example.com", "Unsubscribed", modified=T0, mid=MID_B)
+
+    summary = read_statuses_task()
+    assert summary.startswith("A: 2 subscribers in 1 page(s): 1 applied, 0 unchanged, 1 unknown; B: 2 subscribers")
+    assert golden("SK-A1").do_not_market_since == T0
+    assert golden("SK-B1").do_not_market_since is None  # unit A's SK-B1 is another subscriber
+    assert golden("SK-B2").do_not_market_since == T0  # only unit B's token sees it
+    assert CrossReference.objects.get(external_id="SK-B1").source_status == "Active"
+    assert [unit for operation, unit in two_units.soap_calls() if operation == "RetrieveRequestMsg"] == ["", MID_B]
+    states = {s.business_unit: (s.last_status, s.last_read, s.watermark) for s in SubscriberStatusSync.objects.all()}
+    assert states == {MID_A: ("succeeded", 2, T0), MID_B: ("succeeded", 2, T0)}
+    # mc_reconcile reads each unit too, and says which line is which.
+    out = io.StringIO()
+    call_command("mc_reconcile", stdout=out)
+    assert f"All Subscribers (A (MID {MID_A})): read 2" in out.getvalue()
+    assert f"All Subscribers (B (MID {MID_B})): read 2" in out.getvalue()
+    # The steward sees one status read per unit, with its watermark and last run.
+    page = admin_client.get("/admin/marketing_cloud/subscriberstatussync/").content.decode()
+    assert f"A (MID {MID_A})" in page and f"B (MID {MID_B})" in page
+    listing = admin_client.get("/admin/marketing_cloud/reconciliationstate/").content.decode()
+    assert f"A (MID {MID_A})" in listing and f"B (MID {MID_B})" in listing

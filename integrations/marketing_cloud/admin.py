@@ -51,6 +51,14 @@ class ScheduledReadAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    @admin.display(description="business unit", ordering="business_unit")
+    def unit(self, obj: Any) -> str:
+        """The unit's name and MID; a MID no unit has any more says so (its row is kept, not read)."""
+        if not obj.business_unit:
+            return business_units.default_unit().label
+        found = business_units.unit_for_mid(obj.business_unit)
+        return found.label if found is not None else f"MID {obj.business_unit} (not configured)"
+
     @admin.display(description="next scheduled run")
     def next_scheduled_run(self, obj: Any) -> Any:
         return Schedule.objects.filter(name=self.schedule_name).values_list("next_run", flat=True).first()
@@ -123,6 +131,7 @@ class EnsNotificationAdmin(admin.ModelAdmin):
 class ReconciliationStateAdmin(ScheduledReadAdmin):
     list_display = [
         "de_key",
+        "unit",
         "watermark",
         "last_status",
         "last_started_at",
@@ -135,6 +144,7 @@ class ReconciliationStateAdmin(ScheduledReadAdmin):
     ]
     fields = [
         "de_key",
+        "unit",
         "watermark",
         "overlap_seconds",
         "page_size",
@@ -149,6 +159,7 @@ class ReconciliationStateAdmin(ScheduledReadAdmin):
     ]
     readonly_fields = [
         "de_key",
+        "unit",
         "last_status",
         "last_started_at",
         "last_finished_at",
@@ -158,6 +169,7 @@ class ReconciliationStateAdmin(ScheduledReadAdmin):
         "last_rows_rejected",
         "last_error",
     ]
+    list_filter = ["business_unit"]
     schedule_name = SCHEDULE_NAME
     run_now_description = "Run the reconciliation now"
     queued_message = "Reconciliation queued; refresh to see its result."
@@ -272,6 +284,7 @@ class BulkWritebackAdmin(admin.ModelAdmin):
 class SubscriberStatusSyncAdmin(ScheduledReadAdmin):
     list_display = [
         "name",
+        "unit",
         "watermark",
         "last_status",
         "last_finished_at",
@@ -284,6 +297,7 @@ class SubscriberStatusSyncAdmin(ScheduledReadAdmin):
     ]
     fields = [
         "name",
+        "unit",
         "watermark",
         "overlap_seconds",
         "last_status",
@@ -297,6 +311,7 @@ class SubscriberStatusSyncAdmin(ScheduledReadAdmin):
         "last_error",
     ]
     readonly_fields = [f for f in fields if f not in ("watermark", "overlap_seconds")]
+    list_filter = ["business_unit"]
     schedule_name = STATUS_SCHEDULE_NAME
     run_now_description = "Read subscriber statuses now"
     queued_message = "Status read queued; refresh to see its result."
@@ -306,7 +321,9 @@ class SubscriberStatusSyncAdmin(ScheduledReadAdmin):
         queue_status_read()
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
-        SubscriberStatusSync.objects.get_or_create(name="All Subscribers")
+        # One row per business unit before its first run, so each unit's state shows from the start.
+        for unit in business_units.units():
+            SubscriberStatusSync.objects.get_or_create(business_unit=unit.state_key)
         return super().changelist_view(request, extra_context)
 
 

@@ -1031,7 +1031,11 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             else:  # by the data extension's ID, among the token's unit's data extensions only
                 object_id, key = ref, ""
                 store_key = next(
-                    (k for k, d in self._des.items() if d.object_id == ref.lower() and k == _unit_key(unit, d.schema.key)),
+                    (
+                        k
+                        for k, d in self._des.items()
+                        if d.object_id == ref.lower() and k == _unit_key(unit, d.schema.key)
+                    ),
                     "",
                 )
             de = self._des.get(store_key)
