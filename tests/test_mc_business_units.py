@@ -16,6 +16,7 @@ from hub.env import check_unknown_names, env_business_units
 from integrations.choices import MARKETING_CLOUD
 from integrations.marketing_cloud import business_units
 from integrations.marketing_cloud.client import MarketingCloudClient
+from integrations.marketing_cloud.ens import APPLY_TASK as ENS_APPLY_TASK
 from integrations.marketing_cloud.erasure import TASK as ERASURE_TASK
 from integrations.marketing_cloud.models import (
     ContactDeletion,
@@ -29,7 +30,13 @@ from integrations.marketing_cloud.schema import INDIVIDUAL
 from integrations.marketing_cloud.status_sync import read_statuses_task
 from integrations.models import AccessToken
 from integrations.transport import PermanentError
-from sandboxes.marketing_cloud.ens import email_open_event, encode_batch, new_signature_key, sign_ens
+from sandboxes.marketing_cloud.ens import (
+    email_open_event,
+    email_unsubscribe_event,
+    encode_batch,
+    new_signature_key,
+    sign_ens,
+)
 from tests.conftest import journey_jwt, subscriber
 from tests.queue import run_queued
 
@@ -272,3 +279,39 @@ def test_each_unit_s_status_read_uses_its_token_and_reaches_that_unit_s_subscrib
     assert f"A (MID {MID_A})" in page and f"B (MID {MID_B})" in page
     listing = admin_client.get("/admin/marketing_cloud/reconciliationstate/").content.decode()
     assert f"A (MID {MID_A})" in listing and f"B (MID {MID_B})" in listing
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_ens_unsubscribe_reaches_the_subscriber_of_the_unit_whose_key_verified_it_only(
+    journey, two_units, settings, admin_client, live_server
+):
+    key_a, key_b = new_signature_key(), new_signature_key()
+    settings.MC_BUSINESS_UNITS = tuple(
+        {**unit, "ens_signature_key": key} for unit, key in zip(settings.MC_BUSINESS_UNITS, (key_a, key_b), strict=True)
+    )
+    # Each unit has a subscriber with SubscriberID 501: two people, one per unit.
+    for key, secret in (("SK-A1", SECRET_A), ("SK-B1", SECRET_B)):
+        args = subscriber(key, email=f"{key.lower()}@example.com", SubscriberId="501")
+        assert journey.execute(args, secret=secret).status_code == 200
+    run_queued()
+    assert set(CrossReference.objects.values_list("system_record_id", flat=True)) == {"501"}
+    event = email_unsubscribe_event("SK-B1", subscriber_id=501, composite_id="u-b", email_address="sk-b1@example.com")
+    body = encode_batch([event])
+    headers = {"Content-Type": "application/json", "x-sfmc-ens-signature": sign_ens(body, key_b)}
+    url = f"{live_server.url}/api/v1/marketing-cloud/ens"
+    assert requests.post(url, data=body, headers=headers, timeout=5).status_code == 200
+    assert (ENS_APPLY_TASK, "1 applied, 0 unmatched, 0 stored") in run_queued()
+    assert golden("SK-B1").do_not_market_since is not None
+    assert golden("SK-A1").do_not_market_since is None  # unit A's SubscriberID 501 is someone else
+    notification = EnsNotification.objects.get()
+    assert (notification.business_unit, notification.master_id) == (MID_B, golden("SK-B1").master_id)
+    # The same event verified by unit A's key reaches unit A's subscriber instead.
+    event_a = email_unsubscribe_event("SK-A1", subscriber_id=501, composite_id="u-a", email_address="x@example.com")
+    body = encode_batch([event_a])
+    headers["x-sfmc-ens-signature"] = sign_ens(body, key_a)
+    assert requests.post(url, data=body, headers=headers, timeout=5).status_code == 200
+    run_queued()
+    assert golden("SK-A1").do_not_market_since is not None
+    # The steward filters the notifications by unit; each shows the golden record it reached.
+    page = admin_client.get("/admin/marketing_cloud/ensnotification/", {"business_unit": MID_B}).content.decode()
+    assert golden("SK-B1").master_id in page and golden("SK-A1").master_id not in page

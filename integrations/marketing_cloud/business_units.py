@@ -97,6 +97,17 @@ def group_by_unit(items: Iterable[T], mid_of: Callable[[T], str]) -> list[tuple[
     return [(mid, unit, members) for mid, (unit, members) in groups.items()]
 
 
+def cross_reference_scope(unit: BusinessUnit | None) -> tuple[str, ...]:
+    """The ``CrossReference.business_unit`` values that are ``unit``'s subscribers; () for any.
+
+    () for the single unit configured the MC_* way (or no unit known): every cross reference is
+    its. The default unit's are its MID and blank (recorded before units were configured).
+    """
+    if unit is None or not unit.configured:
+        return ()
+    return (unit.mid, "") if unit == default_unit() else (unit.mid,)
+
+
 def not_configured(mid: str) -> str:
     return f"business unit MID {mid} is not configured (MC_BUSINESS_UNITS)"
 

@@ -83,18 +83,11 @@ def _status_of(result: dict[str, str], scope: tuple[str, ...]) -> tuple[SourceSt
     return SourceStatus(MARKETING_CLOUD, key[:255], status, modified, email, business_units=scope), modified
 
 
-def unit_scope(unit: BusinessUnit) -> tuple[str, ...]:
-    """The ``CrossReference.business_unit`` values that are ``unit``'s subscribers; () for any (a single unit)."""
-    if not unit.configured:
-        return ()
-    return (unit.mid, "") if unit == business_units.default_unit() else (unit.mid,)
-
-
 def read_statuses(client: Any = None, *, unit: BusinessUnit | None = None) -> StatusRun:
     """One status read of ``unit`` (default: the default unit): every subscriber changed since its
     watermark (less the overlap), read with its token and applied to its cross references only."""
     unit = unit or business_units.default_unit()
-    scope = unit_scope(unit)
+    scope = business_units.cross_reference_scope(unit)
     with transaction.atomic():
         SubscriberStatusSync.objects.get_or_create(business_unit=unit.state_key)
         # The row lock keeps two runs (schedule + mc_reconcile) from reading at once.
