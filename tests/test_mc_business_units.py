@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import io
 from dataclasses import replace
@@ -10,15 +11,18 @@ import pytest
 import requests
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
+from django.db import transaction
 
 from customers.models import CrossReference, Individual
 from hub.env import check_unknown_names, env_business_units
 from integrations.choices import MARKETING_CLOUD
-from integrations.marketing_cloud import business_units
+from integrations.marketing_cloud import bulk_writeback, business_units, writeback
+from integrations.marketing_cloud.backfill import import_subscribers
 from integrations.marketing_cloud.client import MarketingCloudClient
 from integrations.marketing_cloud.ens import APPLY_TASK as ENS_APPLY_TASK
 from integrations.marketing_cloud.erasure import TASK as ERASURE_TASK
 from integrations.marketing_cloud.models import (
+    BulkWriteback,
     ContactDeletion,
     EnsNotification,
     ReconciliationState,
@@ -26,7 +30,7 @@ from integrations.marketing_cloud.models import (
     UnsubscribeWriteback,
 )
 from integrations.marketing_cloud.poller import poll_data_extension
-from integrations.marketing_cloud.schema import INDIVIDUAL
+from integrations.marketing_cloud.schema import INDIVIDUAL, DataExtensionField, DataExtensionSchema
 from integrations.marketing_cloud.status_sync import read_statuses_task
 from integrations.models import AccessToken
 from integrations.transport import PermanentError
@@ -315,3 +319,56 @@ def test_an_ens_unsubscribe_reaches_the_subscriber_of_the_unit_whose_key_verifie
     # The steward filters the notifications by unit; each shows the golden record it reached.
     page = admin_client.get("/admin/marketing_cloud/ensnotification/", {"business_unit": MID_B}).content.decode()
     assert golden("SK-B1").master_id in page and golden("SK-A1").master_id not in page
+
+
+@pytest.mark.django_db
+def test_bulk_write_backs_of_two_units_land_in_each_unit_s_data_extension_and_map_their_row_errors(
+    two_units, settings, monkeypatch, tmp_path
+):
+    # Both units name their data extension "Individual"; unit B's keeps keys of at most 12 characters.
+    short_keys = DataExtensionSchema(
+        "Individual",
+        "Individual",
+        (DataExtensionField("SubscriberKey", "Text", 12, is_primary_key=True), *INDIVIDUAL.fields[1:]),
+    )
+    two_units.declare(short_keys, mid=MID_B)
+    settings.MC_BUSINESS_UNITS = tuple({**unit, "de_key": "Individual"} for unit in settings.MC_BUSINESS_UNITS)
+    settings.MC_ASYNC_WRITEBACK_THRESHOLD = 100
+    monkeypatch.setattr(bulk_writeback, "MAX_ROWS", 150)
+    monkeypatch.setattr(writeback, "STARVED_AFTER", 3600.0)
+    long_ones = {7, 77, 149}
+
+    def key(i: int) -> str:
+        unit, n = ("A", i) if i < 150 else ("B", i - 150)
+        return f"{unit}-LONG-KEY-{n:05d}" if n in long_ones else f"{unit}-{n:05d}"
+
+    path = tmp_path / "export.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["SubscriberKey", "EmailAddress", "FirstName", "LastName"])
+        for i in range(300):
+            writer.writerow([key(i), f"bulk{i}@example.com", "Bulk", f"Person{i}"])
+    # The write-backs are queued by the import; the second half are unit B's subscribers.
+    with transaction.atomic():
+        assert import_subscribers(path, batch_size=100).rows_done == 300
+        CrossReference.objects.filter(external_id__startswith="B-").update(business_unit=MID_B)
+    run_queued()
+
+    requests_made = {r.business_unit: (r.rows, r.rows_written, r.rows_failed) for r in BulkWriteback.objects.all()}
+    assert requests_made == {"": (150, 150, 0), MID_B: (150, 147, 3)}
+    assert {r["unit"] for r in two_units.async_requests()} == {"", MID_B}
+    rows_a, rows_b = two_units.rows("Individual"), two_units.rows("Individual", mid=MID_B)
+    assert {k for k in rows_a if not k.startswith("A-")} == set()
+    assert {k for k in rows_b if not k.startswith("B-")} == set()
+    xrefs = CrossReference.objects.select_related("individual")
+    for xref in xrefs.filter(business_unit=""):
+        assert (
+            xref.writeback_state == "written" and rows_a[xref.external_id]["GlobalPartyId"] == xref.individual.master_id
+        )
+    failed = {x.external_id: x.writeback_error for x in xrefs.filter(writeback_state="failed")}
+    assert set(failed) == {f"B-LONG-KEY-{n:05d}" for n in long_ones}
+    assert all("exceeds the maximum length of 12" in error for error in failed.values())
+    for xref in xrefs.filter(business_unit=MID_B).exclude(writeback_state="failed"):
+        assert (
+            xref.writeback_state == "written" and rows_b[xref.external_id]["GlobalPartyId"] == xref.individual.master_id
+        )
