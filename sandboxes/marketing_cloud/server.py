@@ -162,6 +162,7 @@ class _EnsCallback:
     signature_key: str
     verification_key: str
     verified: bool = False
+    unit: str = ""  # the business unit (MID, "" the parent) whose token created it: only that unit sees it
 
     def view(self) -> dict[str, Any]:
         """The callback as GET returns it: never with its signature or verification key."""
@@ -687,6 +688,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
                     "signatureKey": callback.signature_key,
                     "verificationKey": callback.verification_key,
                     "verified": callback.verified,
+                    "unit": callback.unit,
                 }
                 for callback in self._ens_callbacks.values()
             ]
@@ -1118,10 +1120,12 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             )
         if "data_extensions_read" not in granted:
             return xml(200, soap.retrieve_response([], overall_status="Error: Insufficient privileges"))
-        status, results = self._soap_retrieve(request)
+        status, results = self._soap_retrieve(request, unit)
         return xml(200, soap.retrieve_response(results, overall_status=status, relates_to=request.message_id))
 
-    def _soap_retrieve(self, request: soap.RetrieveRequest) -> tuple[str, list[tuple[str, list[tuple[str, str]]]]]:
+    def _soap_retrieve(
+        self, request: soap.RetrieveRequest, unit: str = ""
+    ) -> tuple[str, list[tuple[str, list[tuple[str, str]]]]]:
         kind = request.object_type
         if kind not in _SOAP_PROPERTIES:
             return f"Error: Unable to find object type {kind or '(none)'}", []
@@ -1141,7 +1145,8 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             wanted = {value.lower() for value in values}
         results: list[tuple[str, list[tuple[str, str]]]] = []
         with self._lock:
-            des = list(self._des.values())
+            # The token's unit's data extensions only (a child unit's are kept under its MID).
+            des = [de for key, de in self._des.items() if key == _unit_key(unit, de.schema.key)]
         for de in des:
             compared = de.schema.name if filter_on == "Name" else de.schema.key
             if wanted is not None and compared.lower() not in wanted:
@@ -1364,12 +1369,13 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         ids = {callback.callback_id for callback in requested}
         with self._lock:
             urls = [callback.url for callback in requested]
-            taken = {callback.url for callback in self._ens_callbacks.values()}
+            taken = {callback.url for callback in self._unit_callbacks().values()}
             if len(set(urls)) != len(urls) or taken.intersection(urls):
                 raise _rest_error(400, 10005, "The url is already registered as a callback")
             # Stored before the probe so a hub that calls ens-verify from inside its answer to the
             # verification POST (as Salesforce suggests) finds the callback.
             for callback in requested:
+                callback.unit = getattr(self._call_unit, "mid", "")
                 self._ens_callbacks[callback.callback_id] = callback
         for callback in requested:
             challenge = {"callbackId": callback.callback_id, "verificationKey": callback.verification_key}
@@ -1407,9 +1413,19 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             ],
         )
 
+    def _unit_callbacks(self) -> dict[str, _EnsCallback]:
+        """The callbacks of the call's business unit (each unit's ENS is its own); the caller holds the lock."""
+        unit = getattr(self._call_unit, "mid", "")
+        return {key: callback for key, callback in self._ens_callbacks.items() if callback.unit == unit}
+
+    def _unit_subscriptions(self) -> dict[str, _EnsSubscription]:
+        """The subscriptions of the call's business unit's callbacks; the caller holds the lock."""
+        mine = self._unit_callbacks()
+        return {key: s for key, s in self._ens_subscriptions.items() if s.callback_id in mine}
+
     def _ens_list_callbacks(self) -> Reply:
         with self._lock:
-            return Reply(200, [callback.view() for callback in self._ens_callbacks.values()])
+            return Reply(200, [callback.view() for callback in self._unit_callbacks().values()])
 
     def _ens_update_callbacks(self, body: bytes) -> Reply:
         """``PUT /platform/v1/ens-callbacks``: rename a callback or change its batch size, never its URL.
@@ -1431,11 +1447,11 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             changes.append((callback_id, name, size))
         with self._lock:
             for callback_id, _, _ in changes:
-                if callback_id not in self._ens_callbacks:
+                if callback_id not in self._unit_callbacks():
                     raise _rest_error(404, 404, "Callback ID doesn't exist")
             changed = False
             for callback_id, name, size in changes:
-                callback = self._ens_callbacks[callback_id]
+                callback = self._unit_callbacks()[callback_id]
                 new_size = callback.max_batch_size if size is None else size
                 changed |= (callback.name, callback.max_batch_size) != (name, new_size)
                 callback.name, callback.max_batch_size = name, new_size
@@ -1445,7 +1461,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
                 200,
                 [
                     {
-                        key: self._ens_callbacks[callback_id].view()[key]
+                        key: self._unit_callbacks()[callback_id].view()[key]
                         for key in ("callbackId", "callbackName", "url", "maxBatchSize")
                     }
                     for callback_id, _, _ in changes
@@ -1459,11 +1475,11 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             raise _rest_error(400, 10004, "Invalid message format")
         ids = [_ens_string(item, "callbackId") for item in items]
         with self._lock:
-            if any(callback_id not in self._ens_callbacks for callback_id in ids):
+            if any(callback_id not in self._unit_callbacks() for callback_id in ids):
                 raise _rest_error(404, 404, "Callback ID doesn't exist")
             answer = []
             for callback_id in ids:
-                callback = self._ens_callbacks[callback_id]
+                callback = self._unit_callbacks()[callback_id]
                 callback.signature_key = new_signature_key()
                 answer.append(
                     {
@@ -1477,7 +1493,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
 
     def _ens_callback(self, match: re.Match[str]) -> _EnsCallback:
         """The callback named in the path; the caller holds the lock."""
-        callback = self._ens_callbacks.get(unquote(match.group(1)))
+        callback = self._unit_callbacks().get(unquote(match.group(1)))
         if callback is None:
             raise _rest_error(404, 404, "Callback ID doesn't exist")
         return callback
@@ -1507,7 +1523,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         callback_id = _ens_string(data, "callbackId")
         key = _ens_string(data, "verificationKey")
         with self._lock:
-            callback = self._ens_callbacks.get(callback_id)
+            callback = self._unit_callbacks().get(callback_id)
             # Salesforce answers a wrong callback ID or verification key with 404, not 400.
             if callback is None or not secrets.compare_digest(key.encode(), callback.verification_key.encode()):
                 raise _rest_error(404, 404, "Incorrect callback ID, verification key, or both")
@@ -1541,10 +1557,10 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         if len({subscription.name for subscription in wanted}) != len(wanted):
             raise _rest_error(400, 10005, "subscriptionName must be unique")
         with self._lock:
-            by_name = {subscription.name: subscription for subscription in self._ens_subscriptions.values()}
+            by_name = {subscription.name: subscription for subscription in self._unit_subscriptions().values()}
             result, new = [], []
             for subscription in wanted:
-                callback = self._ens_callbacks.get(subscription.callback_id)
+                callback = self._unit_callbacks().get(subscription.callback_id)
                 if callback is None:
                     raise _rest_error(404, 404, "Callback ID doesn't exist")
                 if not callback.verified:
@@ -1591,7 +1607,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         with self._lock:
             updates = []
             for item in items:
-                subscription = self._ens_subscriptions.get(_ens_string(item, "subscriptionId"))
+                subscription = self._unit_subscriptions().get(_ens_string(item, "subscriptionId"))
                 if subscription is None:
                     raise _rest_error(404, 404, "Subscription ID doesn't exist")
                 name = item.get("subscriptionName", subscription.name)
@@ -1647,7 +1663,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
 
     def _ens_subscription(self, match: re.Match[str]) -> _EnsSubscription:
         """The subscription named in the path; the caller holds the lock."""
-        subscription = self._ens_subscriptions.get(unquote(match.group(1)))
+        subscription = self._unit_subscriptions().get(unquote(match.group(1)))
         if subscription is None:
             raise _rest_error(404, 404, "Subscription ID doesn't exist")
         return subscription
