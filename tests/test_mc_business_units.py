@@ -24,6 +24,7 @@ from integrations.marketing_cloud.erasure import TASK as ERASURE_TASK
 from integrations.marketing_cloud.models import (
     BulkWriteback,
     ContactDeletion,
+    EnsCallback,
     EnsNotification,
     ReconciliationState,
     SubscriberStatusSync,
@@ -372,3 +373,61 @@ def test_bulk_write_backs_of_two_units_land_in_each_unit_s_data_extension_and_ma
         assert (
             xref.writeback_state == "written" and rows_b[xref.external_id]["GlobalPartyId"] == xref.individual.master_id
         )
+
+
+def mc_check(hub_url: str) -> tuple[int, list[str]]:
+    out = io.StringIO()
+    try:
+        call_command("mc_check", "--hub-url", hub_url, stdout=out)
+        code = 0
+    except SystemExit as exit_info:
+        code = int(exit_info.code or 0)
+    return code, out.getvalue().splitlines()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ens_callbacks_are_registered_and_the_tenant_checked_per_unit(live_server, two_units, settings, admin_client):
+    settings.DEBUG = True  # the live test server speaks http, as under `make run`
+    url = f"{live_server.url}/api/v1/marketing-cloud/ens"
+    out = io.StringIO()
+    call_command("mc_ens_register", url, "--allow-insecure", stdout=out)
+    assert f"A (MID {MID_A}): Callback" in out.getvalue() and f"B (MID {MID_B}): Callback" in out.getvalue()
+    # One callback in each unit's ENS (made with that unit's token), each with a key of its own.
+    at_ens = {c["unit"]: c for c in two_units.callbacks()}
+    assert set(at_ens) == {"", MID_B} and all(c["verified"] for c in at_ens.values())
+    stored = {c.business_unit: c for c in EnsCallback.objects.all()}
+    assert set(stored) == {MID_A, MID_B}
+    assert stored[MID_B].callback_id == at_ens[MID_B]["callbackId"]
+    assert stored[MID_A].signature_key != stored[MID_B].signature_key
+    assert {s["callbackId"] for s in two_units.subscriptions()} == {c.callback_id for c in stored.values()}
+    # A batch signed with unit B's callback key is unit B's.
+    event = email_open_event("SK-B1", composite_id="open-b")
+    assert two_units.deliver_ens([event], callback_id=stored[MID_B].callback_id) == [200]
+    assert EnsNotification.objects.get().business_unit == MID_B
+    # Run again: each unit's callback is reused, none is added.
+    again = io.StringIO()
+    call_command("mc_ens_register", url, "--allow-insecure", stdout=again)
+    assert again.getvalue().count("was already registered for this URL") == 2
+    assert EnsCallback.objects.count() == 2 and len(two_units.callbacks()) == 2
+
+    code, lines = mc_check(live_server.url)
+    assert code == 0, "\n".join(lines)
+    for unit, mid in (("A", MID_A), ("B", MID_B)):
+        assert any(line.startswith(f"OK    token ({unit}): for MID {mid}") for line in lines)
+        assert any(line.startswith(f"OK    ENS callback ({unit}): {stored[mid].callback_id}") for line in lines)
+    assert any(line.startswith("OK    data extension (B): 'Individual_B'") for line in lines)
+    assert sum(1 for line in lines if line.startswith("OK    activity config.json")) == 1
+    # Unit B pointed at a data extension it lacks: its line fails with the unit's setting, A's stays OK.
+    settings.MC_BUSINESS_UNITS = (settings.MC_BUSINESS_UNITS[0], {**settings.MC_BUSINESS_UNITS[1], "de_key": "Nope"})
+    code, lines = mc_check(live_server.url)
+    assert code == 1
+    assert any(
+        line.startswith("FAIL  data extension (B): no data extension") and "MC_BU_B_DE_KEY" in line for line in lines
+    )
+    assert any(line.startswith("OK    data extension (A): 'Individual'") for line in lines)
+    # The activity's page (one endpoint for every unit's package) names each unit's data extension.
+    page = requests.get(f"{live_server.url}/api/v1/marketing-cloud/journey/index.html", timeout=5).text
+    assert f"A (MID {MID_A}): <code>Individual</code>" in page and f"B (MID {MID_B}): <code>Nope</code>" in page
+    # The steward sees each callback's unit.
+    listing = admin_client.get("/admin/marketing_cloud/enscallback/").content.decode()
+    assert f"B (MID {MID_B})" in listing and f"A (MID {MID_A})" in listing

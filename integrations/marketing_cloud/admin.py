@@ -78,12 +78,14 @@ class ScheduledReadAdmin(admin.ModelAdmin):
 
 @admin.register(EnsCallback)
 class EnsCallbackAdmin(admin.ModelAdmin):
-    list_display = ["callback_id", "name", "url", "handshake_at", "verified_at", "event_types", "created_at"]
+    list_display = ["callback_id", "name", "unit", "url", "handshake_at", "verified_at", "event_types", "created_at"]
+    list_filter = ["business_unit"]
     # The signature and verification keys never leave the database.
     exclude = ["signature_key", "verification_key"]
     readonly_fields = [
         "callback_id",
         "name",
+        "unit",
         "url",
         "handshake_at",
         "verified_at",
@@ -91,6 +93,8 @@ class EnsCallbackAdmin(admin.ModelAdmin):
         "event_types",
         "created_at",
     ]
+
+    unit = ScheduledReadAdmin.unit
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # created by `manage.py mc_ens_register`
