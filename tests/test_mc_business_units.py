@@ -248,6 +248,14 @@ def test_the_activity_s_lifecycle_calls_are_verified_with_each_unit_s_secret(liv
 T0 = dt.datetime(2026, 11, 20, 15, 0, tzinfo=dt.UTC)
 
 
+def unit_lines(admin_client) -> dict[str, str]:
+    """The dashboard's business-unit table, one HTML row per unit name."""
+    page = admin_client.get("/admin/dashboard/").content.decode()
+    section = page[page.index('id="mc-business-units"') :]
+    section = section[: section.index("</table>")]
+    return {row.split("</a>", 1)[0].rsplit(">", 1)[-1]: row for row in section.split("<tr>")[2:]}
+
+
 def golden(key: str) -> Individual:
     return CrossReference.objects.get(system=MARKETING_CLOUD, external_id=key).individual
 
@@ -279,6 +287,13 @@ def test_each_unit_s_status_read_uses_its_token_and_reaches_that_unit_s_subscrib
     call_command("mc_reconcile", stdout=out)
     assert f"All Subscribers (A (MID {MID_A})): read 2" in out.getvalue()
     assert f"All Subscribers (B (MID {MID_B})): read 2" in out.getvalue()
+    # The dashboard's line of each unit links to its own status read and reconciliation, with their last run.
+    lines = unit_lines(admin_client)
+    for unit, mid in (("A", MID_A), ("B", MID_B)):
+        read = SubscriberStatusSync.objects.get(business_unit=mid)
+        reconciliation = ReconciliationState.objects.get(business_unit=mid)
+        assert f'subscriberstatussync/{read.pk}/change/">succeeded</a>' in lines[unit]
+        assert f'reconciliationstate/{reconciliation.pk}/change/">succeeded</a>' in lines[unit]
     # The steward sees one status read per unit, with its watermark and last run.
     page = admin_client.get("/admin/marketing_cloud/subscriberstatussync/").content.decode()
     assert f"A (MID {MID_A})" in page and f"B (MID {MID_B})" in page
@@ -306,6 +321,8 @@ def test_an_ens_unsubscribe_reaches_the_subscriber_of_the_unit_whose_key_verifie
     url = f"{live_server.url}/api/v1/marketing-cloud/ens"
     assert requests.post(url, data=body, headers=headers, timeout=5).status_code == 200
     assert (ENS_APPLY_TASK, "1 applied, 0 unmatched, 0 stored") in run_queued()
+    lines = unit_lines(admin_client)  # ENS received in 24 hours / waiting, on the verifying unit's line
+    assert f'?business_unit={MID_B}">1 / 0</a>' in lines["B"] and f'?business_unit={MID_A}">0 / 0</a>' in lines["A"]
     assert golden("SK-B1").do_not_market_since is not None
     assert golden("SK-A1").do_not_market_since is None  # unit A's SubscriberID 501 is someone else
     notification = EnsNotification.objects.get()
