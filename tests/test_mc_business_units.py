@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import pytest
 import requests
+from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.db import transaction
@@ -448,3 +449,23 @@ def test_ens_callbacks_are_registered_and_the_tenant_checked_per_unit(live_serve
     # The steward sees each callback's unit.
     listing = admin_client.get("/admin/marketing_cloud/enscallback/").content.decode()
     assert f"B (MID {MID_B})" in listing and f"A (MID {MID_A})" in listing
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_marketing_cloud_admin_page_renders_with_two_units(journey, two_units, admin_client):
+    assert journey.execute(subscriber("SK-B1"), secret=SECRET_B).status_code == 200
+    run_queued()
+    read_statuses_task()
+    poll_data_extension()
+    EnsCallback.objects.create(callback_id="cb-b", name="hub", business_unit=MID_B, signature_key="k")
+    EnsCallback.objects.create(callback_id="cb-gone", name="hub", business_unit="999999", signature_key="k2")
+    for model in apps.get_app_config("marketing_cloud").get_models():
+        base = f"/admin/marketing_cloud/{model._meta.model_name}/"
+        assert admin_client.get(base).status_code == 200, base
+        assert admin_client.get(base, {"business_unit": MID_B}).status_code in (200, 302), base
+        first = model.objects.order_by("pk").first()
+        if first is not None:
+            assert admin_client.get(f"{base}{first.pk}/change/").status_code == 200, base
+    callbacks = admin_client.get("/admin/marketing_cloud/enscallback/").content.decode()
+    assert "MID 999999 (not configured)" in callbacks
+    assert admin_client.get("/admin/dashboard/").status_code == 200
