@@ -18,6 +18,11 @@ Each change is one history row on the golden record (before -> after, the source
 reason). A status is applied only when it is newer than the last one applied for that source
 record (``CrossReference.source_status_at``): the same read twice, or an older one arriving
 late, changes nothing.
+
+A system with several business units (Marketing Cloud's) reports a status per unit: a status
+naming the units it came from (``business_units``, the cross reference values that mean that
+unit) reaches only a cross reference of one of them. The same subscriber key reported by
+another unit is another unit's subscriber, and its status there says nothing about this one.
 """
 
 from __future__ import annotations
@@ -46,6 +51,9 @@ class SourceStatus:
     status: str
     changed_at: dt.datetime
     email: str = ""  # the address the status is about (empty when the system named none)
+    # The CrossReference.business_unit values the status may reach (its unit's MID, and "" for the
+    # default unit); empty: any cross reference of the system (a system with one unit).
+    business_units: tuple[str, ...] = ()
 
 
 @dataclass
@@ -54,7 +62,7 @@ class StatusOutcome:
 
     applied: int = 0  # newer than the last one applied: recorded, with a history row
     unchanged: int = 0  # read before, or older than the one applied
-    unknown: int = 0  # no cross reference for (system, external ID)
+    unknown: int = 0  # no cross reference for (system, external ID), or only another business unit's
     ignored: int = 0  # a status this module has no meaning for (Deleted), or an erased record
     opted_out: list[int] = field(default_factory=list)  # golden records that got an opt-out
 
@@ -87,6 +95,12 @@ def apply_source_statuses(statuses: list[SourceStatus], *, actor: str) -> Status
         for system in {s for s, _ in newest}
         for x in CrossReference.objects.filter(system=system, external_id__in=[e for s, e in newest if s == system])
     }
+    # A cross reference of another business unit than the status's is not the subscriber it is about.
+    xrefs = {
+        key: x
+        for key, x in xrefs.items()
+        if not newest[key].business_units or x.business_unit in newest[key].business_units
+    }
     outcome.unknown += sum(1 for key in newest if key not in xrefs)
     if not xrefs:
         return outcome
@@ -101,6 +115,9 @@ def apply_source_statuses(statuses: list[SourceStatus], *, actor: str) -> Status
     for key, status in sorted(newest.items(), key=lambda item: item[1].changed_at):
         xref = fresh.get(key)
         if xref is None:
+            continue
+        if status.business_units and xref.business_unit not in status.business_units:
+            outcome.unknown += 1  # moved to another unit before the lock was taken
             continue
         if status.status not in KNOWN_STATUSES or xref.individual_id not in work.goldens:
             outcome.ignored += 1

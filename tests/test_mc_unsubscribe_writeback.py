@@ -139,7 +139,7 @@ def test_a_refused_subscriber_fails_alone_and_a_steward_can_retry(journey, sandb
     ada = person(journey, sandbox)
     grace = person(journey, sandbox, key="SK-2002", email="grace@example.com")
     with sandbox._lock:  # the subscriber was deleted in Marketing Cloud meanwhile
-        del sandbox._subscribers["SK-2002"]
+        del sandbox._subscribers[""]["SK-2002"]
     steward_opts_out(admin_client, ada, grace)
     run_queued()
     rows = {r.cross_reference.external_id: r for r in UnsubscribeWriteback.objects.select_related("cross_reference")}

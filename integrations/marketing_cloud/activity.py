@@ -10,6 +10,13 @@ The page (``static/marketing_cloud/activity.js``) binds the in-arguments to the 
 source, ``{{Event."<eventDefinitionKey>".<Field>}}``, which compiles in every journey; a binding to
 ``{{Contact.Attribute."<set>".<Field>}}`` compiles only where Data Designer links a data extension
 of that name, so it is used only for a set named in ``MC_ATTRIBUTE_SET``.
+
+Business units: a custom activity reaches a unit through an installed package in that unit,
+whose JWT Signing Secret is the unit's (``MC_BU_<NAME>_JWT_SECRET``). Every unit's package points
+its Journey Builder Activity component at this one endpoint: ``config.json`` is the same for all
+(the URLs, in-arguments and timeouts do not depend on the unit), and each call names its unit by
+the secret that verifies it. Only the page differs in what it can say: it cannot tell which unit
+shows it (Journey Builder loads it unsigned), so it lists every unit's data extension.
 """
 
 from __future__ import annotations
@@ -162,7 +169,9 @@ def configuration_page(request: HttpRequest) -> HttpResponse:
             "in_arguments": [(name, defaults.get(name, "")) for name in IN_ARGUMENTS],
             "in_argument_names": " ".join(IN_ARGUMENTS),
             "attribute_set": settings.MC_ATTRIBUTE_SET,
-            "de_key": settings.MC_DE_KEY,
+            "de_key": business_units.default_unit().de_key,
+            # With several units, which data extension each unit's master IDs are written to.
+            "unit_de_keys": [(u.label, u.de_key) for u in business_units.units() if u.configured],
             "master_id_field": settings.MC_MASTER_ID_FIELD,
             "execute_url": config["arguments"]["execute"]["url"],
             "postmonger_url": POSTMONGER_URL,

@@ -51,6 +51,14 @@ class ScheduledReadAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    @admin.display(description="business unit", ordering="business_unit")
+    def unit(self, obj: Any) -> str:
+        """The unit's name and MID; a MID no unit has any more says so (its row is kept, not read)."""
+        if not obj.business_unit:
+            return business_units.default_unit().label
+        found = business_units.unit_for_mid(obj.business_unit)
+        return found.label if found is not None else f"MID {obj.business_unit} (not configured)"
+
     @admin.display(description="next scheduled run")
     def next_scheduled_run(self, obj: Any) -> Any:
         return Schedule.objects.filter(name=self.schedule_name).values_list("next_run", flat=True).first()
@@ -70,12 +78,14 @@ class ScheduledReadAdmin(admin.ModelAdmin):
 
 @admin.register(EnsCallback)
 class EnsCallbackAdmin(admin.ModelAdmin):
-    list_display = ["callback_id", "name", "url", "handshake_at", "verified_at", "event_types", "created_at"]
+    list_display = ["callback_id", "name", "unit", "url", "handshake_at", "verified_at", "event_types", "created_at"]
+    list_filter = ["business_unit"]
     # The signature and verification keys never leave the database.
     exclude = ["signature_key", "verification_key"]
     readonly_fields = [
         "callback_id",
         "name",
+        "unit",
         "url",
         "handshake_at",
         "verified_at",
@@ -83,6 +93,8 @@ class EnsCallbackAdmin(admin.ModelAdmin):
         "event_types",
         "created_at",
     ]
+
+    unit = ScheduledReadAdmin.unit
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # created by `manage.py mc_ens_register`
@@ -123,6 +135,7 @@ class EnsNotificationAdmin(admin.ModelAdmin):
 class ReconciliationStateAdmin(ScheduledReadAdmin):
     list_display = [
         "de_key",
+        "unit",
         "watermark",
         "last_status",
         "last_started_at",
@@ -135,6 +148,7 @@ class ReconciliationStateAdmin(ScheduledReadAdmin):
     ]
     fields = [
         "de_key",
+        "unit",
         "watermark",
         "overlap_seconds",
         "page_size",
@@ -149,6 +163,7 @@ class ReconciliationStateAdmin(ScheduledReadAdmin):
     ]
     readonly_fields = [
         "de_key",
+        "unit",
         "last_status",
         "last_started_at",
         "last_finished_at",
@@ -158,6 +173,7 @@ class ReconciliationStateAdmin(ScheduledReadAdmin):
         "last_rows_rejected",
         "last_error",
     ]
+    list_filter = ["business_unit"]
     schedule_name = SCHEDULE_NAME
     run_now_description = "Run the reconciliation now"
     queued_message = "Reconciliation queued; refresh to see its result."
@@ -272,6 +288,7 @@ class BulkWritebackAdmin(admin.ModelAdmin):
 class SubscriberStatusSyncAdmin(ScheduledReadAdmin):
     list_display = [
         "name",
+        "unit",
         "watermark",
         "last_status",
         "last_finished_at",
@@ -284,6 +301,7 @@ class SubscriberStatusSyncAdmin(ScheduledReadAdmin):
     ]
     fields = [
         "name",
+        "unit",
         "watermark",
         "overlap_seconds",
         "last_status",
@@ -297,6 +315,7 @@ class SubscriberStatusSyncAdmin(ScheduledReadAdmin):
         "last_error",
     ]
     readonly_fields = [f for f in fields if f not in ("watermark", "overlap_seconds")]
+    list_filter = ["business_unit"]
     schedule_name = STATUS_SCHEDULE_NAME
     run_now_description = "Read subscriber statuses now"
     queued_message = "Status read queued; refresh to see its result."
@@ -306,7 +325,9 @@ class SubscriberStatusSyncAdmin(ScheduledReadAdmin):
         queue_status_read()
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
-        SubscriberStatusSync.objects.get_or_create(name="All Subscribers")
+        # One row per business unit before its first run, so each unit's state shows from the start.
+        for unit in business_units.units():
+            SubscriberStatusSync.objects.get_or_create(business_unit=unit.state_key)
         return super().changelist_view(request, extra_context)
 
 

@@ -12,17 +12,24 @@ whose ``business_unit`` is blank belongs to the default unit, the first one conf
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
 from django.conf import settings
 from django.db.models import Count, QuerySet
+from django.utils import timezone
 
 from customers.choices import WritebackState
 from customers.models import CrossReference
 from integrations.choices import MARKETING_CLOUD
-from integrations.marketing_cloud.models import UnsubscribeWriteback
+from integrations.marketing_cloud.models import (
+    EnsNotification,
+    ReconciliationState,
+    SubscriberStatusSync,
+    UnsubscribeWriteback,
+)
 from integrations.models import AccessToken
 
 T = TypeVar("T")
@@ -97,14 +104,27 @@ def group_by_unit(items: Iterable[T], mid_of: Callable[[T], str]) -> list[tuple[
     return [(mid, unit, members) for mid, (unit, members) in groups.items()]
 
 
+def cross_reference_scope(unit: BusinessUnit | None) -> tuple[str, ...]:
+    """The ``CrossReference.business_unit`` values that are ``unit``'s subscribers; () for any.
+
+    () for the single unit configured the MC_* way (or no unit known): every cross reference is
+    its. The default unit's are its MID and blank (recorded before units were configured).
+    """
+    if unit is None or not unit.configured:
+        return ()
+    return (unit.mid, "") if unit == default_unit() else (unit.mid,)
+
+
 def not_configured(mid: str) -> str:
     return f"business unit MID {mid} is not configured (MC_BUSINESS_UNITS)"
 
 
 def unit_state() -> list[dict[str, object]]:
-    """Per business unit, for the dashboard: write-backs pending and failed, unsubscribes pending, its token.
+    """Per business unit, for the dashboard: write-backs pending and failed, unsubscribes pending, its token,
+    its reconciliation's and status read's last run, and the ENS notifications its key verified.
 
-    Counted over the pending and failed rows only (indexed by write-back state), never over every record.
+    Counted over the pending and failed rows only (indexed by write-back state), and ENS over the last 24
+    hours (indexed by received time) and the notifications not applied yet, never over every record.
     """
     pending = _counts(CrossReference.objects.filter(system=MARKETING_CLOUD, writeback_state=WritebackState.PENDING))
     failed = _counts(CrossReference.objects.filter(system=MARKETING_CLOUD, writeback_state=WritebackState.FAILED))
@@ -113,6 +133,10 @@ def unit_state() -> list[dict[str, object]]:
     )
     all_units = units()
     tokens = {t.system: t for t in AccessToken.objects.filter(system__in=[u.token_system for u in all_units])}
+    reconciliations = {(r.business_unit, r.de_key): r for r in ReconciliationState.objects.all()}
+    status_reads = {r.business_unit: r for r in SubscriberStatusSync.objects.all()}
+    ens_day = _counts(EnsNotification.objects.filter(received_at__gte=timezone.now() - dt.timedelta(hours=24)))
+    ens_waiting = _counts(EnsNotification.objects.filter(status=EnsNotification.RECEIVED))
     rows: list[dict[str, object]] = []
     for position, unit in enumerate(all_units):
         mids = {unit.mid, ""} if position == 0 else {unit.mid}  # a blank MID is the default unit's
@@ -125,6 +149,10 @@ def unit_state() -> list[dict[str, object]]:
                 "unsubscribes": sum(unsubscribes.get(m, 0) for m in mids),
                 "token_expires_at": token.expires_at if token and token.access_token else None,
                 "token_fetched_at": token.fetched_at if token and token.access_token else None,
+                "reconciliation": reconciliations.get((unit.state_key, unit.de_key)),
+                "status_read": status_reads.get(unit.state_key),
+                "ens_24h": sum(ens_day.get(m, 0) for m in mids),
+                "ens_waiting": sum(ens_waiting.get(m, 0) for m in mids),
             }
         )
     known = {m for u in all_units for m in (u.mid, "")}

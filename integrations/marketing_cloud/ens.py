@@ -10,7 +10,9 @@ queues one task and answers; the task applies the events.
 An unsubscribe names the subscriber by Marketing Cloud's numeric SubscriberID
 (``composite.subscriberId``), matched only against the SubscriberIDs the hub holds
 (``CrossReference.system_record_id``), never against a SubscriberKey; when no record
-holds it, by the address (``info.to``). From the All Subscribers list
+holds it, by the address (``info.to``). With several business units, the unit whose signature
+key verified the batch (``EnsNotification.business_unit``) is the unit the SubscriberID is
+looked up in: another unit's subscriber with the same ID is another person, left alone. From the All Subscribers list
 (``MC_ALL_SUBSCRIBERS_LIST_ID``) it is a global do-not-market; from any other list
 (``composite.listId``), that list's consent only.
 
@@ -133,8 +135,13 @@ def signing_key(body: bytes, signature: str, keys: list[str]) -> str | None:
 
 
 def unit_of_key(key: str) -> str:
-    """The MID of the business unit configured with this ENS key ('' for a key stored by mc_ens_register)."""
-    return next((unit.mid for unit in business_units.units() if unit.ens_signature_key == key), "")
+    """The MID of the business unit whose ENS key this is: configured for it, or stored by
+    ``mc_ens_register`` for its callback; '' when no unit is known (a single unit's stored key)."""
+    configured = next((unit.mid for unit in business_units.units() if unit.ens_signature_key == key), None)
+    if configured is not None:
+        return configured
+    stored = EnsCallback.objects.filter(signature_key=key).values_list("business_unit", flat=True).first()
+    return stored or ""
 
 
 def awaiting_handshake() -> QuerySet[EnsCallback]:
@@ -424,23 +431,28 @@ def _individuals_for(notifications: list[EnsNotification]) -> dict[int, list[int
     ``composite.subscriberId`` is compared with the SubscriberIDs the hub holds and with
     nothing else: a numeric SubscriberKey that happens to equal it is another person.
     """
-    by_subscriber: dict[str, list[int]] = {}
+    by_subscriber: dict[str, list[tuple[str, int]]] = {}
     subscriber_ids = {n.subscriber_id for n in notifications if _is_subscriber_id(n.subscriber_id)}
     if subscriber_ids:
         rows = (
             CrossReference.objects.filter(system=MARKETING_CLOUD, system_record_id__in=subscriber_ids)
             .order_by("individual_id")
-            .values_list("system_record_id", "individual_id")
+            .values_list("system_record_id", "business_unit", "individual_id")
             .distinct()
         )
-        for subscriber_id, individual_id in rows:
+        for subscriber_id, unit, individual_id in rows:
             # One subscriber under two keys (a key changed in Marketing Cloud) may sit on two records.
-            by_subscriber.setdefault(subscriber_id, []).append(individual_id)
+            by_subscriber.setdefault(subscriber_id, []).append((unit, individual_id))
     result: dict[int, list[int]] = {}
     by_email: dict[int, str] = {}
     for notification in notifications:
-        if notification.subscriber_id in by_subscriber:
-            result[notification.pk] = by_subscriber[notification.subscriber_id]
+        # The unit whose key verified the batch: only its subscribers are the one the event names.
+        scope = _scope_of(notification.business_unit)
+        held = sorted(
+            {i for unit, i in by_subscriber.get(notification.subscriber_id, []) if not scope or unit in scope}
+        )
+        if held:
+            result[notification.pk] = held
         elif notification.email_address:
             try:
                 by_email[notification.pk] = normalize_email(notification.email_address)
@@ -460,6 +472,17 @@ def _individuals_for(notifications: list[EnsNotification]) -> dict[int, list[int
             if owners.get(key):
                 result[pk] = owners[key]
     return result
+
+
+def _scope_of(mid: str) -> tuple[str, ...]:
+    """The cross references a notification verified by unit ``mid``'s key may reach; () for any.
+
+    Blank (a key no unit is known for) reaches any; a MID configured no more, only its own records.
+    """
+    if not mid:
+        return ()
+    unit = business_units.unit_for_mid(mid)
+    return business_units.cross_reference_scope(unit) if unit is not None else (mid,)
 
 
 def _is_subscriber_id(value: str) -> bool:

@@ -29,6 +29,9 @@ class EnsCallback(models.Model):
     verified_at = models.DateTimeField(null=True, blank=True)
     subscription_id = models.CharField(max_length=64, blank=True)
     event_types = models.JSONField(default=list, blank=True)
+    # The MID of the business unit the callback was registered in (with its token); its signature
+    # key attributes a batch to that unit. Blank: the single unit configured the MC_* way.
+    business_unit = models.CharField(max_length=20, blank=True)
     # When the registration opened: the handshake window counts from here.
     created_at = models.DateTimeField(default=timezone.now)
     handshake_at = models.DateTimeField(null=True, blank=True)
@@ -211,12 +214,14 @@ class BulkWriteback(models.Model):
 class SubscriberStatusSync(models.Model):
     """The status read's watermark and last run: All Subscribers' changes, read through SOAP.
 
-    One row. Held beside the data extension's ``ReconciliationState`` because the two read
-    different things (the data extension's rows; the Subscriber objects' Status) with
-    watermarks of their own.
+    One row per business unit (each unit's All Subscribers is read with its token). Held beside
+    the data extension's ``ReconciliationState`` because the two read different things (the data
+    extension's rows; the Subscriber objects' Status) with watermarks of their own.
     """
 
-    name = models.CharField(max_length=40, unique=True, default="All Subscribers")
+    name = models.CharField(max_length=40, default="All Subscribers")
+    # The MID of a configured business unit; blank for the single unit configured the MC_* way.
+    business_unit = models.CharField(max_length=20, blank=True)
     # Highest Subscriber ModifiedDate read; the next run reads from here minus the overlap.
     watermark = models.DateTimeField(null=True, blank=True)
     overlap_seconds = models.PositiveIntegerField(default=900)
@@ -232,9 +237,11 @@ class SubscriberStatusSync(models.Model):
 
     class Meta:
         verbose_name = "subscriber status read"
+        constraints = [models.UniqueConstraint(fields=["business_unit"], name="status_read_unit_unique")]
 
     def __str__(self) -> str:
-        return f"status read of {self.name}"
+        unit = f" (MID {self.business_unit})" if self.business_unit else ""
+        return f"status read of {self.name}{unit}"
 
 
 class UnsubscribeWriteback(models.Model):

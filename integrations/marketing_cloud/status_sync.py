@@ -8,6 +8,11 @@ saw bounce, reach the hub here (shared reference §6). Each run reads, through S
 ``customers.consent.apply_source_statuses``: Unsubscribed is an opt-out of all marketing,
 Held and Bounced mark the email contact point, each change with its history row.
 
+Each business unit's All Subscribers is read with that unit's token (its MID), with a watermark
+and last run of its own (one ``SubscriberStatusSync`` row per unit), and what it finds reaches
+only the cross references of that unit (``CrossReference.business_unit``; blank is the default
+unit): the same subscriber key in another unit is another unit's subscriber.
+
 It runs on the reconciliation's interval (its own django-q2 schedule, every 15 minutes) and
 in ``manage.py mc_reconcile``, after the data extension's rows. The watermark moves only when
 every page was read; the same subscribers read again (the overlap) change nothing, since a
@@ -26,7 +31,9 @@ from django.utils import timezone
 
 from customers.consent import SourceStatus, apply_source_statuses
 from integrations.choices import MARKETING_CLOUD
-from integrations.marketing_cloud.client import MarketingCloudClient
+from integrations.marketing_cloud import business_units
+from integrations.marketing_cloud.business_units import BusinessUnit
+from integrations.marketing_cloud.client import unit_client
 from integrations.marketing_cloud.models import SubscriberStatusSync
 from integrations.marketing_cloud.subscriber_soap import SubscriberSoap, parse_soap_date
 from integrations.queue import enqueue
@@ -63,7 +70,7 @@ class StatusRun:
         )
 
 
-def _status_of(result: dict[str, str]) -> tuple[SourceStatus | None, dt.datetime | None]:
+def _status_of(result: dict[str, str], scope: tuple[str, ...]) -> tuple[SourceStatus | None, dt.datetime | None]:
     key = result.get("SubscriberKey", "").strip()
     status = result.get("Status", "").strip()
     modified = parse_soap_date(result.get("ModifiedDate", ""))
@@ -73,15 +80,18 @@ def _status_of(result: dict[str, str]) -> tuple[SourceStatus | None, dt.datetime
     if not key or not status or modified is None:
         return None, modified
     email = result.get("EmailAddress", "").strip()
-    return SourceStatus(MARKETING_CLOUD, key[:255], status, modified, email), modified
+    return SourceStatus(MARKETING_CLOUD, key[:255], status, modified, email, business_units=scope), modified
 
 
-def read_statuses(client: Any = None) -> StatusRun:
-    """One status read: every subscriber changed since the watermark (less the overlap), applied."""
+def read_statuses(client: Any = None, *, unit: BusinessUnit | None = None) -> StatusRun:
+    """One status read of ``unit`` (default: the default unit): every subscriber changed since its
+    watermark (less the overlap), read with its token and applied to its cross references only."""
+    unit = unit or business_units.default_unit()
+    scope = business_units.cross_reference_scope(unit)
     with transaction.atomic():
-        SubscriberStatusSync.objects.get_or_create(name="All Subscribers")
+        SubscriberStatusSync.objects.get_or_create(business_unit=unit.state_key)
         # The row lock keeps two runs (schedule + mc_reconcile) from reading at once.
-        state = SubscriberStatusSync.objects.select_for_update().get(name="All Subscribers")
+        state = SubscriberStatusSync.objects.select_for_update().get(business_unit=unit.state_key)
         state.last_started_at = timezone.now()
         state.last_status = "running"
         state.save()
@@ -89,14 +99,14 @@ def read_statuses(client: Any = None) -> StatusRun:
     run = StatusRun("succeeded", since, state.watermark)
     high_water = state.watermark
     try:
-        soap = SubscriberSoap(client or MarketingCloudClient.from_settings())
+        soap = SubscriberSoap(unit_client(unit, client))
         page = soap.retrieve_changed(since)
         while True:
             run.pages += 1
             run.read += len(page.results)
             statuses = []
             for result in page.results:
-                status, modified = _status_of(result)
+                status, modified = _status_of(result, scope)
                 if modified is not None and (high_water is None or modified > high_water):
                     high_water = modified
                 if status is None:
@@ -118,25 +128,38 @@ def read_statuses(client: Any = None) -> StatusRun:
             page = soap.retrieve_changed(None, continue_id=page.request_id)
     except TransportError as exc:
         run.status, run.error, run.watermark = "failed", exc.message, state.watermark
-        _finish(run, high_water=None)
-        logger.warning("subscriber status read failed after %s page(s): %s", run.pages, exc.http_status or "network")
+        _finish(state.pk, run, high_water=None)
+        logger.warning(
+            "subscriber status read of %s failed after %s page(s): %s",
+            unit.name,
+            run.pages,
+            exc.http_status or "network",
+        )
         return run
-    run.watermark = _finish(run, high_water=high_water)
+    run.watermark = _finish(state.pk, run, high_water=high_water)
     return run
 
 
+def read_all_statuses(client: Any = None) -> list[tuple[BusinessUnit, StatusRun]]:
+    """Every business unit's status read, the default unit first; one unit failing does not stop the others."""
+    return [(unit, read_statuses(client, unit=unit)) for unit in business_units.units()]
+
+
 def read_statuses_task() -> str:
-    """django-q2 entry point (scheduled, or started by hand in the admin)."""
-    return read_statuses().summary()
+    """django-q2 entry point (scheduled, or started by hand in the admin): every business unit's read."""
+    runs = read_all_statuses()
+    if len(runs) == 1:
+        return runs[0][1].summary()
+    return "; ".join(f"{unit.name}: {run.summary()}" for unit, run in runs)
 
 
 def queue_status_read() -> str:
     return enqueue(STATUS_TASK, task_name="mc-status-read")
 
 
-def _finish(run: StatusRun, *, high_water: dt.datetime | None) -> dt.datetime | None:
+def _finish(state_pk: int, run: StatusRun, *, high_water: dt.datetime | None) -> dt.datetime | None:
     with transaction.atomic():
-        state = SubscriberStatusSync.objects.select_for_update().get(name="All Subscribers")
+        state = SubscriberStatusSync.objects.select_for_update().get(pk=state_pk)
         if high_water is not None and (state.watermark is None or high_water > state.watermark):
             state.watermark = high_water
         state.last_finished_at = timezone.now()

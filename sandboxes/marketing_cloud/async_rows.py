@@ -68,6 +68,10 @@ class AsyncRequest:
     called: dt.datetime
     received: float  # monotonic; it completes async_delay seconds later (the delay as configured then)
     not_found_left: int
+    # Where its data extension is kept (the sandbox's key: MID and key in a child unit), and that
+    # business unit ("" the parent): the rows land there, and only that unit's token reads the request.
+    store_key: str = ""
+    unit: str = ""
     picked_up: dt.datetime | None = None
     completed: dt.datetime | None = None
     results: list[dict[str, Any]] = field(default_factory=list)
@@ -107,6 +111,8 @@ class AsyncRows:
         upsert: bool,
         config: Any,
         des: dict[str, SandboxDataExtension],
+        store_key: str = "",
+        unit: str = "",
     ) -> Reply:
         if len(body) > MAX_ASYNC_BODY_BYTES:
             raise ApiError(
@@ -146,6 +152,8 @@ class AsyncRows:
             called=now,
             received=time.monotonic(),
             not_found_left=config.async_not_found_polls,
+            store_key=store_key or de.schema.key.lower(),
+            unit=unit,
         )
         self.requests[request.request_id] = request
         self.run_due(des, config)
@@ -156,7 +164,7 @@ class AsyncRows:
         now = time.monotonic()
         for request in self.requests.values():
             if request.completed is None and request.received + config.async_delay <= now:
-                self._process(request, des.get(request.de_key), config)
+                self._process(request, des.get(request.store_key), config)
 
     def _process(self, request: AsyncRequest, de: SandboxDataExtension | None, config: Any) -> None:
         request.picked_up = dt.datetime.now(dt.UTC)
@@ -211,8 +219,13 @@ class AsyncRows:
             }
         return {"status": "OK", "message": "Upserted DataExtensionObject" if upsert else "Inserted DataExtensionObject"}
 
-    def status(self, request_id: str) -> Reply:
+    def _of_unit(self, request_id: str, unit: str) -> AsyncRequest | None:
+        """The request, when the asking token's unit made it: another unit's request ID is unknown to it."""
         request = self.requests.get(request_id)
+        return request if request is not None and request.unit == unit else None
+
+    def status(self, request_id: str, unit: str = "") -> Reply:
+        request = self._of_unit(request_id, unit)
         if request is not None and request.not_found_left > 0:
             request.not_found_left -= 1
             request = None
@@ -242,8 +255,8 @@ class AsyncRows:
             },
         )
 
-    def results(self, request_id: str, page: int, page_size: int | None, config: Any) -> Reply:
-        request = self.requests.get(request_id)
+    def results(self, request_id: str, page: int, page_size: int | None, config: Any, unit: str = "") -> Reply:
+        request = self._of_unit(request_id, unit)
         if request is None or request.completed is None:
             # Not picked up yet: there are no results to show (the reference page's error example).
             return Reply(

@@ -162,6 +162,7 @@ class _EnsCallback:
     signature_key: str
     verification_key: str
     verified: bool = False
+    unit: str = ""  # the business unit (MID, "" the parent) whose token created it: only that unit sees it
 
     def view(self) -> dict[str, Any]:
         """The callback as GET returns it: never with its signature or verification key."""
@@ -503,7 +504,9 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         # Insertion-ordered, so "the first verified callback" is the one registered first.
         self._ens_callbacks: dict[str, _EnsCallback] = {}
         self._ens_subscriptions: dict[str, _EnsSubscription] = {}
-        self._subscribers: dict[str, subs.SandboxSubscriber] = {}
+        # Per business unit (MID, "" for the parent unit): subscriber key -> subscriber. A token sees
+        # and changes only its own unit's subscribers, as each unit's All Subscribers is its own.
+        self._subscribers: dict[str, dict[str, subs.SandboxSubscriber]] = {}
         self._continued: dict[str, subs.ContinuedRetrieve] = {}
         self._delete_operations: dict[int, subs.DeleteOperation] = {}
         self._next_ids = {"subscriber": 1000, "operation": 2000}
@@ -528,6 +531,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             return [
                 {
                     "requestId": r.request_id,
+                    "unit": r.unit,
                     "rows": len(r.results) if r.completed else len(r.items),
                     "complete": r.completed is not None,
                     "errors": sum(1 for item in r.results if item["status"] != "OK"),
@@ -608,19 +612,31 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
 
     # -- All Subscribers and contacts --------------------------------------------------------
 
+    def _unit_of(self, mid: str) -> str:
+        """The unit a MID names as the sandbox keeps it: "" for the parent unit (its MID or none)."""
+        return "" if not mid or mid == self.config.account_id else mid
+
+    def _unit_subscribers(self, unit: str) -> dict[str, subs.SandboxSubscriber]:
+        """The subscribers of one unit (the caller holds the lock)."""
+        return self._subscribers.setdefault(unit, {})
+
     def put_subscriber(
-        self, key: str, email: str, status: str = "Active", *, modified: datetime | None = None
+        self, key: str, email: str, status: str = "Active", *, modified: datetime | None = None, mid: str = ""
     ) -> dict[str, Any]:
-        """Create or change a subscriber as the tenant's UI or an import would (no ENS event)."""
+        """Create or change a subscriber as the tenant's UI or an import would (no ENS event).
+
+        ``mid`` names the business unit holding it (default: the parent unit).
+        """
         if status not in subs.SUBSCRIBER_STATUSES:
             raise ValueError(f"status must be one of {', '.join(subs.SUBSCRIBER_STATUSES)}")
         moment = modified or datetime.now(UTC)
         with self._lock:
-            found = self._subscribers.get(key)
+            unit = self._unit_subscribers(self._unit_of(mid))
+            found = unit.get(key)
             if found is None:
                 self._next_ids["subscriber"] += 1
                 found = subs.SandboxSubscriber(self._next_ids["subscriber"], key, email, status, moment, moment)
-                self._subscribers[key] = found
+                unit[key] = found
             found.email, found.modified = email, moment
             if status == "Unsubscribed" and found.status != "Unsubscribed":
                 found.unsubscribed = moment
@@ -632,10 +648,10 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         with self._lock:
             return list(self._soap_calls)
 
-    def subscribers(self) -> dict[str, dict[str, Any]]:
-        """Subscriber key -> the subscriber as the tenant holds it."""
+    def subscribers(self, *, mid: str = "") -> dict[str, dict[str, Any]]:
+        """Subscriber key -> the subscriber as the tenant holds it, in unit ``mid`` (default: the parent unit)."""
         with self._lock:
-            return {key: sub.view() for key, sub in self._subscribers.items()}
+            return {key: sub.view() for key, sub in self._unit_subscribers(self._unit_of(mid)).items()}
 
     def contact_deletions(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -655,7 +671,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             operation.status = operation.background_status = status
             if status == "Completed":
                 for key in operation.keys:
-                    self._subscribers.pop(key, None)
+                    self._unit_subscribers(operation.unit).pop(key, None)
 
     # -- Event Notification Service ----------------------------------------------------------
 
@@ -672,6 +688,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
                     "signatureKey": callback.signature_key,
                     "verificationKey": callback.verification_key,
                     "verified": callback.verified,
+                    "unit": callback.unit,
                 }
                 for callback in self._ens_callbacks.values()
             ]
@@ -1009,25 +1026,37 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         ref = unquote(match.group(1))
         with self._lock:
             self._async.run_due(self._des, self.config)
+            unit = getattr(self._call_unit, "mid", "")
             if ref.lower().startswith("key:"):
                 object_id, key = "", ref[len("key:") :]
-                de = self._des.get(_unit_key(getattr(self._call_unit, "mid", ""), key))
-            else:  # by the data extension's ID
+                store_key = _unit_key(unit, key)
+            else:  # by the data extension's ID, among the token's unit's data extensions only
                 object_id, key = ref, ""
-                de = next((d for d in self._des.values() if d.object_id == ref.lower()), None)
+                store_key = next(
+                    (
+                        k
+                        for k, d in self._des.items()
+                        if d.object_id == ref.lower() and k == _unit_key(unit, d.schema.key)
+                    ),
+                    "",
+                )
+            de = self._des.get(store_key)
             reference = f"[Id: {object_id}, Key: {key}]"
-            return self._async.submit(de, reference, body, upsert=upsert, config=self.config, des=self._des)
+            return self._async.submit(
+                de, reference, body, upsert=upsert, config=self.config, des=self._des, store_key=store_key, unit=unit
+            )
 
     def _async_read(self, match: re.Match[str], query: str) -> Reply:
         request_id, what = unquote(match.group(1)), match.group(2)
         params = {name.lower(): values[-1] for name, values in parse_qs(query, keep_blank_values=True).items()}
         with self._lock:
             self._async.run_due(self._des, self.config)
+            unit = getattr(self._call_unit, "mid", "")
             if what == "status":
-                return self._async.status(request_id)
+                return self._async.status(request_id, unit)
             page = _positive_int(params.get("$page"), 1)
             size = _positive_int(params.get("$pagesize"), 0) if params.get("$pagesize") else None
-            return self._async.results(request_id, page, size, self.config)
+            return self._async.results(request_id, page, size, self.config, unit)
 
     def _rowset_page(self, token: str, page: int) -> Reply:
         with self._lock:
@@ -1072,16 +1101,17 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             return xml(500, soap.fault("q0:Security", "Login Failed", actor=self.url + SOAP_PATH))
         with self._lock:
             granted = self._token_scopes.get(token, frozenset())
-            self._soap_calls.append((operation, self._token_units.get(token, "")))
+            unit = self._token_units.get(token, "")
+            self._soap_calls.append((operation, unit))
         if operation == "UpdateRequest":
-            return self._soap_update(body, granted)
+            return self._soap_update(body, granted, unit)
         if request is None:
             return xml(500, soap.fault("soap:Client", f"The sandbox does not implement {operation}."))
         continue_id, date_value = subs.parse_retrieve_extras(body)
         if continue_id or request.object_type == "Subscriber":
             if "list_and_subscribers_read" not in granted:
                 return xml(200, soap.retrieve_response([], overall_status="Error: Insufficient privileges"))
-            status, results, request_id = self._soap_retrieve_subscribers(request, continue_id, date_value)
+            status, results, request_id = self._soap_retrieve_subscribers(request, continue_id, date_value, unit)
             return xml(
                 200,
                 soap.retrieve_response(
@@ -1090,10 +1120,12 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             )
         if "data_extensions_read" not in granted:
             return xml(200, soap.retrieve_response([], overall_status="Error: Insufficient privileges"))
-        status, results = self._soap_retrieve(request)
+        status, results = self._soap_retrieve(request, unit)
         return xml(200, soap.retrieve_response(results, overall_status=status, relates_to=request.message_id))
 
-    def _soap_retrieve(self, request: soap.RetrieveRequest) -> tuple[str, list[tuple[str, list[tuple[str, str]]]]]:
+    def _soap_retrieve(
+        self, request: soap.RetrieveRequest, unit: str = ""
+    ) -> tuple[str, list[tuple[str, list[tuple[str, str]]]]]:
         kind = request.object_type
         if kind not in _SOAP_PROPERTIES:
             return f"Error: Unable to find object type {kind or '(none)'}", []
@@ -1113,7 +1145,8 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             wanted = {value.lower() for value in values}
         results: list[tuple[str, list[tuple[str, str]]]] = []
         with self._lock:
-            des = list(self._des.values())
+            # The token's unit's data extensions only (a child unit's are kept under its MID).
+            des = [de for key, de in self._des.items() if key == _unit_key(unit, de.schema.key)]
         for de in des:
             compared = de.schema.name if filter_on == "Name" else de.schema.key
             if wanted is not None and compared.lower() not in wanted:
@@ -1128,13 +1161,16 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         return "OK", results
 
     def _soap_retrieve_subscribers(
-        self, request: soap.RetrieveRequest, continue_id: str, date_value: str
+        self, request: soap.RetrieveRequest, continue_id: str, date_value: str, unit: str
     ) -> tuple[str, list[tuple[str, list[tuple[str, str]]]], str]:
-        """A page of Subscribers: (OverallStatus, results, RequestID)."""
+        """A page of the Subscribers of ``unit`` (the token's): (OverallStatus, results, RequestID)."""
         with self._lock:
             page_size = self.config.soap_page_size
+            found = self._unit_subscribers(unit)
             if continue_id:
                 continued = self._continued.pop(continue_id, None)
+                if continued is not None and continued.unit != unit:
+                    continued = None  # another unit's read: its RequestID means nothing to this token
                 if continued is None:
                     return "Error: The continue request is invalid or has expired", [], ""
             else:
@@ -1146,15 +1182,16 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
                         [],
                         "",
                     )
-                matched = self._matching_subscribers(request, date_value)
+                matched = self._matching_subscribers(request, date_value, found)
                 if isinstance(matched, str):
                     return matched, [], ""
-                continued = subs.ContinuedRetrieve(matched, 0, request.properties, page_size)
+                continued = subs.ContinuedRetrieve(matched, 0, request.properties, page_size, unit)
             keys = continued.matched[continued.offset : continued.offset + continued.page_size]
+            client_id = unit or self.config.account_id or subs.PARENT_CLIENT_ID
             results = [
-                ("Subscriber", [(p, self._subscribers[k].properties()[p]) for p in continued.properties])
+                ("Subscriber", [(p, found[k].properties(client_id)[p]) for p in continued.properties])
                 for k in keys
-                if k in self._subscribers
+                if k in found
             ]
             request_id = str(uuid.uuid4())
             continued.offset += continued.page_size
@@ -1163,9 +1200,11 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
                 return "MoreDataAvailable", results, request_id
             return "OK", results, request_id
 
-    def _matching_subscribers(self, request: soap.RetrieveRequest, date_value: str) -> list[str] | str:
-        """The keys a Retrieve's filter matches (the caller holds the lock), or its error status."""
-        everyone = sorted(self._subscribers.values(), key=lambda s: s.subscriber_id)
+    def _matching_subscribers(
+        self, request: soap.RetrieveRequest, date_value: str, unit: dict[str, subs.SandboxSubscriber]
+    ) -> list[str] | str:
+        """The keys of ``unit``'s subscribers a Retrieve's filter matches (the caller holds the lock), or its error."""
+        everyone = sorted(unit.values(), key=lambda s: s.subscriber_id)
         if request.filter is None:
             return [s.key for s in everyone]
         prop, operator, values = request.filter
@@ -1182,7 +1221,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             return [s.key for s in everyone if (getattr(s, field) if field == "key" else s.email.lower()) in wanted]
         return f"Error: The filter on {prop or '(none)'} is not supported by the sandbox"
 
-    def _soap_update(self, body: bytes, granted: frozenset[str]) -> Reply:
+    def _soap_update(self, body: bytes, granted: frozenset[str], unit: str) -> Reply:
         def xml(status: int, payload: bytes) -> Reply:
             return Reply(status, raw=payload, content_type=soap.CONTENT_TYPE)
 
@@ -1201,14 +1240,15 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         results: list[tuple[str, dict[str, str], str]] = []
         now = datetime.now(UTC)
         with self._lock:
+            found_in = self._unit_subscribers(unit)  # the token's unit: another unit's subscriber is not found
             for values in objects:
                 if "list_and_subscribers_write" not in granted:
                     results.append(("Error", values, "Insufficient Privileges"))
                     continue
-                found = self._subscribers.get(values.get("SubscriberKey", "")) if values.get("SubscriberKey") else None
+                found = found_in.get(values.get("SubscriberKey", "")) if values.get("SubscriberKey") else None
                 if found is None and not values.get("SubscriberKey") and values.get("EmailAddress"):
                     email = values["EmailAddress"].lower()
-                    found = next((s for s in self._subscribers.values() if s.email.lower() == email), None)
+                    found = next((s for s in found_in.values() if s.email.lower() == email), None)
                 if found is None:
                     results.append(("Error", values, "Error: Subscriber not found."))
                     continue
@@ -1329,12 +1369,13 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         ids = {callback.callback_id for callback in requested}
         with self._lock:
             urls = [callback.url for callback in requested]
-            taken = {callback.url for callback in self._ens_callbacks.values()}
+            taken = {callback.url for callback in self._unit_callbacks().values()}
             if len(set(urls)) != len(urls) or taken.intersection(urls):
                 raise _rest_error(400, 10005, "The url is already registered as a callback")
             # Stored before the probe so a hub that calls ens-verify from inside its answer to the
             # verification POST (as Salesforce suggests) finds the callback.
             for callback in requested:
+                callback.unit = getattr(self._call_unit, "mid", "")
                 self._ens_callbacks[callback.callback_id] = callback
         for callback in requested:
             challenge = {"callbackId": callback.callback_id, "verificationKey": callback.verification_key}
@@ -1372,9 +1413,19 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             ],
         )
 
+    def _unit_callbacks(self) -> dict[str, _EnsCallback]:
+        """The callbacks of the call's business unit (each unit's ENS is its own); the caller holds the lock."""
+        unit = getattr(self._call_unit, "mid", "")
+        return {key: callback for key, callback in self._ens_callbacks.items() if callback.unit == unit}
+
+    def _unit_subscriptions(self) -> dict[str, _EnsSubscription]:
+        """The subscriptions of the call's business unit's callbacks; the caller holds the lock."""
+        mine = self._unit_callbacks()
+        return {key: s for key, s in self._ens_subscriptions.items() if s.callback_id in mine}
+
     def _ens_list_callbacks(self) -> Reply:
         with self._lock:
-            return Reply(200, [callback.view() for callback in self._ens_callbacks.values()])
+            return Reply(200, [callback.view() for callback in self._unit_callbacks().values()])
 
     def _ens_update_callbacks(self, body: bytes) -> Reply:
         """``PUT /platform/v1/ens-callbacks``: rename a callback or change its batch size, never its URL.
@@ -1396,11 +1447,11 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             changes.append((callback_id, name, size))
         with self._lock:
             for callback_id, _, _ in changes:
-                if callback_id not in self._ens_callbacks:
+                if callback_id not in self._unit_callbacks():
                     raise _rest_error(404, 404, "Callback ID doesn't exist")
             changed = False
             for callback_id, name, size in changes:
-                callback = self._ens_callbacks[callback_id]
+                callback = self._unit_callbacks()[callback_id]
                 new_size = callback.max_batch_size if size is None else size
                 changed |= (callback.name, callback.max_batch_size) != (name, new_size)
                 callback.name, callback.max_batch_size = name, new_size
@@ -1410,7 +1461,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
                 200,
                 [
                     {
-                        key: self._ens_callbacks[callback_id].view()[key]
+                        key: self._unit_callbacks()[callback_id].view()[key]
                         for key in ("callbackId", "callbackName", "url", "maxBatchSize")
                     }
                     for callback_id, _, _ in changes
@@ -1424,11 +1475,11 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
             raise _rest_error(400, 10004, "Invalid message format")
         ids = [_ens_string(item, "callbackId") for item in items]
         with self._lock:
-            if any(callback_id not in self._ens_callbacks for callback_id in ids):
+            if any(callback_id not in self._unit_callbacks() for callback_id in ids):
                 raise _rest_error(404, 404, "Callback ID doesn't exist")
             answer = []
             for callback_id in ids:
-                callback = self._ens_callbacks[callback_id]
+                callback = self._unit_callbacks()[callback_id]
                 callback.signature_key = new_signature_key()
                 answer.append(
                     {
@@ -1442,7 +1493,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
 
     def _ens_callback(self, match: re.Match[str]) -> _EnsCallback:
         """The callback named in the path; the caller holds the lock."""
-        callback = self._ens_callbacks.get(unquote(match.group(1)))
+        callback = self._unit_callbacks().get(unquote(match.group(1)))
         if callback is None:
             raise _rest_error(404, 404, "Callback ID doesn't exist")
         return callback
@@ -1472,7 +1523,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         callback_id = _ens_string(data, "callbackId")
         key = _ens_string(data, "verificationKey")
         with self._lock:
-            callback = self._ens_callbacks.get(callback_id)
+            callback = self._unit_callbacks().get(callback_id)
             # Salesforce answers a wrong callback ID or verification key with 404, not 400.
             if callback is None or not secrets.compare_digest(key.encode(), callback.verification_key.encode()):
                 raise _rest_error(404, 404, "Incorrect callback ID, verification key, or both")
@@ -1506,10 +1557,10 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         if len({subscription.name for subscription in wanted}) != len(wanted):
             raise _rest_error(400, 10005, "subscriptionName must be unique")
         with self._lock:
-            by_name = {subscription.name: subscription for subscription in self._ens_subscriptions.values()}
+            by_name = {subscription.name: subscription for subscription in self._unit_subscriptions().values()}
             result, new = [], []
             for subscription in wanted:
-                callback = self._ens_callbacks.get(subscription.callback_id)
+                callback = self._unit_callbacks().get(subscription.callback_id)
                 if callback is None:
                     raise _rest_error(404, 404, "Callback ID doesn't exist")
                 if not callback.verified:
@@ -1556,7 +1607,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
         with self._lock:
             updates = []
             for item in items:
-                subscription = self._ens_subscriptions.get(_ens_string(item, "subscriptionId"))
+                subscription = self._unit_subscriptions().get(_ens_string(item, "subscriptionId"))
                 if subscription is None:
                     raise _rest_error(404, 404, "Subscription ID doesn't exist")
                 name = item.get("subscriptionName", subscription.name)
@@ -1612,7 +1663,7 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
 
     def _ens_subscription(self, match: re.Match[str]) -> _EnsSubscription:
         """The subscription named in the path; the caller holds the lock."""
-        subscription = self._ens_subscriptions.get(unquote(match.group(1)))
+        subscription = self._unit_subscriptions().get(unquote(match.group(1)))
         if subscription is None:
             raise _rest_error(404, 404, "Subscription ID doesn't exist")
         return subscription
@@ -1688,16 +1739,19 @@ class MarketingCloudSandbox(EmulatorServer[SandboxConfig]):
                 raise self._control_error(str(error)) from None
             return Reply(200, {"declared": True})
         if sub_path == "/subscribers" and method == "GET":
-            return Reply(200, self.subscribers())
+            mid = parse_qs(query).get("mid", [""])[-1]
+            return Reply(200, self.subscribers(mid=mid))
         if sub_path == "/subscribers" and method == "POST":
             data = self._control_payload(body)
             key, email, status = data.get("subscriberKey"), data.get("emailAddress", ""), data.get("status", "Active")
             if not isinstance(key, str) or not key or not isinstance(email, str) or not isinstance(status, str):
                 raise self._control_error("subscriberKey (a string), emailAddress and status are needed")
-            modified = data.get("modified")
+            modified, mid = data.get("modified"), data.get("mid", "")
+            if not isinstance(mid, str):
+                raise self._control_error("mid must be a string (a business unit's MID)")
             try:
                 moment = datetime.fromisoformat(modified) if isinstance(modified, str) else None
-                return Reply(200, self.put_subscriber(key, email, status, modified=moment))
+                return Reply(200, self.put_subscriber(key, email, status, modified=moment, mid=mid))
             except ValueError as error:
                 raise self._control_error(str(error)) from None
         if sub_path == "/contact-deletions" and method == "GET":

@@ -69,6 +69,8 @@ SUBSCRIBER_PROPERTIES = (
 UPDATABLE = ("SubscriberKey", "EmailAddress", "Status")
 SOAP_PAGE_SIZE = 2500
 NOT_FOUND_CODE = "12002"
+# The parent unit's MID when the sandbox is configured with none (Client.ID of its subscribers).
+PARENT_CLIENT_ID = "500001"
 FINAL_DELETE_STATUSES = ("Completed", "Aborted", "Invalid")
 
 
@@ -97,7 +99,7 @@ class SandboxSubscriber:
     modified: datetime
     unsubscribed: datetime | None = None
 
-    def properties(self) -> dict[str, str]:
+    def properties(self, client_id: str = PARENT_CLIENT_ID) -> dict[str, str]:
         return {
             "ID": str(self.subscriber_id),
             "SubscriberKey": self.key,
@@ -107,7 +109,7 @@ class SandboxSubscriber:
             "ModifiedDate": soap_date(self.modified),
             "UnsubscribedDate": soap_date(self.unsubscribed),
             "EmailTypePreference": "HTML",
-            "Client.ID": "500001",
+            "Client.ID": client_id,  # the MID of the unit holding the subscriber
         }
 
     def view(self) -> dict[str, Any]:
@@ -127,6 +129,7 @@ class ContinuedRetrieve:
     offset: int
     properties: list[str]
     page_size: int
+    unit: str = ""  # the business unit whose token started the read: only it continues it
 
 
 @dataclass

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from integrations.marketing_cloud import subscriber_soap
 from integrations.marketing_cloud.schema import INDIVIDUAL, DataExtensionField, DataExtensionSchema
 from sandboxes.marketing_cloud.server import MarketingCloudSandbox, SandboxConfig
 from tests.sandboxes.test_marketing_cloud import auth, get_token
@@ -222,3 +223,43 @@ def test_an_unknown_data_extension_has_the_recorded_shape(sandbox, token):
     assert answer.status_code == real["status"]
     assert set(answer.json()) == set(real["response"])
     assert answer.json()["resultMessages"][0]["message"] == real["response"]["resultMessages"][0]["message"]
+
+
+def test_each_business_unit_has_its_own_rows_requests_and_subscribers(sandbox):
+    """A token acts on its MID's unit: its data extension, its request IDs, its All Subscribers."""
+    sandbox.configure(business_units="500002", soap_page_size=1)
+    sandbox.declare(INDIVIDUAL, mid="500002")  # the child unit's own "Individual"
+    parent, child = get_token(sandbox), get_token(sandbox, account_id="500002")
+    answer = submit(sandbox, child, [{"SubscriberKey": "SK-C", "GlobalPartyId": "m-c"}])
+    request_id = answer.json()["requestId"]
+    assert "SK-C" in sandbox.rows("Individual", mid="500002") and "SK-C" not in sandbox.rows("Individual")
+    assert status(sandbox, child, request_id)["status"]["requestStatus"] == "Complete"
+    # The parent unit's token does not know the child unit's request.
+    other = status(sandbox, parent, request_id)
+    assert other["resultMessages"][0]["resultCode"] == "AsyncRequestStatusNotFound"
+    assert results(sandbox, parent, request_id)["resultMessages"][0]["resultCode"] == "AsyncRequestStatusNotFound"
+
+    def soap(body: bytes) -> str:
+        headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": "Retrieve"}
+        return requests.post(f"{sandbox.url}/Service.asmx", data=body, headers=headers, timeout=5).text
+
+    for key in ("SK-1", "SK-2"):
+        sandbox.put_subscriber(key, f"{key}@example.com", "Active", mid="500002")
+    sandbox.put_subscriber("SK-P", "p@example.com", "Unsubscribed")
+    first = soap(subscriber_soap.retrieve_request(child, modified_after=None))
+    assert "SK-1" in first and "SK-P" not in first and "MoreDataAvailable" in first
+    request = re.search(r"<RequestID>([^<]+)</RequestID>", first).group(1)
+    # Another unit's token cannot continue the child unit's read.
+    refused = soap(subscriber_soap.retrieve_request(parent, modified_after=None, continue_id=request))
+    assert "invalid or has expired" in refused and "SK-2" not in refused
+    parent_read = soap(subscriber_soap.retrieve_request(parent, modified_after=None))
+    assert "SK-P" in parent_read and "SK-1" not in parent_read
+    # An Update with the parent's token does not find the child unit's subscriber.
+    update = requests.post(
+        f"{sandbox.url}/Service.asmx",
+        data=subscriber_soap.update_request(parent, ["SK-1"]),
+        headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": "Update"},
+        timeout=5,
+    ).text
+    assert "Subscriber not found" in update
+    assert sandbox.subscribers(mid="500002")["SK-1"]["status"] == "Active"

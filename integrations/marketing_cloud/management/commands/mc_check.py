@@ -13,6 +13,11 @@ deployment (or ``make run``, against the sandbox) can stop on it. The checks:
 - **ENS callback**: the callback ``mc_ens_register`` stored is registered with ENS and verified;
 - **activity**: the Journey Builder activity's ``config.json`` and each URL in it answer.
 
+With several business units (``MC_BUSINESS_UNITS``) every check up to the ENS callback is made
+for each unit, with a token for its MID, against its data extension and its callback, and named
+with the unit (``token (B)``); the activity is one endpoint for every unit (its JWT secret names
+the unit), so it is checked once.
+
 Nothing is written to Marketing Cloud. No personal data is read: only metadata.
 """
 
@@ -27,7 +32,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from customers.models import Individual
-from integrations.marketing_cloud import soap
+from integrations.marketing_cloud import business_units, soap
+from integrations.marketing_cloud.business_units import BusinessUnit
 from integrations.marketing_cloud.client import MarketingCloudClient
 from integrations.marketing_cloud.models import EnsCallback
 from integrations.transport import TransportError
@@ -86,17 +92,31 @@ def run_checks(hub_url: str) -> list[Check]:
     """Every check, in order; those that need a token are failed (not skipped) without one."""
     session = requests.Session()
     checks: list[Check] = []
+    for unit in business_units.units():
+        unit_checks = _unit_checks(unit, session)
+        if unit.configured:
+            for check in unit_checks:
+                check.name = f"{check.name} ({unit.name})"
+        checks += unit_checks
+    checks += _activity_checks(session, hub_url)
+    return checks
+
+
+def _unit_checks(unit: BusinessUnit, session: requests.Session) -> list[Check]:
+    """The checks of one business unit: its token, scopes, data extension and ENS callback."""
+    checks: list[Check] = []
     client = None
     token: dict[str, Any] = {}
+    mid = f"MC_BU_{unit.name}_MID" if unit.configured else "MC_ACCOUNT_ID"
     try:
-        client = MarketingCloudClient.from_settings(session=session)
+        client = MarketingCloudClient.from_settings(session=session, unit=unit)
         token = client.token_info()
         checks.append(
             Check(
                 "token",
                 True,
-                f"issued for {token.get('expires_in', '?')} s; REST {token.get('rest_instance_url') or '-'}, "
-                f"SOAP {token.get('soap_instance_url') or '-'}",
+                f"{f'for MID {unit.mid}, ' if unit.mid else ''}issued for {token.get('expires_in', '?')} s; "
+                f"REST {token.get('rest_instance_url') or '-'}, SOAP {token.get('soap_instance_url') or '-'}",
             )
         )
     except TransportError as exc:
@@ -106,7 +126,7 @@ def run_checks(hub_url: str) -> list[Check]:
                 False,
                 exc.message,
                 "set MC_AUTH_BASE_URL (https://<subdomain>.auth.marketingcloudapis.com), MC_CLIENT_ID, "
-                "MC_CLIENT_SECRET and MC_ACCOUNT_ID to a Server-to-Server installed package's values",
+                f"MC_CLIENT_SECRET and {mid} to a Server-to-Server installed package's values",
             )
         )
     if not token:
@@ -116,12 +136,11 @@ def run_checks(hub_url: str) -> list[Check]:
             Check(name, False, skipped, fix)
             for name in ("scopes", "data extension", "primary key", "master ID column", "modified date column")
         ]
-        checks.append(_ens_check(None))
+        checks.append(_ens_check(None, unit))
     else:
         checks.append(_scope_check(str(token.get("scope") or "")))
-        checks += _data_extension_checks(client, session, token)
-        checks.append(_ens_check(client))
-    checks += _activity_checks(session, hub_url)
+        checks += _data_extension_checks(client, session, token, unit)
+        checks.append(_ens_check(client, unit))
     return checks
 
 
@@ -138,9 +157,11 @@ def _scope_check(granted: str) -> Check:
     return Check("scopes", True, ", ".join(REQUIRED_SCOPES))
 
 
-def _data_extension_checks(client: Any, session: requests.Session, token: dict[str, Any]) -> list[Check]:
+def _data_extension_checks(
+    client: Any, session: requests.Session, token: dict[str, Any], unit: BusinessUnit
+) -> list[Check]:
     names = ("data extension", "primary key", "master ID column", "modified date column")
-    de_key = settings.MC_DE_KEY
+    de_key = unit.de_key
     soap_base = str(token.get("soap_instance_url") or "")
     if not soap_base:
         return [Check(n, False, "the token names no soap_instance_url", "use a v2 token endpoint") for n in names]
@@ -172,8 +193,9 @@ def _data_extension_checks(client: Any, session: requests.Session, token: dict[s
     except TransportError as exc:
         return [Check(n, False, f"SOAP Retrieve failed: {exc.message}", "check the SOAP endpoint") for n in names]
     if not found:
+        setting = f"MC_BU_{unit.name}_DE_KEY" if unit.configured else "MC_DE_KEY"
         fix = (
-            "set MC_DE_KEY to the External Key of the data extension the journey enters from "
+            f"set {setting} to the External Key of the data extension the journey enters from "
             "(Email Studio > Subscribers > Data Extensions > Properties)"
         )
         missing = f"no data extension has the external key {de_key!r}"
@@ -235,10 +257,14 @@ def _master_id_check(field: dict[str, str] | None) -> Check:
     return Check("master ID column", True, f"{field.get('Name')} Text({length})")
 
 
-def _ens_check(client: Any) -> Check:
+def _ens_check(client: Any, unit: BusinessUnit) -> Check:
     name = "ENS callback"
     fix = "run `manage.py mc_ens_register https://<hub>" + ENS_PATH + "` while the hub is reachable at that URL"
-    callback = EnsCallback.objects.filter(callback_id__isnull=False).exclude(signature_key="").order_by("-id").first()
+    callbacks = EnsCallback.objects.filter(callback_id__isnull=False).exclude(signature_key="")
+    if unit.configured:  # the unit's own callback, registered with its token
+        callbacks = callbacks.filter(business_unit=unit.mid)
+        fix += f" (`--unit {unit.name}` registers this unit only)"
+    callback = callbacks.order_by("-id").first()
     if callback is None:
         return Check(name, False, "none is registered", fix)
     if callback.verified_at is None:

@@ -26,6 +26,11 @@ Creating a callback:
 
 Then the subscription named ``--name`` is made to carry the chosen event types: created with
 ``POST /platform/v1/ens-subscriptions``, or changed with ``PUT`` if it exists with other types.
+
+Business units: each unit's ENS is its own (callbacks and subscriptions are made with a token
+for the unit's MID), so the command registers the URL once per configured unit (``--unit NAME``:
+that one only), each callback with a signature key of its own, stored with the unit's MID
+(``EnsCallback.business_unit``): a batch verified by that key is that unit's.
 """
 
 from __future__ import annotations
@@ -33,10 +38,11 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from integrations.marketing_cloud import business_units
+from integrations.marketing_cloud.business_units import BusinessUnit
 from integrations.marketing_cloud.client import MarketingCloudClient
 from integrations.marketing_cloud.ens import awaiting_handshake, handshake_window_start, unfinished_registrations
 from integrations.marketing_cloud.models import EnsCallback
@@ -78,6 +84,11 @@ class Command(BaseCommand):
         )
         parser.add_argument("--max-batch-size", type=int, default=1000)
         parser.add_argument(
+            "--unit",
+            default=None,
+            help="Register for this business unit only (a name in MC_BUSINESS_UNITS); default: every unit",
+        )
+        parser.add_argument(
             "--allow-insecure",
             action="store_true",
             help="Allow http and ports (local sandbox only; ENS itself requires https://host/path)",
@@ -91,6 +102,7 @@ class Command(BaseCommand):
         event_types: list[str] | None,
         max_batch_size: int,
         allow_insecure: bool,
+        unit: str | None = None,
         **options: Any,
     ) -> None:
         parts = urlsplit(url)
@@ -100,13 +112,23 @@ class Command(BaseCommand):
             raise CommandError("ENS accepts only https://host[/path] callback URLs, without a port.")
         if not 100 <= max_batch_size <= 1000:
             raise CommandError("--max-batch-size must be between 100 and 1000.")
-        self.client = MarketingCloudClient.from_settings()
+        chosen = [u for u in business_units.units() if unit is None or u.name == unit.upper()]
+        if not chosen:
+            names = ", ".join(u.name for u in business_units.units())
+            raise CommandError(f"No business unit is named {unit!r} (MC_BUSINESS_UNITS: {names}).")
         self.url, self.name, self.max_batch_size = url, name, max_batch_size
         event_types = event_types or DEFAULT_EVENT_TYPES
         # Registrations of earlier runs that died or failed (past their window, so no run is still
         # using them): no callback ENS signs for, and the hub takes no handshake for them any more.
         unfinished_registrations().filter(created_at__lt=handshake_window_start()).delete()
+        for each in chosen:
+            self._register(each, event_types)
 
+    def _register(self, unit: BusinessUnit, event_types: list[str]) -> None:
+        """The callback and subscription of one business unit, with that unit's token."""
+        self.unit = unit
+        self.client = MarketingCloudClient.from_settings(unit=unit)
+        url = self.url
         listed = self._call("GET", CALLBACKS_PATH, "Listing the callbacks")
         registered = [item for item in listed if isinstance(item, dict)] if isinstance(listed, list) else []
         mine = [item for item in registered if same_callback_url(item.get("url"), url)]
@@ -115,8 +137,9 @@ class Command(BaseCommand):
             callback, note = self._create(), "created, verified and subscribed"
         self._forget_other_callbacks_for_url(callback.callback_id, [item.get("callbackId") for item in registered])
         subscription = self._subscribe(callback, event_types)
+        where = f"{unit.label}: " if unit.configured else ""
         self.stdout.write(
-            f"Callback {callback.callback_id} {note} to {', '.join(event_types)} ({subscription}); "
+            f"{where}Callback {callback.callback_id} {note} to {', '.join(event_types)} ({subscription}); "
             "its signature key is stored (Marketing Cloud shows it only at creation or regeneration)."
         )
 
@@ -175,6 +198,7 @@ class Command(BaseCommand):
             )
             return None, ""
         row = row or EnsCallback(callback_id=callback_id)
+        row.business_unit = self.unit.state_key
         if not row.signature_key:
             row.signature_key = self._regenerate_signature_key(callback_id)
             steps.append("its signature key was not here, so it was regenerated (the old key no longer signs)")
@@ -202,10 +226,9 @@ class Command(BaseCommand):
             raise CommandError(
                 f"Marketing Cloud's answer to regenerating callback {callback_id}'s key had no signatureKey."
             )
-        if settings.MC_ENS_SIGNATURE_KEY:
-            self.stdout.write(
-                "MC_ENS_SIGNATURE_KEY no longer matches this callback; the regenerated key is stored here."
-            )
+        if self.unit.ens_signature_key:
+            setting = f"MC_BU_{self.unit.name}_ENS_SIGNATURE_KEY" if self.unit.configured else "MC_ENS_SIGNATURE_KEY"
+            self.stdout.write(f"{setting} no longer matches this callback; the regenerated key is stored here.")
         return key
 
     def _update_name_and_batch_size(self, item: dict[str, Any]) -> bool:
@@ -240,7 +263,8 @@ class Command(BaseCommand):
     def _forget_other_callbacks_for_url(self, keep: str | None, at_ens: list[Any]) -> None:
         """Rows for this URL whose callback ENS no longer has (deleted in Marketing Cloud): their keys sign nothing."""
         (
-            EnsCallback.objects.filter(url=self.url, callback_id__isnull=False)
+            # This unit's rows only: another unit's callbacks are not in this unit's listing.
+            EnsCallback.objects.filter(url=self.url, callback_id__isnull=False, business_unit=self.unit.state_key)
             .exclude(callback_id=keep)
             .exclude(callback_id__in=[str(callback_id) for callback_id in at_ens if callback_id != keep])
             .delete()
@@ -249,7 +273,7 @@ class Command(BaseCommand):
     # -- a new callback -----------------------------------------------------------------------
 
     def _create(self) -> EnsCallback:
-        registration = EnsCallback.objects.create(name=self.name, url=self.url)
+        registration = EnsCallback.objects.create(name=self.name, url=self.url, business_unit=self.unit.state_key)
         try:
             created = self.client.request(
                 "POST",
@@ -276,6 +300,7 @@ class Command(BaseCommand):
             )
         _close(registration)  # when the handshake landed in another run's row
         callback.name, callback.url, callback.signature_key = self.name, self.url, signature_key
+        callback.business_unit = self.unit.state_key
         callback.save()
         try:
             self.client.request(

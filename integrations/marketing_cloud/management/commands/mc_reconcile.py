@@ -15,7 +15,7 @@ from django.core.management.base import BaseCommand
 
 from integrations.marketing_cloud import business_units
 from integrations.marketing_cloud.poller import mc_filter_stamp, reconcile
-from integrations.marketing_cloud.status_sync import read_statuses
+from integrations.marketing_cloud.status_sync import read_all_statuses
 
 
 def _when(moment: dt.datetime | None) -> str:
@@ -40,14 +40,17 @@ class Command(BaseCommand):
             )
             if run.status != "succeeded":
                 self.stderr.write(f"reconciliation failed ({where}): {run.error}")
-        statuses = read_statuses()
-        status_from = "the start" if statuses.since is None else _when(statuses.since)
-        self.stdout.write(
-            f"All Subscribers: read {statuses.read} subscribers in {statuses.pages} page(s) changed since "
-            f"{status_from}; applied {statuses.applied}, unchanged {statuses.unchanged}, unknown {statuses.unknown}; "
-            f"watermark {_when(statuses.watermark)}"
-        )
-        if statuses.status != "succeeded":
-            self.stderr.write(f"subscriber status read failed: {statuses.error}")
-        if any(run.status != "succeeded" for run in runs) or statuses.status != "succeeded":
+        failed = False
+        for unit, statuses in read_all_statuses():  # each unit's All Subscribers, with its token
+            where = f"All Subscribers ({unit.label})" if unit.configured else "All Subscribers"
+            status_from = "the start" if statuses.since is None else _when(statuses.since)
+            self.stdout.write(
+                f"{where}: read {statuses.read} subscribers in {statuses.pages} page(s) changed since "
+                f"{status_from}; applied {statuses.applied}, unchanged {statuses.unchanged}, "
+                f"unknown {statuses.unknown}; watermark {_when(statuses.watermark)}"
+            )
+            if statuses.status != "succeeded":
+                failed = True
+                self.stderr.write(f"subscriber status read failed ({where}): {statuses.error}")
+        if failed or any(run.status != "succeeded" for run in runs):
             raise SystemExit(1)
