@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from customers.models import Individual
-from customers.resolution.rules import decide
 from customers.resolution.store import UnitOfWork
 from customers.resolution.survivorship import SURVIVING_FIELDS, compute
 from customers.resolution.survivorship import contact_points as union_of_contact_points
@@ -53,7 +52,7 @@ def compare_records(left: Individual, right: Individual) -> Comparison:
     work.load_goldens([left.pk, right.pk])
     golden_left, golden_right = work.golden(left.pk), work.golden(right.pk)
     left_sources, right_sources = golden_left.valid_sources(), golden_right.valid_sources()
-    decision = decide(work.rules, work.profile_of(golden_right), work.profile_of(golden_left), explain_all=True)
+    decision = work.decide(work.profile_of(golden_right), work.profile_of(golden_left), explain_all=True)
     survivor = min((left, right), key=lambda i: (i.created_at, i.pk))
     retired = right if survivor is left else left
     pins = dict(retired.pins or {}) | dict(survivor.pins or {})
