@@ -150,6 +150,13 @@ DEFAULT_MATCH_RULES += [
         "criteria": [{"attribute": "gender", "method": "normalized", "differs": True}],
     },
     {
+        "name": "Guard: first names differ",
+        "outcome": "guard",
+        "priority": 45,
+        "description": "First names neither alike nor nicknames of each other: household members, namesakes.",
+        "criteria": [{"attribute": "first_name", "method": "nickname", "threshold": 0.85, "differs": True}],
+    },
+    {
         "name": "Guard: shared mailbox, another first name",
         "outcome": "guard",
         "priority": 50,

@@ -27,6 +27,7 @@ from typing import Any
 
 from customers.choices import MatcherStatus
 from customers.models import MatcherModel
+from customers.normalize import jaro_winkler
 from customers.resolution.blocking import ATTRIBUTES, MatchProfile
 from customers.resolution.rules import (
     OUTCOME_AUTO,
@@ -98,6 +99,12 @@ def _last_digits(values: Iterable[str], count: int = 7) -> set[str]:
     return result
 
 
+def _local_similarity(left: Iterable[str], right: Iterable[str]) -> float:
+    lefts = {e.lower().rpartition("@")[0] for e in left} - {""}
+    rights = {e.lower().rpartition("@")[0] for e in right} - {""}
+    return max((jaro_winkler(a, b) for a in lefts for b in rights), default=0.0)
+
+
 def level_of(name: str, c: AttributeComparison) -> str:
     """The comparison level of one attribute (``missing`` when a side has no value)."""
     if c.blank:
@@ -122,7 +129,8 @@ def level_of(name: str, c: AttributeComparison) -> str:
     if name == "email":
         if c.provider:
             return "provider"
-        return "fuzzy_88" if sim >= 0.88 else DIFFERENT
+        # The mailbox names alone: a shared domain ("@example.com") makes any two addresses look alike.
+        return "fuzzy_88" if sim >= 0.88 and _local_similarity(c.incoming, c.candidate) >= 0.88 else DIFFERENT
     if name == "address":
         return "fuzzy_90" if sim >= 0.90 else DIFFERENT
     if name == "birth_date":

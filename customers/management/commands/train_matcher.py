@@ -19,7 +19,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--random-records", type=int, default=4000, help="golden records sampled for u")
         parser.add_argument("--blocked-records", type=int, default=3000, help="golden records sampled for EM")
-        parser.add_argument("--target-precision", type=float, default=0.998)
+        parser.add_argument("--target-precision", type=float, default=0.995)
         parser.add_argument("--review-recall", type=float, default=0.99)
         parser.add_argument("--max-iterations", type=int, default=100)
         parser.add_argument("--seed", type=int, default=13)
