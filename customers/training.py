@@ -43,6 +43,7 @@ from customers.resolution.weights import (
     DIFFERENT,
     LEVELS,
     MISSING,
+    TF_ATTRIBUTES,
     MatchModel,
     comparison_from_explanation,
     level_of,
@@ -52,6 +53,9 @@ from customers.resolution.weights import (
 U_SMOOTHING = 1.0
 M_SMOOTHING = 0.1
 MIN_LABELLED_MATCHES = 30
+# Names kept in the model's frequency table: the most common ones, each seen at least this often.
+TF_KEEP = 2000
+TF_MIN_COUNT = 3
 
 
 @dataclass
@@ -61,6 +65,9 @@ class TrainingPair:
     levels: tuple[str, ...]
     auto_rule: bool
     guarded: bool
+    guard: str = ""  # the first guard rule that holds
+    # Per name attribute agreeing exactly: the names shared (for the term-frequency weights).
+    shared: dict[str, frozenset[str]] = field(default_factory=dict)
     label: int | None = None  # 1 match, 0 non-match (a steward's word or a caller's label)
     origin: str = ""
 
@@ -68,10 +75,18 @@ class TrainingPair:
 def _pair(
     comparisons: dict[str, Any], auto_rules: Sequence[RuleSpec], guards: Sequence[RuleSpec], **kwargs: Any
 ) -> TrainingPair:
+    guard = next((r for r in guards if r.holds(comparisons)), None)
+    shared = {}
+    if isinstance(comparisons, Comparisons):
+        for name in TF_ATTRIBUTES:
+            if comparisons[name].normalized:
+                shared[name] = frozenset(comparisons.incoming.keys(name) & comparisons.candidate.keys(name))
     return TrainingPair(
+        shared=shared,
         levels=tuple(level_of(name, comparisons[name]) for name in ATTRIBUTES),
         auto_rule=any(r.holds(comparisons) for r in auto_rules),
-        guarded=any(r.holds(comparisons) for r in guards),
+        guarded=guard is not None,
+        guard=guard.name if guard is not None else "",
         **kwargs,
     )
 
@@ -82,6 +97,7 @@ class TrainingData:
     blocked: list[TrainingPair] = field(default_factory=list)
     labelled: list[TrainingPair] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
+    frequencies: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def _random_ids(count: int, rng: random.Random) -> list[int]:
@@ -123,6 +139,12 @@ def collect(
             comparisons = Comparisons(profiles[pk], profiles[other])
             data.random_pairs.append(tuple(level_of(name, comparisons[name]) for name in ATTRIBUTES))
     data.counts["random pairs"] = len(data.random_pairs)
+    # How common each name is among golden records (the common ones weigh less when shared).
+    for name in TF_ATTRIBUTES:
+        counts = Counter(value for profile in profiles.values() for value in profile.keys(name))
+        data.frequencies[name] = {
+            value: count / len(profiles) for value, count in counts.most_common(TF_KEEP) if count >= TF_MIN_COUNT
+        }
 
     # Blocked pairs (1): the source records of one golden record, compared with each other.
     sample = _random_ids(blocked_records, rng)
@@ -296,9 +318,17 @@ def _m_step(weighted: Sequence[tuple[tuple[str, ...], float, float]], index: int
 
 
 def _weights(model: MatchModel, pairs: Sequence[TrainingPair]) -> list[float]:
-    return [
-        model.prior_weight + sum(model.weights[name][p.levels[i]] for i, name in enumerate(ATTRIBUTES)) for p in pairs
-    ]
+    """Each pair's match weight as matching computes it (term-frequency weights included)."""
+    result = []
+    for p in pairs:
+        total = model.prior_weight
+        for i, name in enumerate(ATTRIBUTES):
+            part = model.weights[name][p.levels[i]]
+            if name in p.shared:
+                part = model.tf_weight(name, p.shared[name], default=part)
+            total += part
+        result.append(total)
+    return result
 
 
 def evaluate(
@@ -348,7 +378,9 @@ def train(
     em = expectation_maximisation(
         data.blocked + data.labelled, u, label_weight=label_weight, max_iterations=max_iterations
     )
-    draft = MatchModel(m=em.m, u=u, prior=em.prior, auto_threshold=0.0, review_threshold=0.0)
+    draft = MatchModel(
+        m=em.m, u=u, prior=em.prior, auto_threshold=0.0, review_threshold=0.0, frequencies=data.frequencies
+    )
     labelled_matches = sum(1 for p in data.labelled if p.label == 1)
     if labelled_matches >= MIN_LABELLED_MATCHES and any(p.label == 0 for p in data.labelled):
         pairs, labels = data.labelled, [p.label or 0 for p in data.labelled]
@@ -361,7 +393,7 @@ def train(
             f"weak labels: the rules' auto-merge decisions on {len(pairs)} blocked pairs "
             f"(only {labelled_matches} labelled matches; {MIN_LABELLED_MATCHES} needed)"
         )
-    candidates = [float(t) for t in range(-10, 31)]
+    candidates = [t / 2 for t in range(-20, 81)]  # -10 to 40 by halves
     table = evaluate(draft, pairs, labels, candidates)
     auto_threshold = next(
         (r["threshold"] for r in table if r["precision"] is not None and r["precision"] >= target_precision),
@@ -370,7 +402,7 @@ def train(
     # The auto threshold is the lowest meeting the precision, and every higher one must too.
     for row in table:
         if row["threshold"] >= auto_threshold and row["precision"] is not None and row["precision"] < target_precision:
-            auto_threshold = row["threshold"] + 1
+            auto_threshold = row["threshold"] + 0.5
     review_threshold = max(
         (
             r["threshold"]
@@ -380,7 +412,14 @@ def train(
         default=candidates[0],
     )
     review_threshold = min(review_threshold, auto_threshold)
-    model = MatchModel(m=em.m, u=u, prior=em.prior, auto_threshold=auto_threshold, review_threshold=review_threshold)
+    model = MatchModel(
+        m=em.m,
+        u=u,
+        prior=em.prior,
+        auto_threshold=auto_threshold,
+        review_threshold=review_threshold,
+        frequencies=data.frequencies,
+    )
     report = {
         "pairs": dict(data.counts),
         "em": {"iterations": em.iterations, "converged": em.converged, "prior": round(em.prior, 6)},

@@ -71,6 +71,9 @@ LEVEL_LABELS = {
     MISSING: "missing",
 }
 SCORE_RULE = "Match weight"
+# Names whose agreement is weighed by how common the shared name is (term frequency, as Splink's
+# tf adjustments): two "Smith"s agreeing says less than two "Okonkwo"s.
+TF_ATTRIBUTES = ("first_name", "last_name")
 # Probabilities are kept away from 0 and 1 so that every level has a finite weight.
 _FLOOR = 1e-6
 
@@ -174,6 +177,8 @@ class MatchModel:
     auto_threshold: float
     review_threshold: float
     version: int | None = None
+    # Share of golden records holding a name (only the common ones: a rarer name keeps the level's weight).
+    frequencies: dict[str, dict[str, float]] = field(default_factory=dict)
     weights: dict[str, dict[str, float]] = field(init=False, repr=False, compare=False)
     prior_weight: float = field(init=False, repr=False, compare=False)
 
@@ -196,9 +201,24 @@ class MatchModel:
         for name in ATTRIBUTES:
             level = level_of(name, comparisons[name])
             part = self.weights[name][level]
+            if level == "normalized" and name in self.frequencies and isinstance(comparisons, Comparisons):
+                part = self.tf_weight(
+                    name, comparisons.incoming.keys(name) & comparisons.candidate.keys(name), default=part
+                )
             parts[name] = (level, part)
             total += part
         return total, parts
+
+    def tf_weight(self, name: str, shared: Iterable[str], *, default: float) -> float:
+        """An exact name agreement weighed by the rarest shared name: log2(m / f) when f beats the average u."""
+        table = self.frequencies.get(name) or {}
+        common = [table[value] for value in shared if value in table]
+        if not common or len(common) < len(set(shared)):
+            return default  # a rare name (not in the table) is shared: the level's weight stands
+        frequency = min(common)
+        if frequency <= self.u[name]["normalized"]:
+            return default
+        return min(default, _log2_ratio(self.m[name]["normalized"], frequency))
 
     def probability(self, weight: float) -> float:
         """The match probability a weight stands for (2^w / (1 + 2^w))."""
@@ -208,7 +228,7 @@ class MatchModel:
         return odds / (1 + odds)
 
     def to_json(self) -> dict[str, Any]:
-        return {"m": self.m, "u": self.u, "prior": self.prior}
+        return {"m": self.m, "u": self.u, "prior": self.prior, "frequencies": self.frequencies}
 
     @classmethod
     def from_json(
@@ -221,9 +241,15 @@ class MatchModel:
             stored_m, stored_u = data.get("m", {}).get(name, {}), data.get("u", {}).get(name, {})
             m[name] = {level: float(stored_m.get(level, stored_u.get(level, 0.5))) for level in levels}
             u[name] = {level: float(stored_u.get(level, m[name][level])) for level in levels}
+        frequencies = {
+            name: {str(k): float(v) for k, v in (data.get("frequencies") or {}).get(name, {}).items()}
+            for name in TF_ATTRIBUTES
+            if (data.get("frequencies") or {}).get(name)
+        }
         return cls(
             m=m,
             u=u,
+            frequencies=frequencies,
             prior=float(data.get("prior", 0.01)),
             auto_threshold=auto_threshold,
             review_threshold=review_threshold,
