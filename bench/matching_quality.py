@@ -44,7 +44,8 @@ incoming-like records (the generator drawn again: other records of the same gold
 other perturbations, never the measured ones), compared with their blocking candidates, for
 the EM; of these, ``--train-labels`` records (default 1000) have their pairs labelled, as a
 steward's review decisions would be, and the thresholds are chosen against those labels. The
-bench database is a scratch one: the model is activated there for the second pass and left so.
+model is active only for the second pass; whatever was active before is active again at the end
+(a trained model stays a draft).
 
     DATABASE_URL=.../hub_bench python bench/matching_quality.py --golden 10000 --reuse --train
 """
@@ -519,7 +520,6 @@ def main() -> None:
     if args.model or args.train:
         compare_with_model(scales[0], args)
         return
-    set_active_model(None)
     log(f"  matching {len(scales[0].measured)} incoming records per golden set (after 100 warm-up calls)")
     match_all(scales)
     reports = []
@@ -577,7 +577,7 @@ def set_active_model(version: int | None) -> None:
     with transaction.atomic():
         MatcherModel.objects.filter(status=MatcherStatus.ACTIVE).update(status=MatcherStatus.RETIRED)
         if version is not None:
-            MatcherModel.objects.filter(version=version).update(status=MatcherStatus.ACTIVE, activated_by="bench")
+            MatcherModel.objects.filter(version=version).update(status=MatcherStatus.ACTIVE)
 
 
 def train_on_held_out(scale: Scale, labelled: int) -> int:
@@ -612,6 +612,8 @@ def compare_with_model(scale: Scale, args: argparse.Namespace) -> None:
         version = int(args.model)
         if not MatcherModel.objects.filter(version=version).exists():
             raise SystemExit(f"--model {version}: no such matcher model")
+    before = MatcherModel.objects.filter(status=MatcherStatus.ACTIVE).values_list("version", flat=True).first()
+    status = MatcherModel.objects.get(version=version).status
     reports = {}
     for label, active in (("rules_alone", None), ("with_model", version)):
         set_active_model(active)
@@ -624,6 +626,9 @@ def compare_with_model(scale: Scale, args: argparse.Namespace) -> None:
             log("\n######## with the model ########")
             print_examples(examples)
         reports[label] = quality
+    set_active_model(before)
+    if version != before:
+        MatcherModel.objects.filter(version=version).update(status=status)  # a draft stays a draft
     keys = ("precision", "recall_auto", "recall_auto_suspect", "auto_merges", "false_auto_merges")
     log("\n" + f"{'':22}{'rules alone':>14}{'rules + weights':>18}")
     for key in (*keys, "suspects_per_record_mean"):

@@ -125,9 +125,8 @@ DEFAULT_MATCH_RULES += [
         "criteria": [
             {"attribute": "last_name", "method": "phonetic"},
             {"attribute": "birth_date", "method": "exact"},
-            # 0.88, not the 0.92 of a name typo: Laura and Lauren are alike enough to pass, but a typo
-            # between 0.88 and 0.92 is far more common than such twins (measured on the benchmark).
-            {"attribute": "first_name", "method": "nickname", "threshold": 0.88, "differs": True},
+            # As alike as a typo (0.92): Laura and Lauren (0.89) must still count as different names.
+            {"attribute": "first_name", "method": "nickname", "threshold": 0.92, "differs": True},
         ],
     },
     {

@@ -78,6 +78,20 @@ def test_the_weight_is_the_prior_log_odds_plus_each_levels_log_ratio_and_missing
     assert parts["email"][1] == pytest.approx(math.log2(m["email"]["different"] / u["email"]["different"]))
 
 
+def test_a_common_shared_name_weighs_less_than_a_rare_one():
+    data = parameters() | {"frequencies": {"last_name": {"smith": 0.05}}}
+    model = MatchModel.from_json(data, auto_threshold=10, review_threshold=0)
+    m, u = data["m"]["last_name"]["normalized"], data["u"]["last_name"]["normalized"]
+    _, common = model.score(Comparisons(person(last="Smith"), person(last="SMITH")))
+    _, rare = model.score(Comparisons(person(last="Okonkwo"), person(last="Okonkwo")))
+    assert common["last_name"] == ("normalized", pytest.approx(math.log2(m / 0.05)))
+    assert rare["last_name"] == ("normalized", pytest.approx(math.log2(m / u)))
+    assert common["last_name"][1] < rare["last_name"][1]
+    # Stored and read back, the table is kept.
+    again = MatchModel.from_json(model.to_json(), auto_threshold=10, review_threshold=0)
+    assert again.frequencies == {"last_name": {"smith": 0.05}}
+
+
 def test_phone_last_seven_digits_and_the_first_level_that_holds():
     a = person(email="", phone="+1 415 555 0100")
     b = person(email="", phone="+1 650 555 0100")
