@@ -18,7 +18,7 @@ from bench.make_customers import CustomerGenerator
 from customers.cim import parse_individual
 from customers.models import CrossReference, Individual, MatchCandidate, MatcherModel
 from customers.resolution.blocking import ATTRIBUTES
-from customers.resolution.rules import Comparisons, decide, load_rules
+from customers.resolution.rules import Comparisons, decide, load_rules, parse_criteria
 from customers.resolution.store import UnitOfWork
 from customers.resolution.weights import LEVELS, MISSING, MatchModel, level_of
 from customers.stewardship import mark_not_a_match
@@ -292,3 +292,13 @@ def test_a_viewer_sees_models_but_cannot_activate(sandbox, client):
         == 403
     )
     assert MatcherModel.objects.get().status == "draft"
+
+
+def test_a_differs_criterion_holds_only_when_both_sides_have_values_that_disagree():
+    (criterion,) = parse_criteria([{"attribute": "birth_date", "method": "exact", "differs": True}])
+    assert criterion.holds(Comparisons(person(birth="1980-01-02"), person(birth="1981-01-02"))["birth_date"])
+    assert not criterion.holds(Comparisons(person(birth="1980-01-02"), person(birth="1980-01-02"))["birth_date"])
+    assert not criterion.holds(Comparisons(person(birth="1980-01-02"), person())["birth_date"])  # blank: no evidence
+    assert criterion.describe() == "birth_date differs (not exact)"
+    with pytest.raises(ValueError, match="differs must be true or false"):
+        parse_criteria([{"attribute": "birth_date", "method": "exact", "differs": "yes"}])

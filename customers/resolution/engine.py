@@ -287,6 +287,8 @@ def _apply(work: UnitOfWork, change: SourceChange, writeback_systems: frozenset[
             target, decision = matched.best
             result.rule = decision.rule
             result.detail = f"match rule {decision.rule!r} (score {decision.score:.2f})"
+            if decision.weight is not None:
+                result.detail += f"; match weight {decision.weight:.1f} (matcher model v{decision.model_version})"
             result.decision = decision.explanation()
         else:
             result.detail = f"no golden record matched ({matched.compared} compared)"
