@@ -46,7 +46,7 @@ from customers.resolution.weights import (
     TF_ATTRIBUTES,
     MatchModel,
     comparison_from_explanation,
-    level_of,
+    levels_of,
 )
 
 # Pseudo-counts that keep a level never seen from a zero probability (and an infinite weight).
@@ -83,7 +83,7 @@ def _pair(
                 shared[name] = frozenset(comparisons.incoming.keys(name) & comparisons.candidate.keys(name))
     return TrainingPair(
         shared=shared,
-        levels=tuple(level_of(name, comparisons[name]) for name in ATTRIBUTES),
+        levels=levels_of(comparisons),
         auto_rule=any(r.holds(comparisons) for r in auto_rules),
         guarded=guard is not None,
         guard=guard.name if guard is not None else "",
@@ -137,7 +137,7 @@ def collect(
         for i, pk in enumerate(ordered):
             other = ordered[(i + offset) % len(ordered)]
             comparisons = Comparisons(profiles[pk], profiles[other])
-            data.random_pairs.append(tuple(level_of(name, comparisons[name]) for name in ATTRIBUTES))
+            data.random_pairs.append(levels_of(comparisons))
     data.counts["random pairs"] = len(data.random_pairs)
     # How common each name is among golden records (the common ones weigh less when shared).
     for name in TF_ATTRIBUTES:

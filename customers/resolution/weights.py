@@ -50,7 +50,9 @@ LEVELS: dict[str, tuple[str, ...]] = {
     "birth_date": ("exact", "near", DIFFERENT),
     "email": ("normalized", "provider", "fuzzy_88", DIFFERENT),
     "phone": ("normalized", "last_7", DIFFERENT),
-    "postal_code": ("normalized", DIFFERENT),
+    # Same postcode with another street is its own level: the two are not independent (someone who
+    # moved has a new postcode too), and "same postcode, other street" is how namesakes look.
+    "postal_code": ("normalized", "other_street", DIFFERENT),
     "address": ("normalized", "fuzzy_90", DIFFERENT),
     "gender": ("normalized", DIFFERENT),
 }
@@ -67,6 +69,7 @@ LEVEL_LABELS = {
     "provider": "same mailbox",
     "near": "near (day/month swapped, same month, or one year off)",
     "last_7": "same last 7 digits",
+    "other_street": "same, but another street",
     DIFFERENT: "different",
     MISSING: "missing",
 }
@@ -159,8 +162,15 @@ def comparison_from_explanation(data: Mapping[str, Any]) -> AttributeComparison:
     return comparison
 
 
-def levels_of(comparisons: Mapping[str, AttributeComparison]) -> dict[str, str]:
-    return {name: level_of(name, comparisons[name]) for name in ATTRIBUTES}
+def levels_of(comparisons: Mapping[str, AttributeComparison]) -> tuple[str, ...]:
+    """The level of every attribute (``ATTRIBUTES`` order), with the postcode read together with the street."""
+    levels = [level_of(name, comparisons[name]) for name in ATTRIBUTES]
+    if levels[_POSTAL] == "normalized" and levels[_ADDRESS] == DIFFERENT:
+        levels[_POSTAL] = "other_street"
+    return tuple(levels)
+
+
+_POSTAL, _ADDRESS = ATTRIBUTES.index("postal_code"), ATTRIBUTES.index("address")
 
 
 def _log2_ratio(m: float, u: float) -> float:
@@ -198,8 +208,7 @@ class MatchModel:
         """The match weight of a pair and each attribute's (level, part of the weight)."""
         total = self.prior_weight
         parts: dict[str, tuple[str, float]] = {}
-        for name in ATTRIBUTES:
-            level = level_of(name, comparisons[name])
+        for name, level in zip(ATTRIBUTES, levels_of(comparisons), strict=True):
             part = self.weights[name][level]
             if level == "normalized" and name in self.frequencies and isinstance(comparisons, Comparisons):
                 part = self.tf_weight(
