@@ -20,7 +20,7 @@ from customers.models import CrossReference, Individual, MatchCandidate, Matcher
 from customers.resolution.blocking import ATTRIBUTES
 from customers.resolution.rules import Comparisons, decide, load_rules, parse_criteria
 from customers.resolution.store import UnitOfWork
-from customers.resolution.weights import LEVELS, MISSING, MatchModel, level_of
+from customers.resolution.weights import LEVELS, MISSING, MatchModel, level_of, levels_of
 from customers.stewardship import mark_not_a_match
 from customers.training import TrainingPair, expectation_maximisation
 from tests.test_matching import person
@@ -98,6 +98,10 @@ def test_phone_last_seven_digits_and_the_first_level_that_holds():
     assert level_of("phone", Comparisons(a, b)["phone"]) == "last_7"
     assert level_of("first_name", Comparisons(person("Jon"), person("John"))["first_name"]) in ("nickname", "fuzzy_92")
     assert level_of("last_name", Comparisons(person(last="Smith"), person(last="Smyth"))["last_name"]) == "fuzzy_85"
+    # A shared postcode with another street is a level of its own (namesakes look like this).
+    here, there = person(postal="94105", street="1 Main St"), person(postal="94105", street="77 Oak Avenue")
+    levels = dict(zip(ATTRIBUTES, levels_of(Comparisons(here, there)), strict=True))
+    assert levels["postal_code"] == "other_street" and levels["address"] == "different"
 
 
 def test_em_recovers_m_and_the_prior_from_a_generated_sample():
