@@ -42,7 +42,7 @@ model as ``manage.py train_matcher`` does and saves it as a draft. The bench's g
 have one source each and no steward decisions, so training also gets a held-out stream of
 incoming-like records (the generator drawn again: other records of the same golden people,
 other perturbations, never the measured ones), compared with their blocking candidates, for
-the EM; of these, ``--train-labels`` records (default 1000) have their pairs labelled, as a
+the EM; of these, ``--train-labels`` records (default 2000) have their pairs labelled, as a
 steward's review decisions would be, and the thresholds are chosen against those labels. The
 model is active only for the second pass; whatever was active before is active again at the end
 (a trained model stays a draft).
@@ -501,7 +501,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--model", help="a matcher model version (or 'active'): rules alone vs rules + weights")
     parser.add_argument("--train", action="store_true", help="train a matcher model first (see the docstring)")
-    parser.add_argument("--train-labels", type=int, default=1000, help="training-stream records with labels")
+    parser.add_argument("--train-labels", type=int, default=2000, help="training-stream records with labels")
     args = parser.parse_args()
     # Django's debug query log off, as in production (HUB_DEBUG only spares us a secret key here).
     settings.DEBUG = False

@@ -53,6 +53,7 @@ from customers.resolution.weights import (
 U_SMOOTHING = 1.0
 M_SMOOTHING = 0.1
 MIN_LABELLED_MATCHES = 30
+REVIEW_BAND = 4.0
 # Names kept in the model's frequency table: the most common ones, each seen at least this often.
 TF_KEEP = 2000
 TF_MIN_COUNT = 3
@@ -411,7 +412,9 @@ def train(
         ),
         default=candidates[0],
     )
-    review_threshold = min(review_threshold, auto_threshold)
+    # A review band of at least REVIEW_BAND bits below the auto threshold (odds 16 times lower), so
+    # pairs just short of it reach a steward even where the labels saw no match there.
+    review_threshold = min(review_threshold, auto_threshold - REVIEW_BAND)
     model = MatchModel(
         m=em.m,
         u=u,
