@@ -306,3 +306,13 @@ def test_a_differs_criterion_holds_only_when_both_sides_have_values_that_disagre
     assert criterion.describe() == "birth_date differs (not exact)"
     with pytest.raises(ValueError, match="differs must be true or false"):
         parse_criteria([{"attribute": "birth_date", "method": "exact", "differs": "yes"}])
+
+
+def test_an_active_model_with_unreadable_parameters_leaves_matching_to_the_rules(sandbox):
+    MatcherModel.objects.create(
+        version=9, status="active", parameters={"m": {"first_name": "oops"}}, auto_threshold=1, review_threshold=0
+    )
+    ingest("POS", "p-1", cim("Ann", "Lee", email="ann.lee@example.com", postal="94105"))
+    ingest("CRM", "c-1", cim("Ann", "Lee", email="a.lee@other.example", postal="94105"))
+    pair = MatchCandidate.objects.get()
+    assert pair.rule == "Name and postcode" and pair.model_version is None

@@ -20,6 +20,7 @@ goes to review, as do pairs a suspect rule holds.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from customers.resolution.rules import (
     RuleSpec,
 )
 
+logger = logging.getLogger(__name__)
 MISSING = "missing"
 DIFFERENT = "different"
 # Comparison levels per attribute, strongest agreement first; the last one is always ``different``.
@@ -341,4 +343,12 @@ def model_of(row: MatcherModel) -> MatchModel:
 def load_active_model() -> MatchModel | None:
     """The active matcher model, or None (then matching is the rules alone, as before models existed)."""
     row = MatcherModel.objects.filter(status=MatcherStatus.ACTIVE).first()
-    return model_of(row) if row is not None else None
+    if row is None:
+        return None
+    try:
+        return model_of(row)
+    except (AttributeError, TypeError, ValueError):
+        # Parameters edited by hand into something unreadable must not stop every match: the rules
+        # alone decide until the model is fixed or another one activated.
+        logger.error("matcher model v%s has unreadable parameters; matching by the rules alone", row.version)
+        return None
