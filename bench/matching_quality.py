@@ -34,6 +34,20 @@ first, so both see the same background load. ``--baseline`` compares with an ear
 report instead. ``--reuse`` skips the load when the database already holds this very
 golden set (same --golden and --seed); ``--sync-rules`` sets the MatchRule rows from
 ``customers/defaults.py`` first.
+
+Rules alone against rules + match weights (issue 13): ``--model VERSION`` (or ``active``)
+matches the incoming records twice, with no matcher model active and with that one, and
+reports both side by side (``rules_alone`` and ``with_model``). ``--train`` first trains a
+model as ``manage.py train_matcher`` does and saves it as a draft. The bench's golden records
+have one source each and no steward decisions, so training also gets a held-out stream of
+incoming-like records (the generator drawn again: other records of the same golden people,
+other perturbations, never the measured ones), compared with their blocking candidates, for
+the EM; of these, ``--train-labels`` records (default 2000) have their pairs labelled, as a
+steward's review decisions would be, and the thresholds are chosen against those labels. The
+model is active only for the second pass; whatever was active before is active again at the end
+(a trained model stays a draft).
+
+    DATABASE_URL=.../hub_bench python bench/matching_quality.py --golden 10000 --reuse --train
 """
 
 from __future__ import annotations
@@ -65,13 +79,15 @@ from django.utils import timezone  # noqa: E402
 
 from bench.harness import percentile  # noqa: E402
 from bench.make_customers import CustomerGenerator, Labelled  # noqa: E402
+from customers.choices import MatcherStatus  # noqa: E402
 from customers.cim import parse_individual  # noqa: E402
 from customers.defaults import DEFAULT_MATCH_RULES  # noqa: E402
-from customers.models import CrossReference, Individual, MatchKey, MatchRule  # noqa: E402
+from customers.models import CrossReference, Individual, MatcherModel, MatchKey, MatchRule  # noqa: E402
 from customers.nicknames import name_groups  # noqa: E402
 from customers.normalize import normalize_name  # noqa: E402
 from customers.resolution.blocking import MatchProfile, blocking_keys, profile_from_source  # noqa: E402
 from customers.resolution.store import UnitOfWork  # noqa: E402
+from customers.training import collect, format_report, save_draft, train  # noqa: E402
 
 SYSTEM = "BENCH_CRM"
 # The targets of the resolution-engine issue: quality unchanged or better, latency flat in the golden set's size.
@@ -483,6 +499,9 @@ def main() -> None:
     parser.add_argument("--paired-database", default="hub_bench", help="its database (already loaded)")
     parser.add_argument("--examples", type=int, default=8, help="misclassified examples kept per kind")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--model", help="a matcher model version (or 'active'): rules alone vs rules + weights")
+    parser.add_argument("--train", action="store_true", help="train a matcher model first (see the docstring)")
+    parser.add_argument("--train-labels", type=int, default=2000, help="training-stream records with labels")
     args = parser.parse_args()
     # Django's debug query log off, as in production (HUB_DEBUG only spares us a secret key here).
     settings.DEBUG = False
@@ -498,6 +517,9 @@ def main() -> None:
         log(f"{database}: {'checking' if reuse else 'loading'} {scale.golden:,} golden records")
         scale.load = load_golden(scale.generator, args.batch_size, reuse)
         scale.prepare()
+    if args.model or args.train:
+        compare_with_model(scales[0], args)
+        return
     log(f"  matching {len(scales[0].measured)} incoming records per golden set (after 100 warm-up calls)")
     match_all(scales)
     reports = []
@@ -548,6 +570,91 @@ def main() -> None:
         log(f"report written to {out}")
     output = [r for r, _ in reports]
     print(json.dumps(output[0] if len(output) == 1 else output, indent=2, ensure_ascii=False))
+
+
+def set_active_model(version: int | None) -> None:
+    """Make this version the active matcher model (None: no model, the rules alone)."""
+    with transaction.atomic():
+        MatcherModel.objects.filter(status=MatcherStatus.ACTIVE).update(status=MatcherStatus.RETIRED)
+        if version is not None:
+            MatcherModel.objects.filter(version=version).update(status=MatcherStatus.ACTIVE)
+
+
+def train_on_held_out(scale: Scale, labelled: int) -> int:
+    """Train on the golden set plus a held-out incoming stream (see the docstring); the draft's version."""
+    started = time.perf_counter()
+    stream = [x for x in scale.generator.incoming() if x.kind != "warmup"]
+    golden_of = individual_ids({x.entity for x in stream})
+    measured = {json.dumps(x.record, sort_keys=True) for x in scale.measured}
+    items: list[tuple[MatchProfile, int | None]] = []
+    for n, x in enumerate(y for y in stream if json.dumps(y.record, sort_keys=True) not in measured):
+        truth = golden_of.get(x.entity, -1) if x.kind == "duplicate" else -1
+        items.append((profile_from_source(parse_individual(x.record)), truth if n < labelled else None))
+    with transaction.atomic():
+        data = collect(incoming=items)
+        trained = train(data)
+        row = save_draft(trained, actor="bench", notes=f"bench --train, {labelled} labelled training records")
+    log(format_report(trained.report))
+    log(f"  trained matcher model v{row.version} in {time.perf_counter() - started:.0f} s")
+    return row.version
+
+
+def compare_with_model(scale: Scale, args: argparse.Namespace) -> None:
+    """Match the incoming records with the rules alone, then with the model; both reports side by side."""
+    if args.train:
+        version = train_on_held_out(scale, args.train_labels)
+    elif args.model == "active":
+        active = MatcherModel.objects.filter(status=MatcherStatus.ACTIVE).first()
+        if active is None:
+            raise SystemExit("--model active: no matcher model is active")
+        version = active.version
+    else:
+        version = int(args.model)
+        if not MatcherModel.objects.filter(version=version).exists():
+            raise SystemExit(f"--model {version}: no such matcher model")
+    before = MatcherModel.objects.filter(status=MatcherStatus.ACTIVE).values_list("version", flat=True).first()
+    status = MatcherModel.objects.get(version=version).status
+    reports = {}
+    for label, active in (("rules_alone", None), ("with_model", version)):
+        set_active_model(active)
+        scale.rows, scale.cpu_ms, scale.load_average = [], [], []
+        log(f"  {label}: matching {len(scale.measured)} incoming records")
+        match_all([scale])
+        quality = score(scale, args.examples)
+        examples = quality.pop("examples")
+        if label == "with_model":
+            log("\n######## with the model ########")
+            print_examples(examples)
+        reports[label] = quality
+    set_active_model(before)
+    if version != before:
+        MatcherModel.objects.filter(version=version).update(status=status)  # a draft stays a draft
+    keys = ("precision", "recall_auto", "recall_auto_suspect", "auto_merges", "false_auto_merges")
+    log("\n" + f"{'':22}{'rules alone':>14}{'rules + weights':>18}")
+    for key in (*keys, "suspects_per_record_mean"):
+        log(f"{key:22}{reports['rules_alone'][key]!s:>14}{reports['with_model'][key]!s:>18}")
+    log(
+        f"{'p99 latency ms':22}{reports['rules_alone']['latency_ms']['p99']!s:>14}"
+        f"{reports['with_model']['latency_ms']['p99']!s:>18}"
+    )
+    model = MatcherModel.objects.get(version=version)
+    report = {
+        "benchmark": "matching_quality_with_model",
+        "golden": scale.golden,
+        "seed": args.seed,
+        "model": {
+            "version": version,
+            "auto_threshold": model.auto_threshold,
+            "review_threshold": model.review_threshold,
+            "trained_here": bool(args.train),
+            "evaluated_against": model.training_report.get("evaluated_against"),
+        },
+        **reports,
+    }
+    out = args.out or ROOT / "bench" / "results" / f"matching-quality-model-{scale.golden}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    print(json.dumps(report, indent=2, ensure_ascii=False))
 
 
 def print_examples(examples: dict[str, Any]) -> None:

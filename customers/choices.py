@@ -56,6 +56,7 @@ class HistoryAction(models.TextChoices):
 class MatchOutcome(models.TextChoices):
     AUTO_MERGE = "auto_merge", "Auto-merge"
     SUSPECT = "suspect", "Suspect (review)"
+    GUARD = "guard", "Guard (blocks an auto-merge by match weight)"
 
 
 class CandidateStatus(models.TextChoices):
@@ -64,6 +65,12 @@ class CandidateStatus(models.TextChoices):
     NOT_A_MATCH = "not_a_match", "Not a match"
     SKIPPED = "skipped", "Skipped"
     CLOSED = "closed", "Closed (record changed)"
+
+
+class MatcherStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    ACTIVE = "active", "Active"
+    RETIRED = "retired", "Retired"
 
 
 class SurvivorshipStrategy(models.TextChoices):

@@ -114,6 +114,71 @@ DEFAULT_MATCH_RULES: list[dict[str, Any]] = [
     },
 ]
 
+# Guards (only with an active matcher model): whatever the match weight, these pairs are not
+# merged automatically but go to review. An auto-merge rule above still merges.
+DEFAULT_MATCH_RULES += [
+    {
+        "name": "Guard: possible twins",
+        "outcome": "guard",
+        "priority": 10,
+        "description": "Same surname and birth date, first names that differ: twins or siblings.",
+        "criteria": [
+            {"attribute": "last_name", "method": "phonetic"},
+            {"attribute": "birth_date", "method": "exact"},
+            # As alike as a typo (0.92): Laura and Lauren (0.89) must still count as different names.
+            {"attribute": "first_name", "method": "nickname", "threshold": 0.92, "differs": True},
+        ],
+    },
+    {
+        "name": "Guard: birth dates differ",
+        "outcome": "guard",
+        "priority": 20,
+        "description": "Both birth dates known and different: father and junior, or namesakes.",
+        "criteria": [{"attribute": "birth_date", "method": "exact", "differs": True}],
+    },
+    {
+        "name": "Guard: suffixes differ",
+        "outcome": "guard",
+        "priority": 30,
+        "description": "Both name suffixes known and different (Sr. and Jr.).",
+        "criteria": [{"attribute": "name_suffix", "method": "normalized", "differs": True}],
+    },
+    {
+        "name": "Guard: gender differs",
+        "outcome": "guard",
+        "priority": 40,
+        "description": "Both genders known and different: brother and sister.",
+        "criteria": [{"attribute": "gender", "method": "normalized", "differs": True}],
+    },
+    {
+        "name": "Guard: first names differ",
+        "outcome": "guard",
+        "priority": 45,
+        "description": "First names neither alike nor nicknames of each other: household members, namesakes.",
+        "criteria": [{"attribute": "first_name", "method": "nickname", "threshold": 0.85, "differs": True}],
+    },
+    {
+        "name": "Guard: shared mailbox, another first name",
+        "outcome": "guard",
+        "priority": 50,
+        "description": "One mailbox, first names that differ: a household address.",
+        "criteria": [
+            {"attribute": "email", "method": "provider"},
+            {"attribute": "first_name", "method": "nickname", "threshold": 0.85, "differs": True},
+        ],
+    },
+    {
+        "name": "Guard: shared phone, another first name",
+        "outcome": "guard",
+        "priority": 60,
+        "description": "One phone number, first names that differ: a household landline.",
+        "criteria": [
+            {"attribute": "phone", "method": "normalized"},
+            {"attribute": "first_name", "method": "nickname", "threshold": 0.85, "differs": True},
+        ],
+    },
+]
+
 PRIORITY = "STEWARD, SALESFORCE, MARKETING_CLOUD"
 DEFAULT_SURVIVORSHIP: dict[str, str] = {
     "salutation": "most_recent",

@@ -10,13 +10,17 @@ gets an answer in seconds on a large hub.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from customers.models import Individual
-from customers.resolution.blocking import blocking_keys
+from customers.resolution.blocking import MatchProfile, blocking_keys
 from customers.resolution.rules import Decision, RuleSpec, decide, load_rules, rule_spec
 from customers.resolution.store import Golden, UnitOfWork
+from customers.resolution.weights import MatchModel, decide_with_model, load_active_model
+
+Decider = Callable[[MatchProfile, MatchProfile], Decision]
 
 DEFAULT_SAMPLE = 2000
 
@@ -48,9 +52,28 @@ def proposed_rules(rule_id: int | None, proposed: RuleSpec | None) -> list[RuleS
     return current
 
 
+def _decider(rules: list[RuleSpec], model: MatchModel | None) -> Decider:
+    if model is None:
+        return lambda incoming, candidate: decide(rules, incoming, candidate)
+    return lambda incoming, candidate: decide_with_model(rules, model, incoming, candidate)
+
+
 def run_dry_run(proposed: list[RuleSpec], *, sample: int = DEFAULT_SAMPLE, examples: int = 25) -> DryRunReport:
-    """Decide each candidate pair with today's rules and the proposed ones; report the differences."""
-    current = load_rules()
+    """Decide each candidate pair with today's rules and the proposed ones; report the differences.
+
+    The active matcher model (if any) decides with both, so only the rule change shows.
+    """
+    model = load_active_model()
+    return _compare(_decider(load_rules(), model), _decider(proposed, model), sample=sample, examples=examples)
+
+
+def run_model_dry_run(proposed: MatchModel | None, *, sample: int = DEFAULT_SAMPLE, examples: int = 25) -> DryRunReport:
+    """Decide each candidate pair as matching does today and with ``proposed`` active (None: no model)."""
+    rules = load_rules()
+    return _compare(_decider(rules, load_active_model()), _decider(rules, proposed), sample=sample, examples=examples)
+
+
+def _compare(current: Decider, proposed: Decider, *, sample: int, examples: int) -> DryRunReport:
     report = DryRunReport()
     ids = list(
         Individual.objects.filter(merged_into__isnull=True, erased_at__isnull=True)
@@ -75,8 +98,8 @@ def run_dry_run(proposed: list[RuleSpec], *, sample: int = DEFAULT_SAMPLE, examp
                 continue  # a steward's word stands whatever the rules say
             left, right = work.golden(pair[0]), work.golden(pair[1])
             report.pairs_compared += 1
-            before = decide(current, work.profile_of(right), work.profile_of(left))
-            after = decide(proposed, work.profile_of(right), work.profile_of(left))
+            before = current(work.profile_of(right), work.profile_of(left))
+            after = proposed(work.profile_of(right), work.profile_of(left))
             if (before.outcome, before.rule) == (after.outcome, after.rule):
                 report.unchanged += 1
                 continue
@@ -105,7 +128,9 @@ def _example(left: Golden, right: Golden, before: Decision, after: Decision) -> 
         "before": _label(before),
         "after": _label(after),
         "score": round(after.score, 3),
+        "weight_before": None if before.weight is None else round(before.weight, 1),
+        "weight_after": None if after.weight is None else round(after.weight, 1),
     }
 
 
-__all__ = ["DryRunReport", "proposed_rules", "rule_spec", "run_dry_run"]
+__all__ = ["DryRunReport", "proposed_rules", "rule_spec", "run_dry_run", "run_model_dry_run"]

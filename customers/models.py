@@ -19,6 +19,7 @@ from customers.choices import (
     CrossReferenceStatus,
     EngagementChannel,
     HistoryAction,
+    MatcherStatus,
     MatchOutcome,
     PrivacyConsentStatus,
     SurvivorshipStrategy,
@@ -367,6 +368,8 @@ class MatchCandidate(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     decided_at = models.DateTimeField(null=True, blank=True)
     decided_by = models.CharField(max_length=120, blank=True)
+    # The matcher model whose weight queued the pair (null: the rules alone decided).
+    model_version = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         verbose_name = "match candidate"
@@ -404,6 +407,43 @@ class NotAMatch(models.Model):
         return f"{self.left_id} != {self.right_id}"
 
 
+class MatcherModel(models.Model):
+    """A version of the probabilistic matcher's parameters (m and u per attribute level, thresholds).
+
+    ``manage.py train_matcher`` saves drafts; a steward activates one in the admin after a dry
+    run. At most one is active (the constraint); without one the rules alone decide.
+    """
+
+    version = models.PositiveIntegerField(unique=True)
+    status = models.CharField(max_length=8, choices=MatcherStatus.choices, default=MatcherStatus.DRAFT)
+    # {"m": {attribute: {level: p}}, "u": {...}, "prior": p}
+    parameters = models.JSONField(default=dict)
+    auto_threshold = models.FloatField()
+    review_threshold = models.FloatField()
+    training_report = models.JSONField(default=dict, blank=True)
+    notes = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=120, blank=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    activated_by = models.CharField(max_length=120, blank=True)
+
+    class Meta:
+        verbose_name = "matcher model"
+        ordering = ["-version"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["status"], condition=models.Q(status="active"), name="matcher_model_one_active"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(review_threshold__lte=models.F("auto_threshold")),
+                name="matcher_model_review_below_auto",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"matcher model v{self.version} ({self.status})"
+
+
 __all__ = [
     "ChangeEvent",
     "CommunicationSubscriptionConsent",
@@ -414,6 +454,7 @@ __all__ = [
     "MatchCandidate",
     "MatchKey",
     "MatchRule",
+    "MatcherModel",
     "NotAMatch",
     "SurvivorshipRule",
     "is_master_id",
@@ -424,3 +465,4 @@ __all__ = [
 # The configuration stewards maintain keeps its before/after change log (django-auditlog).
 auditlog.register(MatchRule, exclude_fields=["updated_at", "updated_by"])
 auditlog.register(SurvivorshipRule, exclude_fields=["updated_at"])
+auditlog.register(MatcherModel, include_fields=["status", "auto_threshold", "review_threshold", "activated_by"])

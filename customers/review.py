@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from customers.models import Individual
-from customers.resolution.rules import decide
 from customers.resolution.store import UnitOfWork
 from customers.resolution.survivorship import SURVIVING_FIELDS, compute
 from customers.resolution.survivorship import contact_points as union_of_contact_points
+from customers.resolution.weights import LEVEL_LABELS
 
 # What a rule's score is, in a steward's words (RuleSpec.score: the mean over the rule's criteria).
 SCORE_MEANING = (
@@ -53,7 +53,7 @@ def compare_records(left: Individual, right: Individual) -> Comparison:
     work.load_goldens([left.pk, right.pk])
     golden_left, golden_right = work.golden(left.pk), work.golden(right.pk)
     left_sources, right_sources = golden_left.valid_sources(), golden_right.valid_sources()
-    decision = decide(work.rules, work.profile_of(golden_right), work.profile_of(golden_left), explain_all=True)
+    decision = work.decide(work.profile_of(golden_right), work.profile_of(golden_left), explain_all=True)
     survivor = min((left, right), key=lambda i: (i.created_at, i.pk))
     retired = right if survivor is left else left
     pins = dict(retired.pins or {}) | dict(survivor.pins or {})
@@ -120,3 +120,28 @@ def decision_rows(explanation: dict[str, Any] | None) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def weight_summary(explanation: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The match weight of a stored decision and each attribute's part (level, weight), or None without a model."""
+    explanation = explanation if isinstance(explanation, dict) else {}
+    weight, parts = explanation.get("weight"), explanation.get("parts")
+    if not isinstance(weight, int | float) or not isinstance(parts, dict):
+        return None
+    rows = []
+    for name, part in parts.items():
+        part = part if isinstance(part, dict) else {}
+        level = str(part.get("level", ""))
+        rows.append(
+            {
+                "attribute": str(name).replace("_", " "),
+                "level": LEVEL_LABELS.get(level, level),
+                "weight": part.get("weight") if isinstance(part.get("weight"), int | float) else 0.0,
+            }
+        )
+    return {
+        "weight": weight,
+        "model_version": explanation.get("modelVersion"),
+        "guard": str(explanation.get("guard") or ""),
+        "rows": rows,
+    }

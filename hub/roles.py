@@ -3,7 +3,7 @@
 Viewer: every view permission of the hub's apps (a read-only admin).
 Data steward: that, plus what reviewing and fixing records needs: edit golden records
 (kept as the steward's own source), merge/unmerge/not-a-match, pins, re-sync, match
-and survivorship rules, replaying dead letters and deliveries, running the
+and survivorship rules, activating a matcher model, replaying dead letters and deliveries, running the
 reconciliation and the subscriber status read, retrying unsubscribes sent to Marketing Cloud,
 closing a breaker, pausing and resuming downstream targets. Erasure (GDPR) and retrying its
 Marketing Cloud contact deletions, API keys and a downstream target's URL and signing secret
@@ -31,6 +31,7 @@ STEWARD_EXTRA = [
     ("customers", "add_matchrule"),
     ("customers", "change_matchrule"),
     ("customers", "change_survivorshiprule"),
+    ("customers", "change_matchermodel"),
     ("integrations", "change_deadletter"),
     ("integrations", "change_connectorstate"),
     ("marketing_cloud", "change_reconciliationstate"),

@@ -197,6 +197,7 @@ NEVER_DELETED = {
     "customers.HistoryEntry",
     "customers.Individual",
     "customers.MatchCandidate",
+    "customers.MatcherModel",  # versions are history: every decision names the one that made it
     "integrations.ApiClient",
     "integrations.InboundEvent",
     "integrations.SyncRun",

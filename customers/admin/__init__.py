@@ -10,4 +10,4 @@
 Django's admin autodiscovery imports this package; importing the modules registers their admins.
 """
 
-from customers.admin import history, records, review, rules  # noqa: F401
+from customers.admin import history, matcher, records, review, rules  # noqa: F401

@@ -15,7 +15,7 @@ from django.utils.html import format_html
 from customers.admin.common import LargeListMixin, actor_of
 from customers.choices import CandidateStatus
 from customers.models import MatchCandidate
-from customers.review import SCORE_MEANING, compare_records
+from customers.review import SCORE_MEANING, compare_records, weight_summary
 from customers.stewardship import ResolutionError, mark_not_a_match, merge_individuals, skip_candidate
 
 
@@ -77,6 +77,7 @@ class MatchCandidateAdmin(LargeListMixin, admin.ModelAdmin):
                 "title": "Review a possible duplicate",
                 "candidate": candidate,
                 "comparison": comparison,
+                "weights": weight_summary(candidate.comparison),
                 "can_decide": self.has_decide_permission(request) and candidate.status == CandidateStatus.OPEN,
                 "remaining": MatchCandidate.objects.filter(status=CandidateStatus.OPEN).count(),
                 "next_pair": self._next_open(candidate),

@@ -33,7 +33,8 @@ class CriteriaField(forms.JSONField):
 
 class MatchRuleForm(forms.ModelForm):
     criteria = CriteriaField(
-        help_text="All criteria must hold. Each: attribute, method, optional threshold (0-1) and blank_matches. "
+        help_text="All criteria must hold. Each: attribute, method, optional threshold (0-1), blank_matches, and "
+        "differs (true: holds when both sides have a value that does not agree by the method; for guards). "
         + "; ".join(f"{a}: {', '.join(m)}" for a, m in METHODS_BY_ATTRIBUTE.items())
     )
 

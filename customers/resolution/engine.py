@@ -38,7 +38,7 @@ from customers.choices import ChangeType, CrossReferenceStatus, HistoryAction, W
 from customers.cim import SourceIndividual
 from customers.history import require_atomic
 from customers.resolution.blocking import IDENTITY_KEY_KINDS, MatchProfile, blocking_keys, profile_from_source
-from customers.resolution.rules import OUTCOME_AUTO, OUTCOME_SUSPECT, Decision, decide
+from customers.resolution.rules import OUTCOME_AUTO, OUTCOME_SUSPECT, Decision
 from customers.resolution.store import Golden, PendingCandidate, PendingChange, StaleState, UnitOfWork
 from customers.resolution.survivorship import SURVIVING_FIELDS
 from hub.sql import advisory_lock
@@ -261,7 +261,7 @@ def _apply(work: UnitOfWork, change: SourceChange, writeback_systems: frozenset[
                 "names another golden record: sent to review, not moved"
             )
         elif record is None:
-            claim_verdict = decide(work.rules, change.profile, work.profile_of(found))
+            claim_verdict = work.decide(change.profile, work.profile_of(found))
             if claim_verdict.outcome == OUTCOME_AUTO:
                 result.detail += f"; the match rules agree (rule {claim_verdict.rule!r})"
                 result.decision = claim_verdict.explanation()
@@ -287,6 +287,8 @@ def _apply(work: UnitOfWork, change: SourceChange, writeback_systems: frozenset[
             target, decision = matched.best
             result.rule = decision.rule
             result.detail = f"match rule {decision.rule!r} (score {decision.score:.2f})"
+            if decision.weight is not None:
+                result.detail += f"; match weight {decision.weight:.1f} (matcher model v{decision.model_version})"
             result.decision = decision.explanation()
         else:
             result.detail = f"no golden record matched ({matched.compared} compared)"

@@ -27,6 +27,9 @@ from customers.resolution.blocking import ATTRIBUTES, MatchProfile
 METHODS = ("exact", "normalized", "provider", "fuzzy", "phonetic", "nickname")
 OUTCOME_AUTO = "auto_merge"
 OUTCOME_SUSPECT = "suspect"
+# A guard blocks an auto-merge by match weight (the pair goes to review); it never merges or
+# queues a pair by itself, and without an active matcher model it does nothing at all.
+OUTCOME_GUARD = "guard"
 OUTCOME_NONE = "no_match"
 # Methods that make sense per attribute (a steward's rule naming another combination is refused).
 METHODS_BY_ATTRIBUTE = {
@@ -127,8 +130,16 @@ class Criterion:
     method: str
     threshold: float = 0.0
     blank_matches: bool = False
+    # Inverted: holds when both sides have a value and they do NOT agree by this method (guards
+    # say "the first names differ", "the birth dates differ").
+    differs: bool = False
 
     def holds(self, comparison: AttributeComparison) -> bool:
+        if self.differs:
+            return not comparison.blank and not self._agrees(comparison)
+        return self._agrees(comparison)
+
+    def _agrees(self, comparison: AttributeComparison) -> bool:
         if comparison.blank:
             return self.blank_matches
         if self.method == "exact":
@@ -149,6 +160,8 @@ class Criterion:
         text = f"{self.attribute} {self.method}"
         if self.method in ("fuzzy", "nickname") and self.threshold:
             text += f" >= {self.threshold:g}"
+        if self.differs:
+            return f"{self.attribute} differs (not {text.removeprefix(self.attribute + ' ')})"
         return text + (" (or blank)" if self.blank_matches else "")
 
 
@@ -200,10 +213,20 @@ def parse_criteria(data: Any) -> tuple[Criterion, ...]:
             raise ValueError(f"criteria[{i}].threshold must be a number between 0 and 1")
         if method == "fuzzy" and not threshold:
             raise ValueError(f"criteria[{i}].threshold is required for a fuzzy comparison")
-        unknown = set(item) - {"attribute", "method", "threshold", "blank_matches"}
+        unknown = set(item) - {"attribute", "method", "threshold", "blank_matches", "differs"}
         if unknown:
             raise ValueError(f"criteria[{i}] has unknown keys: {', '.join(sorted(unknown))}")
-        result.append(Criterion(attribute, method, float(threshold), bool(item.get("blank_matches", False))))
+        if not isinstance(item.get("differs", False), bool):
+            raise ValueError(f"criteria[{i}].differs must be true or false")
+        result.append(
+            Criterion(
+                attribute,
+                method,
+                float(threshold),
+                bool(item.get("blank_matches", False)),
+                bool(item.get("differs", False)),
+            )
+        )
     return tuple(result)
 
 
@@ -233,6 +256,12 @@ class Decision:
     comparisons: dict[str, AttributeComparison]
     # Why the pair was decided when no rule compared it (a carried master ID, say).
     note: str = ""
+    # With an active matcher model: its version, the pair's match weight and each attribute's
+    # (level, part of the weight); the guard rule that blocked a score-based auto-merge, if any.
+    model_version: int | None = None
+    weight: float | None = None
+    parts: dict[str, tuple[str, float]] | None = None
+    guard: str = ""
 
     def explanation(self) -> dict[str, Any]:
         explained = {
@@ -244,6 +273,14 @@ class Decision:
         }
         if self.note:
             explained["note"] = self.note
+        if self.weight is not None:
+            explained["modelVersion"] = self.model_version
+            explained["weight"] = round(self.weight, 2)
+            explained["parts"] = {
+                name: {"level": level, "weight": round(part, 2)} for name, (level, part) in (self.parts or {}).items()
+            }
+            if self.guard:
+                explained["guard"] = self.guard
         return explained
 
 
@@ -266,6 +303,14 @@ def decide(
 
 
 def rank(decisions: Iterable[tuple[int, Decision]]) -> list[tuple[int, Decision]]:
-    """Candidates best first: auto before suspect, higher score, then the older golden record."""
+    """Candidates best first: auto before suspect, higher match weight (with a model) or score, then the older."""
     order = {OUTCOME_AUTO: 0, OUTCOME_SUSPECT: 1, OUTCOME_NONE: 2}
-    return sorted(decisions, key=lambda item: (order[item[1].outcome], -item[1].score, item[0]))
+    return sorted(
+        decisions,
+        key=lambda item: (
+            order[item[1].outcome],
+            -(item[1].weight if item[1].weight is not None else 0.0),
+            -item[1].score,
+            item[0],
+        ),
+    )

@@ -68,6 +68,7 @@ from customers.resolution.survivorship import (
     contact_points,
     load_strategies,
 )
+from customers.resolution.weights import MatchModel, decide_with_model, load_active_model
 from customers.signals import change_recorded, marketing_opt_outs_recorded
 from hub.sql import delete_rows, insert_rows, reserve_ids, update_rows
 
@@ -308,6 +309,8 @@ class UnitOfWork:
         self._pairs_loaded: set[int] = set()
         self._reserved: dict[str, list[int]] = {_INDIVIDUAL: [], _XREF: []}
         self._rules: list[RuleSpec] | None = None
+        self._model: MatchModel | None = None
+        self._model_loaded = False
         self._strategies: dict[str, Strategy] | None = None
         self._decisions: dict[tuple[int, int], tuple[int, Decision]] = {}
 
@@ -319,6 +322,20 @@ class UnitOfWork:
         if self._rules is None:
             self._rules = load_rules()
         return self._rules
+
+    @property
+    def model(self) -> MatchModel | None:
+        """The active matcher model (match weights), or None: then the rules alone decide."""
+        if not self._model_loaded:
+            self._model, self._model_loaded = load_active_model(), True
+        return self._model
+
+    def decide(self, incoming: MatchProfile, candidate: MatchProfile, *, explain_all: bool = False) -> Decision:
+        """One pair decided as matching decides it: by the rules, and by the match weight when a model is active."""
+        model = self.model
+        if model is None:
+            return decide(self.rules, incoming, candidate, explain_all=explain_all)
+        return decide_with_model(self.rules, model, incoming, candidate)
 
     @property
     def strategies(self) -> dict[str, Strategy]:
@@ -574,7 +591,6 @@ class UnitOfWork:
         result = MatchResult(compared=len(ids))
         if not ids:
             return result
-        rules = self.rules
         decisions = []
         for pk in ids:
             golden = self.goldens.get(pk)
@@ -584,7 +600,7 @@ class UnitOfWork:
                 memo = (id(profile), pk)
                 known = self._decisions.get(memo)
                 if known is None or known[0] != golden.generation:
-                    known = (golden.generation, decide(rules, profile, self.profile_of(golden)))
+                    known = (golden.generation, self.decide(profile, self.profile_of(golden)))
                     self._decisions[memo] = known
                 decisions.append((pk, known[1]))
         ranked = [item for item in rank(decisions) if item[1].outcome != OUTCOME_NONE]
@@ -1067,6 +1083,7 @@ class UnitOfWork:
                     "rule": p.decision.rule[:120],
                     "score": p.decision.score,
                     "comparison": p.decision.explanation(),
+                    "model_version": p.decision.model_version,
                     "status": CandidateStatus.OPEN,
                     "actor": p.actor[:120],
                     "created_at": p.created_at,
@@ -1088,7 +1105,12 @@ class UnitOfWork:
                     now=p.created_at,
                     object_type="MatchCandidate",
                     object_id=p.pk,
-                    after={"candidate": p.other_id, "rule": p.decision.rule, "score": round(p.decision.score, 3)},
+                    after={"candidate": p.other_id, "rule": p.decision.rule, "score": round(p.decision.score, 3)}
+                    | (
+                        {"weight": round(p.decision.weight, 2), "modelVersion": p.decision.model_version}
+                        if p.decision.weight is not None
+                        else {}
+                    ),
                 )
 
     def _write_changes(
@@ -1175,6 +1197,7 @@ _TYPES: dict[str, dict[str, str]] = {
         "rule": "text",
         "score": "float8",
         "comparison": "jsonb",
+        "model_version": "integer",
         "status": "text",
         "actor": "text",
         "created_at": "timestamptz",

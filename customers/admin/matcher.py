@@ -1,0 +1,140 @@
+"""Admin for matcher models: versions, their m/u/weights per level and training report, activation after a dry run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from auditlog.mixins import AuditlogHistoryAdminMixin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+
+from customers.admin.common import actor_of
+from customers.choices import MatcherStatus
+from customers.dryrun import run_model_dry_run
+from customers.models import MatcherModel
+from customers.resolution.weights import model_of
+
+# A smaller scan than a rule change's: every pair is scored twice, and the steward waits for it.
+DRY_RUN_SAMPLE = 1000
+
+
+def activate(row: MatcherModel, *, actor: str) -> MatcherModel | None:
+    """Make ``row`` the active model; the one active before is retired (and can be activated again)."""
+    with transaction.atomic():
+        locked = MatcherModel.objects.select_for_update().get(pk=row.pk)
+        previous = MatcherModel.objects.select_for_update().filter(status=MatcherStatus.ACTIVE).exclude(pk=row.pk)
+        retired = previous.first()
+        if retired is not None:
+            retired.status = MatcherStatus.RETIRED
+            retired.save(update_fields=["status"])  # saved one by one: the change log keeps each
+        locked.status = MatcherStatus.ACTIVE
+        locked.activated_at = timezone.now()
+        locked.activated_by = actor[:120]
+        locked.save(update_fields=["status", "activated_at", "activated_by"])
+    return retired
+
+
+def deactivate(row: MatcherModel) -> None:
+    """Back to the rules alone: the active model is retired."""
+    with transaction.atomic():
+        locked = MatcherModel.objects.select_for_update().get(pk=row.pk)
+        if locked.status == MatcherStatus.ACTIVE:
+            locked.status = MatcherStatus.RETIRED
+            locked.save(update_fields=["status"])
+
+
+@admin.register(MatcherModel)
+class MatcherModelAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
+    show_auditlog_history_link = True
+    list_display = [
+        "version",
+        "status",
+        "auto_threshold",
+        "review_threshold",
+        "created_at",
+        "created_by",
+        "activated_at",
+        "activated_by",
+    ]
+    list_filter = ["status"]
+    ordering = ["-version"]
+    fields = ["notes"]
+    change_form_template = "admin/customers/matchermodel/change_form.html"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # drafts come from ``manage.py train_matcher``
+
+    def has_delete_permission(self, request: HttpRequest, obj: MatcherModel | None = None) -> bool:
+        # Versions are history: every decision names the version that made it.
+        return False
+
+    def get_urls(self) -> list[Any]:
+        extra = [
+            path(
+                "<int:object_id>/activate/",
+                self.admin_site.admin_view(self.activate_view),
+                name="customers_matchermodel_activate",
+            ),
+            path(
+                "<int:object_id>/deactivate/",
+                self.admin_site.admin_view(self.deactivate_view),
+                name="customers_matchermodel_deactivate",
+            ),
+        ]
+        return extra + super().get_urls()
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        row = self.get_object(request, object_id)
+        context = dict(extra_context or {})
+        if row is not None:
+            context |= {
+                "levels": model_of(row).table(),
+                "report": row.training_report or {},
+                "can_activate": self.has_change_permission(request, row),
+                "row": row,
+            }
+        return super().change_view(request, object_id, form_url, context)
+
+    def activate_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        """GET: the dry run (pairs decided as today and under this model); POST: activate."""
+        row = get_object_or_404(MatcherModel, pk=object_id)
+        if not self.has_change_permission(request, row):
+            raise PermissionDenied
+        if request.method == "POST":
+            if request.POST.get("confirm") != "yes":
+                return HttpResponseRedirect(reverse("admin:customers_matchermodel_activate", args=[row.pk]))
+            retired = activate(row, actor=actor_of(request))
+            note = f" (v{retired.version} retired; it can be activated again)" if retired else ""
+            self.message_user(request, f"Matcher model v{row.version} is active{note}.", messages.SUCCESS)
+            return HttpResponseRedirect(reverse("admin:customers_matchermodel_change", args=[row.pk]))
+        report = run_model_dry_run(model_of(row), sample=DRY_RUN_SAMPLE)
+        active = MatcherModel.objects.filter(status=MatcherStatus.ACTIVE).first()
+        return TemplateResponse(
+            request,
+            "admin/customers/matchermodel/activate.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": f"Activate matcher model v{row.version}?",
+                "row": row,
+                "active": active,
+                "dry_run": report,
+                "opts": self.model._meta,
+                "original": row,
+            },
+        )
+
+    def deactivate_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        row = get_object_or_404(MatcherModel, pk=object_id)
+        if not self.has_change_permission(request, row) or request.method != "POST":
+            raise PermissionDenied
+        deactivate(row)
+        self.message_user(request, f"Matcher model v{row.version} retired: the rules alone decide.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:customers_matchermodel_change", args=[row.pk]))
