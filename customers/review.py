@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from customers.models import Individual
+from customers.models import Individual, MatcherModel
+from customers.resolution.blocking import ATTRIBUTES
 from customers.resolution.store import UnitOfWork
 from customers.resolution.survivorship import SURVIVING_FIELDS, compute
 from customers.resolution.survivorship import contact_points as union_of_contact_points
@@ -123,14 +124,20 @@ def decision_rows(explanation: dict[str, Any] | None) -> list[dict[str, Any]]:
 
 
 def weight_summary(explanation: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The match weight of a stored decision and each attribute's part (level, weight), or None without a model."""
+    """The match weight of a stored decision and each attribute's part (level, weight), or None without a model.
+
+    The parts come in the comparison's attribute order (the stored JSON's key order is PostgreSQL's),
+    with the prior as a part of its own so the column adds up to the weight, and the thresholds of
+    the version that decided, so the page can say whether a guard stopped a merge.
+    """
     explanation = explanation if isinstance(explanation, dict) else {}
     weight, parts = explanation.get("weight"), explanation.get("parts")
     if not isinstance(weight, int | float) or not isinstance(parts, dict):
         return None
+    order = {name: n for n, name in enumerate(ATTRIBUTES)}
     rows = []
-    for name, part in parts.items():
-        part = part if isinstance(part, dict) else {}
+    for name in sorted(parts, key=lambda n: (order.get(n, len(order)), str(n))):
+        part = parts[name] if isinstance(parts[name], dict) else {}
         level = str(part.get("level", ""))
         rows.append(
             {
@@ -139,9 +146,17 @@ def weight_summary(explanation: dict[str, Any] | None) -> dict[str, Any] | None:
                 "weight": part.get("weight") if isinstance(part.get("weight"), int | float) else 0.0,
             }
         )
+    version = explanation.get("modelVersion")
+    model = MatcherModel.objects.filter(version=version).first() if isinstance(version, int) else None
+    auto = model.auto_threshold if model is not None else None
     return {
         "weight": weight,
-        "model_version": explanation.get("modelVersion"),
+        "prior": weight - sum(row["weight"] for row in rows),
+        "model_version": version,
+        "model": model,
+        "auto_threshold": auto,
+        "review_threshold": model.review_threshold if model is not None else None,
         "guard": str(explanation.get("guard") or ""),
+        "guard_blocked": auto is not None and weight >= auto,
         "rows": rows,
     }

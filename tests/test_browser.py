@@ -7,6 +7,7 @@ only that target changes the tracked files and `make test` leaves the clone clea
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from pathlib import Path
@@ -14,9 +15,13 @@ from pathlib import Path
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.core.management import call_command
+from django.db import transaction
 
-from customers.models import CrossReference, HistoryEntry, Individual, MatchCandidate
+from customers.models import CrossReference, HistoryEntry, Individual, MatchCandidate, MatcherModel
+from customers.stewardship import mark_not_a_match
 from integrations.models import DeadLetter, SyncRun
+from tests.test_match_weights import _load, make_model
 from tests.test_mdm import cim, ingest
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -177,3 +182,113 @@ def test_lists_fit_a_1366_px_screen(browser, live_server, data):
             " && t.parentElement.scrollWidth <= t.parentElement.clientWidth + 1; })()"
         )
         assert fits, path
+
+
+def test_a_steward_activates_a_trained_matcher_model_and_reads_a_weighed_review_pair(browser, live_server, sandbox):
+    """Train a draft, read it, dry-run and activate it, see a pair it sent to review, then go back."""
+    with transaction.atomic():
+        _load(300, 60)  # golden records (some with a second source) written by the engine's store
+    previous = make_model(version=1, status="active", auto=500.0, review=400.0)
+    ann, bob = Individual.objects.order_by("pk")[:2]
+    mark_not_a_match(ann, bob, actor="steward")  # a steward's decision: a labelled pair for training
+    call_command("train_matcher", random_records=300, blocked_records=300, stdout=io.StringIO())
+    draft = MatcherModel.objects.get(status="draft")
+    user("stella", "Data steward")
+    page = login(browser, live_server, "stella")
+    page.set_viewport_size({"width": 1366, "height": 800})
+    expect = playwright_api.expect
+
+    page.goto(f"{live_server.url}/admin/")
+    page.click("text=Matcher models")
+    expect(page.locator("#result_list tbody tr")).to_have_count(2)
+    page.click(f"#result_list a:text-is('v{draft.version}')")
+    expect(page.locator("#levels")).to_contain_text("sounds alike")
+    expect(page.locator("#thresholds")).to_be_visible()
+    expect(page.locator("#training-report")).to_contain_text("random pairs")
+    expect(page.locator("#training-report")).not_to_contain_text("{")  # no raw JSON
+    assert_fits(page, "#levels", "#thresholds")
+    assert_no_long_decimals(page, "#matcher-model")
+    shot(page, "matcher-model")
+
+    page.click("#activate")
+    expect(page.locator("#dry-run-report")).to_contain_text("Dry run")
+    expect(page.locator("#transitions")).to_contain_text("no match")  # outcomes in words, not no_match
+    expect(page.locator("#activate-confirm")).to_have_value(re.compile(f"v{previous.version} is retired"))
+    assert_fits(page, "#dry-run-report table")
+    assert_no_long_decimals(page, "#dry-run-report")
+    shot(page, "matcher-activate")
+    page.click("#activate-confirm")
+    expect(page.locator(".messagelist")).to_contain_text(f"Matcher model v{draft.version} is active")
+    expect(page.locator("#matcher-model h2")).to_contain_text("Active")
+    assert dict(MatcherModel.objects.values_list("version", "status")) == {
+        previous.version: "retired",
+        draft.version: "active",
+    }
+
+    # Twins: the weight alone would merge them, a guard rule sends them to a steward.
+    shared = {"last": "Okafor", "birth": "1990-04-01", "postal": "94105", "email": "okafor.home@example.com"}
+    ingest("POS", "t-1", cim("Chidi", **shared))
+    ingest("POS", "t-2", cim("Chioma", **shared))
+    pair = MatchCandidate.objects.get(status="open")
+    assert pair.model_version == draft.version and pair.comparison.get("guard")
+    page.goto(f"{live_server.url}/admin/customers/matchcandidate/{pair.pk}/change/")
+    weight = page.locator("#match-weight")
+    expect(weight).to_contain_text(f"matcher model v{draft.version}")
+    expect(weight).to_contain_text(pair.comparison["guard"])
+    expect(weight).to_contain_text("would have merged them")  # the guard, in plain words
+    expect(page.locator("#weight-parts tbody tr")).to_have_count(len(pair.comparison["parts"]))
+    expect(page.locator("#weight-parts")).to_contain_text("birth date")
+    expect(page.locator("#weight-parts")).to_contain_text("same")
+    assert_fits(page, "#weight-parts", "#comparison")
+    assert_no_long_decimals(page, "#match-weight")
+    shot(page, "review-pair-weights")
+
+    # Back to the previous model: the same dry run, then it is active again.
+    page.goto(f"{live_server.url}/admin/customers/matchermodel/{previous.pk}/change/")
+    expect(page.locator("#activate")).to_contain_text("Reactivate")
+    page.click("#activate")
+    page.click("#activate-confirm")
+    expect(page.locator(".messagelist")).to_contain_text(f"v{draft.version} retired")
+    assert dict(MatcherModel.objects.values_list("version", "status")) == {
+        previous.version: "active",
+        draft.version: "retired",
+    }
+    page.close()
+
+
+def test_a_viewer_reads_a_matcher_model_but_cannot_activate_it(browser, live_server):
+    row = make_model(version=1, status="draft")
+    user("vera", "Viewer")
+    page = login(browser, live_server, "vera")
+    page.goto(f"{live_server.url}/admin/customers/matchermodel/{row.pk}/change/")
+    playwright_api.expect(page.locator("#levels")).to_be_visible()
+    assert page.locator("#activate").count() == 0 and page.locator("#deactivate").count() == 0
+    csrf = next(c["value"] for c in page.context.cookies() if c["name"] == "csrftoken")
+    headers = {"X-CSRFToken": csrf, "Referer": live_server.url + "/admin/"}
+    for action in ("activate", "deactivate"):
+        response = page.request.post(
+            f"{live_server.url}/admin/customers/matchermodel/{row.pk}/{action}/",
+            form={"confirm": "yes", "csrfmiddlewaretoken": csrf},
+            headers=headers,
+        )
+        assert response.status == 403, action
+    row.refresh_from_db()
+    assert row.status == "draft"
+    page.close()
+
+
+def assert_fits(page, *selectors: str) -> None:
+    """Each element ends inside the window at 1366 px: nothing cut off or scrolled sideways."""
+    for selector in selectors:
+        right = page.evaluate(
+            "(s) => Math.max(...[...document.querySelectorAll(s)].map(e => e.getBoundingClientRect().right))",
+            selector,
+        )
+        assert right <= page.evaluate("document.documentElement.clientWidth"), selector
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth + 1")
+
+
+def assert_no_long_decimals(page, selector: str) -> None:
+    """Weights and probabilities are shown rounded, not as a float's 10+ digits."""
+    text = page.locator(selector).inner_text()
+    assert not re.search(r"\d\.\d{6,}", text), re.findall(r"\S*\d\.\d{6,}\S*", text)[:5]

@@ -266,7 +266,7 @@ def test_a_steward_activates_a_model_after_its_dry_run_and_can_reactivate_the_pr
     text = dry.content.decode()
     assert dry.status_code == 200 and "Dry run" in text and 'id="confirm-activate"' in text
     # The open review pair would auto-merge under v2: the dry run says so, and nothing changed yet.
-    assert "suspect: Name and postcode" in text and "auto_merge: Match weight" in text
+    assert "review (Name and postcode)" in text and "auto-merge (Match weight)" in text
     assert MatcherModel.objects.get(pk=new.pk).status == "draft"
     steward.post(reverse("admin:customers_matchermodel_activate", args=[old.pk]), {"confirm": "yes"})
     steward.post(reverse("admin:customers_matchermodel_activate", args=[new.pk]), {"confirm": "yes"})

@@ -18,7 +18,48 @@ from customers.admin.common import actor_of
 from customers.choices import MatcherStatus
 from customers.dryrun import run_model_dry_run
 from customers.models import MatcherModel
+from customers.resolution.rules import OUTCOME_AUTO, OUTCOME_NONE, OUTCOME_SUSPECT
 from customers.resolution.weights import model_of
+
+# Plain words for the engine's outcome codes on the dry-run page.
+OUTCOME_WORDS = {OUTCOME_AUTO: "auto-merge", OUTCOME_SUSPECT: "review", OUTCOME_NONE: "no match"}
+METRICS = ("auto_merges", "false_auto_merges", "precision", "recall", "recall_with_review")
+
+
+def plain_outcome(label: str) -> str:
+    """'suspect: Shared phone' -> 'review (Shared phone)'; the rule name is kept as the steward knows it."""
+    outcome, _, rule = label.partition(": ")
+    words = OUTCOME_WORDS.get(outcome, outcome.replace("_", " "))
+    return f"{words} ({rule})" if rule else words
+
+
+def threshold_bands(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The training report's per-threshold rows, runs of identical figures folded into one band.
+
+    Training scores 101 thresholds; most neighbours give the same figures, and a 100-row table
+    hides the few places where precision or recall moves. The bands holding the chosen thresholds
+    are marked.
+    """
+    rows = [r for r in report.get("thresholds") or [] if isinstance(r, dict)]
+    bands: list[dict[str, Any]] = []
+    for row in rows:
+        figures = tuple(row.get(k) for k in METRICS)
+        if bands and bands[-1]["figures"] == figures:
+            bands[-1]["to"] = row.get("threshold")
+        else:
+            bands.append({"figures": figures, "from": row.get("threshold"), "to": row.get("threshold"), **row})
+    chosen = {report.get("auto_threshold"): "auto-merge", report.get("review_threshold"): "review"}
+    for band in bands:
+        marks = [
+            name
+            for value, name in chosen.items()
+            if isinstance(value, int | float)
+            and isinstance(band["from"], int | float)
+            and band["from"] <= value <= band["to"]
+        ]
+        band["chosen"] = ", ".join(marks)
+    return bands
+
 
 # A smaller scan than a rule change's: every pair is scored twice, and the steward waits for it.
 DRY_RUN_SAMPLE = 1000
@@ -53,10 +94,10 @@ def deactivate(row: MatcherModel) -> None:
 class MatcherModelAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
     show_auditlog_history_link = True
     list_display = [
-        "version",
+        "version_label",
         "status",
-        "auto_threshold",
-        "review_threshold",
+        "auto_merge_from",
+        "review_from",
         "created_at",
         "created_by",
         "activated_at",
@@ -66,6 +107,19 @@ class MatcherModelAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
     ordering = ["-version"]
     fields = ["notes"]
     change_form_template = "admin/customers/matchermodel/change_form.html"
+
+    @admin.display(description="version", ordering="version")
+    def version_label(self, obj: MatcherModel) -> str:
+        return f"v{obj.version}"
+
+    # The thresholds are match weights in bits: one decimal, under names that say what they decide.
+    @admin.display(description="auto-merge at weight ≥", ordering="auto_threshold")
+    def auto_merge_from(self, obj: MatcherModel) -> str:
+        return f"{obj.auto_threshold:.1f}"
+
+    @admin.display(description="review from weight", ordering="review_threshold")
+    def review_from(self, obj: MatcherModel) -> str:
+        return f"{obj.review_threshold:.1f}"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # drafts come from ``manage.py train_matcher``
@@ -95,9 +149,16 @@ class MatcherModelAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
         row = self.get_object(request, object_id)
         context = dict(extra_context or {})
         if row is not None:
+            report = row.training_report if isinstance(row.training_report, dict) else {}
+            levels = model_of(row).table()
+            for n, level in enumerate(levels):
+                # The attribute is named once, on its first level's row.
+                level["first"] = n == 0 or levels[n - 1]["attribute"] != level["attribute"]
+                level["attribute_label"] = str(level["attribute"]).replace("_", " ")
             context |= {
-                "levels": model_of(row).table(),
-                "report": row.training_report or {},
+                "levels": levels,
+                "report": report,
+                "bands": threshold_bands(report),
                 "can_activate": self.has_change_permission(request, row),
                 "row": row,
             }
@@ -116,6 +177,13 @@ class MatcherModelAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
             self.message_user(request, f"Matcher model v{row.version} is active{note}.", messages.SUCCESS)
             return HttpResponseRedirect(reverse("admin:customers_matchermodel_change", args=[row.pk]))
         report = run_model_dry_run(model_of(row), sample=DRY_RUN_SAMPLE)
+        transitions = [
+            {"before": plain_outcome(t["before"]), "after": plain_outcome(t["after"]), "pairs": t["pairs"]}
+            for t in report.rows()
+        ]
+        examples = [
+            ex | {"before": plain_outcome(ex["before"]), "after": plain_outcome(ex["after"])} for ex in report.examples
+        ]
         active = MatcherModel.objects.filter(status=MatcherStatus.ACTIVE).first()
         return TemplateResponse(
             request,
@@ -126,6 +194,8 @@ class MatcherModelAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
                 "row": row,
                 "active": active,
                 "dry_run": report,
+                "transitions": transitions,
+                "examples": examples,
                 "opts": self.model._meta,
                 "original": row,
             },
