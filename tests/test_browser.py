@@ -239,6 +239,9 @@ def test_a_steward_activates_a_trained_matcher_model_and_reads_a_weighed_review_
     expect(page.locator("#weight-parts tbody tr")).to_have_count(len(pair.comparison["parts"]))
     expect(page.locator("#weight-parts")).to_contain_text("birth date")
     expect(page.locator("#weight-parts")).to_contain_text("same")
+    # The parts and the prior add up to the weight shown.
+    expect(page.locator("#weight-parts tfoot")).to_contain_text("prior")
+    expect(page.locator("#weight-parts tfoot")).to_contain_text(f"{pair.comparison['weight']:.2f}")
     assert_fits(page, "#weight-parts", "#comparison")
     assert_no_long_decimals(page, "#match-weight")
     shot(page, "review-pair-weights")
