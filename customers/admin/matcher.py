@@ -61,6 +61,20 @@ def threshold_bands(report: dict[str, Any]) -> list[dict[str, Any]]:
     return bands
 
 
+def thresholds_undecided(report: dict[str, Any], bands: list[dict[str, Any]]) -> bool:
+    """True when the training labels could not tell the thresholds apart (the lowest one tried was chosen).
+
+    With weak labels and every non-rule pair guarded, each threshold meets the target precision:
+    the report then picks its floor, and a steward should know before activating such a model.
+    """
+    rows = [r for r in report.get("thresholds") or [] if isinstance(r, dict)]
+    auto = report.get("auto_threshold")
+    if not rows or not isinstance(auto, int | float):
+        return False
+    lowest = rows[0].get("threshold")
+    return len(bands) == 1 or (isinstance(lowest, int | float) and auto <= lowest)
+
+
 # A smaller scan than a rule change's: every pair is scored twice, and the steward waits for it.
 DRY_RUN_SAMPLE = 1000
 
@@ -150,6 +164,7 @@ class MatcherModelAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
         context = dict(extra_context or {})
         if row is not None:
             report = row.training_report if isinstance(row.training_report, dict) else {}
+            bands = threshold_bands(report)
             levels = model_of(row).table()
             for n, level in enumerate(levels):
                 # The attribute is named once, on its first level's row.
@@ -158,7 +173,8 @@ class MatcherModelAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
             context |= {
                 "levels": levels,
                 "report": report,
-                "bands": threshold_bands(report),
+                "bands": bands,
+                "thresholds_undecided": thresholds_undecided(report, bands),
                 "can_activate": self.has_change_permission(request, row),
                 "row": row,
             }
