@@ -18,8 +18,10 @@ nothing changes in matching until a steward activates it in the admin.
   guards, as matching applies them) at candidate thresholds, against the labelled pairs
   when there are enough, else against the rules' own auto-merge decisions on the blocked
   pairs as weak labels; the report says which. The auto threshold is the lowest that meets
-  the target precision; the review threshold the highest that keeps auto + review recall at
-  its target.
+  the target precision, and never below the weight at which the model's own match
+  probability reaches that precision (``posterior_floor``: labels that every threshold
+  satisfies choose nothing); the review threshold the highest that keeps auto + review
+  recall at its target.
 """
 
 from __future__ import annotations
@@ -358,6 +360,11 @@ def evaluate(
     return rows
 
 
+def posterior_floor(target_precision: float) -> float:
+    """The lowest auto threshold (by halves) at which the model's own match probability reaches the target."""
+    return math.ceil(2 * math.log2(target_precision / (1 - target_precision))) / 2
+
+
 @dataclass
 class Trained:
     model: MatchModel
@@ -404,6 +411,13 @@ def train(
     for row in table:
         if row["threshold"] >= auto_threshold and row["precision"] is not None and row["precision"] < target_precision:
             auto_threshold = row["threshold"] + 0.5
+    # Labels that every threshold satisfies (weak labels where the guards hold every pair the rules
+    # would not merge, say) choose nothing: the lowest threshold tried would win.
+    labels_undecided = auto_threshold <= candidates[0]
+    # A match weight is the model's posterior log-odds, so below log2(p / (1 - p)) the model itself
+    # gives the pair less than the target precision: the auto threshold never goes lower.
+    floor = posterior_floor(target_precision)
+    auto_threshold = max(auto_threshold, floor)
     review_threshold = max(
         (
             r["threshold"]
@@ -430,6 +444,8 @@ def train(
         "target_precision": target_precision,
         "review_recall": review_recall,
         "auto_threshold": auto_threshold,
+        "auto_threshold_floor": floor,
+        "labels_undecided": labels_undecided,
         "review_threshold": review_threshold,
         "thresholds": table,
     }
@@ -466,6 +482,12 @@ def format_report(report: dict[str, Any]) -> str:
         f"Chosen: auto-merge at weight >= {report['auto_threshold']} (target precision {report['target_precision']}), "
         f"review from {report['review_threshold']} (target recall with review {report['review_recall']})"
     )
+    if report.get("labels_undecided"):
+        lines.append(
+            "Warning: every threshold tried meets the target precision against these labels, so they chose nothing; "
+            f"the auto threshold is the model's own floor ({report.get('auto_threshold_floor')}). "
+            "Train again after more steward decisions before activating it."
+        )
     return "\n".join(lines)
 
 

@@ -204,8 +204,10 @@ def test_a_steward_activates_a_trained_matcher_model_and_reads_a_weighed_review_
     page.click(f"#result_list a:text-is('v{draft.version}')")
     expect(page.locator("#levels")).to_contain_text("sounds alike")
     expect(page.locator("#thresholds")).to_be_visible()
-    # Trained on a few hundred records and weak labels, no threshold is told apart: the page warns.
-    assert draft.auto_threshold == draft.training_report["thresholds"][0]["threshold"]
+    # Trained on a few hundred records and weak labels, no threshold is told apart: the auto
+    # threshold stays at the model's own floor, and the page warns.
+    assert draft.training_report["labels_undecided"] is True
+    assert draft.auto_threshold == draft.training_report["auto_threshold_floor"] == 8.0
     expect(page.locator("#threshold-warning")).to_contain_text("did not tell the thresholds apart")
     expect(page.locator("#training-report")).to_contain_text("random pairs")
     expect(page.locator("#training-report")).not_to_contain_text("{")  # no raw JSON

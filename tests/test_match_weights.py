@@ -22,7 +22,7 @@ from customers.resolution.rules import Comparisons, decide, load_rules, parse_cr
 from customers.resolution.store import UnitOfWork
 from customers.resolution.weights import LEVELS, MISSING, MatchModel, level_of, levels_of
 from customers.stewardship import mark_not_a_match
-from customers.training import TrainingPair, expectation_maximisation
+from customers.training import TrainingData, TrainingPair, expectation_maximisation, posterior_floor, train
 from tests.test_matching import person
 from tests.test_mdm import cim, ingest
 
@@ -126,6 +126,27 @@ def test_em_recovers_m_and_the_prior_from_a_generated_sample():
     for name, levels in LEVELS.items():
         for level in levels:
             assert result.m[name][level] == pytest.approx(true_m[name][level], abs=0.05), (name, level)
+
+
+def test_labels_every_threshold_satisfies_leave_the_auto_threshold_at_the_models_own_floor():
+    # Weak labels where each pair the rules would not merge is guarded: every threshold tried
+    # "meets" the target precision, and the lowest (-10 bits) used to win.
+    rng = random.Random(3)
+    source = parameters(top_m=0.85)
+    pairs, random_pairs = [], []
+    for i in range(600):
+        merged = i % 3 == 0
+        table = source["m"] if merged else source["u"]
+        levels = tuple(rng.choices(*zip(*table[name].items(), strict=True))[0] for name in ATTRIBUTES)
+        pairs.append(TrainingPair(levels=levels, auto_rule=merged, guarded=not merged))
+    for _ in range(600):
+        random_pairs.append(tuple(rng.choices(*zip(*source["u"][name].items(), strict=True))[0] for name in ATTRIBUTES))
+    trained = train(TrainingData(random_pairs=random_pairs, blocked=pairs))
+    floor = posterior_floor(0.995)
+    assert floor == 8.0  # log2(0.995 / 0.005) = 7.64, rounded up to the half bit
+    assert trained.report["labels_undecided"] is True
+    assert trained.model.auto_threshold == floor
+    assert trained.model.review_threshold <= floor - 4
 
 
 # ---------------------------------------------------------------------------

@@ -62,11 +62,14 @@ def threshold_bands(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def thresholds_undecided(report: dict[str, Any], bands: list[dict[str, Any]]) -> bool:
-    """True when the training labels could not tell the thresholds apart (the lowest one tried was chosen).
+    """True when the training labels could not tell the thresholds apart.
 
-    With weak labels and every non-rule pair guarded, each threshold meets the target precision:
-    the report then picks its floor, and a steward should know before activating such a model.
+    With weak labels and every non-rule pair guarded, each threshold meets the target precision;
+    training then falls back to the model's own floor, and a steward should know before activating
+    such a model. Reports written before training said so are judged by their table.
     """
+    if "labels_undecided" in report:
+        return bool(report["labels_undecided"])
     rows = [r for r in report.get("thresholds") or [] if isinstance(r, dict)]
     auto = report.get("auto_threshold")
     if not rows or not isinstance(auto, int | float):
