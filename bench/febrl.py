@@ -40,6 +40,9 @@ all of them, one after the other in one run, next to one baseline run):
   thresholds are chosen against the rules' own auto-merges as weak labels), saved and
   activated; pass 2 empties the customers tables (the model rows stay) and resolves every
   record again with it.
+- ``weights-model-odds``: the same model, no labels either, but thresholds as Fellegi-Sunter
+  sets them without labels: auto-merge where the model's own match probability reaches
+  ``MODEL_PROBABILITY`` (0.995, weight >= 7.64), review from REVIEW_BAND (4) bits lower.
 - ``weights-200-labels``: the same, but a steward has reviewed 200 candidate pairs first: a
   random sample of the pairs of golden records sharing a blocking key after pass 1, labelled
   with the true links. They go to training as steward decisions go (they anchor the EM and,
@@ -59,6 +62,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import math
 import os
 import platform
 import random
@@ -67,7 +71,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import combinations, product
 from pathlib import Path
 from typing import Any
@@ -105,7 +109,15 @@ from customers.resolution.blocking import blocking_keys, profile_from_source  # 
 from customers.resolution.engine import SourceChange, resolve  # noqa: E402
 from customers.resolution.store import PER_KEY, UnitOfWork  # noqa: E402
 from customers.resolution.weights import model_of  # noqa: E402
-from customers.training import TrainingPair, collect, labelled_pair, save_draft, train  # noqa: E402
+from customers.training import (  # noqa: E402
+    REVIEW_BAND,
+    Trained,
+    TrainingPair,
+    collect,
+    labelled_pair,
+    save_draft,
+    train,
+)
 
 FIELDS = (
     "given_name",
@@ -121,6 +133,8 @@ FIELDS = (
 )
 # Candidate pairs a steward labels for the weights-200-labels setup.
 STEWARD_SAMPLE = 200
+# The model's own match probability the weights-model-odds setup auto-merges at (its target precision).
+MODEL_PROBABILITY = 0.995
 # The engine's batch size for a backfill (integrations/marketing_cloud/backfill.py DEFAULT_BATCH).
 BATCH_SIZE = 400
 SETS = ("febrl3", "febrl4")
@@ -325,8 +339,19 @@ def steward_sample(data: LabelledSet, size: int, seed: int) -> list[TrainingPair
     ]
 
 
-def trained_weights(data: LabelledSet, seed: int, *, labelled: int = 0) -> dict[str, Any]:
-    """Pass 1 with the rules alone, a model trained on what it left (as train_matcher), activated."""
+def odds_threshold(probability: float) -> float:
+    """The match weight (log2 odds) at which the model's own match probability reaches ``probability``."""
+    return round(math.log2(probability / (1 - probability)), 2)
+
+
+def trained_weights(
+    data: LabelledSet, seed: int, *, labelled: int = 0, model_probability: float | None = None
+) -> dict[str, Any]:
+    """Pass 1 with the rules alone, a model trained on what it left (as train_matcher), activated.
+
+    ``model_probability``: the auto threshold where the model's own match probability reaches it
+    and the review threshold REVIEW_BAND bits lower, instead of train's choice (no labels either).
+    """
     configured = default_rules()
     statuses, seconds, _ = resolve_all(data, seed, BATCH_SIZE)
     started = time.perf_counter()
@@ -338,6 +363,12 @@ def trained_weights(data: LabelledSet, seed: int, *, labelled: int = 0) -> dict[
             training.counts["labelled pairs: steward sample of blocked pairs"] = len(sample)
             training.counts["labelled pairs: of which matches"] = sum(p.label or 0 for p in sample)
         trained = train(training)
+        if model_probability is not None:
+            auto = odds_threshold(model_probability)
+            trained = Trained(
+                model=replace(trained.model, auto_threshold=auto, review_threshold=auto - REVIEW_BAND),
+                report=trained.report | {"thresholds_from": f"model's match probability >= {model_probability}"},
+            )
         row = save_draft(trained, actor="bench", notes=f"bench/febrl.py {data.name}, labelled sample {labelled}")
     training_seconds = time.perf_counter() - started
     set_active_model(row.version)
@@ -353,6 +384,7 @@ def trained_weights(data: LabelledSet, seed: int, *, labelled: int = 0) -> dict[
             "em": report["em"],
             "pairs": report["pairs"],
             "evaluated_against": report["evaluated_against"],
+            "thresholds_from": report.get("thresholds_from", "customers.training.train"),
             "weights": {f"{r['attribute']}: {r['level']}": r["weight"] for r in model_table(row)},
         },
     }
@@ -366,6 +398,9 @@ def model_table(row: MatcherModel) -> list[dict[str, Any]]:
 SETUPS: dict[str, EngineSetup] = {
     "rules": EngineSetup("rules", default_rules),
     "weights": EngineSetup("weights", trained_weights),
+    "weights-model-odds": EngineSetup(
+        "weights-model-odds", lambda data, seed: trained_weights(data, seed, model_probability=MODEL_PROBABILITY)
+    ),
     "weights-200-labels": EngineSetup(
         "weights-200-labels", lambda data, seed: trained_weights(data, seed, labelled=STEWARD_SAMPLE)
     ),
@@ -384,6 +419,9 @@ def empty_customers_tables() -> None:
     keep = {MatchRule, SurvivorshipRule, MatcherModel}
     tables = [m._meta.db_table for m in apps.get_app_config("customers").get_models() if m not in keep]
     with connection.cursor() as cursor:
+        # Inside a transaction (a test's), deferred foreign-key checks of earlier writes run first:
+        # TRUNCATE refuses a table with pending trigger events.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         cursor.execute(f"TRUNCATE {', '.join(connection.ops.quote_name(t) for t in tables)} RESTART IDENTITY CASCADE")
 
 
