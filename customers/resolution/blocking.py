@@ -149,3 +149,28 @@ def blocking_keys(profile: MatchProfile) -> set[tuple[str, str]]:
         keys.update((KEY_POSTAL_NAME, f"{postal}|{code}") for code in surnames)
         keys.update((KEY_POSTAL_FIRST, f"{postal}|{first}") for first in firsts)
     return {(kind, value[:200]) for kind, value in keys}
+
+
+def crossed_keys(profile: MatchProfile) -> set[tuple[str, str]]:
+    """The name keys the record would have with its given name and surname the other way round.
+
+    Looked up, never stored: an incoming "Matthews Bradley" finds the golden record "Bradley
+    Matthews" (same birth date or postcode) through its stored keys, where every stored key pairs
+    a surname with surnames and a first name with first names. Whether the two are one person is
+    the rules' and the weights' call; no stored key changes, so no key migration.
+    """
+    as_surnames = {soundex(name) for name in profile.keys("first_name")} - {""}
+    as_firsts = {canonical_first_name(name) for name in profile.keys("last_name")} - {""}
+    keys: set[tuple[str, str]] = set()
+    for birth_date in profile.keys("birth_date"):
+        keys.update((KEY_NAME_DOB, f"{code}|{birth_date}") for code in as_surnames)
+        keys.update((KEY_FIRST_DOB, f"{first}|{birth_date}") for first in as_firsts)
+    for postal in profile.keys("postal_code"):
+        keys.update((KEY_POSTAL_NAME, f"{postal}|{code}") for code in as_surnames)
+        keys.update((KEY_POSTAL_FIRST, f"{postal}|{first}") for first in as_firsts)
+    return {(kind, value[:200]) for kind, value in keys}
+
+
+def lookup_keys(profile: MatchProfile) -> set[tuple[str, str]]:
+    """The keys an incoming record's candidates are looked up by: its own and its crossed ones."""
+    return blocking_keys(profile) | crossed_keys(profile)

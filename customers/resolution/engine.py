@@ -37,7 +37,7 @@ from django.utils import timezone
 from customers.choices import ChangeType, CrossReferenceStatus, HistoryAction, WritebackState
 from customers.cim import SourceIndividual
 from customers.history import require_atomic
-from customers.resolution.blocking import IDENTITY_KEY_KINDS, MatchProfile, blocking_keys, profile_from_source
+from customers.resolution.blocking import IDENTITY_KEY_KINDS, MatchProfile, lookup_keys, profile_from_source
 from customers.resolution.rules import OUTCOME_AUTO, OUTCOME_SUSPECT, Decision
 from customers.resolution.store import Golden, PendingCandidate, PendingChange, StaleState, UnitOfWork
 from customers.resolution.survivorship import SURVIVING_FIELDS
@@ -78,7 +78,9 @@ class SourceChange:
 
     @cached_property
     def keys(self) -> set[tuple[str, str]]:
-        return blocking_keys(self.profile)
+        # Crossed keys too (a swapped given name and surname), and so locked too: a writer of the
+        # swapped record holds them as its own keys.
+        return lookup_keys(self.profile)
 
     @cached_property
     def lock_names(self) -> set[str]:

@@ -58,7 +58,7 @@ from customers.models import (
     NotAMatch,
     new_master_id,
 )
-from customers.resolution.blocking import MatchProfile, add_person, blocking_keys, profile_from_source
+from customers.resolution.blocking import MatchProfile, add_person, blocking_keys, lookup_keys, profile_from_source
 from customers.resolution.rules import OUTCOME_AUTO, OUTCOME_NONE, Decision, RuleSpec, decide, load_rules, rank
 from customers.resolution.survivorship import (
     SURVIVING_FIELDS,
@@ -587,7 +587,7 @@ class UnitOfWork:
         self, profile: MatchProfile, keys: set[tuple[str, str]] | None = None, *, exclude: set[int] = frozenset()
     ) -> MatchResult:
         """Compare a profile with the golden records its blocking keys (given, or computed) find."""
-        ids = self.candidate_ids(blocking_keys(profile) if keys is None else keys, exclude=exclude)
+        ids = self.candidate_ids(lookup_keys(profile) if keys is None else keys, exclude=exclude)
         result = MatchResult(compared=len(ids))
         if not ids:
             return result
