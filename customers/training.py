@@ -17,11 +17,12 @@ nothing changes in matching until a steward activates it in the admin.
 - **Thresholds**: precision and recall of the auto-merge outcome (rules as overrides and
   guards, as matching applies them) at candidate thresholds, against the labelled pairs
   when there are enough, else against the rules' own auto-merge decisions on the blocked
-  pairs as weak labels; the report says which. The auto threshold is the lowest that meets
-  the target precision, and never below the weight at which the model's own match
-  probability reaches that precision (``posterior_floor``: labels that every threshold
-  satisfies choose nothing); the review threshold the highest that keeps auto + review
-  recall at its target.
+  pairs as weak labels; the report says which. With enough steward decisions the auto
+  threshold is the lowest that meets the target precision against them, and never below the
+  weight at which the model's own match probability reaches that precision
+  (``posterior_floor``); the review threshold the highest that keeps auto + review recall at
+  its target. Weak labels choose nothing (every merge the weights add counts against them),
+  so without enough decisions the thresholds are that floor and REVIEW_BAND bits below it.
 """
 
 from __future__ import annotations
@@ -400,11 +401,14 @@ def train(
         m=em.m, u=u, prior=em.prior, auto_threshold=0.0, review_threshold=0.0, frequencies=data.frequencies
     )
     labelled_matches = sum(1 for p in data.labelled if p.label == 1)
-    if labelled_matches >= MIN_LABELLED_MATCHES and any(p.label == 0 for p in data.labelled):
+    steward_labels = labelled_matches >= MIN_LABELLED_MATCHES and any(p.label == 0 for p in data.labelled)
+    if steward_labels:
         pairs, labels = data.labelled, [p.label or 0 for p in data.labelled]
         against = f"labelled decisions ({len(pairs)} pairs, {labelled_matches} matches)"
     else:
-        # Too few steward decisions: measure against what the rules themselves would auto-merge.
+        # Too few steward decisions: the table is measured against what the rules themselves would
+        # auto-merge, for information only. Such labels cannot choose a threshold: every merge the
+        # weights add counts against it, and a guarded pair never does.
         pairs = data.blocked
         labels = [int(p.auto_rule) for p in pairs]
         against = (
@@ -413,6 +417,9 @@ def train(
         )
     candidates = [t / 2 for t in range(-20, 81)]  # -10 to 40 by halves
     table = evaluate(draft, pairs, labels, candidates)
+    # A match weight is the model's posterior log-odds, so below log2(p / (1 - p)) the model itself
+    # gives the pair less than the target precision: the auto threshold never goes lower.
+    floor = posterior_floor(target_precision)
     auto_threshold = next(
         (r["threshold"] for r in table if r["precision"] is not None and r["precision"] >= target_precision),
         candidates[-1],
@@ -421,21 +428,23 @@ def train(
     for row in table:
         if row["threshold"] >= auto_threshold and row["precision"] is not None and row["precision"] < target_precision:
             auto_threshold = row["threshold"] + 0.5
-    # Labels that every threshold satisfies (weak labels where the guards hold every pair the rules
-    # would not merge, say) choose nothing: the lowest threshold tried would win.
-    labels_undecided = auto_threshold <= candidates[0]
-    # A match weight is the model's posterior log-odds, so below log2(p / (1 - p)) the model itself
-    # gives the pair less than the target precision: the auto threshold never goes lower.
-    floor = posterior_floor(target_precision)
-    auto_threshold = max(auto_threshold, floor)
-    review_threshold = max(
-        (
-            r["threshold"]
-            for r in table
-            if r["recall_with_review"] is not None and r["recall_with_review"] >= review_recall
-        ),
-        default=candidates[0],
-    )
+    # Labels that every threshold satisfies (guards holding every pair the rules would not merge,
+    # say) choose nothing either: the lowest threshold tried would win.
+    labels_undecided = not steward_labels or auto_threshold <= candidates[0]
+    if steward_labels:
+        auto_threshold = max(auto_threshold, floor)
+        review_threshold = max(
+            (
+                r["threshold"]
+                for r in table
+                if r["recall_with_review"] is not None and r["recall_with_review"] >= review_recall
+            ),
+            default=candidates[0],
+        )
+        threshold_basis = "labelled decisions"
+    else:
+        auto_threshold, review_threshold = floor, floor - REVIEW_BAND
+        threshold_basis = "the model's own match probability (too few steward decisions)"
     # A review band of at least REVIEW_BAND bits below the auto threshold (odds 16 times lower), so
     # pairs just short of it reach a steward even where the labels saw no match there.
     review_threshold = min(review_threshold, auto_threshold - REVIEW_BAND)
@@ -456,6 +465,7 @@ def train(
         "auto_threshold": auto_threshold,
         "auto_threshold_floor": floor,
         "labels_undecided": labels_undecided,
+        "threshold_basis": threshold_basis,
         "review_threshold": review_threshold,
         "thresholds": table,
     }
@@ -494,9 +504,9 @@ def format_report(report: dict[str, Any]) -> str:
     )
     if report.get("labels_undecided"):
         lines.append(
-            "Warning: every threshold tried meets the target precision against these labels, so they chose nothing; "
-            f"the auto threshold is the model's own floor ({report.get('auto_threshold_floor')}). "
-            "Train again after more steward decisions before activating it."
+            f"Warning: the labels chose no threshold; the auto threshold is the model's own floor "
+            f"({report.get('auto_threshold_floor')}: its match probability at the target precision). "
+            "Check the dry run, or train again after more steward decisions, before activating it."
         )
     return "\n".join(lines)
 

@@ -208,7 +208,7 @@ def test_a_steward_activates_a_trained_matcher_model_and_reads_a_weighed_review_
     # threshold stays at the model's own floor, and the page warns.
     assert draft.training_report["labels_undecided"] is True
     assert draft.auto_threshold == draft.training_report["auto_threshold_floor"] == 8.0
-    expect(page.locator("#threshold-warning")).to_contain_text("did not tell the thresholds apart")
+    expect(page.locator("#threshold-warning")).to_contain_text("did not choose the thresholds")
     expect(page.locator("#training-report")).to_contain_text("random pairs")
     expect(page.locator("#training-report")).not_to_contain_text("{")  # no raw JSON
     assert_fits(page, "#levels", "#thresholds")

@@ -128,25 +128,44 @@ def test_em_recovers_m_and_the_prior_from_a_generated_sample():
             assert result.m[name][level] == pytest.approx(true_m[name][level], abs=0.05), (name, level)
 
 
-def test_labels_every_threshold_satisfies_leave_the_auto_threshold_at_the_models_own_floor():
-    # Weak labels where each pair the rules would not merge is guarded: every threshold tried
-    # "meets" the target precision, and the lowest (-10 bits) used to win.
+def _drawn(rng: random.Random, table: dict) -> tuple[str, ...]:
+    return tuple(rng.choices(*zip(*table[name].items(), strict=True))[0] for name in ATTRIBUTES)
+
+
+def test_without_steward_decisions_the_thresholds_are_the_models_own_floor():
+    # Weak labels (the rules' own merges) cannot choose a threshold: each merge the weights add
+    # counts against them, so they pushed it past the top of the range (no merge by weight ever).
     rng = random.Random(3)
     source = parameters(top_m=0.85)
-    pairs, random_pairs = [], []
-    for i in range(600):
-        merged = i % 3 == 0
-        table = source["m"] if merged else source["u"]
-        levels = tuple(rng.choices(*zip(*table[name].items(), strict=True))[0] for name in ATTRIBUTES)
-        pairs.append(TrainingPair(levels=levels, auto_rule=merged, guarded=not merged))
-    for _ in range(600):
-        random_pairs.append(tuple(rng.choices(*zip(*source["u"][name].items(), strict=True))[0] for name in ATTRIBUTES))
+    pairs = [TrainingPair(levels=_drawn(rng, source["m"]), auto_rule=i % 2 == 0, guarded=False) for i in range(300)]
+    pairs += [TrainingPair(levels=_drawn(rng, source["u"]), auto_rule=False, guarded=False) for _ in range(300)]
+    random_pairs = [_drawn(rng, source["u"]) for _ in range(600)]
     trained = train(TrainingData(random_pairs=random_pairs, blocked=pairs))
-    floor = posterior_floor(0.995)
-    assert floor == 8.0  # log2(0.995 / 0.005) = 7.64, rounded up to the half bit
+    assert posterior_floor(0.995) == 8.0  # log2(0.995 / 0.005) = 7.64, rounded up to the half bit
+    assert trained.model.auto_threshold == 8.0
+    assert trained.model.review_threshold == 4.0
     assert trained.report["labels_undecided"] is True
-    assert trained.model.auto_threshold == floor
-    assert trained.model.review_threshold <= floor - 4
+    assert "own match probability" in trained.report["threshold_basis"]
+
+
+def test_labels_every_threshold_satisfies_leave_the_auto_threshold_at_the_models_own_floor():
+    # Steward decisions where every pair the weights could merge is a true match and every
+    # non-match is guarded: every threshold "meets" the target precision, and the lowest tried
+    # (-10 bits) used to win.
+    rng = random.Random(3)
+    source = parameters(top_m=0.85)
+    labelled = [
+        TrainingPair(levels=_drawn(rng, source["m"]), auto_rule=False, guarded=False, label=1) for _ in range(40)
+    ]
+    labelled += [
+        TrainingPair(levels=_drawn(rng, source["u"]), auto_rule=False, guarded=True, label=0) for _ in range(40)
+    ]
+    random_pairs = [_drawn(rng, source["u"]) for _ in range(600)]
+    trained = train(TrainingData(random_pairs=random_pairs, labelled=labelled))
+    assert trained.report["threshold_basis"] == "labelled decisions"
+    assert trained.report["labels_undecided"] is True
+    assert trained.model.auto_threshold == posterior_floor(0.995) == 8.0
+    assert trained.model.review_threshold <= 4.0
 
 
 # ---------------------------------------------------------------------------
