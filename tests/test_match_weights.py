@@ -22,7 +22,14 @@ from customers.resolution.rules import Comparisons, decide, load_rules, parse_cr
 from customers.resolution.store import UnitOfWork
 from customers.resolution.weights import LEVELS, MISSING, MatchModel, level_of, levels_of
 from customers.stewardship import mark_not_a_match
-from customers.training import TrainingData, TrainingPair, expectation_maximisation, posterior_floor, train
+from customers.training import (
+    TrainingData,
+    TrainingPair,
+    collect,
+    expectation_maximisation,
+    posterior_floor,
+    train,
+)
 from tests.test_matching import person
 from tests.test_mdm import cim, ingest
 
@@ -282,6 +289,13 @@ def test_train_matcher_saves_a_draft_and_prints_precision_and_recall(sandbox):
     # Training twice makes the next version; neither is active.
     call_command("train_matcher", random_records=100, blocked_records=100, stdout=io.StringIO())
     assert list(MatcherModel.objects.values_list("version", "status")) == [(2, "draft"), (1, "draft")]
+
+
+def test_training_on_the_same_data_with_the_same_seed_draws_the_same_sample(sandbox):
+    _load(300, 40)
+    first, again, other = (collect(random_records=100, blocked_records=100, seed=s) for s in (5, 5, 6))
+    assert first.random_pairs == again.random_pairs and first.blocked == again.blocked
+    assert first.random_pairs != other.random_pairs
 
 
 # ---------------------------------------------------------------------------
