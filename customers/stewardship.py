@@ -27,6 +27,7 @@ from customers.choices import (
     CrossReferenceStatus,
     EngagementChannel,
     HistoryAction,
+    MatcherStatus,
     PrivacyConsentStatus,
 )
 from customers.cim import MIN_YEAR, CimValidationError, parse_individual
@@ -38,6 +39,7 @@ from customers.models import (
     HistoryEntry,
     Individual,
     MatchCandidate,
+    MatcherModel,
     NotAMatch,
     is_master_id,
 )
@@ -754,9 +756,35 @@ def request_resync(individual: Individual, *, actor: str, actor_user: Any = None
     resync_requested.send(sender=Individual, individual=_fresh(golden), actor=actor)
 
 
+def activate_matcher_model(row: MatcherModel, *, actor: str) -> MatcherModel | None:
+    """Make ``row`` the active model; the one active before is retired (and can be activated again)."""
+    with transaction.atomic():
+        locked = MatcherModel.objects.select_for_update().get(pk=row.pk)
+        previous = MatcherModel.objects.select_for_update().filter(status=MatcherStatus.ACTIVE).exclude(pk=row.pk)
+        retired = previous.first()
+        if retired is not None:
+            retired.status = MatcherStatus.RETIRED
+            retired.save(update_fields=["status"])  # saved one by one: the change log keeps each
+        locked.status = MatcherStatus.ACTIVE
+        locked.activated_at = timezone.now()
+        locked.activated_by = actor[:120]
+        locked.save(update_fields=["status", "activated_at", "activated_by"])
+    return retired
+
+
+def retire_matcher_model(row: MatcherModel) -> None:
+    """Back to the rules alone: the active model is retired."""
+    with transaction.atomic():
+        locked = MatcherModel.objects.select_for_update().get(pk=row.pk)
+        if locked.status == MatcherStatus.ACTIVE:
+            locked.status = MatcherStatus.RETIRED
+            locked.save(update_fields=["status"])
+
+
 __all__ = [
     "OptOut",
     "ResolutionError",
+    "activate_matcher_model",
     "clear_not_a_match",
     "erase_individual",
     "is_active",
@@ -770,6 +798,7 @@ __all__ = [
     "record_steward_opt_out",
     "request_resync",
     "resolve_master_id",
+    "retire_matcher_model",
     "set_source_status",
     "skip_candidate",
     "steward_edit",

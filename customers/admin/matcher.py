@@ -7,12 +7,10 @@ from typing import Any
 from auditlog.mixins import AuditlogHistoryAdminMixin
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils import timezone
 
 from customers.admin.common import actor_of
 from customers.choices import MatcherStatus
@@ -20,6 +18,7 @@ from customers.dryrun import run_model_dry_run
 from customers.models import MatcherModel
 from customers.resolution.rules import OUTCOME_AUTO, OUTCOME_NONE, OUTCOME_SUSPECT
 from customers.resolution.weights import model_of
+from customers.stewardship import activate_matcher_model, retire_matcher_model
 
 # Plain words for the engine's outcome codes on the dry-run page.
 OUTCOME_WORDS = {OUTCOME_AUTO: "auto-merge", OUTCOME_SUSPECT: "review", OUTCOME_NONE: "no match"}
@@ -80,31 +79,6 @@ def thresholds_undecided(report: dict[str, Any], bands: list[dict[str, Any]]) ->
 
 # A smaller scan than a rule change's: every pair is scored twice, and the steward waits for it.
 DRY_RUN_SAMPLE = 1000
-
-
-def activate(row: MatcherModel, *, actor: str) -> MatcherModel | None:
-    """Make ``row`` the active model; the one active before is retired (and can be activated again)."""
-    with transaction.atomic():
-        locked = MatcherModel.objects.select_for_update().get(pk=row.pk)
-        previous = MatcherModel.objects.select_for_update().filter(status=MatcherStatus.ACTIVE).exclude(pk=row.pk)
-        retired = previous.first()
-        if retired is not None:
-            retired.status = MatcherStatus.RETIRED
-            retired.save(update_fields=["status"])  # saved one by one: the change log keeps each
-        locked.status = MatcherStatus.ACTIVE
-        locked.activated_at = timezone.now()
-        locked.activated_by = actor[:120]
-        locked.save(update_fields=["status", "activated_at", "activated_by"])
-    return retired
-
-
-def deactivate(row: MatcherModel) -> None:
-    """Back to the rules alone: the active model is retired."""
-    with transaction.atomic():
-        locked = MatcherModel.objects.select_for_update().get(pk=row.pk)
-        if locked.status == MatcherStatus.ACTIVE:
-            locked.status = MatcherStatus.RETIRED
-            locked.save(update_fields=["status"])
 
 
 @admin.register(MatcherModel)
@@ -191,7 +165,7 @@ class MatcherModelAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
         if request.method == "POST":
             if request.POST.get("confirm") != "yes":
                 return HttpResponseRedirect(reverse("admin:customers_matchermodel_activate", args=[row.pk]))
-            retired = activate(row, actor=actor_of(request))
+            retired = activate_matcher_model(row, actor=actor_of(request))
             note = f" (v{retired.version} retired; it can be activated again)" if retired else ""
             self.message_user(request, f"Matcher model v{row.version} is active{note}.", messages.SUCCESS)
             return HttpResponseRedirect(reverse("admin:customers_matchermodel_change", args=[row.pk]))
@@ -224,6 +198,6 @@ class MatcherModelAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
         row = get_object_or_404(MatcherModel, pk=object_id)
         if not self.has_change_permission(request, row) or request.method != "POST":
             raise PermissionDenied
-        deactivate(row)
+        retire_matcher_model(row)
         self.message_user(request, f"Matcher model v{row.version} retired: the rules alone decide.", messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:customers_matchermodel_change", args=[row.pk]))

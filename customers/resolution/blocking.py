@@ -137,18 +137,24 @@ IDENTITY_KEY_KINDS = frozenset(BLOCKING_KEY_KINDS)
 
 
 def blocking_keys(profile: MatchProfile) -> set[tuple[str, str]]:
-    keys: set[tuple[str, str]] = set()
-    keys.update((KEY_EMAIL, provider_email(email)) for email in profile.keys("email"))
+    keys = {(KEY_EMAIL, provider_email(email)) for email in profile.keys("email")}
     keys.update((KEY_PHONE, phone) for phone in profile.keys("phone") if len(phone) >= 7)
-    surnames = {soundex(name) for name in profile.keys("last_name")} - {""}
-    firsts = {canonical_first_name(name) for name in profile.keys("first_name")} - {""}
+    keys.update(_name_keys(profile, surnames=profile.keys("last_name"), first_names=profile.keys("first_name")))
+    return {(kind, value[:200]) for kind, value in keys}
+
+
+def _name_keys(profile: MatchProfile, *, surnames: set[str], first_names: set[str]) -> set[tuple[str, str]]:
+    """The keys pairing the surnames' Soundex and the first names with the birth date and the postcode."""
+    codes = {soundex(name) for name in surnames} - {""}
+    firsts = {canonical_first_name(name) for name in first_names} - {""}
+    keys: set[tuple[str, str]] = set()
     for birth_date in profile.keys("birth_date"):
-        keys.update((KEY_NAME_DOB, f"{code}|{birth_date}") for code in surnames)
+        keys.update((KEY_NAME_DOB, f"{code}|{birth_date}") for code in codes)
         keys.update((KEY_FIRST_DOB, f"{first}|{birth_date}") for first in firsts)
     for postal in profile.keys("postal_code"):
-        keys.update((KEY_POSTAL_NAME, f"{postal}|{code}") for code in surnames)
+        keys.update((KEY_POSTAL_NAME, f"{postal}|{code}") for code in codes)
         keys.update((KEY_POSTAL_FIRST, f"{postal}|{first}") for first in firsts)
-    return {(kind, value[:200]) for kind, value in keys}
+    return keys
 
 
 def crossed_keys(profile: MatchProfile) -> set[tuple[str, str]]:
@@ -159,15 +165,7 @@ def crossed_keys(profile: MatchProfile) -> set[tuple[str, str]]:
     a surname with surnames and a first name with first names. Whether the two are one person is
     the rules' and the weights' call; no stored key changes, so no key migration.
     """
-    as_surnames = {soundex(name) for name in profile.keys("first_name")} - {""}
-    as_firsts = {canonical_first_name(name) for name in profile.keys("last_name")} - {""}
-    keys: set[tuple[str, str]] = set()
-    for birth_date in profile.keys("birth_date"):
-        keys.update((KEY_NAME_DOB, f"{code}|{birth_date}") for code in as_surnames)
-        keys.update((KEY_FIRST_DOB, f"{first}|{birth_date}") for first in as_firsts)
-    for postal in profile.keys("postal_code"):
-        keys.update((KEY_POSTAL_NAME, f"{postal}|{code}") for code in as_surnames)
-        keys.update((KEY_POSTAL_FIRST, f"{postal}|{first}") for first in as_firsts)
+    keys = _name_keys(profile, surnames=profile.keys("first_name"), first_names=profile.keys("last_name"))
     return {(kind, value[:200]) for kind, value in keys}
 
 
