@@ -45,6 +45,7 @@ from sandboxes.marketing_cloud.ens import (
 )
 from tests.conftest import journey_jwt, subscriber
 from tests.queue import run_queued
+from tests.test_mc_check import mc_check
 
 MID_A, MID_B = "100001", "100002"
 SECRET_A = "unit-a-jwt-signing-secret-0123456789abcdef"
@@ -391,16 +392,6 @@ def test_bulk_write_backs_of_two_units_land_in_each_unit_s_data_extension_and_ma
         assert (
             xref.writeback_state == "written" and rows_b[xref.external_id]["GlobalPartyId"] == xref.individual.master_id
         )
-
-
-def mc_check(hub_url: str) -> tuple[int, list[str]]:
-    out = io.StringIO()
-    try:
-        call_command("mc_check", "--hub-url", hub_url, stdout=out)
-        code = 0
-    except SystemExit as exit_info:
-        code = int(exit_info.code or 0)
-    return code, out.getvalue().splitlines()
 
 
 @pytest.mark.django_db(transaction=True)

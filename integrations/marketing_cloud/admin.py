@@ -48,8 +48,20 @@ class ScheduledReadAdmin(admin.ModelAdmin):
     def queue_run() -> None:
         raise NotImplementedError
 
+    @staticmethod
+    def state_for(unit: business_units.BusinessUnit) -> None:
+        """Make sure ``unit`` has its state row."""
+        raise NotImplementedError
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        # One row per business unit before its first run, so each unit's state (and "Run now") shows
+        # from the start.
+        for unit in business_units.units():
+            self.state_for(unit)
+        return super().changelist_view(request, extra_context)
 
     @admin.display(description="business unit", ordering="business_unit")
     def unit(self, obj: Any) -> str:
@@ -182,11 +194,9 @@ class ReconciliationStateAdmin(ScheduledReadAdmin):
     def queue_run() -> None:
         queue_poll()
 
-    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
-        # Show the row before the first run, so "Run now" has something to act on.
-        for unit in business_units.units():
-            ReconciliationState.objects.get_or_create(business_unit=unit.state_key, de_key=unit.de_key)
-        return super().changelist_view(request, extra_context)
+    @staticmethod
+    def state_for(unit: business_units.BusinessUnit) -> None:
+        ReconciliationState.objects.get_or_create(business_unit=unit.state_key, de_key=unit.de_key)
 
 
 @admin.register(ImportJob)
@@ -324,11 +334,9 @@ class SubscriberStatusSyncAdmin(ScheduledReadAdmin):
     def queue_run() -> None:
         queue_status_read()
 
-    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
-        # One row per business unit before its first run, so each unit's state shows from the start.
-        for unit in business_units.units():
-            SubscriberStatusSync.objects.get_or_create(business_unit=unit.state_key)
-        return super().changelist_view(request, extra_context)
+    @staticmethod
+    def state_for(unit: business_units.BusinessUnit) -> None:
+        SubscriberStatusSync.objects.get_or_create(business_unit=unit.state_key)
 
 
 @admin.register(UnsubscribeWriteback)
