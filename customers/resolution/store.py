@@ -21,13 +21,13 @@ wait for each other but never in a cycle.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connection
-from django.db.models import Q
 from django.utils import timezone
 
 from customers.choices import (
@@ -59,16 +59,16 @@ from customers.models import (
     new_master_id,
 )
 from customers.resolution.blocking import MatchProfile, add_person, blocking_keys, lookup_keys, profile_from_source
-from customers.resolution.rules import OUTCOME_AUTO, OUTCOME_NONE, Decision, RuleSpec, decide, load_rules, rank
+from customers.resolution.configuration import Configuration, in_force
+from customers.resolution.rules import OUTCOME_AUTO, OUTCOME_NONE, Decision, RuleSpec, decide, rank
 from customers.resolution.survivorship import (
     SURVIVING_FIELDS,
     SourceValues,
     Strategy,
     compute,
     contact_points,
-    load_strategies,
 )
-from customers.resolution.weights import MatchModel, decide_with_model, load_active_model
+from customers.resolution.weights import MatchModel, decide_with_model
 from customers.signals import change_recorded, marketing_opt_outs_recorded
 from hub.sql import delete_rows, insert_rows, reserve_ids, update_rows
 
@@ -89,8 +89,55 @@ _CONTACT_POINT = ContactPoint._meta.db_table
 _CHANGE_EVENT = ChangeEvent._meta.db_table
 _MATCH_KEY = MatchKey._meta.db_table
 _CANDIDATE = MatchCandidate._meta.db_table
+_NOT_A_MATCH = NotAMatch._meta.db_table
 
 PERSON_COLUMNS = (*SURVIVING_FIELDS, "do_not_market_since", "consent_source")
+# The columns a golden record is loaded with (after its id), and a cross reference's, named as
+# SourceRecord names them (but "id"); the source's payload is read after them when it is wanted.
+_GOLDEN_COLUMNS = (
+    "master_id",
+    *PERSON_COLUMNS,
+    "erased_at",
+    "merged_into_id",
+    "merged_at",
+    "pins",
+    "lineage",
+    "match_profile",
+    "created_at",
+    "updated_at",
+)
+_SOURCE_COLUMNS = (
+    "id",
+    "individual_id",
+    "system",
+    "external_id",
+    "status",
+    "system_record_id",
+    "business_unit",
+    "source_status",
+    "first_seen_at",
+    "last_seen_at",
+    "source_modified_at",
+    "writeback_state",
+    "source_master_id",
+    "written_at",
+    "writeback_error",
+    "match_rule",
+    "match_detail",
+    "updated_at",
+)
+_DETAIL = _SOURCE_COLUMNS.index("match_detail")
+# Read inside JSON (a golden record's sources), these arrive as ISO 8601 text.
+_SOURCE_TIMESTAMPS = tuple(
+    i
+    for i, name in enumerate(_SOURCE_COLUMNS)
+    if name in ("first_seen_at", "last_seen_at", "source_modified_at", "written_at", "updated_at")
+)
+
+
+def _jsonb(text: str | None) -> Any:
+    """A jsonb column read by a raw cursor: the connection hands jsonb over as text (as Django's JSONField wants)."""
+    return None if text is None else json.loads(text)
 
 
 class StaleState(Exception):
@@ -308,27 +355,27 @@ class UnitOfWork:
         self._open_pairs: set[tuple[int, int]] = set()
         self._pairs_loaded: set[int] = set()
         self._reserved: dict[str, list[int]] = {_INDIVIDUAL: [], _XREF: []}
-        self._rules: list[RuleSpec] | None = None
-        self._model: MatchModel | None = None
-        self._model_loaded = False
-        self._strategies: dict[str, Strategy] | None = None
+        self._configuration: Configuration | None = None
         self._decisions: dict[tuple[int, int], tuple[int, Decision]] = {}
 
     # ------------------------------------------------------------------------------------------
     # Loading
     # ------------------------------------------------------------------------------------------
     @property
+    def configuration(self) -> Configuration:
+        """The match rules, matcher model and survivorship rules in force, read once per unit of work."""
+        if self._configuration is None:
+            self._configuration = in_force()
+        return self._configuration
+
+    @property
     def rules(self) -> list[RuleSpec]:
-        if self._rules is None:
-            self._rules = load_rules()
-        return self._rules
+        return self.configuration.rules
 
     @property
     def model(self) -> MatchModel | None:
         """The active matcher model (match weights), or None: then the rules alone decide."""
-        if not self._model_loaded:
-            self._model, self._model_loaded = load_active_model(), True
-        return self._model
+        return self.configuration.model
 
     def decide(self, incoming: MatchProfile, candidate: MatchProfile, *, explain_all: bool = False) -> Decision:
         """One pair decided as matching decides it: by the rules, and by the match weight when a model is active."""
@@ -339,9 +386,7 @@ class UnitOfWork:
 
     @property
     def strategies(self) -> dict[str, Strategy]:
-        if self._strategies is None:
-            self._strategies = load_strategies()
-        return self._strategies
+        return self.configuration.strategies
 
     def reserve(self, *, goldens: int = 0, sources: int = 0) -> None:
         """Reserve ids for the golden records and cross references this work may create (one statement)."""
@@ -355,47 +400,41 @@ class UnitOfWork:
         return self._reserved[table].pop(0)
 
     def load_sources(self, pairs: Iterable[tuple[str, str]]) -> None:
-        """Load the cross references of these (system, external ID) pairs, if they exist."""
+        """Load the cross references of these (system, external ID) pairs, if they exist (one statement)."""
         wanted = {p for p in pairs if p not in self.sources}
         if not wanted:
             return
         systems, ids = zip(*sorted(wanted), strict=True)
-        rows = CrossReference.objects.raw(
-            f"SELECT x.* FROM {_XREF} x JOIN unnest(%s::text[], %s::text[]) AS w(system, external_id) "
-            "ON x.system = w.system AND x.external_id = w.external_id",
-            [list(systems), list(ids)],
+        columns = ", ".join(f"x.{name}" for name in _SOURCE_COLUMNS)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {columns}, x.source_payload FROM {_XREF} x "
+                "JOIN unnest(%s::text[], %s::text[]) AS w(system, external_id) "
+                "ON x.system = w.system AND x.external_id = w.external_id",
+                [list(systems), list(ids)],
+            )
+            rows = cursor.fetchall()
+        # source_payload and match_detail are jsonb, which the connection reads as text.
+        self._take_sources(
+            [(*row[:_DETAIL], _jsonb(row[_DETAIL]), *row[_DETAIL + 1 : -1], _jsonb(row[-1])) for row in rows],
+            with_payloads=True,
         )
-        self._take_sources(rows)
 
-    def _take_sources(self, rows: Iterable[CrossReference], *, with_payloads: bool = True) -> list[SourceRecord]:
+    def _take_sources(self, rows: Iterable[Sequence[Any]], *, with_payloads: bool) -> list[SourceRecord]:
+        """SourceRecords of cross-reference rows (``_SOURCE_COLUMNS``, then the payload if ``with_payloads``)."""
         taken = []
-        for x in rows:
-            key = (x.system, x.external_id)
+        for row in rows:
+            values = dict(zip(_SOURCE_COLUMNS, row, strict=False))
+            key = (values["system"], values["external_id"])
             record = self.sources.get(key)
             if record is not None and with_payloads and not record.payload_loaded:
-                record.payload, record.payload_loaded = x.source_payload or {}, True
+                record.payload, record.payload_loaded = row[-1] or {}, True
             if record is None:
+                values["pk"] = values.pop("id")
                 record = SourceRecord(
-                    pk=x.pk,
-                    individual_id=x.individual_id,
-                    system=x.system,
-                    external_id=x.external_id,
-                    status=x.status,
-                    system_record_id=x.system_record_id,
-                    business_unit=x.business_unit,
-                    source_status=x.source_status,
-                    first_seen_at=x.first_seen_at,
-                    last_seen_at=x.last_seen_at,
-                    source_modified_at=x.source_modified_at,
-                    payload=(x.source_payload or {}) if with_payloads else {},
+                    **values,
+                    payload=(row[-1] or {}) if with_payloads else {},
                     payload_loaded=with_payloads,
-                    writeback_state=x.writeback_state,
-                    source_master_id=x.source_master_id,
-                    written_at=x.written_at,
-                    writeback_error=x.writeback_error,
-                    match_rule=x.match_rule,
-                    match_detail=x.match_detail,
-                    updated_at=x.updated_at,
                 )
                 self.sources[key] = record
             taken.append(record)
@@ -413,76 +452,123 @@ class UnitOfWork:
         self.load_goldens({merged_into or pk for _, pk, merged_into in rows})
 
     def load_keys(self, keys: Iterable[tuple[str, str]]) -> None:
-        """Read, per blocking key, the golden records that hold it (bounded, lowest ids first)."""
+        """Read, per blocking key, the golden records that hold it (bounded, lowest ids first).
+
+        One statement reads the keys' rows and, with them, the golden records they find that
+        this unit of work does not hold yet, as ``load_goldens`` reads them (without payloads).
+        """
         wanted = sorted({k for k in keys if k not in self._key_rows})
         if not wanted:
             return
         for key in wanted:
             self._key_rows[key] = []
         kinds, values = zip(*wanted, strict=True)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT w.kind, w.value, m.individual_id FROM unnest(%s::text[], %s::text[]) AS w(kind, value) "
-                f"CROSS JOIN LATERAL (SELECT individual_id FROM {_MATCH_KEY} k WHERE k.kind = w.kind "
-                "AND k.value = w.value ORDER BY individual_id LIMIT %s) AS m",
-                [list(kinds), list(values), _PER_KEY_READ],
-            )
-            rows = cursor.fetchall()
-        for kind, value, individual_id in rows:
-            self._key_rows[(kind, value)].append(individual_id)
+        rows = self._fetch_goldens(
+            "WITH hit AS (SELECT w.kind, w.value, m.individual_id "
+            "FROM unnest(%(kinds)s::text[], %(values)s::text[]) AS w(kind, value) "
+            f"CROSS JOIN LATERAL (SELECT individual_id FROM {_MATCH_KEY} k WHERE k.kind = w.kind "
+            "AND k.value = w.value ORDER BY individual_id LIMIT %(per_key)s) AS m), "
+            "found AS (SELECT individual_id, array_agg(kind) AS kinds, array_agg(value) AS key_values "
+            "FROM hit GROUP BY individual_id) "
+            "SELECT found.kinds, found.key_values, {golden} "
+            "FROM found JOIN {individual} i ON i.id = found.individual_id",
+            {"kinds": list(kinds), "values": list(values), "per_key": _PER_KEY_READ},
+            with_payloads=False,
+            leading=2,
+        )
+        for key_kinds, key_values, pk in rows:
+            for key in zip(key_kinds, key_values, strict=True):
+                self._key_rows[key].append(pk)
         # Candidates are compared on their stored profiles: their sources' payloads are read only
         # for the few this work goes on to change (``_touch``), and for records stored before
         # profiles were (one query for all of them).
-        found = {individual_id for _, _, individual_id in rows}
-        self.load_goldens(found, with_payloads=False)
+        found = {pk for _, _, pk in rows}
         self._load_payloads({pk for pk in found if pk in self.goldens and self.goldens[pk].stored_profile is None})
 
     def load_goldens(self, ids: Iterable[int], *, with_payloads: bool = True) -> None:
-        """Load golden records with all their cross references (two queries; payloads optional)."""
+        """Load golden records with all their cross references and pair memory (one statement; payloads optional)."""
+        ids = set(ids)
         wanted = {pk for pk in ids if pk not in self.goldens}
         if with_payloads:
             # Golden records loaded before as candidates get their payloads now (one query).
-            self._load_payloads({pk for pk in ids if pk in self.goldens} - wanted)
-        if not wanted:
-            return
-        for row in Individual.objects.filter(pk__in=wanted).values(
-            "pk",
-            "master_id",
-            *PERSON_COLUMNS,
-            "erased_at",
-            "merged_into_id",
-            "merged_at",
-            "pins",
-            "lineage",
-            "match_profile",
-            "created_at",
-            "updated_at",
-        ):
-            self.goldens[row["pk"]] = Golden(
-                pk=row["pk"],
-                master_id=row["master_id"],
-                values={name: row[name] for name in PERSON_COLUMNS},
-                created_at=row["created_at"],
-                updated_at=row["updated_at"],
-                erased_at=row["erased_at"],
-                merged_into_id=row["merged_into_id"],
-                merged_at=row["merged_at"],
-                pins=row["pins"] or {},
-                lineage=row["lineage"] or {},
-                stored_profile=row["match_profile"],
-                version=row["updated_at"],
+            self._load_payloads((ids & self.goldens.keys()) - wanted)
+        if wanted:
+            self._fetch_goldens(
+                "SELECT {golden} FROM {individual} i WHERE i.id = ANY(%(ids)s::bigint[])",
+                {"ids": sorted(wanted)},
+                with_payloads=with_payloads,
+                leading=0,
             )
-            self._master_ids.setdefault(row["master_id"], row["merged_into_id"] or row["pk"])
-        xrefs = CrossReference.objects.filter(individual_id__in=wanted).order_by("id")
-        if not with_payloads:
-            xrefs = xrefs.defer("source_payload")
-        for record in self._take_sources(xrefs, with_payloads=with_payloads):
-            golden = self.goldens.get(record.individual_id)
-            if golden is not None and record not in golden.sources:
-                golden.sources.append(record)
-        for pk in wanted & self.goldens.keys():
-            self.goldens[pk].sources.sort(key=lambda r: r.pk)
-        self._load_pair_memory(wanted & self.goldens.keys())
+
+    def _fetch_goldens(
+        self, sql: str, params: dict[str, Any], *, with_payloads: bool, leading: int
+    ) -> list[tuple[Any, ...]]:
+        """Run ``sql`` (``{golden}`` and ``{individual}`` filled in) and take the golden records it reads.
+
+        Each row is ``leading`` columns of the caller's, then a golden record's columns, its cross
+        references (JSON, payloads only ``with_payloads``), its not-a-match partners and its open
+        review pairs, read in the same statement: one round trip, however many records. Records
+        this unit of work holds already are read without the rest and left as they are. Returns
+        the caller's columns and each row's golden-record id.
+        """
+        known = sorted(self.goldens)
+        source_columns = ", ".join(f"x.{name}" for name in _SOURCE_COLUMNS)
+        payload = ", x.source_payload" if with_payloads else ""
+        golden = (
+            "i.id, "
+            + ", ".join(f"i.{name}" for name in _GOLDEN_COLUMNS)
+            + ", CASE WHEN i.id = ANY(%(known)s::bigint[]) THEN NULL ELSE ("
+            f"SELECT json_agg(json_build_array({source_columns}{payload}) ORDER BY x.id) "
+            f"FROM {_XREF} x WHERE x.individual_id = i.id) END, "
+            f"ARRAY(SELECT n.right_id FROM {_NOT_A_MATCH} n WHERE n.left_id = i.id "
+            f"UNION ALL SELECT n.left_id FROM {_NOT_A_MATCH} n WHERE n.right_id = i.id), "
+            f"ARRAY(SELECT c.right_id FROM {_CANDIDATE} c WHERE c.left_id = i.id AND c.status = %(open)s), "
+            f"ARRAY(SELECT c.left_id FROM {_CANDIDATE} c WHERE c.right_id = i.id AND c.status = %(open)s)"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                sql.format(golden=golden, individual=_INDIVIDUAL),
+                {**params, "known": known, "open": CandidateStatus.OPEN},
+            )
+            rows = cursor.fetchall()
+        taken = []
+        for row in rows:
+            head, pk, values = row[:leading], row[leading], row[leading + 1 :]
+            taken.append((*head, pk))
+            if pk in self.goldens:
+                continue
+            columns = dict(zip(_GOLDEN_COLUMNS, values, strict=False))
+            sources, not_a_match, open_right, open_left = values[len(_GOLDEN_COLUMNS) :]
+            record = Golden(
+                pk=pk,
+                master_id=columns["master_id"],
+                values={name: columns[name] for name in PERSON_COLUMNS},
+                created_at=columns["created_at"],
+                updated_at=columns["updated_at"],
+                erased_at=columns["erased_at"],
+                merged_into_id=columns["merged_into_id"],
+                merged_at=columns["merged_at"],
+                pins=_jsonb(columns["pins"]) or {},
+                lineage=_jsonb(columns["lineage"]) or {},
+                stored_profile=_jsonb(columns["match_profile"]),
+                version=columns["updated_at"],
+            )
+            self.goldens[pk] = record
+            self._master_ids.setdefault(record.master_id, record.merged_into_id or pk)
+            if sources:
+                for source in sources:
+                    for index in _SOURCE_TIMESTAMPS:
+                        if source[index] is not None:
+                            source[index] = dt.datetime.fromisoformat(source[index])
+                taken_sources = self._take_sources(sources, with_payloads=with_payloads)
+                record.sources = sorted({id(r): r for r in taken_sources}.values(), key=lambda r: r.pk)
+            self._pairs_loaded.add(pk)
+            for other in not_a_match:
+                self._not_a_match[pk].add(other)
+                self._not_a_match[other].add(pk)
+            self._open_pairs.update((pk, other) for other in open_right)
+            self._open_pairs.update((other, pk) for other in open_left)
+        return taken
 
     def load_payloads(self, ids: set[int]) -> None:
         """The source payloads of these golden records, if they were loaded without (one query)."""
@@ -490,32 +576,19 @@ class UnitOfWork:
 
     def _load_payloads(self, ids: set[int]) -> None:
         """The source payloads of golden records that were loaded without them (one query)."""
-        lacking = {pk for pk in ids if any(not r.payload_loaded for r in self.goldens[pk].sources)}
-        if lacking:
-            rows = CrossReference.objects.filter(individual_id__in=lacking).only(
-                "system", "external_id", "source_payload"
-            )
-            for x in rows:
-                record = self.sources.get((x.system, x.external_id))
-                if record is not None and not record.payload_loaded:
-                    record.payload, record.payload_loaded = x.source_payload or {}, True
-
-    def _load_pair_memory(self, ids: set[int]) -> None:
-        """Not-a-match pairs and open review pairs of these golden records."""
-        ids = ids - self._pairs_loaded
-        if not ids:
+        lacking = sorted(pk for pk in ids if any(not r.payload_loaded for r in self.goldens[pk].sources))
+        if not lacking:
             return
-        self._pairs_loaded |= ids
-        id_list = list(ids)
-        for left, right in NotAMatch.objects.filter(Q(left_id__in=id_list) | Q(right_id__in=id_list)).values_list(
-            "left_id", "right_id"
-        ):
-            self._not_a_match[left].add(right)
-            self._not_a_match[right].add(left)
-        for pair in MatchCandidate.objects.filter(
-            Q(left_id__in=id_list) | Q(right_id__in=id_list), status=CandidateStatus.OPEN
-        ).values_list("left_id", "right_id"):
-            self._open_pairs.add(pair)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT system, external_id, source_payload FROM {_XREF} WHERE individual_id = ANY(%s::bigint[])",
+                [lacking],
+            )
+            rows = cursor.fetchall()
+        for system, external_id, payload in rows:
+            record = self.sources.get((system, external_id))
+            if record is not None and not record.payload_loaded:
+                record.payload, record.payload_loaded = _jsonb(payload) or {}, True
 
     # ------------------------------------------------------------------------------------------
     # Reading
