@@ -472,7 +472,7 @@ class UnitOfWork:
             "FROM hit GROUP BY individual_id) "
             "SELECT found.kinds, found.key_values, {golden} "
             "FROM found JOIN {individual} i ON i.id = found.individual_id",
-            {"kinds": list(kinds), "values": list(values), "per_key": _PER_KEY_READ},
+            {"kinds": list(kinds), "values": list(values), "per_key": _PER_KEY_READ, "known": sorted(self.goldens)},
             with_payloads=False,
             leading=2,
         )
@@ -495,7 +495,7 @@ class UnitOfWork:
         if wanted:
             self._fetch_goldens(
                 "SELECT {golden} FROM {individual} i WHERE i.id = ANY(%(ids)s::bigint[])",
-                {"ids": sorted(wanted)},
+                {"ids": sorted(wanted), "known": []},
                 with_payloads=with_payloads,
                 leading=0,
             )
@@ -508,10 +508,10 @@ class UnitOfWork:
         Each row is ``leading`` columns of the caller's, then a golden record's columns, its cross
         references (JSON, payloads only ``with_payloads``), its not-a-match partners and its open
         review pairs, read in the same statement: one round trip, however many records. Records
-        this unit of work holds already are read without the rest and left as they are. Returns
+        this unit of work holds already (``params["known"]``, the ids ``sql`` may find among
+        them) are read without their sources and left as they are. Returns
         the caller's columns and each row's golden-record id.
         """
-        known = sorted(self.goldens)
         source_columns = ", ".join(f"x.{name}" for name in _SOURCE_COLUMNS)
         payload = ", x.source_payload" if with_payloads else ""
         golden = (
@@ -528,7 +528,7 @@ class UnitOfWork:
         with connection.cursor() as cursor:
             cursor.execute(
                 sql.format(golden=golden, individual=_INDIVIDUAL),
-                {**params, "known": known, "open": CandidateStatus.OPEN},
+                {**params, "open": CandidateStatus.OPEN},
             )
             rows = cursor.fetchall()
         taken = []
