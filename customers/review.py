@@ -123,12 +123,11 @@ def decision_rows(explanation: dict[str, Any] | None) -> list[dict[str, Any]]:
     return rows
 
 
-def weight_summary(explanation: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The match weight of a stored decision and each attribute's part (level, weight), or None without a model.
+def weight_parts(explanation: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The match weight of a stored decision, its model version and each attribute's part, or None without a model.
 
-    The parts come in the comparison's attribute order (the stored JSON's key order is PostgreSQL's),
-    with the prior as a part of its own so the column adds up to the weight, and the thresholds of
-    the version that decided, so the page can say whether a guard stopped a merge.
+    Read from the stored decision alone (no query), so a list of decisions can show them. The
+    parts come in the comparison's attribute order (the stored JSON's key order is PostgreSQL's).
     """
     explanation = explanation if isinstance(explanation, dict) else {}
     weight, parts = explanation.get("weight"), explanation.get("parts")
@@ -147,16 +146,29 @@ def weight_summary(explanation: dict[str, Any] | None) -> dict[str, Any] | None:
             }
         )
     version = explanation.get("modelVersion")
-    model = MatcherModel.objects.filter(version=version).first() if isinstance(version, int) else None
-    auto = model.auto_threshold if model is not None else None
     return {
         "weight": weight,
-        "prior": weight - sum(row["weight"] for row in rows),
-        "model_version": version,
+        "model_version": version if isinstance(version, int) else None,
+        "guard": str(explanation.get("guard") or ""),
+        "rows": rows,
+    }
+
+
+def weight_summary(explanation: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``weight_parts`` with the prior as a part of its own, so the column adds up to the weight, and the
+    thresholds of the version that decided, so the page can say whether a guard stopped a merge.
+    """
+    parts = weight_parts(explanation)
+    if parts is None:
+        return None
+    version, weight = parts["model_version"], parts["weight"]
+    model = MatcherModel.objects.filter(version=version).first() if version is not None else None
+    auto = model.auto_threshold if model is not None else None
+    return {
+        **parts,
+        "prior": weight - sum(row["weight"] for row in parts["rows"]),
         "model": model,
         "auto_threshold": auto,
         "review_threshold": model.review_threshold if model is not None else None,
-        "guard": str(explanation.get("guard") or ""),
         "guard_blocked": auto is not None and weight >= auto,
-        "rows": rows,
     }

@@ -11,6 +11,8 @@ from auditlog.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -216,6 +218,9 @@ def test_a_guard_sends_a_high_weight_twin_pair_to_review(sandbox, client):
     page = client.get(reverse("admin:customers_matchcandidate_change", args=[pair.pk])).content.decode()
     assert 'id="match-weight"' in page and "matcher model v4" in page and "Guard: possible twins" in page
     assert "sounds alike" in page or "different" in page
+    # The queue's list shows it too, from the stored decision (no query per row).
+    queue = client.get(reverse("admin:customers_matchcandidate_changelist") + "?status__exact=open").content.decode()
+    assert f"{pair.comparison['weight']:.1f} bits (model v4)" in queue and 'class="match-weight"' in queue
 
 
 def test_auto_merge_rules_still_merge_whatever_the_weight(sandbox):
@@ -370,3 +375,26 @@ def test_an_active_model_with_unreadable_parameters_leaves_matching_to_the_rules
     ingest("CRM", "c-1", cim("Ann", "Lee", email="a.lee@other.example", postal="94105"))
     pair = MatchCandidate.objects.get()
     assert pair.rule == "Name and postcode" and pair.model_version is None
+
+
+def test_the_review_queue_lists_each_pairs_weight_with_a_bounded_number_of_queries(sandbox, client):
+    people = [ingest("POS", f"q-{n}", cim(f"Name{n}", f"Surname{n}", email=f"q{n}@example.com")) for n in range(7)]
+    ids = sorted(p.pk for p in people)
+    pairs = [(a, b) for i, a in enumerate(ids) for b in ids[i + 1 :]]
+    MatchCandidate.objects.bulk_create(
+        MatchCandidate(
+            left_id=a,
+            right_id=b,
+            rule="Match weight",
+            model_version=2,
+            comparison={"weight": 7.25 + n, "modelVersion": 2, "parts": {"last_name": {"level": "exact", "weight": 6}}},
+        )
+        for n, (a, b) in enumerate(pairs)
+    )
+    client.force_login(get_user_model().objects.create_superuser("lead", "", "pw-for-tests"))
+    with CaptureQueriesContext(connection) as queries:
+        queue = client.get(reverse("admin:customers_matchcandidate_changelist") + "?status__exact=open")
+    text = queue.content.decode()
+    assert text.count('class="match-weight"') == len(pairs) == 21
+    assert "7.2 bits (model v2)" in text and "last name: " in text
+    assert len(queries) <= 12, len(queries)

@@ -15,13 +15,22 @@ from django.utils.html import format_html
 from customers.admin.common import LargeListMixin, actor_of
 from customers.choices import CandidateStatus
 from customers.models import MatchCandidate
-from customers.review import SCORE_MEANING, compare_records, weight_summary
+from customers.review import SCORE_MEANING, compare_records, weight_parts, weight_summary
 from customers.stewardship import ResolutionError, mark_not_a_match, merge_individuals, skip_candidate
 
 
 @admin.register(MatchCandidate)
 class MatchCandidateAdmin(LargeListMixin, admin.ModelAdmin):
-    list_display = ["created_at", "left_record", "right_record", "rule", "score_display", "status", "decided_by"]
+    list_display = [
+        "created_at",
+        "left_record",
+        "right_record",
+        "rule",
+        "score_display",
+        "weight_display",
+        "status",
+        "decided_by",
+    ]
     list_filter = ["status", "rule", "created_at"]
     list_select_related = ["left", "right"]
     search_fields = ["=left__master_id", "=right__master_id"]
@@ -59,6 +68,21 @@ class MatchCandidateAdmin(LargeListMixin, admin.ModelAdmin):
     def score_display(self, obj: MatchCandidate) -> str:
         # The rule's score is the mean similarity of its criteria: say so, "1.00" alone reads as a count.
         return format_html('<span title="{}">{} of 1</span>', SCORE_MEANING, f"{obj.score:.2f}")
+
+    @admin.display(description="match weight")
+    def weight_display(self, obj: MatchCandidate) -> str:
+        """The weight the matcher model gave the pair, its version, and (on hover) the parts that weighed most."""
+        summary = weight_parts(obj.comparison)
+        if summary is None:
+            return "–"
+        strongest = sorted(summary["rows"], key=lambda row: -abs(row["weight"]))[:3]
+        title = "; ".join(f"{row['attribute']}: {row['level']} {row['weight']:+.1f}" for row in strongest)
+        return format_html(
+            '<span class="match-weight" title="{}">{} bits (model v{})</span>',
+            title,
+            f"{summary['weight']:.1f}",
+            summary["model_version"],
+        )
 
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
