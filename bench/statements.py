@@ -75,7 +75,7 @@ def subscribers(run: int, count: int) -> list[dict[str, str]]:
             {
                 "SubscriberKey": f"STMT-{run}-{person:06d}",
                 "EmailAddress": f"s{run}.{person}@example.com",
-                "SubscriberId": str(run * 1_000_000 + person),
+                "SubscriberId": str(run * 1_000_000 + person + 1),  # Marketing Cloud numbers subscribers from 1
                 "FirstName": ["Ada", "Grace", "Alan", "Edsger", "Barbara"][person % 5],
                 "LastName": f"Person{run}x{person}",
                 "MobileNumber": f"+1617{run}{person:06d}",
