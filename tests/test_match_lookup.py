@@ -62,6 +62,7 @@ def test_a_golden_record_loaded_with_its_keys_holds_what_the_orm_reads():
     ids = namesakes()
     work = UnitOfWork()
     work.match(incoming())
+    open_pairs = set(MatchCandidate.objects.filter(status="open").values_list("left_id", "right_id"))
     for pk in ids:
         golden, row = work.golden(pk), Individual.objects.get(pk=pk)
         assert (golden.master_id, golden.version, golden.values["first_name"]) == (
@@ -70,27 +71,34 @@ def test_a_golden_record_loaded_with_its_keys_holds_what_the_orm_reads():
             row.first_name,
         )
         assert golden.stored_profile == row.match_profile and golden.lineage == row.lineage
-        xrefs = list(CrossReference.objects.filter(individual_id=pk).order_by("id"))
-        assert [s.pk for s in golden.sources] == [x.pk for x in xrefs]
-        for record, xref in zip(golden.sources, xrefs, strict=True):
-            for name in ("system", "external_id", "status", "first_seen_at", "last_seen_at", "updated_at"):
-                assert getattr(record, name) == getattr(xref, name), name
-            assert record.match_detail == xref.match_detail
-            assert not record.payload_loaded  # candidates are compared on their stored profiles
-        open_pairs = set(MatchCandidate.objects.filter(status="open").values_list("left_id", "right_id"))
         assert {p for p in work._open_pairs if pk in p} == {p for p in open_pairs if pk in p}
+        # Candidates are compared on their stored profiles: their sources are not read.
+        assert not golden.sources_loaded
+        with pytest.raises(RuntimeError, match="not loaded"):
+            golden.sources  # noqa: B018
     assert work.not_a_match_with(ids[0]) == {ids[1]} and work.not_a_match_with(ids[1]) == {ids[0]}
     assert work.not_a_match_with(ids[2]) == set()
-    # One side of the pair loaded alone knows the pair from either end.
+    # The ones this work changes get their sources, with payloads, in one statement.
+    with CaptureQueriesContext(connection) as queries:
+        work.load_goldens(ids[1:3])
+    assert len(queries) == 1
+    for pk in ids[1:3]:
+        xrefs = list(CrossReference.objects.filter(individual_id=pk).order_by("id"))
+        sources = work.golden(pk).sources
+        assert [s.pk for s in sources] == [x.pk for x in xrefs]
+        for record, xref in zip(sources, xrefs, strict=True):
+            for name in ("system", "external_id", "status", "first_seen_at", "last_seen_at", "updated_at"):
+                assert getattr(record, name) == getattr(xref, name), name
+            assert record.match_detail == xref.match_detail and record.payload == xref.source_payload
+            assert work.source(xref.system, xref.external_id) is record
+    # Read by id, a golden record comes with its sources; one side of a pair knows it from either end.
     for alone, other in ((ids[1], ids[0]), (ids[0], ids[1])):
         single = UnitOfWork()
         single.load_goldens([alone])
         assert single.not_a_match_with(alone) == {other} and single.not_a_match_with(other) == {alone}
-    # Loaded again with payloads (a record this work changes): the same objects, now with them.
-    record = work.golden(ids[2]).sources[0]
-    work.load_goldens([ids[2]])
-    assert work.golden(ids[2]).sources[0] is record
-    assert record.payload_loaded and record.payload == CrossReference.objects.get(pk=record.pk).source_payload
+        assert [s.pk for s in single.golden(alone).sources] == list(
+            CrossReference.objects.filter(individual_id=alone).order_by("id").values_list("pk", flat=True)
+        )
 
 
 def test_an_unchanged_configuration_is_not_read_again():

@@ -14,7 +14,7 @@ edits parameters in place, a new model is a new row.)
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from django.db import connection
 
@@ -39,8 +39,8 @@ _FINGERPRINT_SQL = (
     f"'|') FROM {MatcherModel._meta.db_table} m WHERE m.status = %s), ''))"
 )
 
-# (fingerprint, configuration) as this process last read them.
-_last: tuple[str, Configuration] | None = None
+# Per database (a process may talk to more than one): (fingerprint, configuration) as last read.
+_last: dict[tuple[Any, ...], tuple[str, Configuration]] = {}
 
 
 def fingerprint() -> str:
@@ -52,12 +52,13 @@ def fingerprint() -> str:
 
 def in_force() -> Configuration:
     """The configuration as the database holds it now: the one read before while unchanged, else read again."""
-    global _last
+    database = tuple(connection.settings_dict.get(name) for name in ("HOST", "PORT", "NAME"))
     current = fingerprint()
-    if _last is not None and _last[0] == current:
-        return _last[1]
+    known = _last.get(database)
+    if known is not None and known[0] == current:
+        return known[1]
     # Read after the fingerprint: if a change lands in between, the next call sees a fingerprint
     # other than the one stored here and reads again (one extra read, never a stale one kept).
     configuration = Configuration(load_rules(), load_active_model(), load_strategies())
-    _last = (current, configuration)
+    _last[database] = (current, configuration)
     return configuration

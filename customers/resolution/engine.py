@@ -197,7 +197,7 @@ def _decide(
             best = work.match(change.profile, change.keys).best
             if best is not None:
                 likely.add(best[0].pk)
-    work.load_payloads(likely)
+    work.load_sources_of(likely)
     for i in indexes:
         try:
             decided[i] = _apply(work, changes[i], writeback_systems)

@@ -135,6 +135,11 @@ _SOURCE_TIMESTAMPS = tuple(
 )
 
 
+def _decoded(rows: Iterable[Sequence[Any]]) -> list[tuple[Any, ...]]:
+    """Cross-reference rows read by a raw cursor (``_SOURCE_COLUMNS``, then the payload) with their jsonb decoded."""
+    return [(*row[:_DETAIL], _jsonb(row[_DETAIL]), *row[_DETAIL + 1 : -1], _jsonb(row[-1])) for row in rows]
+
+
 def _jsonb(text: str | None) -> Any:
     """A jsonb column read by a raw cursor: the connection hands jsonb over as text (as Django's JSONField wants)."""
     return None if text is None else json.loads(text)
@@ -190,8 +195,6 @@ class SourceRecord:
     updated_at: dt.datetime | None = None
     new: bool = False
     dirty: bool = False
-    # False for a candidate's source read without its payload (see UnitOfWork.load_goldens).
-    payload_loaded: bool = True
     # What this unit of work wants of the write-back: "" (leave it), "pending", "not_needed".
     writeback_intent: str = ""
     _parsed: tuple[SourceIndividual, MatchProfile] | None = None
@@ -202,8 +205,6 @@ class SourceRecord:
         return self.status == CrossReferenceStatus.VALID
 
     def parsed(self) -> tuple[SourceIndividual, MatchProfile] | None:
-        if not self.payload_loaded:
-            raise RuntimeError(f"the payload of cross reference {self.pk} was not loaded")
         if not self._parsed_known:
             self._parsed = _parse_cached(self.pk, self.updated_at, self.payload)
             self._parsed_known = True
@@ -251,7 +252,9 @@ class Golden:
     lineage: dict[str, Any] = field(default_factory=dict)
     new: bool = False
     version: dt.datetime | None = None  # updated_at as loaded: flush checks nobody wrote since
-    sources: list[SourceRecord] = field(default_factory=list)
+    # None for a candidate read by its blocking keys: its sources are read (with their payloads)
+    # only if this work goes on to need them (UnitOfWork.load_sources_of).
+    _sources: list[SourceRecord] | None = field(default_factory=list)
     changed: set[str] = field(default_factory=set)
     touched: bool = False
     stored_profile: dict[str, Any] | None = None  # Individual.match_profile as loaded
@@ -263,6 +266,20 @@ class Golden:
     @property
     def active(self) -> bool:
         return self.merged_into_id is None and self.erased_at is None
+
+    @property
+    def sources(self) -> list[SourceRecord]:
+        if self._sources is None:
+            raise RuntimeError(f"the sources of golden record {self.pk} were not loaded (UnitOfWork.load_sources_of)")
+        return self._sources
+
+    @sources.setter
+    def sources(self, records: list[SourceRecord]) -> None:
+        self._sources = records
+
+    @property
+    def sources_loaded(self) -> bool:
+        return self._sources is not None
 
     def set(self, column: str, value: Any) -> None:
         """Change a column of the golden record (written at flush)."""
@@ -415,27 +432,18 @@ class UnitOfWork:
             )
             rows = cursor.fetchall()
         # source_payload and match_detail are jsonb, which the connection reads as text.
-        self._take_sources(
-            [(*row[:_DETAIL], _jsonb(row[_DETAIL]), *row[_DETAIL + 1 : -1], _jsonb(row[-1])) for row in rows],
-            with_payloads=True,
-        )
+        self._take_sources(_decoded(rows))
 
-    def _take_sources(self, rows: Iterable[Sequence[Any]], *, with_payloads: bool) -> list[SourceRecord]:
-        """SourceRecords of cross-reference rows (``_SOURCE_COLUMNS``, then the payload if ``with_payloads``)."""
+    def _take_sources(self, rows: Iterable[Sequence[Any]]) -> list[SourceRecord]:
+        """SourceRecords of cross-reference rows (``_SOURCE_COLUMNS``, then the payload); known ones as they are."""
         taken = []
         for row in rows:
             values = dict(zip(_SOURCE_COLUMNS, row, strict=False))
             key = (values["system"], values["external_id"])
             record = self.sources.get(key)
-            if record is not None and with_payloads and not record.payload_loaded:
-                record.payload, record.payload_loaded = row[-1] or {}, True
             if record is None:
                 values["pk"] = values.pop("id")
-                record = SourceRecord(
-                    **values,
-                    payload=(row[-1] or {}) if with_payloads else {},
-                    payload_loaded=with_payloads,
-                )
+                record = SourceRecord(**values, payload=row[-1] or {})
                 self.sources[key] = record
             taken.append(record)
         return taken
@@ -454,8 +462,10 @@ class UnitOfWork:
     def load_keys(self, keys: Iterable[tuple[str, str]]) -> None:
         """Read, per blocking key, the golden records that hold it (bounded, lowest ids first).
 
-        One statement reads the keys' rows and, with them, the golden records they find that
-        this unit of work does not hold yet, as ``load_goldens`` reads them (without payloads).
+        One statement reads the keys' rows and, with them, the golden records they find that this
+        unit of work does not hold yet, with their pair memory but not their sources: candidates
+        are compared on their stored profiles, and the sources of the few this work goes on to
+        change are read then (``load_sources_of``; at once for records stored before profiles were).
         """
         wanted = sorted({k for k in keys if k not in self._key_rows})
         if not wanted:
@@ -472,64 +482,57 @@ class UnitOfWork:
             "FROM hit GROUP BY individual_id) "
             "SELECT found.kinds, found.key_values, {golden} "
             "FROM found JOIN {individual} i ON i.id = found.individual_id",
-            {"kinds": list(kinds), "values": list(values), "per_key": _PER_KEY_READ, "known": sorted(self.goldens)},
-            with_payloads=False,
+            {"kinds": list(kinds), "values": list(values), "per_key": _PER_KEY_READ},
+            with_sources=False,
             leading=2,
         )
         for key_kinds, key_values, pk in rows:
             for key in zip(key_kinds, key_values, strict=True):
                 self._key_rows[key].append(pk)
-        # Candidates are compared on their stored profiles: their sources' payloads are read only
-        # for the few this work goes on to change (``_touch``), and for records stored before
-        # profiles were (one query for all of them).
         found = {pk for _, _, pk in rows}
-        self._load_payloads({pk for pk in found if pk in self.goldens and self.goldens[pk].stored_profile is None})
+        self.load_sources_of({pk for pk in found if self.goldens[pk].stored_profile is None})
 
-    def load_goldens(self, ids: Iterable[int], *, with_payloads: bool = True) -> None:
-        """Load golden records with all their cross references and pair memory (one statement; payloads optional)."""
+    def load_goldens(self, ids: Iterable[int]) -> None:
+        """Load golden records with all their cross references and pair memory (one statement)."""
         ids = set(ids)
         wanted = {pk for pk in ids if pk not in self.goldens}
-        if with_payloads:
-            # Golden records loaded before as candidates get their payloads now (one query).
-            self._load_payloads((ids & self.goldens.keys()) - wanted)
+        # Golden records read before as candidates get their sources now (one statement).
+        self.load_sources_of(ids - wanted)
         if wanted:
             self._fetch_goldens(
                 "SELECT {golden} FROM {individual} i WHERE i.id = ANY(%(ids)s::bigint[])",
-                {"ids": sorted(wanted), "known": []},
-                with_payloads=with_payloads,
+                {"ids": sorted(wanted)},
+                with_sources=True,
                 leading=0,
             )
 
     def _fetch_goldens(
-        self, sql: str, params: dict[str, Any], *, with_payloads: bool, leading: int
+        self, sql: str, params: dict[str, Any], *, with_sources: bool, leading: int
     ) -> list[tuple[Any, ...]]:
         """Run ``sql`` (``{golden}`` and ``{individual}`` filled in) and take the golden records it reads.
 
-        Each row is ``leading`` columns of the caller's, then a golden record's columns, its cross
-        references (JSON, payloads only ``with_payloads``), its not-a-match partners and its open
-        review pairs, read in the same statement: one round trip, however many records. Records
-        this unit of work holds already (``params["known"]``, the ids ``sql`` may find among
-        them) are read without their sources and left as they are. Returns
-        the caller's columns and each row's golden-record id.
+        Each row is ``leading`` columns of the caller's, then a golden record's columns, its
+        not-a-match partners, its open review pairs and, ``with_sources``, its cross references
+        with their payloads (JSON): one round trip, however many records. Records this unit of work
+        holds already are left as they are. Returns the caller's columns and each row's record id.
         """
-        source_columns = ", ".join(f"x.{name}" for name in _SOURCE_COLUMNS)
-        payload = ", x.source_payload" if with_payloads else ""
+        sources = ""
+        if with_sources:
+            columns = ", ".join(f"x.{name}" for name in _SOURCE_COLUMNS)
+            sources = (
+                f", (SELECT json_agg(json_build_array({columns}, x.source_payload) ORDER BY x.id) "
+                f"FROM {_XREF} x WHERE x.individual_id = i.id)"
+            )
         golden = (
             "i.id, "
             + ", ".join(f"i.{name}" for name in _GOLDEN_COLUMNS)
-            + ", CASE WHEN i.id = ANY(%(known)s::bigint[]) THEN NULL ELSE ("
-            f"SELECT json_agg(json_build_array({source_columns}{payload}) ORDER BY x.id) "
-            f"FROM {_XREF} x WHERE x.individual_id = i.id) END, "
-            f"ARRAY(SELECT n.right_id FROM {_NOT_A_MATCH} n WHERE n.left_id = i.id "
+            + f", ARRAY(SELECT n.right_id FROM {_NOT_A_MATCH} n WHERE n.left_id = i.id "
             f"UNION ALL SELECT n.left_id FROM {_NOT_A_MATCH} n WHERE n.right_id = i.id), "
             f"ARRAY(SELECT c.right_id FROM {_CANDIDATE} c WHERE c.left_id = i.id AND c.status = %(open)s), "
-            f"ARRAY(SELECT c.left_id FROM {_CANDIDATE} c WHERE c.right_id = i.id AND c.status = %(open)s)"
+            f"ARRAY(SELECT c.left_id FROM {_CANDIDATE} c WHERE c.right_id = i.id AND c.status = %(open)s)" + sources
         )
         with connection.cursor() as cursor:
-            cursor.execute(
-                sql.format(golden=golden, individual=_INDIVIDUAL),
-                {**params, "open": CandidateStatus.OPEN},
-            )
+            cursor.execute(sql.format(golden=golden, individual=_INDIVIDUAL), {**params, "open": CandidateStatus.OPEN})
             rows = cursor.fetchall()
         taken = []
         for row in rows:
@@ -538,7 +541,7 @@ class UnitOfWork:
             if pk in self.goldens:
                 continue
             columns = dict(zip(_GOLDEN_COLUMNS, values, strict=False))
-            sources, not_a_match, open_right, open_left = values[len(_GOLDEN_COLUMNS) :]
+            not_a_match, open_right, open_left = values[len(_GOLDEN_COLUMNS) : len(_GOLDEN_COLUMNS) + 3]
             record = Golden(
                 pk=pk,
                 master_id=columns["master_id"],
@@ -552,16 +555,17 @@ class UnitOfWork:
                 lineage=_jsonb(columns["lineage"]) or {},
                 stored_profile=_jsonb(columns["match_profile"]),
                 version=columns["updated_at"],
+                _sources=None,
             )
             self.goldens[pk] = record
             self._master_ids.setdefault(record.master_id, record.merged_into_id or pk)
-            if sources:
-                for source in sources:
+            if with_sources:
+                listed = values[-1] or []
+                for source in listed:
                     for index in _SOURCE_TIMESTAMPS:
                         if source[index] is not None:
                             source[index] = dt.datetime.fromisoformat(source[index])
-                taken_sources = self._take_sources(sources, with_payloads=with_payloads)
-                record.sources = sorted({id(r): r for r in taken_sources}.values(), key=lambda r: r.pk)
+                self._set_sources(record, self._take_sources(listed))
             self._pairs_loaded.add(pk)
             for other in not_a_match:
                 self._not_a_match[pk].add(other)
@@ -570,25 +574,31 @@ class UnitOfWork:
             self._open_pairs.update((other, pk) for other in open_left)
         return taken
 
-    def load_payloads(self, ids: set[int]) -> None:
-        """The source payloads of these golden records, if they were loaded without (one query)."""
-        self._load_payloads({pk for pk in ids if pk in self.goldens})
+    @staticmethod
+    def _set_sources(golden: Golden, records: list[SourceRecord]) -> None:
+        golden.sources = sorted({id(r): r for r in records}.values(), key=lambda r: r.pk)
 
-    def _load_payloads(self, ids: set[int]) -> None:
-        """The source payloads of golden records that were loaded without them (one query)."""
-        lacking = sorted(pk for pk in ids if any(not r.payload_loaded for r in self.goldens[pk].sources))
+    def load_sources_of(self, ids: Iterable[int]) -> None:
+        """The cross references, with payloads, of these golden records read as candidates without them (one query)."""
+        lacking = sorted(pk for pk in ids if pk in self.goldens and not self.goldens[pk].sources_loaded)
         if not lacking:
             return
+        columns = ", ".join(_SOURCE_COLUMNS)
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT system, external_id, source_payload FROM {_XREF} WHERE individual_id = ANY(%s::bigint[])",
+                f"SELECT {columns}, source_payload FROM {_XREF} WHERE individual_id = ANY(%s::bigint[]) ORDER BY id",
                 [lacking],
             )
             rows = cursor.fetchall()
-        for system, external_id, payload in rows:
-            record = self.sources.get((system, external_id))
-            if record is not None and not record.payload_loaded:
-                record.payload, record.payload_loaded = _jsonb(payload) or {}, True
+        by_golden: dict[int, list[SourceRecord]] = {pk: [] for pk in lacking}
+        # Grouped by the database's owner: a record this work already moved elsewhere in memory
+        # is found by its key and kept where this work put it.
+        decoded = _decoded(rows)
+        for row, record in zip(decoded, self._take_sources(decoded), strict=True):
+            if record.individual_id == row[_SOURCE_COLUMNS.index("individual_id")]:
+                by_golden[record.individual_id].append(record)
+        for pk, records in by_golden.items():
+            self._set_sources(self.goldens[pk], records)
 
     # ------------------------------------------------------------------------------------------
     # Reading
@@ -611,7 +621,7 @@ class UnitOfWork:
         if golden._profile is None and not golden.touched and golden.stored_profile is not None:
             golden._profile = MatchProfile.from_json(golden.stored_profile)
         if golden._profile is None:
-            self._load_payloads({golden.pk})
+            self.load_sources_of({golden.pk})
             profile = MatchProfile()
             for record in golden.sources:
                 if record.valid and (parsed := record.parsed()) is not None:
@@ -636,7 +646,7 @@ class UnitOfWork:
     def points_of(self, golden: Golden) -> dict[tuple[str, str], tuple[dict[str, Any], SourceValues]]:
         """The contact points the golden record holds: every valid source's, one per normalised value."""
         if golden._points is None:
-            self._load_payloads({golden.pk})
+            self.load_sources_of({golden.pk})
             golden._points = contact_points(golden.valid_sources()) if golden.erased_at is None else {}
         return golden._points
 
@@ -689,7 +699,7 @@ class UnitOfWork:
     # ------------------------------------------------------------------------------------------
     def _touch(self, golden: Golden) -> None:
         """About to change ``golden``'s sources: keep what its contact points were, then mark it."""
-        self._load_payloads({golden.pk})
+        self.load_sources_of({golden.pk})
         if golden._points is None:
             self.points_of(golden)
         golden.touched = True
