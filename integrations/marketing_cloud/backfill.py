@@ -30,7 +30,7 @@ from typing import IO, Any
 from django.db import connection, connections, reset_queries, transaction
 from django.utils import timezone
 
-from customers.cim import CimValidationError, parse_cim_datetime, parse_individual
+from customers.cim import CimValidationError, parse_cim_datetime
 from customers.resolution.engine import APPLIED, FAILED, SUPERSEDED, SourceChange, resolve
 from integrations.choices import MARKETING_CLOUD
 from integrations.marketing_cloud.exports import (
@@ -44,7 +44,7 @@ from integrations.marketing_cloud.exports import (
     plan_columns,
     tenant_zone,
 )
-from integrations.marketing_cloud.mapping import NOT_MARKETABLE, subscriber_to_cim
+from integrations.marketing_cloud.mapping import NOT_MARKETABLE, subscriber_to_source
 from integrations.marketing_cloud.models import ImportJob
 from integrations.marketing_cloud.writeback import queue_flush
 
@@ -134,11 +134,17 @@ def _status_date(args: dict[str, str], status: str) -> dt.datetime | None:
 
 
 def _change(args: dict[str, str], actor: str) -> SourceChange:
-    cim = subscriber_to_cim(args, prefix="row")
-    since = _status_date(args, cim.get("subscriberStatus") or "")
-    if since is not None and cim.get("subscriberStatus") in NOT_MARKETABLE:
-        cim["doNotMarketFromUpdateDate"] = since.isoformat()
-    source = parse_individual(cim, "row")
+    status_since: list[dt.datetime | None] = []
+
+    def with_status_date(cim: dict[str, Any]) -> None:
+        since = _status_date(args, cim.get("subscriberStatus") or "")
+        if since is not None and cim.get("subscriberStatus") in NOT_MARKETABLE:
+            cim["doNotMarketFromUpdateDate"] = since.isoformat()
+        status_since.append(since)
+
+    # Parsed once: the mapping's check is the parse the engine uses.
+    cim, source = subscriber_to_source(args, prefix="row", amend=with_status_date)
+    [since] = status_since
     modified = cim["auditInfo"].get("updatedDate")
     if not modified:
         # An export has no modified date: its latest date is when the row last changed.

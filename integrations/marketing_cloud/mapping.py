@@ -11,10 +11,12 @@ Held means do-not-market from the change date.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from customers.cim import (
     CimValidationError,
+    SourceIndividual,
     check_datetime_range,
     parse_cim_date,
     parse_cim_datetime,
@@ -101,6 +103,17 @@ def merge_in_arguments(in_arguments: Any) -> dict[str, Any]:
 
 def subscriber_to_cim(args: dict[str, Any], *, prefix: str = "inArguments") -> dict[str, Any]:
     """Validate subscriber fields and build the CIM Individual; errors name the field."""
+    return subscriber_to_source(args, prefix=prefix)[0]
+
+
+def subscriber_to_source(
+    args: dict[str, Any], *, prefix: str = "inArguments", amend: Callable[[dict[str, Any]], None] | None = None
+) -> tuple[dict[str, Any], SourceIndividual]:
+    """``subscriber_to_cim``, with the CIM Individual as the engine reads it, parsed once.
+
+    ``amend`` may change the CIM before it is parsed (the backfill adds what an export's own
+    columns say); its errors are its own, the parse's name the in-argument they come from.
+    """
     values: dict[str, str] = {}
     for name in IN_ARGUMENTS:
         raw = args.get(name)
@@ -192,13 +205,15 @@ def subscriber_to_cim(args: dict[str, Any], *, prefix: str = "inArguments") -> d
     }
     if status in NOT_MARKETABLE:
         cim["doNotMarketFromUpdateDate"] = (modified or created or dt.datetime.now(dt.UTC)).isoformat()
+    if amend is not None:
+        amend(cim)
     try:
-        # The resolver parses this CIM again; what it would refuse (a mobile number that is no
-        # telephone number) is refused now, instead of accepted and dead-lettered later.
-        parse_individual(cim, prefix)
+        # What the resolver would refuse (a mobile number that is no telephone number) is refused
+        # now, instead of accepted and dead-lettered later.
+        source = parse_individual(cim, prefix)
     except CimValidationError as exc:
         raise CimValidationError(_in_argument_of(exc.field, prefix, values), exc.message) from None
-    return cim
+    return cim, source
 
 
 # The CIM fields subscriber_to_cim fills, by the in-argument each is made of.
