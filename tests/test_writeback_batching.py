@@ -184,14 +184,16 @@ def test_a_starved_flush_is_done_by_the_next_event_worker(sandbox, monkeypatch):
     from integrations.models import QueuedFlag
     from integrations.resolver import process_event
 
-    monkeypatch.setattr(writeback, "STARVED_AFTER", 3.0)
+    # Starvation is made by moving the flag's clock back, never by waiting: with a few seconds'
+    # limit, two events on a loaded CI machine took longer than it and flushed inline (seen).
+    monkeypatch.setattr(writeback, "STARVED_AFTER", 600.0)
     store(3)
     ids = list(InboundEvent.objects.order_by("id").values_list("pk", flat=True))
     for event_id in ids[:2]:
         process_event(event_id)
     assert sandbox.count("POST", "/hub/v1/dataevents") == 0  # the flush is queued, behind the backlog
     # The queued flush has waited: the next worker to finish an event flushes itself.
-    QueuedFlag.objects.filter(name="write-back-flush").update(updated_at=timezone.now() - dt.timedelta(seconds=10))
+    QueuedFlag.objects.filter(name="write-back-flush").update(updated_at=timezone.now() - dt.timedelta(seconds=700))
     process_event(ids[2])
     assert sandbox.count("POST", "/hub/v1/dataevents/key:Individual/rowset") == 1
     assert CrossReference.objects.filter(writeback_state="written").count() == 3
@@ -206,11 +208,11 @@ def test_an_inline_flush_leaves_the_queued_flush_and_its_flag_alone(sandbox, mon
     from integrations.models import QueuedFlag
     from integrations.resolver import process_event
 
-    monkeypatch.setattr(writeback, "STARVED_AFTER", 3.0)
+    monkeypatch.setattr(writeback, "STARVED_AFTER", 600.0)  # starved by the clock moved back, not by waiting
     store(4)
     ids = list(InboundEvent.objects.order_by("id").values_list("pk", flat=True))
     process_event(ids[0])
-    QueuedFlag.objects.filter(name="write-back-flush").update(updated_at=timezone.now() - dt.timedelta(seconds=10))
+    QueuedFlag.objects.filter(name="write-back-flush").update(updated_at=timezone.now() - dt.timedelta(seconds=700))
     for event_id in ids[1:]:
         process_event(event_id)  # each relieves the starved flush inline
     flushes = [t for t in queued_tasks() if t["func"] == FLUSH]
