@@ -311,8 +311,16 @@ def test_hosts_cut_off_and_killed_lose_nothing_and_double_nothing() -> None:
             f"SELECT status, count(*) FROM {EVENTS} GROUP BY status"
         )
         settled_at = time.monotonic()
+
+        def resolver_tasks_done_after_rejoin() -> list[float]:
+            lines = _log_lines(hosts.log("wk1"))
+            return [t for t, line in lines if t > rejoined_wall and "Processed 'integrations.resolver" in line]
+
+        # The task commits its events before its "Processed" line is logged (the cluster's monitor
+        # saves the result after): the events can be seen synced a moment before the line exists.
+        wait_until(lambda: bool(resolver_tasks_done_after_rejoin()), timeout=30, interval=0.5)
         wk1_lines = _log_lines(hosts.log("wk1"))
-        back_to_work = [t for t, line in wk1_lines if t > rejoined_wall and "Processed 'integrations.resolver" in line]
+        back_to_work = resolver_tasks_done_after_rejoin()
         errors = [t for t, line in wk1_lines if t > rejoined_wall and (" ERROR " in line or " CRITICAL " in line)]
         back = back_to_work[0] if back_to_work else float("inf")
         report["rejoin"] = {
