@@ -127,6 +127,7 @@ _SOURCE_COLUMNS = (
     "updated_at",
 )
 _DETAIL = _SOURCE_COLUMNS.index("match_detail")
+_OWNER = _SOURCE_COLUMNS.index("individual_id")
 # Read inside JSON (a golden record's sources), these arrive as ISO 8601 text.
 _SOURCE_TIMESTAMPS = tuple(
     i
@@ -370,7 +371,6 @@ class UnitOfWork:
         self._overlay_keys: dict[int, set[tuple[str, str]]] = {}
         self._not_a_match: dict[int, set[int]] = defaultdict(set)
         self._open_pairs: set[tuple[int, int]] = set()
-        self._pairs_loaded: set[int] = set()
         self._reserved: dict[str, list[int]] = {_INDIVIDUAL: [], _XREF: []}
         self._configuration: Configuration | None = None
         self._decisions: dict[tuple[int, int], tuple[int, Decision]] = {}
@@ -566,7 +566,6 @@ class UnitOfWork:
                         if source[index] is not None:
                             source[index] = dt.datetime.fromisoformat(source[index])
                 self._set_sources(record, self._take_sources(listed))
-            self._pairs_loaded.add(pk)
             for other in not_a_match:
                 self._not_a_match[pk].add(other)
                 self._not_a_match[other].add(pk)
@@ -595,7 +594,7 @@ class UnitOfWork:
         # is found by its key and kept where this work put it.
         decoded = _decoded(rows)
         for row, record in zip(decoded, self._take_sources(decoded), strict=True):
-            if record.individual_id == row[_SOURCE_COLUMNS.index("individual_id")]:
+            if record.individual_id == row[_OWNER]:
                 by_golden[record.individual_id].append(record)
         for pk, records in by_golden.items():
             self._set_sources(self.goldens[pk], records)
@@ -728,7 +727,6 @@ class UnitOfWork:
         )
         self.goldens[golden.pk] = golden
         self._master_ids[golden.master_id] = golden.pk
-        self._pairs_loaded.add(golden.pk)
         self._overlay_keys[golden.pk] = set()
         return golden
 
