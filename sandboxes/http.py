@@ -259,6 +259,8 @@ class EmulatorServer(ABC, Generic[ConfigT]):
         self._tokens: dict[str, float] = {}  # token -> monotonic expiry
         self._faults: list[Fault] = []
         self._log: list[dict[str, Any]] = []
+        # Bumped by reset(): a request that arrived before a reset is answered but not logged after it.
+        self._generation = 0
         # Set on stop so injected delays end at once instead of keeping a thread asleep.
         self._stopping = threading.Event()
         self._serving = False
@@ -394,6 +396,7 @@ class EmulatorServer(ABC, Generic[ConfigT]):
             self._tokens.clear()
             self._faults.clear()
             self._log.clear()
+            self._generation += 1
             self._reset_state()
 
     # -- request handling --------------------------------------------------------------------
@@ -407,11 +410,15 @@ class EmulatorServer(ABC, Generic[ConfigT]):
                 return self._control(method, path[len(CONTROL_ROOT) :], split.query, body)
             except ApiError as error:
                 return error.reply
+        with self._lock:
+            generation = self._generation
         reply = self._misbehave_or_route(method, target, headers, body)
         with self._lock:
-            self._log.append(
-                {"method": method, "path": self._redact(path), "status": reply.status, "time": time.time()}
-            )
+            # A slow answer to an earlier test's call (its client gave up long ago) is not this one's.
+            if generation == self._generation:
+                self._log.append(
+                    {"method": method, "path": self._redact(path), "status": reply.status, "time": time.time()}
+                )
         return reply
 
     def _misbehave_or_route(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Reply:
