@@ -20,9 +20,9 @@ from bench.make_customers import CustomerGenerator
 from customers.cim import parse_individual
 from customers.models import CrossReference, Individual, MatchCandidate, MatcherModel
 from customers.resolution.blocking import ATTRIBUTES
-from customers.resolution.rules import Comparisons, decide, load_rules, parse_criteria
+from customers.resolution.rules import OUTCOME_NONE, Comparisons, decide, load_rules, parse_criteria
 from customers.resolution.store import UnitOfWork
-from customers.resolution.weights import LEVELS, MISSING, MatchModel, level_of, levels_of
+from customers.resolution.weights import LEVELS, MISSING, MatchModel, decide_with_model, level_of, levels_of
 from customers.stewardship import mark_not_a_match
 from customers.training import (
     TrainingData,
@@ -99,6 +99,63 @@ def test_a_common_shared_name_weighs_less_than_a_rare_one():
     # Stored and read back, the table is kept.
     again = MatchModel.from_json(model.to_json(), auto_threshold=10, review_threshold=0)
     assert again.frequencies == {"last_name": {"smith": 0.05}}
+
+
+def _bench_pairs(count: int) -> list[tuple]:
+    """Profiles of generated pairs a lookup meets: each incoming record with its own golden record and
+    with golden records sharing its postcode or first name (the crowded keys at scale), plus random ones."""
+    from customers.resolution.blocking import profile_from_source
+
+    generator = CustomerGenerator(1500, 600, seed=11)
+    items = list(generator.golden())
+    golden = [profile_from_source(parse_individual(x.record)) for x in items]
+    by_entity = {x.entity: i for i, x in enumerate(items)}
+    incoming = [(x, profile_from_source(parse_individual(x.record))) for x in generator.incoming()]
+    rng = random.Random(5)
+    pairs = []
+    for item, profile in incoming:
+        near = [g for g in golden if g.keys("postal_code") & profile.keys("postal_code")]
+        near += [g for g in golden if g.keys("first_name") & profile.keys("first_name")][:10]
+        own = [golden[by_entity[item.entity]]] if item.entity in by_entity else []
+        pairs += [(profile, g) for g in own + near[:20] + rng.sample(golden, 3)]
+    return pairs[:count]
+
+
+def test_settling_a_no_match_early_never_changes_an_outcome():
+    """The early no-match (``settle_early``) is a bound, never a guess: every outcome, weight and rule as in full."""
+    rules = load_rules()
+    trained_like = {  # weights shaped as a model trained on the bench (birth date and postcode weigh most)
+        "m": {
+            name: {lv: 0.9 if i == 0 else 0.1 / len(levels) for i, lv in enumerate(levels)}
+            for name, levels in LEVELS.items()
+        },
+        "u": {
+            name: {lv: 0.0002 if i == 0 else 0.9 if lv == "different" else 0.01 for i, lv in enumerate(levels)}
+            for name, levels in LEVELS.items()
+        },
+        "prior": 0.6,
+    }
+    models = [
+        MatchModel.from_json(parameters(), auto_threshold=15, review_threshold=5),
+        MatchModel.from_json(parameters(prior=0.05), auto_threshold=10.5, review_threshold=6.5),
+        MatchModel.from_json(trained_like, auto_threshold=10.5, review_threshold=6.5),
+        MatchModel.from_json(trained_like, auto_threshold=30, review_threshold=-5),
+    ]
+    pairs = _bench_pairs(6000)
+    settled = outcomes = 0
+    for model in models:
+        for incoming, candidate in pairs:
+            full = decide_with_model(rules, model, incoming, candidate)
+            early = decide_with_model(rules, model, incoming, candidate, settle_early=True)
+            assert early.outcome == full.outcome
+            if early.weight is None:  # settled before every attribute was compared
+                assert full.outcome == OUTCOME_NONE
+                settled += 1
+            else:
+                assert (early.rule, early.weight, early.guard) == (full.rule, full.weight, full.guard)
+            outcomes += full.outcome != OUTCOME_NONE
+    # Both kinds are exercised: pairs that match or go to review, and no-matches settled early.
+    assert outcomes > 500 and settled > 3000
 
 
 def test_phone_last_seven_digits_and_the_first_level_that_holds():

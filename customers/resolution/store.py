@@ -394,12 +394,18 @@ class UnitOfWork:
         """The active matcher model (match weights), or None: then the rules alone decide."""
         return self.configuration.model
 
-    def decide(self, incoming: MatchProfile, candidate: MatchProfile, *, explain_all: bool = False) -> Decision:
-        """One pair decided as matching decides it: by the rules, and by the match weight when a model is active."""
+    def decide(
+        self, incoming: MatchProfile, candidate: MatchProfile, *, explain_all: bool = False, settle_early: bool = False
+    ) -> Decision:
+        """One pair decided as matching decides it: by the rules, and by the match weight when a model is active.
+
+        ``settle_early``: a no-match may be explained on fewer attributes and carry no weight
+        (``decide_with_model``), for a caller that drops no-matches.
+        """
         model = self.model
         if model is None:
             return decide(self.rules, incoming, candidate, explain_all=explain_all)
-        return decide_with_model(self.rules, model, incoming, candidate)
+        return decide_with_model(self.rules, model, incoming, candidate, settle_early=settle_early and not explain_all)
 
     @property
     def strategies(self) -> dict[str, Strategy]:
@@ -682,7 +688,8 @@ class UnitOfWork:
                 memo = (id(profile), pk)
                 known = self._decisions.get(memo)
                 if known is None or known[0] != golden.generation:
-                    known = (golden.generation, self.decide(profile, self.profile_of(golden)))
+                    # No-matches are dropped below: one may be settled before every attribute is compared.
+                    known = (golden.generation, self.decide(profile, self.profile_of(golden), settle_early=True))
                     self._decisions[memo] = known
                 decisions.append((pk, known[1]))
         ranked = [item for item in rank(decisions) if item[1].outcome != OUTCOME_NONE]

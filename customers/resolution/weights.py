@@ -173,6 +173,18 @@ def levels_of(comparisons: Mapping[str, AttributeComparison]) -> tuple[str, ...]
 
 
 _POSTAL, _ADDRESS = ATTRIBUTES.index("postal_code"), ATTRIBUTES.index("address")
+# The order ``MatchModel.cannot_reach`` compares attributes in: the cheap comparisons that weigh
+# most first (set look-ups), the names (nicknames, Soundex, Jaro-Winkler) last.
+_BOUND_ORDER = (
+    ("birth_date",),
+    ("email",),
+    ("phone",),
+    ("gender",),
+    ("postal_code", "address"),
+    ("name_suffix",),
+    ("first_name",),
+    ("last_name",),
+)
 
 
 def _log2_ratio(m: float, u: float) -> float:
@@ -193,6 +205,8 @@ class MatchModel:
     frequencies: dict[str, dict[str, float]] = field(default_factory=dict)
     weights: dict[str, dict[str, float]] = field(init=False, repr=False, compare=False)
     prior_weight: float = field(init=False, repr=False, compare=False)
+    # The most each attribute can add to a weight (a term-frequency adjustment only ever lowers a part).
+    best_parts: dict[str, float] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # The per-level weights are what scoring reads: computed once per model, not per pair.
@@ -205,6 +219,32 @@ class MatchModel:
         prior = min(max(self.prior, _FLOOR), 1 - _FLOOR)
         object.__setattr__(self, "weights", weights)
         object.__setattr__(self, "prior_weight", math.log2(prior / (1 - prior)))
+        object.__setattr__(self, "best_parts", {name: max(levels.values()) for name, levels in weights.items()})
+
+    def cannot_reach(self, limit: float, comparisons: Comparisons) -> bool:
+        """Whether the pair's weight is below ``limit`` whatever its attributes not compared yet turn out to be.
+
+        Attributes are compared cheapest first, each one replacing its best possible part in the
+        bound by its real level's part, until the bound falls below ``limit`` (True) or every
+        attribute is compared and it has not (False). The postcode and the street are compared
+        together, as their levels are read together.
+        """
+        bound = self.prior_weight + sum(self.best_parts.values())
+        if bound < limit:
+            return True
+        for names in _BOUND_ORDER:
+            for name in names:
+                level = level_of(name, comparisons[name])
+                if (
+                    name == "postal_code"
+                    and level == "normalized"
+                    and level_of("address", comparisons["address"]) == DIFFERENT
+                ):
+                    level = "other_street"
+                bound += self.weights[name][level] - self.best_parts[name]
+            if bound < limit:
+                return True
+        return False
 
     def score(self, comparisons: Mapping[str, AttributeComparison]) -> tuple[float, dict[str, tuple[str, float]]]:
         """The match weight of a pair and each attribute's (level, part of the weight)."""
@@ -295,10 +335,19 @@ def decide_with_model(
     candidate: MatchProfile,
     *,
     comparisons: Comparisons | None = None,
+    settle_early: bool = False,
 ) -> Decision:
-    """Rules as overrides and guards, the match weight for the rest (see the module's docstring)."""
+    """Rules as overrides and guards, the match weight for the rest (see the module's docstring).
+
+    With ``settle_early``, a pair that no auto-merge or suspect rule holds and whose weight
+    cannot reach the review threshold, whatever its attributes not compared yet, is a no-match
+    without them: the same outcome, explained only on what was compared, with no weight. A
+    lookup that drops its no-matches asks for this; a steward's view or a dry run does not.
+    """
     comparisons = comparisons if comparisons is not None else Comparisons(incoming, candidate)
     rules = list(rules)
+    if settle_early and _settles_as_no_match(rules, model, comparisons):
+        return Decision(OUTCOME_NONE, "", None, 0.0, comparisons.in_order(complete=False), model_version=model.version)
     weight, parts = model.score(comparisons)
     explained = comparisons.in_order(complete=True)
 
@@ -329,6 +378,14 @@ def decide_with_model(
     if weight >= model.review_threshold:
         return made(OUTCOME_SUSPECT, None, SCORE_RULE, guard=guard.name if guard else "")
     return made(OUTCOME_NONE, None, "", guard=guard.name if guard else "")
+
+
+def _settles_as_no_match(rules: list[RuleSpec], model: MatchModel, comparisons: Comparisons) -> bool:
+    # Below both thresholds: a weight under the review threshold is no auto-merge either, even
+    # with thresholds set the wrong way round by hand.
+    if not model.cannot_reach(min(model.auto_threshold, model.review_threshold), comparisons):
+        return False
+    return not any(r.outcome in (OUTCOME_AUTO, OUTCOME_SUSPECT) and r.holds(comparisons) for r in rules)
 
 
 def model_of(row: MatcherModel) -> MatchModel:
