@@ -65,24 +65,36 @@ def test_a_golden_record_loaded_with_its_keys_holds_what_the_orm_reads():
     open_pairs = set(MatchCandidate.objects.filter(status="open").values_list("left_id", "right_id"))
     for pk in ids:
         golden, row = work.golden(pk), Individual.objects.get(pk=pk)
-        assert (golden.master_id, golden.version, golden.values["first_name"]) == (
+        assert (golden.master_id, golden.version, golden.erased_at, golden.merged_into_id) == (
             row.master_id,
             row.updated_at,
-            row.first_name,
+            row.erased_at,
+            row.merged_into_id,
         )
-        assert golden.stored_profile == row.match_profile and golden.lineage == row.lineage
+        assert golden.stored_profile == row.match_profile
         assert {p for p in work._open_pairs if pk in p} == {p for p in open_pairs if pk in p}
-        # Candidates are compared on their stored profiles: their sources are not read.
+        # Candidates are compared on their stored profiles: neither their values nor their sources are read.
         assert not golden.sources_loaded
         with pytest.raises(RuntimeError, match="not loaded"):
             golden.sources  # noqa: B018
+        with pytest.raises(RuntimeError, match="read as a candidate only"):
+            golden.values  # noqa: B018
     assert work.not_a_match_with(ids[0]) == {ids[1]} and work.not_a_match_with(ids[1]) == {ids[0]}
     assert work.not_a_match_with(ids[2]) == set()
-    # The ones this work changes get their sources, with payloads, in one statement.
+    # The ones this work changes get their values and sources, with payloads, in one statement.
     with CaptureQueriesContext(connection) as queries:
         work.load_goldens(ids[1:3])
     assert len(queries) == 1
     for pk in ids[1:3]:
+        golden, row = work.golden(pk), Individual.objects.get(pk=pk)
+        for name in ("first_name", "last_name", "birth_date", "do_not_market_since", "consent_source"):
+            assert golden.values[name] == getattr(row, name), name
+        assert (golden.created_at, golden.merged_at, golden.pins, golden.lineage) == (
+            row.created_at,
+            row.merged_at,
+            row.pins,
+            row.lineage,
+        )
         xrefs = list(CrossReference.objects.filter(individual_id=pk).order_by("id"))
         sources = work.golden(pk).sources
         assert [s.pk for s in sources] == [x.pk for x in xrefs]

@@ -94,18 +94,11 @@ _NOT_A_MATCH = NotAMatch._meta.db_table
 PERSON_COLUMNS = (*SURVIVING_FIELDS, "do_not_market_since", "consent_source")
 # The columns a golden record is loaded with (after its id), and a cross reference's, named as
 # SourceRecord names them (but "id"); the source's payload is read after them when it is wanted.
-_GOLDEN_COLUMNS = (
-    "master_id",
-    *PERSON_COLUMNS,
-    "erased_at",
-    "merged_into_id",
-    "merged_at",
-    "pins",
-    "lineage",
-    "match_profile",
-    "created_at",
-    "updated_at",
-)
+# A candidate is read with what matching needs; the rest (its values, pins and lineage) only with
+# its sources, when this work goes on to change it or show it.
+_CANDIDATE_COLUMNS = ("master_id", "erased_at", "merged_into_id", "match_profile", "updated_at")
+_DETAIL_COLUMNS = (*PERSON_COLUMNS, "created_at", "merged_at", "pins", "lineage")
+_GOLDEN_COLUMNS = (*_CANDIDATE_COLUMNS, *_DETAIL_COLUMNS)
 _SOURCE_COLUMNS = (
     "id",
     "individual_id",
@@ -127,7 +120,11 @@ _SOURCE_COLUMNS = (
     "updated_at",
 )
 _DETAIL = _SOURCE_COLUMNS.index("match_detail")
-_OWNER = _SOURCE_COLUMNS.index("individual_id")
+# A golden record's cross references with their payloads, as one JSON array per golden record ``i``.
+_SOURCES_JSON = (
+    f"(SELECT json_agg(json_build_array({', '.join(f'x.{name}' for name in _SOURCE_COLUMNS)}, x.source_payload) "
+    f"ORDER BY x.id) FROM {_XREF} x WHERE x.individual_id = i.id)"
+)
 # Read inside JSON (a golden record's sources), these arrive as ISO 8601 text.
 _SOURCE_TIMESTAMPS = tuple(
     i
@@ -139,6 +136,25 @@ _SOURCE_TIMESTAMPS = tuple(
 def _decoded(rows: Iterable[Sequence[Any]]) -> list[tuple[Any, ...]]:
     """Cross-reference rows read by a raw cursor (``_SOURCE_COLUMNS``, then the payload) with their jsonb decoded."""
     return [(*row[:_DETAIL], _jsonb(row[_DETAIL]), *row[_DETAIL + 1 : -1], _jsonb(row[-1])) for row in rows]
+
+
+def _detail_of(columns: dict[str, Any]) -> GoldenDetail:
+    return GoldenDetail(
+        values={name: columns[name] for name in PERSON_COLUMNS},
+        created_at=columns["created_at"],
+        merged_at=columns["merged_at"],
+        pins=_jsonb(columns["pins"]) or {},
+        lineage=_jsonb(columns["lineage"]) or {},
+    )
+
+
+def _listed_sources(listed: list[list[Any]] | None) -> list[list[Any]]:
+    """Cross-reference rows read as JSON arrays (``_SOURCES_JSON``), with their timestamps parsed."""
+    for source in listed or ():
+        for index in _SOURCE_TIMESTAMPS:
+            if source[index] is not None:
+                source[index] = dt.datetime.fromisoformat(source[index])
+    return listed or []
 
 
 def _jsonb(text: str | None) -> Any:
@@ -237,24 +253,31 @@ class SourceRecord:
         }
 
 
+@dataclass
+class GoldenDetail:
+    """What a golden record holds beyond what matching compares: its values, pins and lineage."""
+
+    values: dict[str, Any]
+    created_at: dt.datetime
+    merged_at: dt.datetime | None = None
+    pins: dict[str, Any] = field(default_factory=dict)
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass(eq=False)
 class Golden:
     """A golden record as the unit of work holds it: its values and its source records."""
 
     pk: int
     master_id: str
-    values: dict[str, Any]
-    created_at: dt.datetime
     updated_at: dt.datetime
     erased_at: dt.datetime | None = None
     merged_into_id: int | None = None
-    merged_at: dt.datetime | None = None
-    pins: dict[str, Any] = field(default_factory=dict)
-    lineage: dict[str, Any] = field(default_factory=dict)
     new: bool = False
     version: dt.datetime | None = None  # updated_at as loaded: flush checks nobody wrote since
-    # None for a candidate read by its blocking keys: its sources are read (with their payloads)
-    # only if this work goes on to need them (UnitOfWork.load_sources_of).
+    # Both None for a candidate read by its blocking keys: its values and its sources (with their
+    # payloads) are read only if this work goes on to need them (UnitOfWork.load_sources_of).
+    _detail: GoldenDetail | None = None
     _sources: list[SourceRecord] | None = field(default_factory=list)
     changed: set[str] = field(default_factory=set)
     touched: bool = False
@@ -267,6 +290,44 @@ class Golden:
     @property
     def active(self) -> bool:
         return self.merged_into_id is None and self.erased_at is None
+
+    @property
+    def detail(self) -> GoldenDetail:
+        if self._detail is None:
+            raise RuntimeError(f"golden record {self.pk} was read as a candidate only (UnitOfWork.load_sources_of)")
+        return self._detail
+
+    @property
+    def values(self) -> dict[str, Any]:
+        return self.detail.values
+
+    @property
+    def created_at(self) -> dt.datetime:
+        return self.detail.created_at
+
+    @property
+    def merged_at(self) -> dt.datetime | None:
+        return self.detail.merged_at
+
+    @merged_at.setter
+    def merged_at(self, value: dt.datetime | None) -> None:
+        self.detail.merged_at = value
+
+    @property
+    def pins(self) -> dict[str, Any]:
+        return self.detail.pins
+
+    @pins.setter
+    def pins(self, value: dict[str, Any]) -> None:
+        self.detail.pins = value
+
+    @property
+    def lineage(self) -> dict[str, Any]:
+        return self.detail.lineage
+
+    @lineage.setter
+    def lineage(self, value: dict[str, Any]) -> None:
+        self.detail.lineage = value
 
     @property
     def sources(self) -> list[SourceRecord]:
@@ -522,20 +583,15 @@ class UnitOfWork:
         with their payloads (JSON): one round trip, however many records. Records this unit of work
         holds already are left as they are. Returns the caller's columns and each row's record id.
         """
-        sources = ""
-        if with_sources:
-            columns = ", ".join(f"x.{name}" for name in _SOURCE_COLUMNS)
-            sources = (
-                f", (SELECT json_agg(json_build_array({columns}, x.source_payload) ORDER BY x.id) "
-                f"FROM {_XREF} x WHERE x.individual_id = i.id)"
-            )
+        read = _GOLDEN_COLUMNS if with_sources else _CANDIDATE_COLUMNS
         golden = (
             "i.id, "
-            + ", ".join(f"i.{name}" for name in _GOLDEN_COLUMNS)
+            + ", ".join(f"i.{name}" for name in read)
             + f", ARRAY(SELECT n.right_id FROM {_NOT_A_MATCH} n WHERE n.left_id = i.id "
             f"UNION ALL SELECT n.left_id FROM {_NOT_A_MATCH} n WHERE n.right_id = i.id), "
             f"ARRAY(SELECT c.right_id FROM {_CANDIDATE} c WHERE c.left_id = i.id AND c.status = %(open)s), "
-            f"ARRAY(SELECT c.left_id FROM {_CANDIDATE} c WHERE c.right_id = i.id AND c.status = %(open)s)" + sources
+            f"ARRAY(SELECT c.left_id FROM {_CANDIDATE} c WHERE c.right_id = i.id AND c.status = %(open)s)"
+            + (f", {_SOURCES_JSON}" if with_sources else "")
         )
         with connection.cursor() as cursor:
             cursor.execute(sql.format(golden=golden, individual=_INDIVIDUAL), {**params, "open": CandidateStatus.OPEN})
@@ -546,19 +602,14 @@ class UnitOfWork:
             taken.append((*head, pk))
             if pk in self.goldens:
                 continue
-            columns = dict(zip(_GOLDEN_COLUMNS, values, strict=False))
-            not_a_match, open_right, open_left = values[len(_GOLDEN_COLUMNS) : len(_GOLDEN_COLUMNS) + 3]
+            columns = dict(zip(read, values, strict=False))
+            not_a_match, open_right, open_left = values[len(read) : len(read) + 3]
             record = Golden(
                 pk=pk,
                 master_id=columns["master_id"],
-                values={name: columns[name] for name in PERSON_COLUMNS},
-                created_at=columns["created_at"],
                 updated_at=columns["updated_at"],
                 erased_at=columns["erased_at"],
                 merged_into_id=columns["merged_into_id"],
-                merged_at=columns["merged_at"],
-                pins=_jsonb(columns["pins"]) or {},
-                lineage=_jsonb(columns["lineage"]) or {},
                 stored_profile=_jsonb(columns["match_profile"]),
                 version=columns["updated_at"],
                 _sources=None,
@@ -566,12 +617,8 @@ class UnitOfWork:
             self.goldens[pk] = record
             self._master_ids.setdefault(record.master_id, record.merged_into_id or pk)
             if with_sources:
-                listed = values[-1] or []
-                for source in listed:
-                    for index in _SOURCE_TIMESTAMPS:
-                        if source[index] is not None:
-                            source[index] = dt.datetime.fromisoformat(source[index])
-                self._set_sources(record, self._take_sources(listed))
+                record._detail = _detail_of(columns)
+                self._set_sources(record, self._take_sources(_listed_sources(values[-1])))
             for other in not_a_match:
                 self._not_a_match[pk].add(other)
                 self._not_a_match[other].add(pk)
@@ -588,22 +635,24 @@ class UnitOfWork:
         lacking = sorted(pk for pk in ids if pk in self.goldens and not self.goldens[pk].sources_loaded)
         if not lacking:
             return
-        columns = ", ".join(_SOURCE_COLUMNS)
+        # Read after the candidate was: had anyone written it since, flush sees a newer updated_at
+        # than the one this work compared (Golden.version) and the work is redone.
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT {columns}, source_payload FROM {_XREF} WHERE individual_id = ANY(%s::bigint[]) ORDER BY id",
+                f"SELECT i.id, {', '.join(f'i.{name}' for name in _DETAIL_COLUMNS)}, {_SOURCES_JSON} "
+                f"FROM {_INDIVIDUAL} i WHERE i.id = ANY(%s::bigint[])",
                 [lacking],
             )
             rows = cursor.fetchall()
-        by_golden: dict[int, list[SourceRecord]] = {pk: [] for pk in lacking}
-        # Grouped by the database's owner: a record this work already moved elsewhere in memory
-        # is found by its key and kept where this work put it.
-        decoded = _decoded(rows)
-        for row, record in zip(decoded, self._take_sources(decoded), strict=True):
-            if record.individual_id == row[_OWNER]:
-                by_golden[record.individual_id].append(record)
-        for pk, records in by_golden.items():
-            self._set_sources(self.goldens[pk], records)
+        for pk, *values in rows:
+            golden = self.goldens[pk]
+            golden._detail = _detail_of(dict(zip(_DETAIL_COLUMNS, values, strict=False)))
+            # A record this work already moved to another golden record in memory is found by its
+            # key and stays where this work put it.
+            records = self._take_sources(_listed_sources(values[-1]))
+            self._set_sources(golden, [r for r in records if r.individual_id == pk])
+        for pk in set(lacking) - {row[0] for row in rows}:  # deleted meanwhile: nothing to read
+            self._set_sources(self.goldens[pk], [])
 
     # ------------------------------------------------------------------------------------------
     # Reading
@@ -726,11 +775,15 @@ class UnitOfWork:
         golden = Golden(
             pk=self._next_id(_INDIVIDUAL),
             master_id=new_master_id(),
-            values={name: (None if name in ("birth_date", "do_not_market_since") else "") for name in PERSON_COLUMNS},
-            created_at=now,
             updated_at=now,
             new=True,
             touched=True,
+            _detail=GoldenDetail(
+                values={
+                    name: (None if name in ("birth_date", "do_not_market_since") else "") for name in PERSON_COLUMNS
+                },
+                created_at=now,
+            ),
         )
         self.goldens[golden.pk] = golden
         self._master_ids[golden.master_id] = golden.pk
