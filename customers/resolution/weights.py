@@ -167,9 +167,13 @@ def comparison_from_explanation(data: Mapping[str, Any]) -> AttributeComparison:
 def levels_of(comparisons: Mapping[str, AttributeComparison]) -> tuple[str, ...]:
     """The level of every attribute (``ATTRIBUTES`` order), with the postcode read together with the street."""
     levels = [level_of(name, comparisons[name]) for name in ATTRIBUTES]
-    if levels[_POSTAL] == "normalized" and levels[_ADDRESS] == DIFFERENT:
-        levels[_POSTAL] = "other_street"
+    levels[_POSTAL] = _postal_level(levels[_POSTAL], levels[_ADDRESS])
     return tuple(levels)
+
+
+def _postal_level(postal: str, address: str) -> str:
+    """The postcode's level read with the street's: the same postcode on another street is its own level."""
+    return "other_street" if postal == "normalized" and address == DIFFERENT else postal
 
 
 _POSTAL, _ADDRESS = ATTRIBUTES.index("postal_code"), ATTRIBUTES.index("address")
@@ -235,12 +239,8 @@ class MatchModel:
         for names in _BOUND_ORDER:
             for name in names:
                 level = level_of(name, comparisons[name])
-                if (
-                    name == "postal_code"
-                    and level == "normalized"
-                    and level_of("address", comparisons["address"]) == DIFFERENT
-                ):
-                    level = "other_street"
+                if name == "postal_code":
+                    level = _postal_level(level, level_of("address", comparisons["address"]))
                 bound += self.weights[name][level] - self.best_parts[name]
             if bound < limit:
                 return True
