@@ -38,6 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("file", type=Path)
     parser.add_argument("--batch-size", type=int, help="rows per transaction (default: the import's own)")
+    parser.add_argument("--workers", type=int, help="processes applying batches (default: the import's own)")
     args = parser.parse_args()
     db_url = scratch_database(settings.EFFECTIVE_DATABASE_URL, "hub_bench_backfill")
     env = {**os.environ, "DATABASE_URL": db_url, "HUB_DEBUG": "true", "HUB_LOG_LEVEL": "WARNING"}
@@ -52,6 +53,7 @@ def main() -> None:
             str(args.file),
             "--quiet",
             *(["--batch-size", str(args.batch_size)] if args.batch_size else []),
+            *(["--workers", str(args.workers)] if args.workers else []),
             "--restart",
         ],
         cwd=ROOT,

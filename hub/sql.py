@@ -18,7 +18,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -37,14 +38,23 @@ def _unnest(columns: Sequence[str], types: Sequence[str]) -> tuple[str, str]:
     return select, f"unnest({arrays}) AS v({', '.join(columns)})"
 
 
-def execute(sql: str, params: Sequence[Any], *, fetch: bool = False) -> Any:
-    """One statement, parameters bound on the server (``%b`` ones sent binary); rows if ``fetch``, else the count."""
+def execute(sql: str, params: Sequence[Any] | Mapping[str, Any], *, fetch: bool = False) -> Any:
+    """One statement, parameters bound on the server (``%b`` ones sent binary); rows if ``fetch``, else the count.
+
+    Where Django logs statements (DEBUG, or a test's ``CaptureQueriesContext``), this one is
+    logged too, with its text and time, though not its parameters.
+    """
     connection.ensure_connection()
 
     def run(sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
-        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchall() if fetch else cursor.rowcount
+        started = time.monotonic()
+        try:
+            with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+                cursor.execute(sql, params)
+                return cursor.fetchall() if fetch else cursor.rowcount
+        finally:
+            if connection.queries_logged:
+                connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
 
     executor = run
     for wrapper in reversed(connection.execute_wrappers):
@@ -165,11 +175,13 @@ def advisory_lock(names: Iterable[str]) -> list[str]:
     """
     ordered = sorted(set(names))
     if ordered:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM (SELECT pg_advisory_xact_lock(h) FROM ("
-                "SELECT DISTINCT hashtextextended(k, 0) AS h FROM unnest(%s::text[]) AS k ORDER BY h"
-                ") AS by_lock) AS taken",
-                [ordered],
-            )
+        # The names go as one binary array: a batch locks thousands, and Django's cursor would
+        # quote each into the statement's text.
+        execute(
+            "SELECT count(*) FROM (SELECT pg_advisory_xact_lock(h) FROM ("
+            "SELECT DISTINCT hashtextextended(k, 0) AS h FROM unnest(%b::text[]) AS k ORDER BY h"
+            ") AS by_lock) AS taken",
+            [ordered],
+            fetch=True,
+        )
     return ordered

@@ -27,7 +27,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import connection
 from django.utils import timezone
 
 from customers.choices import (
@@ -70,7 +69,7 @@ from customers.resolution.survivorship import (
 )
 from customers.resolution.weights import MatchModel, decide_with_model
 from customers.signals import change_recorded, marketing_opt_outs_recorded
-from hub.sql import delete_rows, insert_rows, reserve_ids, update_rows
+from hub.sql import delete_rows, execute, insert_rows, reserve_ids, update_rows
 
 # At most this many golden records are compared with one incoming record, however common its
 # keys, and at most MAX_SUSPECTS pairs (the best) are queued for review from one record.
@@ -491,14 +490,13 @@ class UnitOfWork:
             return
         systems, ids = zip(*sorted(wanted), strict=True)
         columns = ", ".join(f"x.{name}" for name in _SOURCE_COLUMNS)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT {columns}, x.source_payload FROM {_XREF} x "
-                "JOIN unnest(%s::text[], %s::text[]) AS w(system, external_id) "
-                "ON x.system = w.system AND x.external_id = w.external_id",
-                [list(systems), list(ids)],
-            )
-            rows = cursor.fetchall()
+        rows = execute(
+            f"SELECT {columns}, x.source_payload FROM {_XREF} x "
+            "JOIN unnest(%b::text[], %b::text[]) AS w(system, external_id) "
+            "ON x.system = w.system AND x.external_id = w.external_id",
+            [list(systems), list(ids)],
+            fetch=True,
+        )
         # source_payload and match_detail are jsonb, which the connection reads as text.
         self._take_sources(_decoded(rows))
 
@@ -543,7 +541,7 @@ class UnitOfWork:
         kinds, values = zip(*wanted, strict=True)
         rows = self._fetch_goldens(
             "WITH hit AS (SELECT w.kind, w.value, m.individual_id "
-            "FROM unnest(%(kinds)s::text[], %(values)s::text[]) AS w(kind, value) "
+            "FROM unnest(%(kinds)b::text[], %(values)b::text[]) AS w(kind, value) "
             f"CROSS JOIN LATERAL (SELECT individual_id FROM {_MATCH_KEY} k WHERE k.kind = w.kind "
             "AND k.value = w.value ORDER BY individual_id LIMIT %(per_key)s) AS m), "
             "found AS (SELECT individual_id, array_agg(kind) AS kinds, array_agg(value) AS key_values "
@@ -568,7 +566,7 @@ class UnitOfWork:
         self.load_sources_of(ids - wanted)
         if wanted:
             self._fetch_goldens(
-                "SELECT {golden} FROM {individual} i WHERE i.id = ANY(%(ids)s::bigint[])",
+                "SELECT {golden} FROM {individual} i WHERE i.id = ANY(%(ids)b::bigint[])",
                 {"ids": sorted(wanted)},
                 with_sources=True,
                 leading=0,
@@ -594,9 +592,10 @@ class UnitOfWork:
             f"ARRAY(SELECT c.left_id FROM {_CANDIDATE} c WHERE c.right_id = i.id AND c.status = %(open)s)"
             + (f", {_SOURCES_JSON}" if with_sources else "")
         )
-        with connection.cursor() as cursor:
-            cursor.execute(sql.format(golden=golden, individual=_INDIVIDUAL), {**params, "open": CandidateStatus.OPEN})
-            rows = cursor.fetchall()
+        # Arrays of keys and ids travel binary (``hub.sql.execute``): a batch reads thousands.
+        rows = execute(
+            sql.format(golden=golden, individual=_INDIVIDUAL), {**params, "open": CandidateStatus.OPEN}, fetch=True
+        )
         taken = []
         for row in rows:
             head, pk, values = row[:leading], row[leading], row[leading + 1 :]
@@ -641,13 +640,12 @@ class UnitOfWork:
         # cross reference (flat rows read faster than JSON), the golden record's columns on each.
         detail = ", ".join(f"i.{name}" for name in _DETAIL_COLUMNS)
         sources = ", ".join(f"x.{name}" for name in _SOURCE_COLUMNS)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT i.id, {detail}, {sources}, x.source_payload FROM {_INDIVIDUAL} i "
-                f"LEFT JOIN {_XREF} x ON x.individual_id = i.id WHERE i.id = ANY(%s::bigint[]) ORDER BY i.id, x.id",
-                [lacking],
-            )
-            rows = cursor.fetchall()
+        rows = execute(
+            f"SELECT i.id, {detail}, {sources}, x.source_payload FROM {_INDIVIDUAL} i "
+            f"LEFT JOIN {_XREF} x ON x.individual_id = i.id WHERE i.id = ANY(%b::bigint[]) ORDER BY i.id, x.id",
+            [lacking],
+            fetch=True,
+        )
         width = 1 + len(_DETAIL_COLUMNS)
         by_golden: dict[int, list[SourceRecord]] = {pk: [] for pk in lacking}
         for row in rows:
@@ -980,12 +978,14 @@ class UnitOfWork:
         ]
         existing = sorted(g.pk for g in touched if not g.new)
         if existing:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    f"SELECT id, updated_at FROM {_INDIVIDUAL} WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
+            versions = dict(
+                execute(
+                    f"SELECT id, updated_at FROM {_INDIVIDUAL} WHERE id = ANY(%b::bigint[]) "
+                    "ORDER BY id FOR NO KEY UPDATE",
                     [existing],
+                    fetch=True,
                 )
-                versions = dict(cursor.fetchall())
+            )
             stale = [pk for pk in existing if versions.get(pk) != self.goldens[pk].version]
             if stale:
                 raise StaleState(f"golden record(s) {stale[:5]} changed while this work ran")
