@@ -4,13 +4,29 @@ from __future__ import annotations
 
 import csv
 import io
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
 
 from customers.models import ContactPoint, CrossReference, HistoryEntry, Individual, MatchCandidate
-from integrations.marketing_cloud.backfill import import_subscribers
+from integrations.marketing_cloud.backfill import (
+    LOCK_TABLE_SHARE,
+    LOCKS_PER_ROW,
+    MIN_BATCH,
+    BatchPlan,
+    _batches,
+    _change,
+    fit_batches,
+    import_subscribers,
+    lock_table_size,
+    read_columns,
+)
+from integrations.marketing_cloud.exports import tenant_zone
 from integrations.marketing_cloud.models import ImportJob
 from tests.conftest import subscriber
 from tests.queue import run_queued
@@ -151,3 +167,62 @@ def test_command_output_and_refusals(tmp_path, sandbox):
     with pytest.raises(CommandError, match="SubscriberKey"):
         call_command("import_subscribers", str(missing))
     assert ImportJob.objects.count() == 1  # a refused file starts no job
+
+
+def test_batches_and_workers_are_cut_to_what_the_lock_table_holds():
+    # The defaults: 64 locks x 100 connections; an import's batches hold at most half at once.
+    table = 6400
+    share = int(table * LOCK_TABLE_SHARE)
+    two = fit_batches(400, 2, table)
+    assert (two.rows, two.workers) == (share // (2 * LOCKS_PER_ROW), 2) and "lock table holds 6,400" in two.note
+    assert fit_batches(400, 1, table).rows == share // LOCKS_PER_ROW
+    many = fit_batches(400, 16, table)  # rows no fewer than MIN_BATCH, then fewer workers
+    assert many.rows == MIN_BATCH and many.workers == share // (MIN_BATCH * LOCKS_PER_ROW) < 16
+    assert fit_batches(100, 2, table) == BatchPlan(100, 2)  # fits: as asked, no note
+    resumed = fit_batches(400, 3, table, resumed=True)  # its batches are numbered by their size: keep it
+    assert (resumed.rows, resumed.workers) == (400, 1)
+    for rows, workers in ((400, 2), (2000, 16), (1, 1), (50, 4)):
+        plan = fit_batches(rows, workers, table)
+        assert plan.workers == 1 or plan.rows * plan.workers * LOCKS_PER_ROW <= share
+
+
+def test_a_rows_locks_are_what_the_batch_plan_assumes(tmp_path):
+    """The engine's locks per row on the benchmark's own export; a new lock name per row fails here."""
+    path = tmp_path / "export.csv"
+    bench = Path(__file__).resolve().parent.parent / "bench" / "make_subscriber_export.py"
+    subprocess.run([sys.executable, str(bench), "--rows", "2000", "--out", str(path)], check=True, capture_output=True)
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        next(reader)
+        per_batch = []
+        for _, rows in _batches(reader, read_columns(path), 400, tenant_zone(None)):
+            names = set()
+            for _, args in rows:
+                try:
+                    names |= _change(args, "test").lock_names
+                except Exception:  # noqa: BLE001, S112 - the export's deliberately bad rows
+                    continue
+            per_batch.append(len(names) / len(rows))
+    assert len(per_batch) == 5 and max(per_batch) <= LOCKS_PER_ROW
+    assert min(per_batch) > LOCKS_PER_ROW - 3  # and not so far under that batches are cut for nothing
+
+
+def test_the_lock_table_size_is_read_from_the_server():
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW max_locks_per_transaction")
+        per = int(cursor.fetchone()[0])
+        cursor.execute("SHOW max_connections")
+        conns = int(cursor.fetchone()[0])
+    assert lock_table_size() >= per * conns > 0
+
+
+@pytest.mark.django_db(transaction=True)  # the command forks worker processes
+def test_the_command_says_when_it_cuts_batches_to_fit_the_lock_table(tmp_path, sandbox):
+    path = write_csv(tmp_path / "e.csv", people(3))
+    err = io.StringIO()
+    call_command(
+        "import_subscribers", str(path), "--workers", "16", "--batch-size", "2000", stderr=err, stdout=io.StringIO()
+    )
+    assert "instead of 2,000 in 16" in err.getvalue()
+    job = ImportJob.objects.get()
+    assert job.status == "completed" and job.rows_done == 3 and job.batch_size == MIN_BATCH

@@ -48,11 +48,18 @@ from integrations.marketing_cloud.mapping import NOT_MARKETABLE, subscriber_to_s
 from integrations.marketing_cloud.models import ImportJob
 from integrations.marketing_cloud.writeback import queue_flush
 
-# Rows per transaction. Each row takes about seven advisory locks (its record, master ID and
-# blocking keys); PostgreSQL's default lock table (max_locks_per_transaction 64 x 100 connections)
-# holds 6,400 for all sessions together, so a batch stays well under half of it.
+# Rows per transaction, at most: fewer when the batches' locks would not fit (see fit_batches).
 DEFAULT_BATCH = 400
 MAX_STORED_ERRORS = 1000
+# A row holds advisory locks until its batch commits: its cross reference, its master IDs and
+# its identity blocking keys, 10.8 a row on bench/make_subscriber_export.py's export (rounded up).
+LOCKS_PER_ROW = 12
+# The batches in flight together hold at most half of PostgreSQL's shared lock table, which
+# every session shares: past its size a lock fails with "out of shared memory", in whichever
+# session asks for it (the live resolver's, as well as the import's).
+LOCK_TABLE_SHARE = 0.5
+# Batches are not cut below this: each costs about 30 statements, whatever its size (bench/statements.py).
+MIN_BATCH = 50
 
 
 class ImportRefused(Exception):
@@ -264,6 +271,50 @@ class _Statistics:
             self.step = max(10_000, self._golden_records())
 
 
+def lock_table_size() -> int:
+    """The locks PostgreSQL's shared lock table is sized for, all sessions together.
+
+    ``max_locks_per_transaction`` x (``max_connections`` + ``max_prepared_transactions``): 6,400
+    with the defaults. The server rounds its shared memory up, so a little more may fit; this is
+    what it promises.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT current_setting('max_locks_per_transaction')::int * (current_setting('max_connections')::int "
+            "+ current_setting('max_prepared_transactions')::int)"
+        )
+        (size,) = cursor.fetchone()
+    return int(size)
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    rows: int
+    workers: int
+    note: str = ""
+
+
+def fit_batches(rows: int, workers: int, table_size: int, *, resumed: bool = False) -> BatchPlan:
+    """Rows per batch and workers whose batches' locks, all in flight at once, fit the import's share.
+
+    The rows are cut first (to no fewer than MIN_BATCH), then the workers. A resumed import keeps
+    the batch size it started with (its committed batches are numbered by it), so only its
+    workers are cut. One worker always runs, whatever its batch needs.
+    """
+    share = int(table_size * LOCK_TABLE_SHARE)
+    fitted_rows = rows if resumed else max(1, min(rows, max(MIN_BATCH, share // (workers * LOCKS_PER_ROW))))
+    fitted_workers = max(1, min(workers, share // (fitted_rows * LOCKS_PER_ROW)))
+    if (fitted_rows, fitted_workers) == (rows, workers):
+        return BatchPlan(rows, workers)
+    note = (
+        f"batches of {fitted_rows:,} rows in {fitted_workers} worker(s) instead of {rows:,} in {workers}: "
+        f"a row holds about {LOCKS_PER_ROW} locks until its batch commits, and the server's lock table holds "
+        f"{table_size:,} for all sessions (max_locks_per_transaction x max_connections), of which an import "
+        f"takes at most {LOCK_TABLE_SHARE:.0%}"
+    )
+    return BatchPlan(fitted_rows, fitted_workers, note)
+
+
 def _worker_ready() -> None:
     """A worker process starts with no database connection of its own yet (the parent closed its before)."""
     connections.close_all()
@@ -280,6 +331,7 @@ def import_subscribers(
     writeback: bool = True,
     progress: Callable[[ImportJob, float, float], None] | None = None,
     stop_after_batches: int | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> ImportJob:
     """Import (or resume importing) ``path``; returns the job with its counts.
 
@@ -288,6 +340,8 @@ def import_subscribers(
     flat. A resumed job skips the batches it committed before (numbered by the batch size
     it started with). ``column_map`` reads other headers as the hub's columns (``--map``);
     ``time_zone`` is the zone of dates without an offset (default Marketing Cloud system time).
+    Batches and workers are cut to what the server's lock table holds (``fit_batches``); ``notice``
+    hears it when they are.
     """
     plan = read_columns(path, column_map)
     try:
@@ -296,10 +350,18 @@ def import_subscribers(
         raise ImportRefused(str(exc)) from None
     print_, size = fingerprint(path)
     job = ImportJob.objects.filter(fingerprint=print_).exclude(status=ImportJob.COMPLETED).first()
+    resumed = job is not None and not restart and bool(job.batch_size)
+    asked = job.batch_size if resumed else batch_size
+    plan_of_batches = fit_batches(asked, workers, lock_table_size(), resumed=resumed)
+    if plan_of_batches.note and notice:
+        notice(plan_of_batches.note)
+    workers = plan_of_batches.workers
     if job is None or restart:
         if not restart and ImportJob.objects.filter(fingerprint=print_, status=ImportJob.COMPLETED).exists():
             raise ImportRefused(f"{path.name} was imported completely before; use --restart to import it again.")
-        job = ImportJob.objects.create(file_name=str(path), fingerprint=print_, file_size=size, batch_size=batch_size)
+        job = ImportJob.objects.create(
+            file_name=str(path), fingerprint=print_, file_size=size, batch_size=plan_of_batches.rows
+        )
     job.status = ImportJob.RUNNING
     # How the header was read and the zone of dates without offset, for the steward (this run's).
     job.columns = plan.described()
@@ -336,7 +398,7 @@ def import_subscribers(
                 return stop_after_batches is not None and applied >= stop_after_batches
 
             stop = False
-            for number, rows in _batches(reader, plan, job.batch_size or batch_size, zone):
+            for number, rows in _batches(reader, plan, job.batch_size or plan_of_batches.rows, zone):
                 if number in done_before:
                     continue
                 if pool is None:

@@ -92,6 +92,7 @@ class Command(BaseCommand):
                 restart=restart,
                 writeback=not no_writeback,
                 progress=progress,
+                notice=self.stderr.write,
             )
         except ImportRefused as exc:
             raise CommandError(str(exc)) from None
