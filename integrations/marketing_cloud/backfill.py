@@ -58,7 +58,7 @@ LOCKS_PER_ROW = 12
 # every session shares: past its size a lock fails with "out of shared memory", in whichever
 # session asks for it (the live resolver's, as well as the import's).
 LOCK_TABLE_SHARE = 0.5
-# Batches are not cut below this: each costs about 30 statements, whatever its size (bench/statements.py).
+# Batches are not cut below this: each costs 30-50 statements (bench/statements.py: 31 for one row, 51 for 100).
 MIN_BATCH = 50
 
 
@@ -302,7 +302,7 @@ def fit_batches(rows: int, workers: int, table_size: int, *, resumed: bool = Fal
     workers are cut. One worker always runs, whatever its batch needs.
     """
     share = int(table_size * LOCK_TABLE_SHARE)
-    fitted_rows = rows if resumed else max(1, min(rows, max(MIN_BATCH, share // (workers * LOCKS_PER_ROW))))
+    fitted_rows = rows if resumed else min(rows, max(MIN_BATCH, share // (workers * LOCKS_PER_ROW)))
     fitted_workers = max(1, min(workers, share // (fitted_rows * LOCKS_PER_ROW)))
     if (fitted_rows, fitted_workers) == (rows, workers):
         return BatchPlan(rows, workers)
@@ -398,7 +398,7 @@ def import_subscribers(
                 return stop_after_batches is not None and applied >= stop_after_batches
 
             stop = False
-            for number, rows in _batches(reader, plan, job.batch_size or plan_of_batches.rows, zone):
+            for number, rows in _batches(reader, plan, plan_of_batches.rows, zone):
                 if number in done_before:
                     continue
                 if pool is None:
