@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import orjson
 import psycopg
 from django.db import connection
 
@@ -63,20 +64,34 @@ def execute(sql: str, params: Sequence[Any] | Mapping[str, Any], *, fetch: bool 
 
 
 def _json_default(value: Any) -> Any:
-    """Dates and times in JSON as ISO 8601 (what ``customers.history.jsonable`` would make of them)."""
+    """What JSON has no type for, as text (dates and times orjson writes itself, as ISO 8601)."""
     if isinstance(value, dt.date | dt.datetime):
         return value.isoformat()
     return str(value)
 
 
+def json_text(value: Any) -> str:
+    """``value`` as compact JSON text for a jsonb parameter.
+
+    orjson writes it about ten times faster than the standard library (a backfill writes
+    about 2 KB of JSON a row), and the same text for what the hub stores: ISO 8601 dates
+    and times with their offset, microseconds only when there are some. A lone surrogate,
+    which orjson refuses, goes through ``json`` as before (PostgreSQL refuses the escape,
+    as a database error the engine handles).
+    """
+    try:
+        return orjson.dumps(value, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(value, separators=(",", ":"), default=_json_default)
+
+
 def _columns_of(rows: Sequence[Sequence[Any]], types: Sequence[str]) -> list[list[Any]]:
-    arrays: list[list[Any]] = [[] for _ in types]
-    json_columns = {i for i, t in enumerate(types) if t == "jsonb"}
-    for row in rows:
-        for i, value in enumerate(row):
-            if i in json_columns and value is not None:
-                value = json.dumps(value, separators=(",", ":"), default=_json_default)
-            arrays[i].append(value)
+    if not rows:
+        return [[] for _ in types]
+    arrays = [list(column) for column in zip(*rows, strict=True)]
+    for i, kind in enumerate(types):
+        if kind == "jsonb":
+            arrays[i] = [None if value is None else json_text(value) for value in arrays[i]]
     return arrays
 
 

@@ -21,12 +21,12 @@ wait for each other but never in a cycle.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from django.utils import timezone
 
 from customers.choices import (
@@ -159,7 +159,7 @@ def _listed_sources(listed: list[list[Any]] | None) -> list[list[Any]]:
 
 def _jsonb(text: str | None) -> Any:
     """A jsonb column read by a raw cursor: the connection hands jsonb over as text (as Django's JSONField wants)."""
-    return None if text is None else json.loads(text)
+    return None if text is None else orjson.loads(text)
 
 
 class StaleState(Exception):
