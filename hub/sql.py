@@ -167,8 +167,10 @@ def reserve_ids(counts: dict[str, int]) -> dict[str, list[int]]:
     wanted = {table: n for table, n in counts.items() if n > 0}
     if not wanted:
         return {table: [] for table in counts}
+    # The sequence is looked up once per table, not once per id (the lookup cost as much as nextval).
     parts = ", ".join(
-        "(SELECT coalesce(array_agg(nextval(pg_get_serial_sequence(%s, 'id'))), '{}') FROM generate_series(1, %s))"
+        "(SELECT coalesce(array_agg(nextval(s.seq)), '{}') "
+        "FROM (SELECT pg_get_serial_sequence(%s, 'id')::regclass AS seq) AS s, generate_series(1, %s))"
         for _ in wanted
     )
     params: list[Any] = []

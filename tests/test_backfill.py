@@ -12,16 +12,20 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from customers.cim import CimValidationError
 from customers.models import ContactPoint, CrossReference, HistoryEntry, Individual, MatchCandidate
 from integrations.marketing_cloud.backfill import (
+    _GROWING,
+    _READ_WHILE_GROWING,
     LOCK_TABLE_SHARE,
     LOCKS_PER_ROW,
     MIN_BATCH,
     BatchPlan,
     _batches,
     _change,
+    _Statistics,
     fit_batches,
     import_subscribers,
     lock_table_size,
@@ -227,3 +231,27 @@ def test_the_command_says_when_it_cuts_batches_to_fit_the_lock_table(tmp_path, s
     assert "instead of 2,000 in 16" in err.getvalue()
     job = ImportJob.objects.get()
     assert job.status == "completed" and job.rows_done == 3 and job.batch_size == MIN_BATCH
+
+
+def test_statistics_refreshes_read_tables_while_importing_and_every_table_at_the_end():
+    statistics = _Statistics()
+    with CaptureQueriesContext(connection) as queries:
+        statistics.imported(statistics.step - 1)  # not grown enough yet: nothing
+        statistics.imported(statistics.step)
+        statistics.imported(statistics.step + 10_000, finished=True)
+    analyzed = [q["sql"].removeprefix("ANALYZE ").split(", ") for q in queries if q["sql"].startswith("ANALYZE")]
+    assert analyzed == [list(_READ_WHILE_GROWING), list(_GROWING)]
+    assert "customers_historyentry" not in analyzed[0] and "customers_historyentry" in analyzed[1]
+
+
+def test_stored_documents_carry_no_planner_statistics():
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname, a.attname, a.attstattarget FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+            "WHERE c.relname = ANY(%s) AND a.attname = ANY(%s)",
+            [["customers_individual", "customers_crossreference"], ["lineage", "source_payload", "last_name"]],
+        )
+        targets = {(table, column): target for table, column, target in cursor.fetchall()}
+    assert targets[("customers_individual", "lineage")] == 0
+    assert targets[("customers_crossreference", "source_payload")] == 0
+    assert targets[("customers_individual", "last_name")] != 0  # searched by: keeps its statistics
