@@ -244,6 +244,15 @@ def test_statistics_refreshes_read_tables_while_importing_and_every_table_at_the
     assert "customers_historyentry" not in analyzed[0] and "customers_historyentry" in analyzed[1]
 
 
+def test_tables_skipped_while_importing_are_refreshed_even_when_the_end_comes_soon_after():
+    statistics = _Statistics()
+    with CaptureQueriesContext(connection) as queries:
+        statistics.imported(statistics.step)
+        statistics.imported(statistics.step + 1, finished=True)
+    analyzed = [q["sql"].removeprefix("ANALYZE ").split(", ") for q in queries if q["sql"].startswith("ANALYZE")]
+    assert analyzed == [list(_READ_WHILE_GROWING), ["customers_historyentry", "customers_changeevent"]]
+
+
 def test_stored_documents_carry_no_planner_statistics():
     with connection.cursor() as cursor:
         cursor.execute(

@@ -239,7 +239,8 @@ _READ_WHILE_GROWING = (
     "customers_matchcandidate",
 )
 # Written and never read by the import: refreshed once, when it ends.
-_GROWING = (*_READ_WHILE_GROWING, "customers_historyentry", "customers_changeevent")
+_WRITTEN_ONLY = ("customers_historyentry", "customers_changeevent")
+_GROWING = (*_READ_WHILE_GROWING, *_WRITTEN_ONLY)
 
 
 class _Statistics:
@@ -255,6 +256,7 @@ class _Statistics:
 
     def __init__(self) -> None:
         self.rows_at_last = 0
+        self.written_only_behind = False
         self.step = max(10_000, self._golden_records())
 
     @staticmethod
@@ -268,10 +270,18 @@ class _Statistics:
         added = rows_done - self.rows_at_last
         if added >= self.step or (finished and added >= min(self.step, 10_000)):
             tables = _GROWING if finished else _READ_WHILE_GROWING
-            with connection.cursor() as cursor:
-                cursor.execute(f"ANALYZE {', '.join(tables)}")
+            self.written_only_behind = not finished
+        elif finished and self.written_only_behind:
+            tables = _WRITTEN_ONLY  # the read tables were refreshed just before the end
+        else:
+            return
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {', '.join(tables)}")
+        if tables is not _WRITTEN_ONLY:
             self.rows_at_last = rows_done
             self.step = max(10_000, self._golden_records())
+        if finished:
+            self.written_only_behind = False
 
 
 def lock_table_size() -> int:
