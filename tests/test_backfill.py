@@ -253,6 +253,37 @@ def test_tables_skipped_while_importing_are_refreshed_even_when_the_end_comes_so
     assert analyzed == [list(_READ_WHILE_GROWING), ["customers_historyentry", "customers_changeevent"]]
 
 
+@pytest.mark.django_db(transaction=True)  # VACUUM runs outside a transaction only
+def test_outside_a_transaction_the_read_tables_are_vacuumed_so_key_lookups_read_only_the_index(tmp_path, sandbox):
+    call_command("import_subscribers", str(write_csv(tmp_path / "e.csv", people(5))), "--workers", "1", "--quiet")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT relallvisible FROM pg_class WHERE relname = 'customers_matchkey'")
+        assert cursor.fetchone()[0] == 0  # inserted, never vacuumed (too few rows for a refresh)
+    statistics = _Statistics()
+    with CaptureQueriesContext(connection) as queries:
+        statistics.imported(statistics.step)
+        statistics.imported(statistics.step + 10_000, finished=True)
+    run = [q["sql"].split(" customers_")[0] for q in queries if q["sql"].startswith(("VACUUM", "ANALYZE"))]
+    assert run == ["VACUUM (ANALYZE)", "VACUUM (ANALYZE)", "ANALYZE"]
+    last = [q["sql"] for q in queries if q["sql"].startswith(("VACUUM", "ANALYZE"))][-1]
+    assert last == "ANALYZE customers_historyentry, customers_changeevent"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT relallvisible FROM pg_class WHERE relname = 'customers_matchkey'")
+        assert cursor.fetchone()[0] > 0
+        # The blocking-key look-up is answered from the index, with no visit to the table.
+        cursor.execute("SELECT kind, value FROM customers_matchkey LIMIT 1")
+        kind, value = cursor.fetchone()
+        cursor.execute("SET enable_seqscan = off")
+        cursor.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) "
+            "SELECT individual_id FROM customers_matchkey WHERE kind = %s AND value = %s",
+            [kind, value],
+        )
+        plan = cursor.fetchone()[0][0]["Plan"]
+        cursor.execute("RESET enable_seqscan")
+    assert plan["Node Type"] == "Index Only Scan" and plan["Heap Fetches"] == 0
+
+
 def test_stored_documents_carry_no_planner_statistics():
     with connection.cursor() as cursor:
         cursor.execute(
