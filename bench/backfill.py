@@ -32,7 +32,7 @@ django.setup()
 import psycopg  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from bench.harness import scratch_database  # noqa: E402
+from bench.harness import PRODUCTION_SETTINGS, scratch_database  # noqa: E402
 
 
 def main() -> None:
@@ -48,15 +48,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     db_url = scratch_database(settings.EFFECTIVE_DATABASE_URL, "hub_bench_backfill")
-    # Production settings for the import: with DEBUG on, Django keeps and times every statement.
-    env = {
-        **os.environ,
-        "DATABASE_URL": db_url,
-        "HUB_DEBUG": "false" if args.production_settings else "true",
-        "HUB_SECURE": "false",
-        "HUB_SECRET_KEY": "bench-only-secret-key-not-for-production-0123456789",
-        "HUB_LOG_LEVEL": "WARNING",
-    }
+    env = {**os.environ, "DATABASE_URL": db_url, **PRODUCTION_SETTINGS}
+    if not args.production_settings:
+        env["HUB_DEBUG"] = "true"
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     rows = sum(1 for _ in args.file.open("rb")) - 1
     started = time.perf_counter()

@@ -13,6 +13,15 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The hub's processes as production runs them (DEBUG off: Django keeps and times every
+# statement with it on), with what production settings require of a bench.
+PRODUCTION_SETTINGS = {
+    "HUB_DEBUG": "false",
+    "HUB_SECURE": "false",
+    "HUB_SECRET_KEY": "bench-only-secret-key-not-for-production-0123456789",
+    "HUB_LOG_LEVEL": "WARNING",
+}
+
 
 def scratch_database(base_url: str, name: str) -> str:
     """Drop and create database ``name`` on the server of ``base_url``; return its URL."""

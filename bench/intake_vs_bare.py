@@ -41,7 +41,7 @@ import psycopg  # noqa: E402
 import requests  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from bench.harness import scratch_database  # noqa: E402
+from bench.harness import PRODUCTION_SETTINGS, scratch_database  # noqa: E402
 from hub.webserver import free_port, gunicorn_command, nginx_command  # noqa: E402
 from sandboxes.marketing_cloud.journey import build_execute_payload, sign_execute  # noqa: E402
 
@@ -128,10 +128,7 @@ def main() -> None:
         "DATABASE_URL": db_url,
         "DJANGO_SETTINGS_MODULE": "bench_bare_settings",
         "PYTHONPATH": os.pathsep.join([str(BARE), str(tree)]),
-        "HUB_DEBUG": "false",
-        "HUB_SECURE": "false",
-        "HUB_SECRET_KEY": "bench-only-secret-key-not-for-production-0123456789",
-        "HUB_LOG_LEVEL": "WARNING",
+        **PRODUCTION_SETTINGS,
         "MC_JWT_SECRET": JWT_SECRET,
     }
     # The bodies are signed ahead, valid for an hour; a checkout from before the lifetime bound

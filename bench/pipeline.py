@@ -45,7 +45,7 @@ import psycopg  # noqa: E402
 import requests  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from bench.harness import percentile, scratch_database  # noqa: E402
+from bench.harness import PRODUCTION_SETTINGS, percentile, scratch_database  # noqa: E402
 from sandboxes.marketing_cloud.journey import build_execute_payload, sign_execute  # noqa: E402
 from sandboxes.marketing_cloud.server import MarketingCloudSandbox, SandboxConfig  # noqa: E402
 
@@ -172,10 +172,7 @@ def main() -> None:
         **os.environ,
         "DATABASE_URL": db_url,
         "PYTHONPATH": str(tree),
-        "HUB_DEBUG": "false",
-        "HUB_SECURE": "false",
-        "HUB_SECRET_KEY": "bench-only-secret-key-not-for-production-0123456789",
-        "HUB_LOG_LEVEL": "WARNING",
+        **PRODUCTION_SETTINGS,
         "MC_AUTH_BASE_URL": sandbox.url,
         "MC_CLIENT_ID": "sandbox-client-id",
         "MC_CLIENT_SECRET": "sandbox-client-secret",

@@ -282,15 +282,14 @@ class _Statistics:
             tables = _WRITTEN_ONLY  # the read tables were refreshed just before the end
         else:
             return
-        # VACUUM cannot run in a transaction (a caller's, or a test's).
-        vacuum = tables is not _WRITTEN_ONLY and not connection.in_atomic_block
+        # VACUUM cannot run in a transaction (a caller's, or a test's): there, ANALYZE alone.
+        vacuumed = () if connection.in_atomic_block else tuple(t for t in tables if t in _READ_WHILE_GROWING)
+        analysed = tuple(t for t in tables if t not in vacuumed)
         with connection.cursor() as cursor:
-            if vacuum:
-                cursor.execute(f"VACUUM (ANALYZE) {', '.join(_READ_WHILE_GROWING)}")
-                if finished:
-                    cursor.execute(f"ANALYZE {', '.join(_WRITTEN_ONLY)}")
-            else:
-                cursor.execute(f"ANALYZE {', '.join(tables)}")
+            if vacuumed:
+                cursor.execute(f"VACUUM (ANALYZE) {', '.join(vacuumed)}")
+            if analysed:
+                cursor.execute(f"ANALYZE {', '.join(analysed)}")
         if tables is not _WRITTEN_ONLY:
             self.rows_at_last = rows_done
             self.step = max(10_000, self._golden_records())
