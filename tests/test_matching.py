@@ -19,13 +19,16 @@ from customers.normalize import (
     provider_email,
     soundex,
 )
-from customers.resolution.blocking import blocking_keys, profile_from_source
+from customers.resolution import rules as rules_module
+from customers.resolution.blocking import ATTRIBUTES, blocking_keys, profile_from_source
 from customers.resolution.rules import (
     OUTCOME_AUTO,
     OUTCOME_NONE,
     OUTCOME_SUSPECT,
+    AttributeComparison,
     Criterion,
     RuleSpec,
+    compare_attribute,
     decide,
     parse_criteria,
 )
@@ -188,6 +191,41 @@ def test_each_comparison_method(criterion, left, right, holds):
         assert criterion.attribute in decision.comparisons
         full = decide([rule(OUTCOME_AUTO, criterion)], build(left), build(right), explain_all=True)
         assert set(full.comparisons) >= everything and full.outcome == decision.outcome
+
+
+_METHODS = ("exact", "normalized", "provider", "phonetic", "nickname", "similarity", "incoming", "candidate")
+
+
+@pytest.mark.parametrize(
+    ("left", "right"),
+    [
+        (person(first="Bob", last="Smiht", birth="1980-02-03", postal="94105"), person(postal="94105")),
+        (person(email="r.ob+x@gmail.com", phone=""), person(email="rob@gmail.com", phone="")),
+        (person(first="Jonh", street="1 Main St", postal="94105"), person(street="1 Main St", postal="10001")),
+        (person(email="", phone=""), person(email="ann@example.com", first="Ann", last="Lee")),
+    ],
+)
+def test_an_attribute_compared_lazily_answers_as_when_every_method_is_read_at_once(left, right):
+    """Each method is worked out when first read: in whatever order, the answers are the same."""
+    for name in ATTRIBUTES:
+        forwards = compare_attribute(name, left, right)
+        answers = {method: getattr(forwards, method) for method in _METHODS}
+        backwards = compare_attribute(name, left, right)
+        assert {method: getattr(backwards, method) for method in reversed(_METHODS)} == answers, name
+        assert compare_attribute(name, left, right).as_dict() == forwards.as_dict(), name
+        settled = AttributeComparison(forwards.blank, **{m: answers[m] for m in _METHODS})
+        assert settled.as_dict() == forwards.as_dict() and settled.verdict == forwards.verdict, name
+
+
+def test_a_pair_another_email_settles_is_not_compared_by_similarity(monkeypatch):
+    """The laziness that makes a crowded key cheap: no Jaro-Winkler that no criterion asked for."""
+    calls = []
+    monkeypatch.setattr(rules_module, "jaro_winkler", lambda a, b: calls.append((a, b)) or jaro_winkler(a, b))
+    only_email = rule(OUTCOME_AUTO, Criterion("email", "normalized"), Criterion("last_name", "fuzzy", 0.9))
+    decision = decide([only_email], person(email="a@example.com"), person(email="b@example.com"))
+    assert decision.outcome == OUTCOME_NONE and calls == []
+    assert decide([only_email], person(last="Smiht"), person()).outcome == OUTCOME_AUTO
+    assert ("smiht", "smith") in calls  # a match is explained on everything, similarities included
 
 
 def test_auto_rules_win_over_suspect_rules_and_blanks_alone_prove_nothing():

@@ -10,7 +10,6 @@ from the table.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
 from typing import Any
 
 from customers.nicknames import canonical_first_name
@@ -29,14 +28,27 @@ ATTRIBUTES = (
 )
 
 
-@dataclass
 class MatchProfile:
     """Every value one side of a comparison has, per attribute, as sent and normalised."""
 
-    values: dict[str, set[tuple[str, str]]] = field(default_factory=lambda: {name: set() for name in ATTRIBUTES})
-    # The keys and raw values per attribute, computed once: comparisons ask for them again and again.
-    _keys: dict[str, set[str]] = field(default_factory=dict, repr=False, compare=False)
-    _raws: dict[str, set[str]] = field(default_factory=dict, repr=False, compare=False)
+    # A plain class with slots, not a dataclass: a unit of work builds one per candidate it reads
+    # (``from_json``), thousands a batch, and the dataclass's three field factories, whose sets
+    # ``from_json`` then replaced, were about a tenth of that.
+    __slots__ = ("values", "_keys", "_raws")
+
+    def __init__(self, values: dict[str, set[tuple[str, str]]] | None = None) -> None:
+        self.values = values if values is not None else {name: set() for name in ATTRIBUTES}
+        # The keys and raw values per attribute, computed once: comparisons ask for them again and again.
+        self._keys: dict[str, set[str]] = {}
+        self._raws: dict[str, set[str]] = {}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MatchProfile) and self.values == other.values
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as before
+
+    def __repr__(self) -> str:
+        return f"MatchProfile({self.to_json()!r})"
 
     def add(self, attribute: str, raw: Any, normalized: str | None = None) -> None:
         if raw in (None, ""):
@@ -70,11 +82,9 @@ class MatchProfile:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> MatchProfile:
-        profile = cls()
-        for name, pairs in data.items():
-            if name in profile.values:
-                profile.values[name] = {(str(raw), str(key)) for raw, key in pairs}
-        return profile
+        return cls(
+            {name: {(str(raw), str(key)) for raw, key in data[name]} if name in data else set() for name in ATTRIBUTES}
+        )
 
 
 def add_person(

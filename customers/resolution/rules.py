@@ -15,7 +15,7 @@ operations, and only a pair that matches is compared on everything for its expla
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -51,19 +51,148 @@ _CHEAP_FIRST = ("email", "phone", "birth_date", "postal_code", "gender", "name_s
 _CHECK_ORDER = {name: i for i, name in enumerate(_CHEAP_FIRST)}
 
 
-@dataclass
 class AttributeComparison:
-    """How one attribute of two profiles compares, by every method at once."""
+    """How one attribute of two profiles compares, by every method.
 
-    blank: bool  # one side (or both) has no value
-    exact: bool = False
-    normalized: bool = False
-    provider: bool = False
-    phonetic: bool = False
-    nickname: bool = False
-    similarity: float = 0.0  # best Jaro-Winkler over all value pairs (normalised)
-    incoming: list[str] = field(default_factory=list)
-    candidate: list[str] = field(default_factory=list)
+    Made by ``compare_attribute``, each method's answer is worked out the first time it is
+    read: most candidate pairs are settled by one or two methods of one or two attributes
+    (another email, another phone), and the rest would be work no rule asks for. The answers
+    are the ones an eager comparison gives, because a profile does not change once it is
+    compared (a unit of work builds a new one when a golden record changes). Made with the
+    answers given (a stored explanation read back), nothing is worked out.
+    """
+
+    __slots__ = (
+        "name",
+        "blank",
+        "_left",
+        "_right",
+        "_exact",
+        "_normalized",
+        "_provider",
+        "_phonetic",
+        "_nickname",
+        "_similarity",
+        "_incoming",
+        "_candidate",
+    )
+
+    def __init__(
+        self,
+        blank: bool,
+        *,
+        exact: bool = False,
+        normalized: bool = False,
+        provider: bool = False,
+        phonetic: bool = False,
+        nickname: bool = False,
+        similarity: float = 0.0,  # best Jaro-Winkler over all value pairs (normalised)
+        incoming: Iterable[str] = (),
+        candidate: Iterable[str] = (),
+    ) -> None:
+        self.name = ""
+        self.blank = blank  # one side (or both) has no value
+        self._left: MatchProfile | None = None
+        self._right: MatchProfile | None = None
+        self._exact: bool | None = exact
+        self._normalized: bool | None = normalized
+        self._provider: bool | None = provider
+        self._phonetic: bool | None = phonetic
+        self._nickname: bool | None = nickname
+        self._similarity: float | None = similarity
+        self._incoming: list[str] | None = list(incoming)
+        self._candidate: list[str] | None = list(candidate)
+
+    @classmethod
+    def of(cls, name: str, left: MatchProfile, right: MatchProfile) -> AttributeComparison:
+        """The comparison of ``name`` between two profiles, each method worked out when first read."""
+        comparison = cls.__new__(cls)
+        comparison.name = name
+        comparison._left, comparison._right = left, right
+        comparison._incoming = comparison._candidate = None
+        if not left.keys(name) or not right.keys(name):
+            comparison.blank = True
+            comparison._exact = comparison._normalized = comparison._provider = False
+            comparison._phonetic = comparison._nickname = False
+            comparison._similarity = 0.0
+        else:
+            comparison.blank = False
+            comparison._exact = comparison._normalized = comparison._provider = None
+            comparison._phonetic = comparison._nickname = comparison._similarity = None
+        return comparison
+
+    def _keys(self) -> tuple[set[str], set[str]]:
+        assert self._left is not None and self._right is not None
+        return self._left.keys(self.name), self._right.keys(self.name)
+
+    @property
+    def exact(self) -> bool:
+        if self._exact is None:
+            assert self._left is not None and self._right is not None
+            stripped = {r.strip() for r in self._left.raws(self.name)}
+            self._exact = not stripped.isdisjoint({r.strip() for r in self._right.raws(self.name)})
+        return self._exact
+
+    @property
+    def normalized(self) -> bool:
+        if self._normalized is None:
+            lkeys, rkeys = self._keys()
+            self._normalized = not lkeys.isdisjoint(rkeys)
+        return self._normalized
+
+    @property
+    def provider(self) -> bool:
+        if self._provider is None:
+            lkeys, rkeys = self._keys()
+            self._provider = self.name == "email" and not {provider_email(e) for e in lkeys}.isdisjoint(
+                {provider_email(e) for e in rkeys}
+            )
+        return self._provider
+
+    @property
+    def phonetic(self) -> bool:
+        if self._phonetic is None:
+            lkeys, rkeys = self._keys()
+            self._phonetic = self.name in ("first_name", "last_name") and bool(
+                ({soundex(v) for v in lkeys} & {soundex(v) for v in rkeys}) - {""}
+            )
+        return self._phonetic
+
+    @property
+    def nickname(self) -> bool:
+        if self._nickname is None:
+            lkeys, rkeys = self._keys()
+            self._nickname = self.name == "first_name" and not set().union(*(name_groups(v) for v in lkeys)).isdisjoint(
+                set().union(*(name_groups(v) for v in rkeys))
+            )
+        return self._nickname
+
+    @property
+    def similarity(self) -> float:
+        if self._similarity is None:
+            if self.normalized:
+                self._similarity = 1.0
+            elif self.name in FUZZY_ATTRIBUTES:
+                lkeys, rkeys = self._keys()
+                self._similarity = max(jaro_winkler(a, b) for a in lkeys for b in rkeys)
+            else:
+                self._similarity = 0.0
+        return self._similarity
+
+    @property
+    def incoming(self) -> list[str]:
+        """The incoming side's values as sent (the first five, sorted), as a steward sees them."""
+        if self._incoming is None:
+            assert self._left is not None
+            self._incoming = sorted(self._left.raws(self.name))[:5]
+        return self._incoming
+
+    @property
+    def candidate(self) -> list[str]:
+        if self._candidate is None:
+            assert self._right is not None
+            self._candidate = sorted(self._right.raws(self.name))[:5]
+        return self._candidate
 
     @property
     def verdict(self) -> str:
@@ -84,27 +213,7 @@ class AttributeComparison:
 
 
 def compare_attribute(name: str, left: MatchProfile, right: MatchProfile) -> AttributeComparison:
-    lkeys, rkeys = left.keys(name), right.keys(name)
-    result = AttributeComparison(
-        blank=not lkeys or not rkeys, incoming=sorted(left.raws(name))[:5], candidate=sorted(right.raws(name))[:5]
-    )
-    if result.blank:
-        return result
-    result.exact = bool({r.strip() for r in left.raws(name)} & {r.strip() for r in right.raws(name)})
-    result.normalized = bool(lkeys & rkeys)
-    if name == "email":
-        result.provider = bool({provider_email(e) for e in lkeys} & {provider_email(e) for e in rkeys})
-    if name in ("first_name", "last_name"):
-        result.phonetic = bool(({soundex(v) for v in lkeys} & {soundex(v) for v in rkeys}) - {""})
-    if name == "first_name":
-        lgroups = set().union(*(name_groups(v) for v in lkeys))
-        rgroups = set().union(*(name_groups(v) for v in rkeys))
-        result.nickname = bool(lgroups & rgroups)
-    if result.normalized:
-        result.similarity = 1.0
-    elif name in FUZZY_ATTRIBUTES:
-        result.similarity = max(jaro_winkler(a, b) for a in lkeys for b in rkeys)
-    return result
+    return AttributeComparison.of(name, left, right)
 
 
 class Comparisons(dict[str, AttributeComparison]):

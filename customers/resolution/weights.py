@@ -151,17 +151,16 @@ def level_of(name: str, c: AttributeComparison) -> str:
 def comparison_from_explanation(data: Mapping[str, Any]) -> AttributeComparison:
     """An attribute comparison as stored in a decision's explanation (enough to tell its level again)."""
     verdict = data.get("verdict", "blank")
-    comparison = AttributeComparison(
+    agrees = {verdict: True} if verdict in ("normalized", "provider", "nickname", "phonetic") else {}
+    if verdict == "exact":
+        agrees = {"exact": True, "normalized": True}
+    return AttributeComparison(
         blank=verdict == "blank",
         incoming=list(data.get("incoming") or []),
         candidate=list(data.get("candidate") or []),
         similarity=float(data.get("similarity") or 0.0),
+        **agrees,
     )
-    if verdict == "exact":
-        comparison.exact = comparison.normalized = True
-    elif verdict in ("normalized", "provider", "nickname", "phonetic"):
-        setattr(comparison, verdict, True)
-    return comparison
 
 
 def levels_of(comparisons: Mapping[str, AttributeComparison]) -> tuple[str, ...]:
