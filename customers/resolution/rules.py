@@ -103,24 +103,6 @@ class AttributeComparison:
         self._incoming: list[str] | None = list(incoming)
         self._candidate: list[str] | None = list(candidate)
 
-    @classmethod
-    def of(cls, name: str, left: MatchProfile, right: MatchProfile) -> AttributeComparison:
-        """The comparison of ``name`` between two profiles, each method worked out when first read."""
-        comparison = cls.__new__(cls)
-        comparison.name = name
-        comparison._left, comparison._right = left, right
-        comparison._incoming = comparison._candidate = None
-        if not left.keys(name) or not right.keys(name):
-            comparison.blank = True
-            comparison._exact = comparison._normalized = comparison._provider = False
-            comparison._phonetic = comparison._nickname = False
-            comparison._similarity = 0.0
-        else:
-            comparison.blank = False
-            comparison._exact = comparison._normalized = comparison._provider = None
-            comparison._phonetic = comparison._nickname = comparison._similarity = None
-        return comparison
-
     def _keys(self) -> tuple[set[str], set[str]]:
         assert self._left is not None and self._right is not None
         return self._left.keys(self.name), self._right.keys(self.name)
@@ -179,19 +161,21 @@ class AttributeComparison:
                 self._similarity = 0.0
         return self._similarity
 
+    def _shown(self, profile: MatchProfile | None) -> list[str]:
+        """A side's values as sent (the first five, sorted), as a steward sees them."""
+        assert profile is not None
+        return sorted(profile.raws(self.name))[:5]
+
     @property
     def incoming(self) -> list[str]:
-        """The incoming side's values as sent (the first five, sorted), as a steward sees them."""
         if self._incoming is None:
-            assert self._left is not None
-            self._incoming = sorted(self._left.raws(self.name))[:5]
+            self._incoming = self._shown(self._left)
         return self._incoming
 
     @property
     def candidate(self) -> list[str]:
         if self._candidate is None:
-            assert self._right is not None
-            self._candidate = sorted(self._right.raws(self.name))[:5]
+            self._candidate = self._shown(self._right)
         return self._candidate
 
     @property
@@ -213,7 +197,20 @@ class AttributeComparison:
 
 
 def compare_attribute(name: str, left: MatchProfile, right: MatchProfile) -> AttributeComparison:
-    return AttributeComparison.of(name, left, right)
+    """The comparison of ``name`` between two profiles, each method worked out when first read."""
+    comparison = AttributeComparison.__new__(AttributeComparison)
+    comparison.name = name
+    comparison._left, comparison._right = left, right
+    comparison._incoming = comparison._candidate = None
+    comparison.blank = not left.keys(name) or not right.keys(name)
+    if comparison.blank:
+        comparison._exact = comparison._normalized = comparison._provider = False
+        comparison._phonetic = comparison._nickname = False
+        comparison._similarity = 0.0
+    else:
+        comparison._exact = comparison._normalized = comparison._provider = None
+        comparison._phonetic = comparison._nickname = comparison._similarity = None
+    return comparison
 
 
 class Comparisons(dict[str, AttributeComparison]):
