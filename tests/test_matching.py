@@ -32,6 +32,7 @@ from customers.resolution.rules import (
     decide,
     parse_criteria,
 )
+from customers.resolution.weights import level_of
 
 
 def person(first="Robert", last="Smith", email="rob@example.com", phone="+1 415 555 0100", **extra):
@@ -215,6 +216,39 @@ def test_an_attribute_compared_lazily_answers_as_when_every_method_is_read_at_on
         assert compare_attribute(name, left, right).as_dict() == forwards.as_dict(), name
         settled = AttributeComparison(forwards.blank, **{m: answers[m] for m in _METHODS})
         assert settled.as_dict() == forwards.as_dict() and settled.verdict == forwards.verdict, name
+
+
+@pytest.mark.parametrize(
+    ("attribute", "left", "right", "exact", "level"),
+    [
+        # A street line as sent says nothing about the town: "1 Main St" is in most of them.
+        (
+            "address",
+            {"street": "1 Main St", "postal": "94105"},
+            {"street": "1 Main St", "postal": "10001"},
+            False,
+            "fuzzy_90",
+        ),
+        (
+            "address",
+            {"street": "1 Main St ", "postal": "94105"},
+            {"street": "1 Main St", "postal": "94105"},
+            True,
+            "normalized",
+        ),
+        (
+            "address",
+            {"street": "1 MAIN ST.", "postal": "94105"},
+            {"street": "1 Main St", "postal": "94105"},
+            False,
+            "normalized",
+        ),
+    ],
+)
+def test_the_same_value_as_sent_is_exact_only_where_it_is_read_the_same_way(attribute, left, right, exact, level):
+    comparison = compare_attribute(attribute, person(**left), person(**right))
+    assert comparison.exact is exact
+    assert level_of(attribute, comparison) == level
 
 
 def test_a_pair_another_email_settles_is_not_compared_by_similarity(monkeypatch):

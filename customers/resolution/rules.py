@@ -109,10 +109,16 @@ class AttributeComparison:
 
     @property
     def exact(self) -> bool:
+        """One value the same as sent (but for surrounding blanks) and read the same way (its key).
+
+        The key matters where the value as sent does not say it all: an address is kept as its
+        street line, and its key adds the postcode (or town) and the country, so one street line
+        in two towns is not the same address.
+        """
         if self._exact is None:
             assert self._left is not None and self._right is not None
-            stripped = {r.strip() for r in self._left.raws(self.name)}
-            self._exact = not stripped.isdisjoint({r.strip() for r in self._right.raws(self.name)})
+            left = {(raw.strip(), key) for raw, key in self._left.values[self.name]}
+            self._exact = not left.isdisjoint({(raw.strip(), key) for raw, key in self._right.values[self.name]})
         return self._exact
 
     @property
