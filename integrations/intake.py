@@ -155,8 +155,8 @@ _STORE_BATCH = (
     + _store_statement(f"SELECT {_ROW.format(**{name: name for name in _NAMES})} FROM incoming ORDER BY ord")
 )
 # One event, the intake's usual call, as scalar parameters: unpacking the arrays cost PostgreSQL
-# about 0.1 ms and the client 0.06 ms of CPU an event more (docs/benchmarks.md, "Intake, seventh
-# stop"), on cores a web worker shares with it. The same row and wake-up as the batch statement.
+# about 0.1 ms and the client 0.06 ms of CPU an event more (docs/benchmarks.md, issue 10's
+# "Seventh stop"), on cores a web worker shares with it. The same row and wake-up as a batch's.
 _STORE_ONE = "WITH" + _store_statement(f"VALUES ({_ROW.format(**{name: f'%b::{kind}' for name, kind in _FIELDS})})")
 
 
