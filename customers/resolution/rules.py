@@ -113,7 +113,7 @@ class AttributeComparison:
 
         The key matters where the value as sent does not say it all: an address is kept as its
         street line, and its key adds the postcode (or town) and the country, so one street line
-        in two towns is not the same address.
+        in two towns is not the same address (a nine-digit postcode is likewise read by its country).
         """
         if self._exact is None:
             assert self._left is not None and self._right is not None
